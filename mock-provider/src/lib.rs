@@ -1,0 +1,196 @@
+//! A mock LLM provider for the gateway's end-to-end tests and for `make dev`.
+//!
+//! It speaks the providers' wire formats (OpenAI Chat Completions today; each format is
+//! one module), logs every request, and fails on demand. A base URL like
+//! `http://127.0.0.1:PORT/<tag>/v1` names a deployment: the first path segment is the
+//! request's tag. Each request's behaviour is, first that applies:
+//! 1. a [`Script`] whose tag and needle match it (see [`MockServer::script`]);
+//! 2. the last `[mock:key=value,...]` directive in its body (keys: see [`Behaviour`]);
+//! 3. a normal, deterministic answer.
+//!
+//! Control over HTTP: `POST /_mock/script` (a script as JSON: `tag`, `needle`, `times`
+//! and the [`Behaviour`] fields), `DELETE /_mock/script`, `GET /_mock/requests?needle=X`,
+//! `GET /_mock/health`.
+
+mod answer;
+mod control;
+mod faults;
+mod http;
+mod log;
+mod openai;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime};
+
+pub use faults::{Behaviour, Script};
+pub use log::LoggedRequest;
+
+use faults::Scripts;
+use http::{Request, Responder};
+use log::RequestLog;
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Sleep between streamed events unless a behaviour says otherwise.
+    pub chunk_delay_ms: u64,
+}
+
+pub(crate) struct State {
+    options: Options,
+    scripts: Scripts,
+    log: RequestLog,
+    seq: AtomicU64,
+    stopping: AtomicBool,
+}
+
+/// What a wire-format module needs to answer one provider request.
+pub(crate) struct Call {
+    pub tag: String,
+    pub behaviour: Behaviour,
+    /// Unique per request; makes ids like `chatcmpl-mock-7`.
+    pub seq: u64,
+    pub default_chunk_delay_ms: u64,
+}
+
+/// A running mock. Dropping it stops accepting connections.
+pub struct MockServer {
+    state: Arc<State>,
+    addr: SocketAddr,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl MockServer {
+    /// Listens on `addr`, e.g. `127.0.0.1:0` for any free port; loopback only.
+    pub fn start(addr: &str) -> io::Result<MockServer> {
+        MockServer::start_with(addr, Options::default())
+    }
+
+    pub fn start_with(addr: &str, options: Options) -> io::Result<MockServer> {
+        let addr: SocketAddr =
+            addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
+        if !addr.ip().is_loopback() {
+            let message = format!("{addr}: the mock only listens on loopback addresses");
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        }
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            options,
+            scripts: Scripts::default(),
+            log: RequestLog::default(),
+            seq: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+        });
+        let acceptor = thread::Builder::new().name(format!("mock-provider-{}", addr.port())).spawn({
+            let state = Arc::clone(&state);
+            move || accept(&listener, &state)
+        })?;
+        Ok(MockServer { state, addr, acceptor: Some(acceptor) })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn script(&self, script: Script) {
+        self.state.scripts.add(script);
+    }
+
+    /// Removes every script, including other tests' (prefer unique needles and `times`).
+    pub fn clear_scripts(&self) {
+        self.state.scripts.clear();
+    }
+
+    /// Every provider request so far (not `/_mock/` control calls), oldest first.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.state.log.matching("")
+    }
+
+    /// The logged requests whose body contains `needle`.
+    pub fn requests_matching(&self, needle: &str) -> Vec<LoggedRequest> {
+        self.state.log.matching(needle)
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.state.stopping.store(true, Ordering::Relaxed);
+        // `accept` only notices the flag once a connection arrives: make one.
+        if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
+            if let Some(acceptor) = self.acceptor.take() {
+                let _ = acceptor.join();
+            }
+        }
+    }
+}
+
+fn accept(listener: &TcpListener, state: &Arc<State>) {
+    for stream in listener.incoming() {
+        if state.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        // Accept errors (e.g. out of file descriptors) are transient: keep serving.
+        let Ok(stream) = stream else {
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let state = Arc::clone(state);
+        // A connection's failure, even a panic, ends only that connection's thread.
+        let _ = thread::Builder::new().spawn(move || {
+            let bad_request = |why: &str| {
+                openai::error_body(&format!("Malformed HTTP request: {why}"), Some("invalid_request_error"), None, None)
+            };
+            let _ = http::serve(stream, &state.stopping, bad_request, |request, out| handle(&state, request, out));
+        });
+    }
+}
+
+fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<()> {
+    let path = request.path();
+    if path.starts_with("/_mock/") {
+        return control::handle(state, request, out);
+    }
+    let tag = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+    let body = String::from_utf8_lossy(&request.body).into_owned();
+    state.log.push(LoggedRequest {
+        tag: tag.to_string(),
+        method: request.method.clone(),
+        path: request.target.clone(),
+        headers: request.headers.clone(),
+        body: body.clone(),
+        received_at: SystemTime::now(),
+    });
+    let behaviour = match faults::select(&state.scripts, tag, &body) {
+        Ok(behaviour) => behaviour,
+        Err(why) => {
+            let message = format!("mock-provider: bad [mock:...] directive: {why}");
+            let error = openai::error_body(&message, Some("invalid_request_error"), None, Some("mock_directive"));
+            return out.json(400, &[], &error);
+        }
+    };
+    if let Some(ms) = behaviour.first_byte_delay_ms {
+        thread::sleep(Duration::from_millis(ms));
+    }
+    let call = Call {
+        tag: tag.to_string(),
+        behaviour,
+        seq: state.seq.fetch_add(1, Ordering::Relaxed),
+        default_chunk_delay_ms: state.options.chunk_delay_ms,
+    };
+    // One arm per wire format. Azure OpenAI (`/openai/deployments/{d}/chat/completions`,
+    // `/openai/v1/chat/completions`) and Mistral share OpenAI's path suffix and format.
+    match request.method.as_str() {
+        "POST" if path.ends_with("/chat/completions") => openai::chat(&call, request, out),
+        "GET" if path.ends_with("/models") => openai::models(out),
+        _ => openai::not_found(request, out),
+    }
+}

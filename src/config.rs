@@ -1,0 +1,524 @@
+//! The gateway config: deployments (where a model is served), aliases (what clients ask
+//! for), gateway keys and residency rules. Parsed from JSON and validated as a whole, so a
+//! typo is a load-time error naming the offending entry instead of a surprise in
+//! production. Unknown fields are rejected for the same reason.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Jurisdictions a deployment may declare. `global` is for endpoints that may process
+/// anywhere (Bedrock `global.` profiles, Azure Global deployments, the Gemini API, Vertex's
+/// global host); it never satisfies a rule that restricts jurisdiction.
+pub const JURISDICTIONS: &[&str] = &["eu", "uk", "ch", "us", "ca", "apac", "jp", "au", "in", "br", "me", "global"];
+
+/// The `allow` entry meaning "no restriction" (global endpoints included).
+pub const ANY: &str = "any";
+
+const CONTINENTS: &[&str] = &["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub deployments: Vec<Deployment>,
+    pub aliases: Vec<Alias>,
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    pub residency: Residency,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI's Chat Completions wire format (api.openai.com and its regional hosts, and
+    /// any OpenAI-compatible server).
+    Openai,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    pub id: String,
+    pub provider: ProviderKind,
+    /// The provider's model name, sent upstream in place of the client's alias.
+    pub model: String,
+    /// Everything before the provider's operation path, e.g. `https://eu.api.openai.com/v1`.
+    pub base_url: String,
+    /// Name of the Worker secret holding the provider key; none for keyless endpoints.
+    #[serde(default)]
+    pub api_key_secret: Option<String>,
+    pub jurisdiction: String,
+    /// Provider region name, reported in `x-gateway-region`.
+    pub region: String,
+    /// Latitude and longitude of the region, for nearest-first ordering.
+    #[serde(default)]
+    pub location: Option<[f64; 2]>,
+    /// Time allowed for the upstream to send its response head (and, for streams, the
+    /// first event) before the gateway gives up on this deployment.
+    #[serde(default = "default_first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u32,
+}
+
+fn default_first_byte_timeout_ms() -> u32 {
+    30_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Ordered failover: the deployments in the order listed.
+    #[default]
+    Priority,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alias {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    pub deployments: Vec<String>,
+}
+
+/// A gateway key. Its secret is never in the config in clear: either its SHA-256 (hex) or
+/// the name of a Worker secret that holds it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub id: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub feature: Option<String>,
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Aliases this key may use; all when absent.
+    #[serde(default)]
+    pub aliases: Option<Vec<String>>,
+    /// Jurisdictions this key's requests may reach; it can only narrow the rules' answer.
+    #[serde(default)]
+    pub residency: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Residency {
+    #[serde(default)]
+    pub unknown_location: UnknownLocation,
+    /// Compliance tag → the jurisdictions a request carrying it may reach.
+    #[serde(default)]
+    pub compliance_tags: BTreeMap<String, Vec<String>>,
+    /// Candidates closer than this to each other count as equally near, so the alias's
+    /// own order decides between them.
+    #[serde(default = "default_distance_band_km")]
+    pub distance_band_km: f64,
+    pub rules: Vec<Rule>,
+}
+
+fn default_distance_band_km() -> f64 {
+    1000.0
+}
+
+/// What to do when the caller's location is unknown or anonymised (`XX`, Tor's `T1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownLocation {
+    /// Of the rules that could match the caller wherever they are, the one allowing the
+    /// fewest jurisdictions applies.
+    #[default]
+    MostRestrictive,
+    /// Location conditions do not match; the first rule without one applies.
+    IgnoreLocation,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub when: Conditions,
+    /// Allowed jurisdictions, or `["any"]`.
+    pub allow: Vec<String>,
+}
+
+/// Every listed condition must hold; an empty list means "any".
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    #[serde(default)]
+    pub countries: Vec<String>,
+    #[serde(default)]
+    pub continents: Vec<String>,
+    #[serde(default)]
+    pub eu: Option<bool>,
+    #[serde(default)]
+    pub compliance: Vec<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+impl Conditions {
+    pub fn has_location(&self) -> bool {
+        !self.countries.is_empty() || !self.continents.is_empty() || self.eu.is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.has_location() && self.compliance.is_empty() && self.teams.is_empty() && self.keys.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Upper bound on upstream attempts for one client request.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: usize,
+}
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+fn default_max_attempts() -> usize {
+    3
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: DEFAULT_MAX_BODY_BYTES, max_attempts: default_max_attempts() }
+    }
+}
+
+/// A validated config with its lookups built once.
+#[derive(Debug)]
+pub struct Gateway {
+    pub config: Config,
+    deployment_index: HashMap<String, usize>,
+    alias_index: HashMap<String, usize>,
+}
+
+impl Gateway {
+    pub fn deployment(&self, id: &str) -> Option<&Deployment> {
+        self.deployment_index.get(id).map(|&i| &self.config.deployments[i])
+    }
+
+    pub fn alias(&self, name: &str) -> Option<&Alias> {
+        self.alias_index.get(name).map(|&i| &self.config.aliases[i])
+    }
+}
+
+pub fn parse(json: &str) -> Result<Gateway, String> {
+    let config: Config = serde_json::from_str(json).map_err(|e| format!("config is not valid: {e}"))?;
+    validate(&config)?;
+    let deployment_index = config.deployments.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
+    let alias_index = config.aliases.iter().enumerate().map(|(i, a)| (a.name.clone(), i)).collect();
+    Ok(Gateway { config, deployment_index, alias_index })
+}
+
+fn unique<'a>(what: &str, ids: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for id in ids {
+        if id.is_empty() {
+            return Err(format!("a {what} has an empty id"));
+        }
+        if !seen.insert(id) {
+            return Err(format!("duplicate {what} id `{id}`"));
+        }
+    }
+    Ok(())
+}
+
+fn is_secret_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn check_jurisdictions(list: &[String], place: &str) -> Result<(), String> {
+    if list.is_empty() {
+        return Err(format!("{place}: the jurisdiction list is empty"));
+    }
+    for j in list {
+        if j == "global" {
+            return Err(format!(
+                "{place}: `global` endpoints may process anywhere, so they cannot be allowed by a restricting list; use [\"any\"] for no restriction"
+            ));
+        }
+        if j == ANY {
+            if list.len() > 1 {
+                return Err(format!("{place}: \"any\" must stand alone"));
+            }
+        } else if !JURISDICTIONS.contains(&j.as_str()) {
+            return Err(format!("{place}: unknown jurisdiction `{j}` (known: {})", JURISDICTIONS.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+pub fn validate(c: &Config) -> Result<(), String> {
+    unique("deployment", c.deployments.iter().map(|d| d.id.as_str()))?;
+    unique("alias", c.aliases.iter().map(|a| a.name.as_str()))?;
+    unique("key", c.keys.iter().map(|k| k.id.as_str()))?;
+    unique("rule", c.residency.rules.iter().map(|r| r.id.as_str()))?;
+
+    for d in &c.deployments {
+        let at = format!("deployment `{}`", d.id);
+        if !(d.base_url.starts_with("https://") || d.base_url.starts_with("http://")) {
+            return Err(format!("{at}: base_url must start with https:// or http://"));
+        }
+        if d.base_url.ends_with('/') {
+            return Err(format!("{at}: base_url must not end with `/`"));
+        }
+        if d.model.is_empty() {
+            return Err(format!("{at}: model is empty"));
+        }
+        if !JURISDICTIONS.contains(&d.jurisdiction.as_str()) {
+            return Err(format!(
+                "{at}: unknown jurisdiction `{}` (known: {})",
+                d.jurisdiction,
+                JURISDICTIONS.join(", ")
+            ));
+        }
+        if let Some(s) = &d.api_key_secret {
+            if !is_secret_name(s) {
+                return Err(format!("{at}: api_key_secret `{s}` is not a secret name (A-Z, 0-9, _)"));
+            }
+        }
+        if let Some([lat, lon]) = d.location {
+            if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+                return Err(format!("{at}: location [{lat}, {lon}] is not a latitude/longitude"));
+            }
+        }
+        if d.first_byte_timeout_ms == 0 {
+            return Err(format!("{at}: first_byte_timeout_ms must be positive"));
+        }
+    }
+
+    for a in &c.aliases {
+        if a.deployments.is_empty() {
+            return Err(format!("alias `{}` lists no deployments", a.name));
+        }
+        unique(&format!("deployment in alias `{}`", a.name), a.deployments.iter().map(String::as_str))?;
+        for d in &a.deployments {
+            if !c.deployments.iter().any(|x| &x.id == d) {
+                return Err(format!("alias `{}` names unknown deployment `{d}`", a.name));
+            }
+        }
+    }
+
+    for k in &c.keys {
+        let at = format!("key `{}`", k.id);
+        match (&k.sha256, &k.secret) {
+            (Some(h), None) => {
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                    return Err(format!("{at}: sha256 must be 64 lowercase hex digits"));
+                }
+            }
+            (None, Some(s)) if is_secret_name(s) => {}
+            (None, Some(s)) => return Err(format!("{at}: secret `{s}` is not a secret name (A-Z, 0-9, _)")),
+            _ => return Err(format!("{at}: give exactly one of sha256 or secret")),
+        }
+        for alias in k.aliases.iter().flatten() {
+            if !c.aliases.iter().any(|a| &a.name == alias) {
+                return Err(format!("{at}: unknown alias `{alias}`"));
+            }
+        }
+        if let Some(r) = &k.residency {
+            check_jurisdictions(r, &format!("{at} residency"))?;
+        }
+    }
+
+    validate_residency(&c.residency)
+}
+
+fn validate_residency(r: &Residency) -> Result<(), String> {
+    if r.distance_band_km.is_nan() || r.distance_band_km < 0.0 {
+        return Err("residency.distance_band_km must be zero or positive".into());
+    }
+    for (tag, list) in &r.compliance_tags {
+        if tag.is_empty()
+            || !tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(format!("compliance tag `{tag}`: use lowercase letters, digits, - and _"));
+        }
+        check_jurisdictions(list, &format!("compliance tag `{tag}`"))?;
+        if list.iter().any(|j| j == ANY) {
+            return Err(format!("compliance tag `{tag}`: a tag must restrict; \"any\" is not allowed"));
+        }
+    }
+    let Some(last) = r.rules.last() else {
+        return Err("residency.rules is empty; the last rule must match every request".into());
+    };
+    if !last.when.is_empty() {
+        return Err(format!(
+            "residency rule `{}`: the last rule must have no conditions, so every request matches a rule",
+            last.id
+        ));
+    }
+    for (i, rule) in r.rules.iter().enumerate() {
+        let at = format!("residency rule `{}`", rule.id);
+        check_jurisdictions(&rule.allow, &at)?;
+        if let Some(earlier) = r.rules[..i].iter().find(|e| e.when.is_empty()) {
+            return Err(format!("{at} can never match: rule `{}` before it matches every request", earlier.id));
+        }
+        let w = &rule.when;
+        for c in &w.countries {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(format!("{at}: country `{c}` is not an ISO 3166-1 alpha-2 code in capitals"));
+            }
+        }
+        for c in &w.continents {
+            if !CONTINENTS.contains(&c.as_str()) {
+                return Err(format!("{at}: unknown continent `{c}` (known: {})", CONTINENTS.join(", ")));
+            }
+        }
+        for tag in &w.compliance {
+            let Some(tag_allows) = r.compliance_tags.get(tag) else {
+                return Err(format!("{at}: unknown compliance tag `{tag}`"));
+            };
+            // A rule that only ever sees requests carrying these tags must not point them at
+            // a jurisdiction one of the tags forbids.
+            if w.compliance.len() == 1 {
+                if let Some(bad) = rule.allow.iter().find(|j| *j == ANY || !tag_allows.contains(j)) {
+                    return Err(format!(
+                        "{at}: requests tagged `{tag}` may not reach `{bad}` (the tag allows {})",
+                        tag_allows.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> String {
+        serde_json::json!({
+            "deployments": [
+                {"id": "eu-a", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/eu-a/v1",
+                 "jurisdiction": "eu", "region": "eu-central-1", "location": [50.1, 8.7]},
+                {"id": "eu-b", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/eu-b/v1",
+                 "jurisdiction": "eu", "region": "eu-west-3", "location": [48.9, 2.4]},
+                {"id": "us-a", "provider": "openai", "model": "m", "base_url": "https://api.example.com/v1",
+                 "api_key_secret": "US_KEY", "jurisdiction": "us", "region": "us-east-1", "location": [38.9, -77.0]},
+                {"id": "jp-a", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/jp-a/v1",
+                 "jurisdiction": "apac", "region": "ap-northeast-1", "location": [35.7, 139.7]},
+                {"id": "sg-a", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/sg-a/v1",
+                 "jurisdiction": "apac", "region": "ap-southeast-1", "location": [1.35, 103.8]},
+                {"id": "gl-a", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/gl-a/v1",
+                 "jurisdiction": "global", "region": "global"}
+            ],
+            "aliases": [
+                {"name": "chat", "deployments": ["us-a", "eu-a", "eu-b", "jp-a", "sg-a", "gl-a"]},
+                {"name": "us-only", "deployments": ["us-a"]}
+            ],
+            "keys": [
+                {"id": "k1", "sha256": "a".repeat(64), "team": "search"},
+                {"id": "k2", "secret": "GATEWAY_KEY_K2", "residency": ["eu"]}
+            ],
+            "residency": {
+                "compliance_tags": {"gdpr": ["eu", "uk", "ch"], "us-only": ["us"]},
+                "rules": [
+                    {"id": "gdpr-tag", "when": {"compliance": ["gdpr"]}, "allow": ["eu"]},
+                    {"id": "eu-callers", "when": {"eu": true}, "allow": ["eu"]},
+                    {"id": "apac-callers", "when": {"continents": ["AS", "OC"]}, "allow": ["apac"]},
+                    {"id": "default", "allow": ["any"]}
+                ]
+            }
+        })
+        .to_string()
+    }
+
+    fn with(edit: impl FnOnce(&mut serde_json::Value)) -> Result<Gateway, String> {
+        let mut v: serde_json::Value = serde_json::from_str(&sample()).unwrap();
+        edit(&mut v);
+        parse(&v.to_string())
+    }
+
+    #[test]
+    fn sample_is_valid_and_indexed() {
+        let g = parse(&sample()).unwrap();
+        assert_eq!(g.alias("chat").unwrap().deployments.len(), 6);
+        assert_eq!(g.deployment("eu-b").unwrap().region, "eu-west-3");
+        assert_eq!(g.deployment("eu-b").unwrap().first_byte_timeout_ms, 30_000);
+        assert!(g.alias("nope").is_none());
+        assert_eq!(g.config.limits.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    fn rejects(edit: impl FnOnce(&mut serde_json::Value), needle: &str) {
+        let err = with(edit).unwrap_err();
+        assert!(err.contains(needle), "error `{err}` should mention `{needle}`");
+    }
+
+    #[test]
+    fn validation_names_the_offending_entry() {
+        rejects(|v| v["deployments"][1]["id"] = "eu-a".into(), "duplicate deployment id `eu-a`");
+        rejects(|v| v["aliases"][0]["deployments"][0] = "ghost".into(), "unknown deployment `ghost`");
+        rejects(|v| v["aliases"][1]["deployments"] = serde_json::json!([]), "alias `us-only` lists no deployments");
+        rejects(|v| v["deployments"][0]["jurisdiction"] = "mars".into(), "unknown jurisdiction `mars`");
+        rejects(|v| v["deployments"][2]["api_key_secret"] = "bad name".into(), "api_key_secret `bad name`");
+        rejects(|v| v["deployments"][0]["base_url"] = "ftp://x".into(), "base_url");
+        rejects(|v| v["deployments"][0]["base_url"] = "http://x/v1/".into(), "must not end");
+        rejects(|v| v["deployments"][0]["location"] = serde_json::json!([91, 0]), "latitude");
+        rejects(|v| v["deployments"][0]["surprise"] = 1.into(), "unknown field `surprise`");
+        rejects(|v| v["keys"][0]["sha256"] = "XYZ".into(), "64 lowercase hex");
+        rejects(|v| v["keys"][1]["sha256"] = "a".repeat(64).into(), "exactly one of");
+        rejects(|v| v["keys"][0]["aliases"] = serde_json::json!(["nope"]), "unknown alias `nope`");
+        rejects(|v| v["keys"][1]["residency"] = serde_json::json!(["global"]), "cannot be allowed");
+    }
+
+    #[test]
+    fn residency_validation() {
+        rejects(|v| v["residency"]["rules"][0]["allow"] = serde_json::json!(["us"]), "may not reach `us`");
+        rejects(|v| v["residency"]["rules"][0]["allow"] = serde_json::json!(["any"]), "may not reach `any`");
+        rejects(
+            |v| v["residency"]["rules"][0]["when"]["compliance"] = serde_json::json!(["hipaa"]),
+            "unknown compliance tag `hipaa`",
+        );
+        rejects(|v| v["residency"]["rules"][1]["allow"] = serde_json::json!(["eu", "any"]), "must stand alone");
+        rejects(|v| v["residency"]["rules"][1]["allow"] = serde_json::json!([]), "list is empty");
+        rejects(|v| v["residency"]["rules"][2]["when"]["continents"] = serde_json::json!(["XX"]), "unknown continent");
+        rejects(|v| v["residency"]["rules"][2]["when"]["countries"] = serde_json::json!(["de"]), "country `de`");
+        rejects(
+            |v| {
+                v["residency"]["rules"].as_array_mut().unwrap().push(serde_json::json!({"id": "late", "allow": ["eu"]}))
+            },
+            "rule `late` can never match",
+        );
+        rejects(
+            |v| v["residency"]["rules"][3]["when"]["teams"] = serde_json::json!(["x"]),
+            "the last rule must have no conditions",
+        );
+        rejects(
+            |v| {
+                let rules = v["residency"]["rules"].as_array_mut().unwrap();
+                rules.insert(1, serde_json::json!({"id": "early", "allow": ["any"]}));
+            },
+            "rule `eu-callers` can never match: rule `early`",
+        );
+        rejects(|v| v["residency"]["compliance_tags"]["Bad Tag"] = serde_json::json!(["eu"]), "lowercase");
+        rejects(|v| v["residency"]["rules"] = serde_json::json!([]), "rules is empty");
+    }
+
+    #[test]
+    fn bundled_configs_are_valid() {
+        parse(include_str!("../config/gateway.json")).unwrap();
+        parse(include_str!("../config/demo.json")).unwrap();
+    }
+}

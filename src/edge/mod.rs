@@ -1,0 +1,63 @@
+//! The edge shell: the Workers entry points and everything that touches the runtime.
+//! Decisions are delegated to the pure core.
+
+mod completions;
+mod respond;
+mod state;
+mod upstream;
+
+use crate::error::GatewayError;
+use worker::{event, Context, Env, Method, Request, Response, ScheduleContext, ScheduledEvent};
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    let request_id = respond::request_id();
+    let result = route(req, &env, &request_id).await;
+    let mut response = result.unwrap_or_else(|e| respond::error(&e));
+    response.headers_mut().set("x-gateway-request-id", &request_id)?;
+    Ok(response)
+}
+
+async fn route(req: Request, env: &Env, request_id: &str) -> Result<Response, GatewayError> {
+    let path = req.path();
+    let method = req.method();
+    let allowed = match path.as_str() {
+        "/healthz" => "GET",
+        "/v1/models" => "GET",
+        "/v1/chat/completions" => "POST",
+        _ => return Err(GatewayError::not_found(&path)),
+    };
+    let method_ok = match allowed {
+        "GET" => matches!(method, Method::Get | Method::Head),
+        _ => method == Method::Post,
+    };
+    if !method_ok {
+        let mut response = respond::error(&GatewayError::method_not_allowed(method.as_ref(), &path, allowed));
+        let _ = response.headers_mut().set("allow", if allowed == "GET" { "GET, HEAD" } else { allowed });
+        return Ok(response);
+    }
+    if path == "/healthz" {
+        return respond::json(200, &serde_json::json!({"status": "ok"}));
+    }
+    let state = state::load(env)?;
+    let key = state.authenticate(&req)?;
+    match path.as_str() {
+        "/v1/models" => completions::models(&state, key),
+        _ => completions::handle(req, env, &state, key, request_id).await,
+    }
+}
+
+/// Housekeeping. For now it re-validates the active config so that a broken
+/// `GATEWAY_CONFIG` shows up in the logs even while no traffic arrives.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    match state::load(&env) {
+        Ok(s) => worker::console_log!(
+            "config ok: {} deployments, {} aliases, {} keys",
+            s.gateway.config.deployments.len(),
+            s.gateway.config.aliases.len(),
+            s.gateway.config.keys.len()
+        ),
+        Err(e) => worker::console_error!("config invalid: {}", e.message),
+    }
+}

@@ -1,0 +1,44 @@
+//! Building responses: JSON bodies, errors in the OpenAI shape, request ids.
+
+use crate::error::GatewayError;
+use worker::{Headers, Response};
+
+pub fn json(status: u16, value: &impl serde::Serialize) -> Result<Response, GatewayError> {
+    let body = serde_json::to_vec(value).map_err(|e| GatewayError::internal(e.to_string()))?;
+    bytes(status, "application/json", body)
+}
+
+pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Result<Response, GatewayError> {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", content_type);
+    Ok(Response::from_bytes(body).map_err(internal)?.with_status(status).with_headers(headers))
+}
+
+pub fn error(e: &GatewayError) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", "application/json");
+    if let Some(s) = e.retry_after {
+        let _ = headers.set("retry-after", &s.to_string());
+    }
+    Response::from_bytes(e.to_json().into_bytes())
+        .expect("a byte body is always accepted")
+        .with_status(e.status)
+        .with_headers(headers)
+}
+
+pub fn internal(e: worker::Error) -> GatewayError {
+    GatewayError::internal(format!("Runtime error: {e}"))
+}
+
+/// 32 hex digits from the runtime's CSPRNG-backed `crypto.randomUUID()`.
+pub fn request_id() -> String {
+    let uuid = worker::js_sys::Reflect::get(&worker::js_sys::global(), &"crypto".into())
+        .and_then(|crypto| {
+            let f = worker::js_sys::Reflect::get(&crypto, &"randomUUID".into())?;
+            worker::js_sys::Function::from(f).call0(&crypto)
+        })
+        .ok()
+        .and_then(|v| v.as_string())
+        .unwrap_or_default();
+    uuid.replace('-', "")
+}

@@ -1,0 +1,18 @@
+//! llm-edge-gateway: an OpenAI-compatible LLM gateway for Cloudflare Workers.
+//!
+//! The modules at the top level are the pure core: plain data in, decisions out, no
+//! `worker` types, tested natively with `cargo test`. `edge` is the thin shell that binds
+//! them to the Workers runtime (HTTP, secrets, outbound fetch) and only builds for wasm32.
+
+pub mod attempts;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod geo;
+pub mod keys;
+pub mod providers;
+pub mod residency;
+pub mod sse;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;

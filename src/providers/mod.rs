@@ -1,0 +1,133 @@
+//! Providers behind one interface: build the upstream request, read usage from a response,
+//! classify errors, translate a stream chunk by chunk. One module per provider wire format.
+
+pub mod openai;
+
+use crate::chat::ChatRequest;
+use crate::config::{Deployment, ProviderKind};
+
+/// Token counts as the provider reported them. `input_tokens` includes the cached ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+}
+
+/// What went wrong upstream, as far as routing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    RateLimited,
+    Overloaded,
+    Server,
+    Timeout,
+    Unreachable,
+    BadRequest,
+    Auth,
+    NotFound,
+    ContextLength,
+    ContentFilter,
+}
+
+impl ErrorClass {
+    /// Whether another deployment may succeed where this one failed. A bad request, bad
+    /// credentials or a content filter would fail (or be refused) the same way elsewhere.
+    pub fn falls_back(self) -> bool {
+        matches!(self, Self::RateLimited | Self::Overloaded | Self::Server | Self::Timeout | Self::Unreachable)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::Server => "server",
+            Self::Timeout => "timeout",
+            Self::Unreachable => "unreachable",
+            Self::BadRequest => "bad_request",
+            Self::Auth => "auth",
+            Self::NotFound => "not_found",
+            Self::ContextLength => "context_length",
+            Self::ContentFilter => "content_filter",
+        }
+    }
+}
+
+pub struct UpstreamRequest {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// How an upstream stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// With the provider's terminal event(s).
+    Complete,
+    /// Without them: cut, however cleanly the connection closed.
+    Cut,
+}
+
+/// Translates one upstream stream into the client's format as bytes arrive.
+pub trait StreamTranslator {
+    /// Consumes upstream bytes and appends what the client should receive to `out`.
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>);
+    /// True once a content-bearing event has passed: before that the gateway may still
+    /// fall back to another deployment, after it the client has an answer under way.
+    fn started(&self) -> bool;
+    /// At upstream end of stream: whether it ended with its terminal event.
+    fn end(&mut self) -> StreamEnd;
+    fn usage(&self) -> Option<Usage>;
+}
+
+pub trait Provider {
+    fn build(&self, d: &Deployment, req: &ChatRequest, api_key: Option<&str>) -> UpstreamRequest;
+    /// Usage from a complete (non-streamed) response body.
+    fn usage(&self, body: &[u8]) -> Option<Usage>;
+    fn classify(&self, status: u16, body: &[u8]) -> ErrorClass;
+    fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator>;
+}
+
+pub fn for_kind(kind: ProviderKind) -> &'static dyn Provider {
+    match kind {
+        ProviderKind::Openai => &openai::OpenAi,
+    }
+}
+
+/// Removes a provider key from text that may be shown to a client (providers echo parts of
+/// rejected keys in their error messages).
+pub fn redact(text: &str, api_key: Option<&str>) -> String {
+    match api_key {
+        Some(k) if k.len() >= 8 => {
+            let mut s = text.replace(k, "[redacted]");
+            // Providers quote a key's head and tail (`sk-abc***xyz`).
+            s = s.replace(&k[..8], "[redacted]");
+            s
+        }
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_failures_fall_back() {
+        use ErrorClass::*;
+        for c in [RateLimited, Overloaded, Server, Timeout, Unreachable] {
+            assert!(c.falls_back(), "{}", c.as_str());
+        }
+        for c in [BadRequest, Auth, NotFound, ContextLength, ContentFilter] {
+            assert!(!c.falls_back(), "{}", c.as_str());
+        }
+    }
+
+    #[test]
+    fn redaction_removes_whole_and_quoted_keys() {
+        let key = "sk-proj-ABCDEFGHIJKLMNOP";
+        let msg = format!("Incorrect API key provided: {key}. Also sk-proj-A***NOP");
+        let out = redact(&msg, Some(key));
+        assert!(!out.contains(key) && !out.contains("sk-proj-"), "{out}");
+        assert_eq!(redact("x", None), "x");
+    }
+}

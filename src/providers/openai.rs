@@ -1,0 +1,363 @@
+//! OpenAI Chat Completions (api.openai.com, its regional data-residency hosts and any
+//! OpenAI-compatible server). Wire format per OpenAI's API reference: `POST
+//! {base}/chat/completions`, `Authorization: Bearer`, SSE `chat.completion.chunk` events
+//! ending with `data: [DONE]`, usage in a last `choices: []` chunk when
+//! `stream_options.include_usage` is set.
+
+use super::{ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
+use crate::chat::ChatRequest;
+use crate::config::Deployment;
+use crate::sse::SseDecoder;
+use serde::de::IgnoredAny;
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub struct OpenAi;
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<WireDetails>,
+}
+
+#[derive(Deserialize)]
+struct WireDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Usage {
+        Usage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            cached_input_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// The client's body with the alias replaced by the deployment's model and, for streams,
+/// usage requested: serialised straight from the client's map, without copying it.
+struct Outgoing<'a> {
+    body: &'a Map<String, Value>,
+    model: &'a str,
+    ask_usage: bool,
+}
+
+impl Serialize for Outgoing<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        let mut had_options = false;
+        for (k, v) in self.body {
+            match k.as_str() {
+                "model" => map.serialize_entry(k, self.model)?,
+                "stream_options" if self.ask_usage => {
+                    had_options = true;
+                    let mut options = v.as_object().cloned().unwrap_or_default();
+                    options.insert("include_usage".into(), Value::Bool(true));
+                    map.serialize_entry(k, &options)?;
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        if self.ask_usage && !had_options {
+            map.serialize_entry("stream_options", &serde_json::json!({"include_usage": true}))?;
+        }
+        map.end()
+    }
+}
+
+impl Provider for OpenAi {
+    fn build(&self, d: &Deployment, req: &ChatRequest, api_key: Option<&str>) -> UpstreamRequest {
+        let body = serde_json::to_vec(&Outgoing { body: &req.body, model: &d.model, ask_usage: req.stream })
+            .expect("a JSON map serialises");
+        let mut headers = vec![("content-type", "application/json".to_string())];
+        if let Some(key) = api_key {
+            headers.push(("authorization", format!("Bearer {key}")));
+        }
+        UpstreamRequest { url: format!("{}/chat/completions", d.base_url), headers, body }
+    }
+
+    fn usage(&self, body: &[u8]) -> Option<Usage> {
+        serde_json::from_slice::<WithUsage>(body).ok()?.usage.map(Usage::from)
+    }
+
+    fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
+        let text = String::from_utf8_lossy(body);
+        match status {
+            429 => ErrorClass::RateLimited,
+            503 | 529 => ErrorClass::Overloaded,
+            408 | 504 => ErrorClass::Timeout,
+            401 | 403 => ErrorClass::Auth,
+            404 => ErrorClass::NotFound,
+            400..=499 if text.contains("context_length_exceeded") => ErrorClass::ContextLength,
+            400..=499 if text.contains("content_filter") || text.contains("content_policy") => {
+                ErrorClass::ContentFilter
+            }
+            400..=499 => ErrorClass::BadRequest,
+            _ => ErrorClass::Server,
+        }
+    }
+
+    fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
+        Box::new(PassThrough { client_wants_usage: req.client_wants_usage, ..PassThrough::default() })
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+/// OpenAI upstream to OpenAI client: events pass through byte for byte; the gateway only
+/// watches them for usage and the terminal events, and hides the usage chunk it asked for
+/// on the client's behalf.
+#[derive(Default)]
+struct PassThrough {
+    decoder: SseDecoder,
+    client_wants_usage: bool,
+    started: bool,
+    finished: bool,
+    done: bool,
+    usage: Option<Usage>,
+}
+
+impl StreamTranslator for PassThrough {
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        let Self { decoder, client_wants_usage, started, finished, done, usage } = self;
+        decoder.push(bytes, |event| {
+            let Some(data) = event.data.as_deref() else {
+                // Comments keep idle connections open; pass them on.
+                out.extend_from_slice(event.raw);
+                return;
+            };
+            if data == "[DONE]" {
+                *done = true;
+                out.extend_from_slice(event.raw);
+                return;
+            }
+            let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+                out.extend_from_slice(event.raw);
+                return;
+            };
+            let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+            if let Some(u) = chunk.usage {
+                *usage = Some(u.into());
+                *started = true;
+            }
+            for choice in &chunk.choices {
+                if choice.finish_reason.is_some() {
+                    *finished = true;
+                    *started = true;
+                }
+                if let Some(d) = &choice.delta {
+                    let has_text = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+                    if has_text(&d.content) || has_text(&d.refusal) || d.tool_calls.is_some() {
+                        *started = true;
+                    }
+                }
+            }
+            if !usage_only || *client_wants_usage {
+                out.extend_from_slice(event.raw);
+            }
+        });
+    }
+
+    fn started(&self) -> bool {
+        self.started
+    }
+
+    fn end(&mut self) -> StreamEnd {
+        if self.done && self.finished && !self.decoder.has_partial() {
+            StreamEnd::Complete
+        } else {
+            StreamEnd::Cut
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// The error event that ends a stream the gateway could not complete; OpenAI's SDKs raise
+/// an API error when a chunk carries `error`.
+pub fn stream_error_event(error: &crate::error::GatewayError) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::sse::write_event(&mut out, None, &error.to_json());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat;
+
+    fn deployment() -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "id": "d", "provider": "openai", "model": "gpt-4.1-mini", "base_url": "https://eu.api.openai.com/v1",
+            "jurisdiction": "eu", "region": "eu"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn request_targets_the_deployment_and_keeps_every_field() {
+        let req =
+            chat::parse(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"x":[1]}"#)
+                .unwrap();
+        let up = OpenAi.build(&deployment(), &req, Some("sk-test"));
+        assert_eq!(up.url, "https://eu.api.openai.com/v1/chat/completions");
+        assert!(up.headers.contains(&("authorization", "Bearer sk-test".into())));
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(body["model"], "gpt-4.1-mini");
+        assert_eq!(body["temperature"], 0.2);
+        assert_eq!(body["x"][0], 1);
+        assert!(body.get("stream_options").is_none());
+        let keyless = OpenAi.build(&deployment(), &req, None);
+        assert!(!keyless.headers.iter().any(|(k, _)| *k == "authorization"));
+    }
+
+    #[test]
+    fn streams_ask_for_usage_and_keep_other_stream_options() {
+        let req = chat::parse(
+            br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"foo":1}}"#,
+        )
+        .unwrap();
+        let body: Value = serde_json::from_slice(&OpenAi.build(&deployment(), &req, None).body).unwrap();
+        assert_eq!(body["stream_options"], serde_json::json!({"foo": 1, "include_usage": true}));
+        let req = chat::parse(br#"{"model":"f","messages":[{"role":"user"}],"stream":true}"#).unwrap();
+        let body: Value = serde_json::from_slice(&OpenAi.build(&deployment(), &req, None).body).unwrap();
+        assert_eq!(body["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn usage_from_a_response() {
+        let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        assert_eq!(OpenAi.usage(body), Some(Usage { input_tokens: 12, output_tokens: 5, cached_input_tokens: 4 }));
+        assert_eq!(OpenAi.usage(b"{}"), None);
+        assert_eq!(OpenAi.usage(b"garbage"), None);
+    }
+
+    #[test]
+    fn classification() {
+        let c = |s, b: &str| OpenAi.classify(s, b.as_bytes());
+        assert_eq!(c(429, ""), ErrorClass::RateLimited);
+        assert_eq!(c(529, ""), ErrorClass::Overloaded);
+        assert_eq!(c(503, ""), ErrorClass::Overloaded);
+        assert_eq!(c(500, ""), ErrorClass::Server);
+        assert_eq!(c(502, ""), ErrorClass::Server);
+        assert_eq!(c(504, ""), ErrorClass::Timeout);
+        assert_eq!(c(401, ""), ErrorClass::Auth);
+        assert_eq!(c(404, ""), ErrorClass::NotFound);
+        assert_eq!(c(400, r#"{"error":{"code":"context_length_exceeded"}}"#), ErrorClass::ContextLength);
+        assert_eq!(c(400, r#"{"error":{"code":"content_filter"}}"#), ErrorClass::ContentFilter);
+        assert_eq!(c(400, "{}"), ErrorClass::BadRequest);
+    }
+
+    fn chunk(content: &str) -> String {
+        format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":null}}],\"usage\":null}}\n\n")
+    }
+
+    fn recorded(with_usage_chunk: bool, done: bool) -> String {
+        let mut s = String::from("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n");
+        s += &chunk("Hel");
+        s += &chunk("lo");
+        s += "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
+        if with_usage_chunk {
+            s += "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n";
+        }
+        if done {
+            s += "data: [DONE]\n\n";
+        }
+        s
+    }
+
+    fn run(input: &str, wants_usage: bool, cut: usize) -> (Vec<u8>, StreamEnd, Option<Usage>, bool) {
+        let body = if wants_usage {
+            r#"{"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{"include_usage":true}}"#
+        } else {
+            r#"{"model":"m","messages":[{"role":"user"}],"stream":true}"#
+        };
+        let req = chat::parse(body.as_bytes()).unwrap();
+        let mut t = OpenAi.stream(&req);
+        let mut out = Vec::new();
+        t.push(&input.as_bytes()[..cut], &mut out);
+        let started_early = t.started();
+        t.push(&input.as_bytes()[cut..], &mut out);
+        (out, t.end(), t.usage(), started_early)
+    }
+
+    #[test]
+    fn passes_through_and_hides_the_usage_chunk_at_every_split_point() {
+        let input = recorded(true, true);
+        for cut in 0..=input.len() {
+            let (out, end, usage, _) = run(&input, false, cut);
+            assert_eq!(String::from_utf8(out).unwrap(), recorded(false, true), "cut {cut}");
+            assert_eq!(end, StreamEnd::Complete);
+            assert_eq!(usage, Some(Usage { input_tokens: 9, output_tokens: 2, cached_input_tokens: 0 }));
+            let (out, ..) = run(&input, true, cut);
+            assert_eq!(String::from_utf8(out).unwrap(), input, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn starts_only_at_the_first_content() {
+        let input = recorded(true, true);
+        let role_chunk_len = input.find("\n\n").unwrap() + 2;
+        assert!(!run(&input, false, role_chunk_len).3, "a role-only chunk is not content");
+        assert!(run(&input, false, role_chunk_len + chunk("Hel").len()).3);
+    }
+
+    #[test]
+    fn a_stream_without_its_terminal_events_is_cut() {
+        let no_done = recorded(true, false);
+        assert_eq!(run(&no_done, false, 0).1, StreamEnd::Cut);
+        let mut no_finish = String::from(&chunk("a"));
+        no_finish += "data: [DONE]\n\n";
+        assert_eq!(run(&no_finish, false, 0).1, StreamEnd::Cut);
+        let mid_event = format!("{}data: {{\"id\"", recorded(true, true));
+        assert_eq!(run(&mid_event, false, 0).1, StreamEnd::Cut);
+        let (_, end, usage, _) = run(&chunk("x"), false, 0);
+        assert_eq!((end, usage), (StreamEnd::Cut, None));
+    }
+
+    #[test]
+    fn error_event_is_an_openai_error_chunk() {
+        let e = crate::error::GatewayError::new(502, "upstream_error", "stream_cut", "cut");
+        let ev = String::from_utf8(stream_error_event(&e)).unwrap();
+        assert!(ev.starts_with("data: {\"error\":{") && ev.ends_with("\n\n"));
+    }
+}

@@ -1,0 +1,331 @@
+//! Residency: which jurisdictions a request may be processed in, and which of an alias's
+//! deployments that leaves, nearest first. Fail closed: an empty answer is an error, never
+//! a reason to look elsewhere.
+
+use crate::config::{Alias, Deployment, Gateway, Residency, Rule, UnknownLocation, ANY};
+use crate::error::GatewayError;
+use crate::geo::{distance_km, Caller};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    /// No restriction: any deployment, `global` ones included.
+    Any,
+    /// Only these jurisdictions; never contains `global`.
+    Only(Vec<String>),
+}
+
+impl Allowed {
+    fn from_list(list: &[String]) -> Allowed {
+        if list.iter().any(|j| j == ANY) {
+            Allowed::Any
+        } else {
+            let mut v = list.to_vec();
+            v.sort();
+            v.dedup();
+            Allowed::Only(v)
+        }
+    }
+
+    pub fn permits(&self, jurisdiction: &str) -> bool {
+        match self {
+            Allowed::Any => true,
+            Allowed::Only(list) => list.iter().any(|j| j == jurisdiction),
+        }
+    }
+
+    /// Intersection: a tag or a key policy can only take jurisdictions away.
+    fn narrow(self, list: &[String]) -> Allowed {
+        let other = Allowed::from_list(list);
+        match (self, other) {
+            (Allowed::Any, o) => o,
+            (s, Allowed::Any) => s,
+            (Allowed::Only(a), Allowed::Only(b)) => Allowed::Only(a.into_iter().filter(|j| b.contains(j)).collect()),
+        }
+    }
+
+    /// How many jurisdictions it lets through; `Any` counts as more than every list.
+    fn breadth(&self) -> usize {
+        match self {
+            Allowed::Any => usize::MAX,
+            Allowed::Only(v) => v.len(),
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Allowed::Any => ANY.to_string(),
+            Allowed::Only(v) if v.is_empty() => "none".to_string(),
+            Allowed::Only(v) => v.join(","),
+        }
+    }
+}
+
+/// Who is asking, as far as residency cares.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub caller: &'a Caller,
+    pub compliance: Option<&'a str>,
+    pub team: Option<&'a str>,
+    pub key_id: Option<&'a str>,
+    pub key_policy: Option<&'a [String]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub rule: String,
+    pub allowed: Allowed,
+}
+
+fn listed(list: &[String], value: Option<&str>) -> bool {
+    list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+}
+
+fn matches_identity(rule: &Rule, s: &Subject) -> bool {
+    let w = &rule.when;
+    listed(&w.compliance, s.compliance) && listed(&w.teams, s.team) && listed(&w.keys, s.key_id)
+}
+
+fn matches_location(rule: &Rule, c: &Caller) -> bool {
+    let w = &rule.when;
+    listed(&w.countries, c.country.as_deref())
+        && listed(&w.continents, c.continent.as_deref())
+        && w.eu.is_none_or(|eu| c.eu == Some(eu))
+}
+
+/// The rule that applies and what it allows after narrowing by the compliance tag and the
+/// key's policy.
+pub fn decide(r: &Residency, s: &Subject) -> Result<Decision, GatewayError> {
+    let tag_allows = match s.compliance {
+        None => None,
+        Some(tag) => Some(r.compliance_tags.get(tag).ok_or_else(|| {
+            let known: Vec<&str> = r.compliance_tags.keys().map(String::as_str).collect();
+            GatewayError::bad_request(
+                "unknown_compliance_tag",
+                format!("Unknown compliance tag `{tag}` in x-gateway-compliance (known: {}).", known.join(", ")),
+            )
+        })?),
+    };
+
+    let rule = if s.caller.location_known() {
+        r.rules.iter().find(|rule| matches_identity(rule, s) && matches_location(rule, s.caller))
+    } else {
+        match r.unknown_location {
+            UnknownLocation::IgnoreLocation => {
+                r.rules.iter().find(|rule| matches_identity(rule, s) && !rule.when.has_location())
+            }
+            UnknownLocation::MostRestrictive => r
+                .rules
+                .iter()
+                .filter(|rule| matches_identity(rule, s))
+                .min_by_key(|rule| Allowed::from_list(&rule.allow).breadth()),
+        }
+    }
+    // Validation guarantees a final unconditional rule; this only guards a config that
+    // bypassed it.
+    .ok_or_else(|| GatewayError::residency_unsatisfiable("none", "no residency rule matches the caller"))?;
+
+    let mut allowed = Allowed::from_list(&rule.allow);
+    if let Some(list) = tag_allows {
+        allowed = allowed.narrow(list);
+    }
+    if let Some(list) = s.key_policy {
+        allowed = allowed.narrow(list);
+    }
+    Ok(Decision { rule: rule.id.clone(), allowed })
+}
+
+/// Why a deployment of the alias is not a candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dropped {
+    pub deployment: String,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub struct Candidates<'a> {
+    /// In the order to try them.
+    pub kept: Vec<&'a Deployment>,
+    pub dropped: Vec<Dropped>,
+}
+
+/// The alias's deployments the decision allows, nearest first. Deployments within
+/// `distance_band_km` of the nearest one count as equally near, so the alias's own order
+/// decides between them; without a caller location the alias's order stands.
+pub fn candidates<'a>(g: &'a Gateway, alias: &Alias, decision: &Decision, caller: &Caller) -> Candidates<'a> {
+    let mut kept = Vec::with_capacity(alias.deployments.len());
+    let mut dropped = Vec::new();
+    for id in &alias.deployments {
+        let d = g.deployment(id).expect("validated alias names known deployments");
+        if decision.allowed.permits(&d.jurisdiction) {
+            kept.push(d);
+        } else {
+            dropped.push(Dropped {
+                deployment: d.id.clone(),
+                reason: format!(
+                    "jurisdiction `{}` is not allowed by rule `{}` (allowed: {})",
+                    d.jurisdiction,
+                    decision.rule,
+                    decision.allowed.label()
+                ),
+            });
+        }
+    }
+    if let Some(here) = caller.location {
+        let distance = |d: &Deployment| d.location.map(|there| distance_km(here, there));
+        let nearest = kept.iter().filter_map(|d| distance(d)).fold(f64::INFINITY, f64::min);
+        let band = g.config.residency.distance_band_km.max(f64::MIN_POSITIVE);
+        // Deployments without a location go after every located one.
+        kept.sort_by_key(|d| distance(d).map_or(u64::MAX, |km| ((km - nearest) / band) as u64));
+    }
+    Candidates { kept, dropped }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn gw() -> Gateway {
+        config::parse(&config::tests::sample()).unwrap()
+    }
+
+    fn subject<'a>(caller: &'a Caller, tag: Option<&'a str>) -> Subject<'a> {
+        Subject { caller, compliance: tag, team: None, key_id: None, key_policy: None }
+    }
+
+    fn at(country: &str, continent: &str, location: Option<[f64; 2]>) -> Caller {
+        Caller { location, ..Caller::new(Some(country), Some(continent), None) }
+    }
+
+    fn order(g: &Gateway, caller: &Caller, tag: Option<&str>) -> (String, Vec<String>) {
+        let d = decide(&g.config.residency, &subject(caller, tag)).unwrap();
+        let c = candidates(g, g.alias("chat").unwrap(), &d, caller);
+        (d.rule, c.kept.iter().map(|d| d.id.clone()).collect())
+    }
+
+    #[test]
+    fn eu_callers_stay_in_the_eu_nearest_first() {
+        let g = gw();
+        let paris = at("FR", "EU", Some([48.86, 2.35]));
+        assert_eq!(order(&g, &paris, None), ("eu-callers".into(), vec!["eu-a".into(), "eu-b".into()]));
+        let helsinki = at("FI", "EU", Some([60.17, 24.94]));
+        assert_eq!(order(&g, &helsinki, None).1, vec!["eu-a", "eu-b"]);
+    }
+
+    #[test]
+    fn apac_callers_go_to_the_nearest_apac_region() {
+        let g = gw();
+        let tokyo = at("JP", "AS", Some([35.68, 139.69]));
+        assert_eq!(order(&g, &tokyo, None), ("apac-callers".into(), vec!["jp-a".into(), "sg-a".into()]));
+        let singapore = at("SG", "AS", Some([1.29, 103.85]));
+        assert_eq!(order(&g, &singapore, None).1, vec!["sg-a", "jp-a"]);
+        // Without coordinates the alias order stands.
+        assert_eq!(order(&g, &at("JP", "AS", None), None).1, vec!["jp-a", "sg-a"]);
+    }
+
+    #[test]
+    fn a_compliance_tag_narrows_and_never_widens() {
+        let g = gw();
+        let us = at("US", "NA", Some([40.7, -74.0]));
+        let (rule, kept) = order(&g, &us, Some("gdpr"));
+        assert_eq!((rule.as_str(), kept), ("gdpr-tag", vec!["eu-a".to_string(), "eu-b".to_string()]));
+        // An EU caller tagged us-only: the EU rule allows eu, the tag allows us: nothing.
+        let de = at("DE", "EU", None);
+        let d = decide(&g.config.residency, &subject(&de, Some("us-only"))).unwrap();
+        assert_eq!(d.allowed, Allowed::Only(vec![]));
+        assert!(candidates(&g, g.alias("chat").unwrap(), &d, &de).kept.is_empty());
+        // Untagged US callers fall to the default rule, global endpoints included.
+        assert_eq!(order(&g, &us, None).1.len(), 6);
+    }
+
+    #[test]
+    fn unknown_tag_is_a_400() {
+        let g = gw();
+        let c = at("US", "NA", None);
+        let e = decide(&g.config.residency, &subject(&c, Some("hipaa"))).unwrap_err();
+        assert_eq!((e.status, e.code), (400, "unknown_compliance_tag"));
+        assert!(e.message.contains("gdpr"));
+    }
+
+    #[test]
+    fn key_policy_narrows() {
+        let g = gw();
+        let c = at("US", "NA", None);
+        let policy = vec!["eu".to_string()];
+        let s = Subject { key_policy: Some(&policy), ..subject(&c, None) };
+        let d = decide(&g.config.residency, &s).unwrap();
+        assert_eq!((d.rule.as_str(), d.allowed), ("default", Allowed::Only(vec!["eu".into()])));
+    }
+
+    #[test]
+    fn unknown_location_takes_the_most_restrictive_rule_by_default() {
+        let g = gw();
+        for code in ["XX", "T1"] {
+            let c = Caller::new(Some(code), None, None);
+            let d = decide(&g.config.residency, &subject(&c, None)).unwrap();
+            assert_eq!(d.rule, "eu-callers", "{code}");
+        }
+        let mut g = gw();
+        g.config.residency.unknown_location = UnknownLocation::IgnoreLocation;
+        let c = Caller::new(Some("T1"), Some("EU"), None);
+        assert_eq!(decide(&g.config.residency, &subject(&c, None)).unwrap().rule, "default");
+    }
+
+    #[test]
+    fn dropped_candidates_say_why() {
+        let g = gw();
+        let c = at("DE", "EU", None);
+        let d = decide(&g.config.residency, &subject(&c, None)).unwrap();
+        let cands = candidates(&g, g.alias("chat").unwrap(), &d, &c);
+        let dropped: Vec<&str> = cands.dropped.iter().map(|d| d.deployment.as_str()).collect();
+        assert_eq!(dropped, vec!["us-a", "jp-a", "sg-a", "gl-a"]);
+        assert!(cands.dropped[3].reason.contains("`global` is not allowed by rule `eu-callers`"));
+    }
+
+    /// A small deterministic generator, so the property cases below are reproducible.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+            items[(self.next() as usize) % items.len()]
+        }
+    }
+
+    #[test]
+    fn property_no_candidate_outside_the_allowed_set_and_nearest_first() {
+        let g = gw();
+        let mut rng = Lcg(7);
+        let countries = ["DE", "FR", "US", "JP", "SG", "AU", "BR", "XX", "T1", "CH", "GB"];
+        let continents = ["EU", "NA", "AS", "OC", "SA", "AF"];
+        let tags = [None, Some("gdpr"), Some("us-only")];
+        for _ in 0..5000 {
+            let lat = (rng.next() % 180) as f64 - 90.0;
+            let lon = (rng.next() % 360) as f64 - 180.0;
+            let location = if rng.next().is_multiple_of(4) { None } else { Some([lat, lon]) };
+            let caller = at(rng.pick(&countries), rng.pick(&continents), location);
+            let tag = rng.pick(&tags);
+            let d = decide(&g.config.residency, &subject(&caller, tag)).unwrap();
+            let c = candidates(&g, g.alias("chat").unwrap(), &d, &caller);
+            for dep in &c.kept {
+                assert!(d.allowed.permits(&dep.jurisdiction));
+                if let Some(t) = tag {
+                    assert!(g.config.residency.compliance_tags[t].contains(&dep.jurisdiction), "tag {t} leaked");
+                }
+                if d.allowed != Allowed::Any {
+                    assert_ne!(dep.jurisdiction, "global");
+                }
+            }
+            assert_eq!(c.kept.len() + c.dropped.len(), 6);
+            if let Some(here) = location {
+                let dist: Vec<f64> = c.kept.iter().filter_map(|d| d.location).map(|l| distance_km(here, l)).collect();
+                if let Some(first) = dist.first() {
+                    let nearest = dist.iter().cloned().fold(f64::INFINITY, f64::min);
+                    assert!(first - nearest < g.config.residency.distance_band_km, "{first} vs {nearest}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Starts the gateway under `wrangler dev` (real workerd, local KV and D1) against the
+//! in-process mock provider, on free loopback ports with a fresh state directory.
+//!
+//! Rust never drops statics, so a test binary cannot stop its servers on exit itself: each
+//! `wrangler dev` runs in its own process group, watched by a small shell loop that kills
+//! the group once the test process is gone, whether the tests passed or panicked.
+
+use super::http;
+use mock_provider::MockServer;
+use serde_json::{json, Value};
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const KEY: &str = "gw-test-key";
+/// May only use the alias `single`.
+pub const NARROW_KEY: &str = "gw-narrow-key";
+/// Held in a Worker secret rather than as a hash in the config.
+pub const SECRET_KEY: &str = "gw-secret-held-key";
+pub const PROVIDER_KEY: &str = "sk-test-PROVIDERSECRET-1234567890";
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub struct Gateway {
+    pub base: String,
+    pub state_dir: PathBuf,
+    log: PathBuf,
+    // Held, never waited for: the watchdog ends both after this process.
+    _wrangler: Child,
+    _watchdog: Child,
+}
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn mock() -> &'static MockServer {
+    static MOCK: OnceLock<MockServer> = OnceLock::new();
+    MOCK.get_or_init(|| MockServer::start("127.0.0.1:0").expect("mock provider starts"))
+}
+
+/// The gateway with `TRUST_GEO_HEADERS = "true"`, as in the dev and test environments.
+pub fn gateway() -> &'static Gateway {
+    static GW: OnceLock<Gateway> = OnceLock::new();
+    GW.get_or_init(|| Gateway::start("trusted", true))
+}
+
+/// The same gateway with `TRUST_GEO_HEADERS` off, as in production.
+pub fn untrusted_gateway() -> &'static Gateway {
+    static GW: OnceLock<Gateway> = OnceLock::new();
+    GW.get_or_init(|| Gateway::start("untrusted", false))
+}
+
+fn sha256_hex(s: &str) -> String {
+    llm_edge_gateway::keys::sha256_hex(s.as_bytes())
+}
+
+fn deployment(id: &str, jurisdiction: &str, region: &str, location: [f64; 2]) -> Value {
+    json!({
+        "id": id, "provider": "openai", "model": format!("model-{id}"),
+        "base_url": format!("{}/{id}/v1", mock().base_url()),
+        "jurisdiction": jurisdiction, "region": region, "location": location,
+        "first_byte_timeout_ms": 2000
+    })
+}
+
+/// The config every end-to-end test runs against.
+pub fn test_config() -> Value {
+    let mut keyed = deployment("keyed", "us", "us-east-1", [39.0, -77.5]);
+    keyed["api_key_secret"] = json!("TEST_PROVIDER_KEY");
+    let mut unset = deployment("unset-secret", "us", "us-east-1", [39.0, -77.5]);
+    unset["api_key_secret"] = json!("NEVER_SET_PROVIDER_KEY");
+    let mut dead = deployment("dead", "us", "us-east-1", [39.0, -77.5]);
+    dead["base_url"] = json!(format!("http://127.0.0.1:{}/dead/v1", free_port()));
+    json!({
+        "deployments": [
+            deployment("us-1", "us", "us-east-1", [39.0, -77.5]),
+            deployment("eu-1", "eu", "eu-central-1", [50.1, 8.7]),
+            deployment("eu-2", "eu", "eu-west-3", [48.9, 2.4]),
+            deployment("jp-1", "apac", "ap-northeast-1", [35.7, 139.7]),
+            deployment("sg-1", "apac", "ap-southeast-1", [1.35, 103.8]),
+            keyed,
+            unset,
+            dead
+        ],
+        "aliases": [
+            {"name": "chat", "description": "every region", "deployments": ["us-1", "eu-1", "eu-2", "jp-1", "sg-1"]},
+            {"name": "single", "deployments": ["us-1"]},
+            {"name": "keyed", "deployments": ["keyed"]},
+            {"name": "unset", "deployments": ["unset-secret"]},
+            {"name": "dead", "deployments": ["dead"]}
+        ],
+        "keys": [
+            {"id": "test", "sha256": sha256_hex(KEY), "team": "e2e"},
+            {"id": "narrow", "sha256": sha256_hex(NARROW_KEY), "aliases": ["single"]},
+            {"id": "secret-held", "secret": "GATEWAY_KEY_SECRET_HELD"}
+        ],
+        "residency": {
+            "compliance_tags": {"gdpr": ["eu", "uk", "ch"]},
+            "rules": [
+                {"id": "gdpr-tag", "when": {"compliance": ["gdpr"]}, "allow": ["eu"]},
+                {"id": "eu-callers", "when": {"eu": true}, "allow": ["eu"]},
+                {"id": "apac-callers", "when": {"continents": ["AS", "OC"]}, "allow": ["apac"]},
+                {"id": "default", "allow": ["any"]}
+            ]
+        },
+        "limits": {"max_body_bytes": MAX_BODY, "max_attempts": 3}
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wrangler() -> Command {
+    let mut c = Command::new(root().join("node_modules/.bin/wrangler"));
+    c.current_dir(root()).env("WRANGLER_SEND_METRICS", "false").env("CI", "true").stdin(Stdio::null());
+    c
+}
+
+/// The worker build is `make`'s job; this only makes a plain `cargo test` after an edit
+/// test the edited code rather than a stale build.
+fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new("make").args(["-s", "worker"]).current_dir(root()).status().expect("make runs");
+        assert!(status.success(), "`make worker` failed");
+    });
+}
+
+impl Gateway {
+    fn start(name: &str, trust_geo_headers: bool) -> Gateway {
+        ensure_built();
+        let state_dir = root().join("target/e2e").join(format!("{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&state_dir);
+        fs::create_dir_all(&state_dir).unwrap();
+        let env_file = state_dir.join("test.env");
+        let config = test_config().to_string();
+        assert!(!config.contains('\''), "the env file quotes the config in single quotes");
+        fs::write(
+            &env_file,
+            format!(
+                "GATEWAY_CONFIG='{config}'\nTEST_PROVIDER_KEY={PROVIDER_KEY}\nGATEWAY_KEY_SECRET_HELD={SECRET_KEY}\nTRUST_GEO_HEADERS={trust_geo_headers}\n"
+            ),
+        )
+        .unwrap();
+
+        let migrate = wrangler()
+            .args(["d1", "migrations", "apply", "llm-edge-gateway", "--local", "--env", "test", "--persist-to"])
+            .arg(&state_dir)
+            .output()
+            .expect("wrangler runs (did `make test` install it?)");
+        assert!(migrate.status.success(), "migrations failed: {}", String::from_utf8_lossy(&migrate.stderr));
+
+        let port = free_port();
+        let log = state_dir.join("wrangler.log");
+        let out = fs::File::create(&log).unwrap();
+        // Each instance gets its own dev registry: wrangler reloads running sessions when
+        // another session of the same worker registers, which would restart the first
+        // gateway mid-test when the second one starts.
+        let child = wrangler()
+            .env("WRANGLER_REGISTRY_PATH", state_dir.join("registry"))
+            .env("WRANGLER_CI_DISABLE_CONFIG_WATCHING", "true")
+            .args(["dev", "--env", "test", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
+            .arg(&state_dir)
+            .arg("--env-file")
+            .arg(&env_file)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("wrangler dev starts");
+        let watchdog = watch(child.id());
+
+        let gw =
+            Gateway { base: format!("http://127.0.0.1:{port}"), state_dir, log, _wrangler: child, _watchdog: watchdog };
+        gw.wait_ready();
+        gw
+    }
+
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(180) {
+            if let Ok(r) = http::send("GET", &self.url("/healthz"), &[], None) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("wrangler dev did not become ready; its log:\n{}", self.log_tail());
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /v1/chat/completions` with the test key and extra headers.
+    pub fn chat(&self, body: &Value, headers: &[(&str, &str)]) -> http::Response {
+        let auth = format!("Bearer {KEY}");
+        let mut all = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        http::send("POST", &self.url("/v1/chat/completions"), &all, Some(body.to_string().as_bytes()))
+            .expect("gateway answers")
+    }
+
+    pub fn chat_stream(&self, body: &Value, headers: &[(&str, &str)]) -> http::Streaming {
+        let auth = format!("Bearer {KEY}");
+        let mut all = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        http::send_streaming("POST", &self.url("/v1/chat/completions"), &all, Some(body.to_string().as_bytes()))
+            .expect("gateway answers")
+    }
+
+    /// A SQL query against the local D1 database, through wrangler.
+    pub fn d1(&self, sql: &str) -> Vec<Value> {
+        let out = wrangler()
+            .args(["d1", "execute", "llm-edge-gateway", "--local", "--env", "test", "--json", "--persist-to"])
+            .arg(&self.state_dir)
+            .args(["--command", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "d1 execute failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("d1 --json output");
+        v[0]["results"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Kills the process group `pgid` once this test process has exited.
+fn watch(pgid: u32) -> Child {
+    let script = format!(
+        "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -TERM -{pgid} 2>/dev/null; sleep 3; kill -KILL -{pgid} 2>/dev/null",
+        parent = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("watchdog starts")
+}
