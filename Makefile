@@ -61,7 +61,7 @@ node_modules/.installed: package.json package-lock.json
 worker: build/index.js
 
 build/index.js: $(WORKER_SOURCES) | tools
-	worker-build --release
+	$(CARGO_BIN)/worker-build --release
 
 size: worker
 	@raw=$$(stat -c %s build/index_bg.wasm); gz=$$(gzip -9c build/index_bg.wasm | wc -c); \
