@@ -158,7 +158,7 @@ pub async fn handle(
     let mut retry_after = None;
     for (d, api_key) in runnable.into_iter().take(g.config.limits.max_attempts) {
         let provider = providers::for_kind(d.provider);
-        let up = provider.build(d, &chat, api_key.as_deref());
+        let up = provider.build(d, &chat, api_key.as_deref())?;
         let deadline = now_ms() + u64::from(d.first_byte_timeout_ms);
         let mut response = match upstream::send(&up, u64::from(d.first_byte_timeout_ms)).await {
             Ok(r) => r,
@@ -188,8 +188,8 @@ pub async fn handle(
                 Err(class) => receipt.log.failed(&d.id, Some(status), class),
             }
         } else {
-            match upstream::read_all(&mut response, deadline).await {
-                Ok(body) => {
+            match upstream::read_all(&mut response, deadline).await.and_then(|b| provider.response(&chat, b)) {
+                Ok((body, _usage)) => {
                     receipt.log.succeeded(&d.id, status);
                     let headers = receipt.headers(Some(d));
                     let _ = headers.set("content-type", "application/json");

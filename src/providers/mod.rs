@@ -5,6 +5,7 @@ pub mod openai;
 
 use crate::chat::ChatRequest;
 use crate::config::{Deployment, ProviderKind};
+use crate::error::GatewayError;
 
 /// Token counts as the provider reported them. `input_tokens` includes the cached ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,11 +80,18 @@ pub trait StreamTranslator {
     fn usage(&self) -> Option<Usage>;
 }
 
+/// A provider wire format. The gateway's canonical form is OpenAI Chat Completions: every
+/// provider turns a [`ChatRequest`] into its own request, and its answers (whole or
+/// streamed) back into OpenAI's shapes.
 pub trait Provider {
-    fn build(&self, d: &Deployment, req: &ChatRequest, api_key: Option<&str>) -> UpstreamRequest;
-    /// Usage from a complete (non-streamed) response body.
-    fn usage(&self, body: &[u8]) -> Option<Usage>;
+    /// The upstream request, or a 400 naming the field this provider cannot honour
+    /// (never a silently dropped field).
+    fn build(&self, d: &Deployment, req: &ChatRequest, api_key: Option<&str>) -> Result<UpstreamRequest, GatewayError>;
+    /// A complete (non-streamed) success body as an OpenAI `chat.completion`, with its
+    /// usage. `Err` when the body is not what the provider promised.
+    fn response(&self, req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass>;
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass;
+    /// Translates the success stream into OpenAI `chat.completion.chunk` SSE.
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator>;
 }
 

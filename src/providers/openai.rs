@@ -7,6 +7,7 @@
 use super::{ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
 use crate::chat::ChatRequest;
 use crate::config::Deployment;
+use crate::error::GatewayError;
 use crate::sse::SseDecoder;
 use serde::de::IgnoredAny;
 use serde::ser::{SerializeMap, Serializer};
@@ -79,18 +80,20 @@ impl Serialize for Outgoing<'_> {
 }
 
 impl Provider for OpenAi {
-    fn build(&self, d: &Deployment, req: &ChatRequest, api_key: Option<&str>) -> UpstreamRequest {
+    fn build(&self, d: &Deployment, req: &ChatRequest, api_key: Option<&str>) -> Result<UpstreamRequest, GatewayError> {
         let body = serde_json::to_vec(&Outgoing { body: &req.body, model: &d.model, ask_usage: req.stream })
             .expect("a JSON map serialises");
         let mut headers = vec![("content-type", "application/json".to_string())];
         if let Some(key) = api_key {
             headers.push(("authorization", format!("Bearer {key}")));
         }
-        UpstreamRequest { url: format!("{}/chat/completions", d.base_url), headers, body }
+        Ok(UpstreamRequest { url: format!("{}/chat/completions", d.base_url), headers, body })
     }
 
-    fn usage(&self, body: &[u8]) -> Option<Usage> {
-        serde_json::from_slice::<WithUsage>(body).ok()?.usage.map(Usage::from)
+    /// Already in the client's format: passed on byte for byte, read only for its usage.
+    fn response(&self, _req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
+        let parsed = serde_json::from_slice::<WithUsage>(&body).map_err(|_| ErrorClass::Server)?;
+        Ok((body, parsed.usage.map(Usage::from)))
     }
 
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
@@ -238,7 +241,7 @@ mod tests {
         let req =
             chat::parse(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"x":[1]}"#)
                 .unwrap();
-        let up = OpenAi.build(&deployment(), &req, Some("sk-test"));
+        let up = OpenAi.build(&deployment(), &req, Some("sk-test")).unwrap();
         assert_eq!(up.url, "https://eu.api.openai.com/v1/chat/completions");
         assert!(up.headers.contains(&("authorization", "Bearer sk-test".into())));
         let body: Value = serde_json::from_slice(&up.body).unwrap();
@@ -246,7 +249,7 @@ mod tests {
         assert_eq!(body["temperature"], 0.2);
         assert_eq!(body["x"][0], 1);
         assert!(body.get("stream_options").is_none());
-        let keyless = OpenAi.build(&deployment(), &req, None);
+        let keyless = OpenAi.build(&deployment(), &req, None).unwrap();
         assert!(!keyless.headers.iter().any(|(k, _)| *k == "authorization"));
     }
 
@@ -256,19 +259,22 @@ mod tests {
             br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"foo":1}}"#,
         )
         .unwrap();
-        let body: Value = serde_json::from_slice(&OpenAi.build(&deployment(), &req, None).body).unwrap();
+        let body: Value = serde_json::from_slice(&OpenAi.build(&deployment(), &req, None).unwrap().body).unwrap();
         assert_eq!(body["stream_options"], serde_json::json!({"foo": 1, "include_usage": true}));
         let req = chat::parse(br#"{"model":"f","messages":[{"role":"user"}],"stream":true}"#).unwrap();
-        let body: Value = serde_json::from_slice(&OpenAi.build(&deployment(), &req, None).body).unwrap();
+        let body: Value = serde_json::from_slice(&OpenAi.build(&deployment(), &req, None).unwrap().body).unwrap();
         assert_eq!(body["stream_options"]["include_usage"], true);
     }
 
     #[test]
-    fn usage_from_a_response() {
+    fn responses_pass_through_with_their_usage() {
+        let req = chat::parse(br#"{"model":"m","messages":[{"role":"user"}]}"#).unwrap();
         let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4}}}"#;
-        assert_eq!(OpenAi.usage(body), Some(Usage { input_tokens: 12, output_tokens: 5, cached_input_tokens: 4 }));
-        assert_eq!(OpenAi.usage(b"{}"), None);
-        assert_eq!(OpenAi.usage(b"garbage"), None);
+        let (out, usage) = OpenAi.response(&req, body.to_vec()).unwrap();
+        assert_eq!(out, body);
+        assert_eq!(usage, Some(Usage { input_tokens: 12, output_tokens: 5, cached_input_tokens: 4 }));
+        assert_eq!(OpenAi.response(&req, b"{}".to_vec()).unwrap().1, None);
+        assert_eq!(OpenAi.response(&req, b"garbage".to_vec()).unwrap_err(), ErrorClass::Server);
     }
 
     #[test]
