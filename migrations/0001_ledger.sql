@@ -62,7 +62,7 @@ CREATE TABLE audit_log (
   ts_ms             INTEGER NOT NULL,
   actor             TEXT NOT NULL,             -- the admin token's label
   action            TEXT NOT NULL,             -- e.g. residency.replace, config.rollback, key.revoke
-  old_version       TEXT,
-  new_version       TEXT,
+  old_version       INTEGER,
+  new_version       INTEGER UNIQUE,            -- config versions: two concurrent writers conflict here
   summary           TEXT NOT NULL
 );

@@ -36,6 +36,8 @@ pub enum ProviderKind {
     /// OpenAI's Chat Completions wire format (api.openai.com and its regional hosts, and
     /// any OpenAI-compatible server).
     Openai,
+    /// Anthropic's Messages API (api.anthropic.com).
+    Anthropic,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +179,20 @@ impl Conditions {
 
     fn is_empty(&self) -> bool {
         !self.has_location() && self.compliance.is_empty() && self.teams.is_empty() && self.keys.is_empty()
+    }
+
+    /// True when every request these conditions match is also matched by `self`, so a
+    /// rule with `other` after a rule with `self` can never match.
+    fn covers(&self, other: &Conditions) -> bool {
+        let list = |mine: &[String], theirs: &[String]| {
+            mine.is_empty() || (!theirs.is_empty() && theirs.iter().all(|t| mine.contains(t)))
+        };
+        list(&self.countries, &other.countries)
+            && list(&self.continents, &other.continents)
+            && list(&self.compliance, &other.compliance)
+            && list(&self.teams, &other.teams)
+            && list(&self.keys, &other.keys)
+            && (self.eu.is_none() || self.eu == other.eu)
     }
 }
 
@@ -371,13 +387,24 @@ fn validate_residency(r: &Residency) -> Result<(), String> {
     for (i, rule) in r.rules.iter().enumerate() {
         let at = format!("residency rule `{}`", rule.id);
         check_jurisdictions(&rule.allow, &at)?;
-        if let Some(earlier) = r.rules[..i].iter().find(|e| e.when.is_empty()) {
-            return Err(format!("{at} can never match: rule `{}` before it matches every request", earlier.id));
+        if let Some(earlier) = r.rules[..i].iter().find(|e| e.when.covers(&rule.when)) {
+            return Err(format!(
+                "{at} can never match: every request it matches is matched first by rule `{}`",
+                earlier.id
+            ));
         }
         let w = &rule.when;
         for c in &w.countries {
             if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
                 return Err(format!("{at}: country `{c}` is not an ISO 3166-1 alpha-2 code in capitals"));
+            }
+        }
+        if let Some(eu) = w.eu {
+            if !w.countries.is_empty() && w.countries.iter().all(|c| crate::geo::is_eu_member(c) != eu) {
+                return Err(format!(
+                    "{at} can never match: none of its countries is {}an EU member, but it requires eu = {eu}",
+                    if eu { "" } else { "not " }
+                ));
             }
         }
         for c in &w.continents {
@@ -510,7 +537,21 @@ pub(crate) mod tests {
                 let rules = v["residency"]["rules"].as_array_mut().unwrap();
                 rules.insert(1, serde_json::json!({"id": "early", "allow": ["any"]}));
             },
-            "rule `eu-callers` can never match: rule `early`",
+            "rule `eu-callers` can never match: every request it matches is matched first by rule `early`",
+        );
+        rejects(
+            |v| {
+                let rules = v["residency"]["rules"].as_array_mut().unwrap();
+                rules.insert(
+                    2,
+                    serde_json::json!({"id": "de-only", "when": {"eu": true, "countries": ["DE"]}, "allow": ["eu"]}),
+                );
+            },
+            "rule `de-only` can never match: every request it matches is matched first by rule `eu-callers`",
+        );
+        rejects(
+            |v| v["residency"]["rules"][1]["when"]["countries"] = serde_json::json!(["US", "JP"]),
+            "rule `eu-callers` can never match: none of its countries is an EU member",
         );
         rejects(|v| v["residency"]["compliance_tags"]["Bad Tag"] = serde_json::json!(["eu"]), "lowercase");
         rejects(|v| v["residency"]["rules"] = serde_json::json!([]), "rules is empty");

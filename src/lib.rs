@@ -4,6 +4,7 @@
 //! `worker` types, tested natively with `cargo test`. `edge` is the thin shell that binds
 //! them to the Workers runtime (HTTP, secrets, outbound fetch) and only builds for wasm32.
 
+pub mod admin;
 pub mod attempts;
 pub mod chat;
 pub mod config;

@@ -1,9 +1,11 @@
 //! The edge shell: the Workers entry points and everything that touches the runtime.
 //! Decisions are delegated to the pure core.
 
+mod admin;
 mod completions;
 mod respond;
 mod state;
+mod store;
 mod upstream;
 
 use crate::error::GatewayError;
@@ -20,6 +22,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 
 async fn route(req: Request, env: &Env, request_id: &str) -> Result<Response, GatewayError> {
     let path = req.path();
+    if path.starts_with("/admin/") {
+        return admin::handle(req, env, &path).await;
+    }
     let method = req.method();
     let allowed = match path.as_str() {
         "/healthz" => "GET",
@@ -39,7 +44,7 @@ async fn route(req: Request, env: &Env, request_id: &str) -> Result<Response, Ga
     if path == "/healthz" {
         return respond::json(200, &serde_json::json!({"status": "ok"}));
     }
-    let state = state::load(env)?;
+    let state = state::load(env).await?;
     let key = state.authenticate(&req)?;
     match path.as_str() {
         "/v1/models" => completions::models(&state, key),
@@ -51,7 +56,7 @@ async fn route(req: Request, env: &Env, request_id: &str) -> Result<Response, Ga
 /// `GATEWAY_CONFIG` shows up in the logs even while no traffic arrives.
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    match state::load(&env) {
+    match state::load(&env).await {
         Ok(s) => worker::console_log!(
             "config ok: {} deployments, {} aliases, {} keys",
             s.gateway.config.deployments.len(),

@@ -1,6 +1,11 @@
-//! What every request reads: the validated config and the key ring, built once per isolate
-//! (vars and secrets cannot change under a running isolate).
+//! What every request reads: the active config version, validated, with its key ring.
+//!
+//! The base config (version 0) is the deployed one: `GATEWAY_CONFIG` or the bundled
+//! `config/gateway.json`. Once the admin API has written a version to KV, KV's active
+//! version wins. Each isolate re-reads the tiny active-version pointer at most every
+//! [`RECHECK_MS`], and parses a document only when the version changed.
 
+use super::store;
 use crate::config::{self, Gateway, KeyConfig};
 use crate::error::GatewayError;
 use crate::keys::{self, KeyRing};
@@ -10,15 +15,28 @@ use worker::{Env, Request};
 
 const BUNDLED_CONFIG: &str = include_str!("../../config/gateway.json");
 
+/// How stale an isolate's view of the active version may get: on top of KV's own
+/// propagation (writes are visible at once in the writing colo, within about 60 s
+/// elsewhere), so a change is effective everywhere within about a minute.
+pub const RECHECK_MS: u64 = 2_000;
+
 pub struct State {
+    pub version: u64,
+    /// The config document as stored, for the admin API to read and edit.
+    pub source: String,
     pub gateway: Gateway,
     keys: KeyRing,
     /// `TRUST_GEO_HEADERS = "true"`: local dev and tests only.
     pub trust_geo_headers: bool,
 }
 
+struct Cached {
+    state: Rc<State>,
+    checked_ms: u64,
+}
+
 thread_local! {
-    static STATE: RefCell<Option<Rc<State>>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Cached>> = const { RefCell::new(None) };
 }
 
 pub fn var(env: &Env, name: &str) -> Option<String> {
@@ -29,18 +47,77 @@ pub fn secret(env: &Env, name: &str) -> Option<String> {
     env.secret(name).ok().map(|v| v.to_string()).filter(|v| !v.is_empty())
 }
 
-pub fn load(env: &Env) -> Result<Rc<State>, GatewayError> {
-    if let Some(s) = STATE.with(|s| s.borrow().clone()) {
-        return Ok(s);
-    }
-    let source = var(env, "GATEWAY_CONFIG").filter(|s| !s.trim().is_empty());
-    let gateway = config::parse(source.as_deref().unwrap_or(BUNDLED_CONFIG))
-        .map_err(|e| GatewayError::internal(format!("The gateway config is invalid: {e}")))?;
+pub fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+pub fn base_source(env: &Env) -> String {
+    var(env, "GATEWAY_CONFIG").filter(|s| !s.trim().is_empty()).unwrap_or_else(|| BUNDLED_CONFIG.to_string())
+}
+
+/// Builds the state for a config document; the error says what is wrong with it.
+pub fn build(env: &Env, version: u64, source: String) -> Result<State, GatewayError> {
+    let gateway = config::parse(&source)
+        .map_err(|e| GatewayError::internal(format!("The gateway config (version {version}) is invalid: {e}")))?;
     let keys = KeyRing::build(&gateway, |name| secret(env, name));
-    let state =
-        Rc::new(State { gateway, keys, trust_geo_headers: var(env, "TRUST_GEO_HEADERS").as_deref() == Some("true") });
-    STATE.with(|s| *s.borrow_mut() = Some(state.clone()));
-    Ok(state)
+    Ok(State {
+        version,
+        source,
+        gateway,
+        keys,
+        trust_geo_headers: var(env, "TRUST_GEO_HEADERS").as_deref() == Some("true"),
+    })
+}
+
+/// Makes `state` this isolate's current state at once (the admin API calls this after a
+/// change, so the isolate that wrote it never serves the old version again).
+pub fn install(state: State) -> Rc<State> {
+    let state = Rc::new(state);
+    CURRENT.with(|c| *c.borrow_mut() = Some(Cached { state: state.clone(), checked_ms: now_ms() }));
+    state
+}
+
+async fn load_version(env: &Env, kv: &worker::KvStore, version: u64) -> Result<State, GatewayError> {
+    if version == 0 {
+        return build(env, 0, base_source(env));
+    }
+    let source = store::load_version(kv, version)
+        .await?
+        .ok_or_else(|| GatewayError::internal(format!("Config version {version} is active but missing from KV.")))?;
+    build(env, version, source)
+}
+
+pub async fn load(env: &Env) -> Result<Rc<State>, GatewayError> {
+    let now = now_ms();
+    let cached = CURRENT.with(|c| c.borrow().as_ref().map(|c| (c.state.clone(), c.checked_ms)));
+    if let Some((state, checked)) = &cached {
+        if now.saturating_sub(*checked) < RECHECK_MS {
+            return Ok(state.clone());
+        }
+    }
+    let kv = store::kv(env)?;
+    let version = match store::active_version(&kv).await {
+        Ok(v) => v,
+        // KV unreachable: keep serving what this isolate already has.
+        Err(e) => match cached {
+            Some((state, _)) => return Ok(state),
+            None => {
+                worker::console_error!("{}; serving the base config", e.message);
+                0
+            }
+        },
+    };
+    match cached {
+        Some((state, _)) if state.version == version => {
+            CURRENT.with(|c| {
+                if let Some(c) = c.borrow_mut().as_mut() {
+                    c.checked_ms = now;
+                }
+            });
+            Ok(state)
+        }
+        _ => Ok(install(load_version(env, &kv, version).await?)),
+    }
 }
 
 impl State {

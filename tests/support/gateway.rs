@@ -23,6 +23,9 @@ pub const NARROW_KEY: &str = "gw-narrow-key";
 pub const SECRET_KEY: &str = "gw-secret-held-key";
 pub const PROVIDER_KEY: &str = "sk-test-PROVIDERSECRET-1234567890";
 pub const MAX_BODY: usize = 64 * 1024;
+/// Admin tokens by label, as the `ADMIN_TOKEN` secret lists them.
+pub const ADMIN_COMPLIANCE: &str = "adm-compliance-token";
+pub const ADMIN_PLATFORM: &str = "adm-platform-token";
 
 pub struct Gateway {
     pub base: String,
@@ -143,7 +146,8 @@ impl Gateway {
         fs::write(
             &env_file,
             format!(
-                "GATEWAY_CONFIG='{config}'\nTEST_PROVIDER_KEY={PROVIDER_KEY}\nGATEWAY_KEY_SECRET_HELD={SECRET_KEY}\nTRUST_GEO_HEADERS={trust_geo_headers}\n"
+                "GATEWAY_CONFIG='{config}'\nTEST_PROVIDER_KEY={PROVIDER_KEY}\nGATEWAY_KEY_SECRET_HELD={SECRET_KEY}\n\
+                 TRUST_GEO_HEADERS={trust_geo_headers}\nADMIN_TOKEN=compliance:{ADMIN_COMPLIANCE},platform:{ADMIN_PLATFORM}\n"
             ),
         )
         .unwrap();
@@ -218,6 +222,18 @@ impl Gateway {
         let mut all = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
         all.extend_from_slice(headers);
         http::send_streaming("POST", &self.url("/v1/chat/completions"), &all, Some(body.to_string().as_bytes()))
+            .expect("gateway answers")
+    }
+
+    /// An admin API call with the compliance team's token.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> http::Response {
+        self.admin_as(ADMIN_COMPLIANCE, method, path, body)
+    }
+
+    pub fn admin_as(&self, token: &str, method: &str, path: &str, body: Option<&Value>) -> http::Response {
+        let auth = format!("Bearer {token}");
+        let body = body.map(Value::to_string);
+        http::send(method, &self.url(path), &[("authorization", &auth)], body.as_deref().map(str::as_bytes))
             .expect("gateway answers")
     }
 

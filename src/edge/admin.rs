@@ -1,0 +1,227 @@
+//! The admin API (`/admin/...`, Bearer token from the `ADMIN_TOKEN` secret): read and
+//! replace the config and its residency rules without a redeploy, dry runs, versions,
+//! rollback, explain, and the audit log. Every change is validated as a whole config,
+//! audited in D1 with the token's label, then activated through KV.
+
+use super::state::{self, now_ms, State};
+use super::{respond, store, upstream};
+use crate::admin::{self, AdminTokens, ExplainQuery};
+use crate::config::{self, Residency};
+use crate::error::GatewayError;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::rc::Rc;
+use worker::{Env, Method, Request, Response};
+
+const MAX_ADMIN_BODY: usize = 1024 * 1024;
+
+fn authenticate(req: &Request, env: &Env) -> Result<String, GatewayError> {
+    let tokens = AdminTokens::parse(&state::secret(env, "ADMIN_TOKEN").unwrap_or_default());
+    if tokens.is_empty() {
+        return Err(GatewayError::unauthorized("The admin API is disabled: set the ADMIN_TOKEN secret."));
+    }
+    let auth = req.headers().get("authorization").ok().flatten();
+    let presented = crate::keys::presented(auth.as_deref(), None)
+        .ok_or_else(|| GatewayError::unauthorized("Missing admin token: send `Authorization: Bearer <token>`."))?;
+    tokens.authenticate(presented).map(str::to_string).ok_or_else(|| GatewayError::unauthorized("Invalid admin token."))
+}
+
+fn query_flag(req: &Request, name: &str) -> bool {
+    req.url().ok().is_some_and(|u| u.query_pairs().any(|(k, v)| k == name && (v == "true" || v == "1" || v.is_empty())))
+}
+
+fn query_u32(req: &Request, name: &str) -> Option<u32> {
+    req.url().ok()?.query_pairs().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
+}
+
+async fn body_json<T: for<'de> Deserialize<'de>>(req: &mut Request) -> Result<T, GatewayError> {
+    let bytes = upstream::read_client_body(req, MAX_ADMIN_BODY).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid: {e}.")))
+}
+
+/// The state as KV has it now, not as this isolate last saw it: a change must build on
+/// the latest version.
+async fn fresh_state(env: &Env) -> Result<Rc<State>, GatewayError> {
+    let kv = store::kv(env)?;
+    let active = store::active_version(&kv).await?;
+    let current = state::load(env).await?;
+    if current.version == active {
+        return Ok(current);
+    }
+    let source = if active == 0 {
+        state::base_source(env)
+    } else {
+        store::load_version(&kv, active)
+            .await?
+            .ok_or_else(|| GatewayError::internal(format!("Config version {active} is active but missing from KV.")))?
+    };
+    Ok(state::install(state::build(env, active, source)?))
+}
+
+fn replace_residency(source: &str, residency: &Value) -> Result<String, GatewayError> {
+    let mut doc: Value = serde_json::from_str(source).map_err(|e| GatewayError::internal(e.to_string()))?;
+    doc["residency"] = residency.clone();
+    Ok(serde_json::to_string_pretty(&doc).expect("a JSON value serialises"))
+}
+
+struct Change<'a> {
+    actor: &'a str,
+    action: &'a str,
+    doc: String,
+    dry_run: bool,
+}
+
+async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Response, GatewayError> {
+    let parsed = config::parse(&change.doc).map_err(|e| GatewayError::bad_request("invalid_config", e))?;
+    let changes = admin::config_diff(&current.gateway.config, &parsed.config);
+    if change.dry_run {
+        return respond::json(
+            200,
+            &json!({"valid": true, "dry_run": true, "version": current.version, "changes": changes}),
+        );
+    }
+    if changes.is_empty() {
+        return respond::json(200, &json!({"version": current.version, "changes": changes, "unchanged": true}));
+    }
+    let version = current.version + 1;
+    let summary = changes.join("; ");
+    let ts_ms = now_ms();
+    // The audit row claims the version number first: a concurrent change gets a 409 here
+    // before it can touch KV, and no change takes effect unaudited.
+    store::audit(
+        &store::d1(env)?,
+        &store::AuditEntry {
+            ts_ms,
+            actor: change.actor,
+            action: change.action,
+            old_version: current.version,
+            new_version: version,
+            summary: &summary,
+        },
+    )
+    .await?;
+    let kv = store::kv(env)?;
+    let meta = store::VersionMeta {
+        version,
+        ts_ms,
+        actor: change.actor.to_string(),
+        action: change.action.to_string(),
+        changes: changes.clone(),
+    };
+    store::put_version(&kv, &change.doc, &meta).await?;
+    store::set_active(&kv, version).await?;
+    state::install(state::build(env, version, change.doc)?);
+    respond::json(
+        200,
+        &json!({
+            "version": version,
+            "previous_version": current.version,
+            "changes": changes,
+            "effective": "now in this colo; everywhere within about a minute (KV propagation)",
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    version: u64,
+}
+
+async fn version_source(env: &Env, version: u64) -> Result<String, GatewayError> {
+    if version == 0 {
+        return Ok(state::base_source(env));
+    }
+    store::load_version(&store::kv(env)?, version).await?.ok_or_else(|| {
+        GatewayError::new(
+            404,
+            "invalid_request_error",
+            "version_not_found",
+            format!("There is no config version {version}."),
+        )
+    })
+}
+
+pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response, GatewayError> {
+    let actor = authenticate(&req, env)?;
+    let method = req.method();
+    let dry_run = query_flag(&req, "dry_run");
+    match (method, path) {
+        (Method::Get, "/admin/config") => {
+            let s = state::load(env).await?;
+            let doc: Value = serde_json::from_str(&s.source).map_err(|e| GatewayError::internal(e.to_string()))?;
+            respond::json(200, &json!({"version": s.version, "config": doc}))
+        }
+        (Method::Put, "/admin/config") => {
+            let doc: Value = body_json(&mut req).await?;
+            let current = fresh_state(env).await?;
+            let doc = serde_json::to_string_pretty(&doc).expect("a JSON value serialises");
+            apply(env, &current, Change { actor: &actor, action: "config.replace", doc, dry_run }).await
+        }
+        (Method::Get, "/admin/config/versions") => {
+            let versions = store::list_versions(&store::kv(env)?).await?;
+            let active = store::active_version(&store::kv(env)?).await?;
+            respond::json(200, &json!({"active": active, "versions": versions}))
+        }
+        (Method::Post, "/admin/config/rollback") => {
+            let Rollback { version } = body_json(&mut req).await?;
+            let current = fresh_state(env).await?;
+            let doc = version_source(env, version).await?;
+            let action = format!("config.rollback_to_{version}");
+            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run }).await
+        }
+        (Method::Get, "/admin/residency") => {
+            let s = state::load(env).await?;
+            let doc: Value = serde_json::from_str(&s.source).map_err(|e| GatewayError::internal(e.to_string()))?;
+            respond::json(200, &json!({"version": s.version, "residency": doc["residency"]}))
+        }
+        (Method::Put, "/admin/residency") | (Method::Post, "/admin/residency/validate") => {
+            let residency: Value = body_json(&mut req).await?;
+            // Deserialising the part alone gives errors positioned in what the client sent.
+            serde_json::from_value::<Residency>(residency.clone())
+                .map_err(|e| GatewayError::bad_request("invalid_config", format!("residency is not valid: {e}")))?;
+            let current = fresh_state(env).await?;
+            let doc = replace_residency(&current.source, &residency)?;
+            let dry_run = dry_run || path.ends_with("/validate");
+            apply(env, &current, Change { actor: &actor, action: "residency.replace", doc, dry_run }).await
+        }
+        (Method::Post, "/admin/residency/rollback") => {
+            let Rollback { version } = body_json(&mut req).await?;
+            let current = fresh_state(env).await?;
+            let old: Value = serde_json::from_str(&version_source(env, version).await?)
+                .map_err(|e| GatewayError::internal(e.to_string()))?;
+            let doc = replace_residency(&current.source, &old["residency"])?;
+            let action = format!("residency.rollback_to_{version}");
+            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run }).await
+        }
+        (Method::Post, "/admin/residency/explain") => {
+            let q: ExplainQuery = body_json(&mut req).await?;
+            let s = state::load(env).await?;
+            let mut explained = serde_json::to_value(admin::explain(&s.gateway, &q)?).expect("plain data serialises");
+            explained["version"] = json!(s.version);
+            respond::json(200, &explained)
+        }
+        (Method::Get, "/admin/audit") => {
+            let rows = store::audit_rows(&store::d1(env)?, query_u32(&req, "limit").unwrap_or(50).min(1000)).await?;
+            respond::json(200, &json!({"entries": rows}))
+        }
+        (m, p) => {
+            let known = [
+                "/admin/config",
+                "/admin/config/versions",
+                "/admin/config/rollback",
+                "/admin/residency",
+                "/admin/residency/validate",
+                "/admin/residency/rollback",
+                "/admin/residency/explain",
+                "/admin/audit",
+            ];
+            if known.contains(&p) {
+                Err(GatewayError::method_not_allowed(m.as_ref(), p, "the method the README documents"))
+            } else {
+                Err(GatewayError::not_found(p))
+            }
+        }
+    }
+}

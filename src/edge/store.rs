@@ -1,0 +1,145 @@
+//! Where runtime config lives. KV holds every config version (`config:v:<n>`) and the
+//! pointer to the active one (`config:active`): the edge reads KV on the request path, and
+//! KV replicates to every colo by itself. D1 holds the audit log, whose unique
+//! `new_version` is what makes two concurrent admin writes conflict instead of one
+//! silently overwriting the other.
+
+use crate::error::GatewayError;
+use serde::{Deserialize, Serialize};
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, Env, KvStore};
+
+pub const KV_BINDING: &str = "GATEWAY_KV";
+pub const D1_BINDING: &str = "LEDGER";
+const ACTIVE: &str = "config:active";
+const VERSION_PREFIX: &str = "config:v:";
+
+fn version_key(v: u64) -> String {
+    // Zero-padded so KV's lexicographic listing is in version order.
+    format!("{VERSION_PREFIX}{v:012}")
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::new(503, "service_unavailable", "store_unavailable", format!("{what} failed: {e}"))
+}
+
+pub fn kv(env: &Env) -> Result<KvStore, GatewayError> {
+    env.kv(KV_BINDING).map_err(|e| unavailable("binding KV", e))
+}
+
+pub fn d1(env: &Env) -> Result<D1Database, GatewayError> {
+    env.d1(D1_BINDING).map_err(|e| unavailable("binding D1", e))
+}
+
+/// The active version; 0 means the deployed base config (bundled or `GATEWAY_CONFIG`).
+pub async fn active_version(kv: &KvStore) -> Result<u64, GatewayError> {
+    let text = kv.get(ACTIVE).text().await.map_err(|e| unavailable("reading the active config version", e))?;
+    Ok(text.and_then(|t| t.trim().parse().ok()).unwrap_or(0))
+}
+
+pub async fn load_version(kv: &KvStore, v: u64) -> Result<Option<String>, GatewayError> {
+    kv.get(&version_key(v)).text().await.map_err(|e| unavailable("reading a config version", e))
+}
+
+/// What the version list shows without reading each document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionMeta {
+    pub version: u64,
+    pub ts_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub changes: Vec<String>,
+}
+
+pub async fn put_version(kv: &KvStore, doc: &str, meta: &VersionMeta) -> Result<(), GatewayError> {
+    kv.put_bytes(&version_key(meta.version), doc.as_bytes())
+        .and_then(|b| b.metadata(meta))
+        .map_err(|e| unavailable("writing a config version", e))?
+        .execute()
+        .await
+        .map_err(|e| unavailable("writing a config version", e))
+}
+
+pub async fn set_active(kv: &KvStore, v: u64) -> Result<(), GatewayError> {
+    kv.put_bytes(ACTIVE, v.to_string().as_bytes())
+        .map_err(|e| unavailable("activating a config version", e))?
+        .execute()
+        .await
+        .map_err(|e| unavailable("activating a config version", e))
+}
+
+pub async fn list_versions(kv: &KvStore) -> Result<Vec<VersionMeta>, GatewayError> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let mut list = kv.list().prefix(VERSION_PREFIX.to_string());
+        if let Some(c) = cursor.take() {
+            list = list.cursor(c);
+        }
+        let page = list.execute().await.map_err(|e| unavailable("listing config versions", e))?;
+        out.extend(page.keys.into_iter().filter_map(|k| serde_json::from_value(k.metadata?).ok()));
+        if page.list_complete || page.cursor.is_none() {
+            return Ok(out);
+        }
+        cursor = page.cursor;
+    }
+}
+
+pub struct AuditEntry<'a> {
+    pub ts_ms: u64,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub old_version: u64,
+    pub new_version: u64,
+    pub summary: &'a str,
+}
+
+/// Records a config change. `Err` with status 409 when another change took this version.
+pub async fn audit(db: &D1Database, e: &AuditEntry<'_>) -> Result<(), GatewayError> {
+    let stmt = db
+        .prepare(
+            "INSERT INTO audit_log (ts_ms, actor, action, old_version, new_version, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&[
+            JsValue::from_f64(e.ts_ms as f64),
+            JsValue::from_str(e.actor),
+            JsValue::from_str(e.action),
+            JsValue::from_f64(e.old_version as f64),
+            JsValue::from_f64(e.new_version as f64),
+            JsValue::from_str(e.summary),
+        ])
+        .map_err(|err| unavailable("preparing the audit row", err))?;
+    match stmt.run().await {
+        Ok(_) => Ok(()),
+        Err(err) if err.to_string().contains("UNIQUE") => Err(GatewayError::new(
+            409,
+            "invalid_request_error",
+            "version_conflict",
+            format!("Another change created version {} first; read the current config and try again.", e.new_version),
+        )),
+        Err(err) => Err(unavailable("writing the audit log", err)),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub id: u64,
+    pub ts_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub old_version: Option<u64>,
+    pub new_version: Option<u64>,
+    pub summary: String,
+}
+
+pub async fn audit_rows(db: &D1Database, limit: u32) -> Result<Vec<AuditRow>, GatewayError> {
+    db.prepare(
+        "SELECT id, ts_ms, actor, action, old_version, new_version, summary FROM audit_log ORDER BY id DESC LIMIT ?1",
+    )
+    .bind(&[JsValue::from_f64(f64::from(limit))])
+    .map_err(|e| unavailable("reading the audit log", e))?
+    .all()
+    .await
+    .and_then(|r| r.results::<AuditRow>())
+    .map_err(|e| unavailable("reading the audit log", e))
+}
