@@ -15,6 +15,8 @@ pub struct ChatRequest {
     pub stream: bool,
     /// Whether the client itself asked for the final usage chunk.
     pub client_wants_usage: bool,
+    /// Unix seconds when the gateway received it (set by the shell): `created` of translated answers.
+    pub received_at: u64,
 }
 
 fn invalid(message: impl Into<String>) -> GatewayError {
@@ -58,7 +60,7 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
     };
     let client_wants_usage =
         body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
-    Ok(ChatRequest { body, model, stream, client_wants_usage })
+    Ok(ChatRequest { body, model, stream, client_wants_usage, received_at: 0 })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod attempts;
+pub mod aws;
 pub mod chat;
 pub mod config;
 pub mod error;

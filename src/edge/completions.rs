@@ -95,6 +95,7 @@ impl Receipt {
 fn provider_name(d: &Deployment) -> &'static str {
     match d.provider {
         crate::config::ProviderKind::Openai => "openai",
+        crate::config::ProviderKind::Anthropic => "anthropic",
     }
 }
 

@@ -1,6 +1,7 @@
 //! Providers behind one interface: build the upstream request, read usage from a response,
 //! classify errors, translate a stream chunk by chunk. One module per provider wire format.
 
+pub mod anthropic;
 pub mod openai;
 
 use crate::chat::ChatRequest;
@@ -98,6 +99,7 @@ pub trait Provider {
 pub fn for_kind(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
         ProviderKind::Openai => &openai::OpenAi,
+        ProviderKind::Anthropic => &anthropic::Anthropic,
     }
 }
 
