@@ -1,6 +1,6 @@
 //! A mock LLM provider for the gateway's end-to-end tests and for `make dev`.
 //!
-//! It speaks the providers' wire formats (OpenAI Chat Completions today; each format is
+//! It speaks the providers' wire formats (OpenAI Chat Completions, Anthropic Messages; each format is
 //! one module), logs every request, and fails on demand. A base URL like
 //! `http://127.0.0.1:PORT/<tag>/v1` names a deployment: the first path segment is the
 //! request's tag. Each request's behaviour is, first that applies:
@@ -13,6 +13,7 @@
 //! `GET /_mock/health`.
 
 mod answer;
+mod anthropic;
 mod control;
 mod faults;
 mod http;
@@ -190,6 +191,7 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
     // `/openai/v1/chat/completions`) and Mistral share OpenAI's path suffix and format.
     match request.method.as_str() {
         "POST" if path.ends_with("/chat/completions") => openai::chat(&call, request, out),
+        "POST" if path.ends_with("/messages") => anthropic::messages(&call, request, out),
         "GET" if path.ends_with("/models") => openai::models(out),
         _ => openai::not_found(request, out),
     }
