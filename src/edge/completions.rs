@@ -108,7 +108,8 @@ pub async fn handle(
 ) -> Result<Response, GatewayError> {
     let g = &state.gateway;
     let body = upstream::read_client_body(&mut req, g.config.limits.max_body_bytes).await?;
-    let chat = chat::parse(&body)?;
+    let mut chat = chat::parse(&body)?;
+    chat.received_at = now_ms() / 1000;
     drop(body);
     let alias = g
         .alias(&chat.model)

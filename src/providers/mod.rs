@@ -8,12 +8,14 @@ use crate::chat::ChatRequest;
 use crate::config::{Deployment, ProviderKind};
 use crate::error::GatewayError;
 
-/// Token counts as the provider reported them. `input_tokens` includes the cached ones.
+/// Token counts as the provider reported them. `input_tokens` includes the cached
+/// (cache-read) and cache-written ones, which are billed at their own prices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
 }
 
 /// What went wrong upstream, as far as routing cares.
@@ -67,6 +69,9 @@ pub enum StreamEnd {
     Complete,
     /// Without them: cut, however cleanly the connection closed.
     Cut,
+    /// The provider reported an error mid-stream, already passed on to the client as an
+    /// error event in its format.
+    Failed,
 }
 
 /// Translates one upstream stream into the client's format as bytes arrive.

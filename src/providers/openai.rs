@@ -38,6 +38,7 @@ impl From<WireUsage> for Usage {
             input_tokens: u.prompt_tokens,
             output_tokens: u.completion_tokens,
             cached_input_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_write_tokens: 0,
         }
     }
 }
@@ -272,7 +273,10 @@ mod tests {
         let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4}}}"#;
         let (out, usage) = OpenAi.response(&req, body.to_vec()).unwrap();
         assert_eq!(out, body);
-        assert_eq!(usage, Some(Usage { input_tokens: 12, output_tokens: 5, cached_input_tokens: 4 }));
+        assert_eq!(
+            usage,
+            Some(Usage { input_tokens: 12, output_tokens: 5, cached_input_tokens: 4, cache_write_tokens: 0 })
+        );
         assert_eq!(OpenAi.response(&req, b"{}".to_vec()).unwrap().1, None);
         assert_eq!(OpenAi.response(&req, b"garbage".to_vec()).unwrap_err(), ErrorClass::Server);
     }
@@ -333,7 +337,7 @@ mod tests {
             let (out, end, usage, _) = run(&input, false, cut);
             assert_eq!(String::from_utf8(out).unwrap(), recorded(false, true), "cut {cut}");
             assert_eq!(end, StreamEnd::Complete);
-            assert_eq!(usage, Some(Usage { input_tokens: 9, output_tokens: 2, cached_input_tokens: 0 }));
+            assert_eq!(usage, Some(Usage { input_tokens: 9, output_tokens: 2, ..Usage::default() }));
             let (out, ..) = run(&input, true, cut);
             assert_eq!(String::from_utf8(out).unwrap(), input, "cut {cut}");
         }

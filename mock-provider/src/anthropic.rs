@@ -1,0 +1,291 @@
+//! The Anthropic Messages wire format, after Anthropic's published API reference
+//! (platform.claude.com/docs: "Messages", "Streaming Messages", "Errors"): the `message`
+//! object with text / `tool_use` content blocks and usage that counts cache reads apart
+//! from `input_tokens`; the SSE stream of named events (`message_start`,
+//! `content_block_start`, `ping`, `content_block_delta` with `text_delta` /
+//! `input_json_delta`, `content_block_stop`, `message_delta`, `message_stop`); and the
+//! error object `{"type":"error","error":{type,message}}` with 529 `overloaded_error`.
+//!
+//! Requests are validated as Anthropic does: `model`, `max_tokens` and `messages` are
+//! required, unknown top-level fields are refused, and turns must start with `user` and
+//! alternate, with no `system` role among them.
+//!
+//! Faults are the shared [`Behaviour`](crate::Behaviour)s. `error_code` names the error
+//! `type` of a scripted status (`context_length_exceeded` gives Anthropic's "prompt is too
+//! long" 400); with `cut_after`, it makes the stream end with an `error` event of that
+//! type after the given number of content events, as Anthropic reports a failure it hits
+//! mid-stream, instead of closing the connection.
+
+use std::io;
+use std::thread::sleep;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::answer::{self, Usage};
+use crate::http::{Request, Responder};
+use crate::Call;
+
+/// The top-level fields of a Messages request; Anthropic refuses any other.
+const FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "metadata",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_k",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+];
+
+pub(crate) fn error_body(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+fn invalid_request(message: &str) -> Value {
+    error_body("invalid_request_error", message)
+}
+
+/// The error Anthropic sends for the scripted `status`.
+fn fault(call: &Call, status: u16, model: &str) -> (Value, Option<u64>) {
+    let b = &call.behaviour;
+    let (default_kind, message) = match status {
+        400 if b.error_code.as_deref() == Some("context_length_exceeded") => {
+            return (invalid_request("prompt is too long: 210000 tokens > 200000 maximum"), None);
+        }
+        400 => ("invalid_request_error", format!("Mock error {status}")),
+        401 => ("authentication_error", "invalid x-api-key".to_string()),
+        403 => ("permission_error", "Your API key does not have permission to use the specified resource.".into()),
+        404 => ("not_found_error", format!("model: {model}")),
+        413 => ("request_too_large", "Request exceeds the maximum allowed number of bytes.".into()),
+        429 => (
+            "rate_limit_error",
+            "This request would exceed the rate limit for your organization of 50 requests per minute.".into(),
+        ),
+        529 => ("overloaded_error", "Overloaded".into()),
+        500.. => ("api_error", "Internal server error".into()),
+        _ => ("invalid_request_error", format!("Mock error {status}")),
+    };
+    let kind = b.error_code.as_deref().unwrap_or(default_kind);
+    let retry_after = b.retry_after.or((status == 429).then_some(1));
+    (error_body(kind, &message), retry_after)
+}
+
+/// The text of a `content` (a string or an array of blocks), tool results included.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => {
+            blocks.iter().map(|b| b["text"].as_str().map_or_else(|| text_of(&b["content"]), str::to_string)).collect()
+        }
+        _ => String::new(),
+    }
+}
+
+/// Anthropic's checks on a request body, in the order it reports them.
+fn validate(body: &Value) -> Result<(&str, &[Value]), String> {
+    let fields = body.as_object().ok_or("The request body is not a valid JSON object.")?;
+    if let Some(extra) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!("{extra}: Extra inputs are not permitted"));
+    }
+    let model = body["model"].as_str().ok_or("model: Field required")?;
+    if !body["max_tokens"].is_u64() {
+        return Err("max_tokens: Field required".into());
+    }
+    let messages = body["messages"].as_array().ok_or("messages: Field required")?;
+    if messages.is_empty() {
+        return Err("messages: at least one message is required".into());
+    }
+    let mut previous = "assistant";
+    for (i, message) in messages.iter().enumerate() {
+        match message["role"].as_str() {
+            Some("system") => {
+                return Err(format!(
+                    "messages.{i}.role: \"system\" is not a message role; use the top-level `system` parameter"
+                ));
+            }
+            Some(role @ ("user" | "assistant")) if role == previous => {
+                return Err(if i == 0 {
+                    "messages: the first message must use the \"user\" role".to_string()
+                } else {
+                    format!("messages.{i}: roles must alternate between \"user\" and \"assistant\"; found two \"{role}\" turns in a row")
+                });
+            }
+            Some(role @ ("user" | "assistant")) => previous = role,
+            _ => return Err(format!("messages.{i}.role: Input should be 'user' or 'assistant'")),
+        }
+    }
+    Ok((model, messages))
+}
+
+pub(crate) fn messages(call: &Call, request: &Request, out: &mut Responder) -> io::Result<()> {
+    let request_id = format!("req_mock_{}", call.seq);
+    let id_header = [("request-id", request_id.as_str())];
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+
+    if let Some(status) = call.behaviour.status.filter(|&s| s != 200) {
+        let (error, retry_after) = fault(call, status, body["model"].as_str().unwrap_or("unknown"));
+        let retry_after = retry_after.map(|s| s.to_string());
+        let mut headers = id_header.to_vec();
+        headers.extend(retry_after.as_deref().map(|s| ("retry-after", s)));
+        return out.json(status, &headers, &error);
+    }
+    if request.header("anthropic-version").is_none() {
+        return out.json(400, &id_header, &invalid_request("anthropic-version: header is required"));
+    }
+    let (model, messages) = match validate(&body) {
+        Ok(valid) => valid,
+        Err(message) => return out.json(400, &id_header, &invalid_request(&message)),
+    };
+
+    let b = &call.behaviour;
+    let last_user = messages.iter().rev().find(|m| m["role"] == "user");
+    let reply = answer::reply(b, &call.tag, &last_user.map(|m| text_of(&m["content"])).unwrap_or_default());
+    let offers_tools = body["tools"].as_array().is_some_and(|tools| !tools.is_empty());
+    let tool = b.tool_call.as_deref().filter(|_| offers_tools);
+    let arguments = b.tool_args.as_deref().unwrap_or("{}");
+    let Ok(input) = serde_json::from_str::<Value>(arguments) else {
+        let error = invalid_request(&format!("mock-provider: tool_args is not JSON: {arguments}"));
+        return out.json(400, &id_header, &error);
+    };
+    let prompt_chars = text_of(&body["system"]).chars().count()
+        + messages.iter().map(|m| text_of(&m["content"]).chars().count()).sum::<usize>();
+    let generated = if tool.is_some() { arguments } else { reply.as_str() };
+    let answer = Answer {
+        id: format!("msg_mock_{}", call.seq),
+        tool_id: format!("toolu_mock_{}", call.seq),
+        model,
+        tool,
+        input,
+        generated,
+        usage: Usage::new(b, prompt_chars, generated, 1),
+    };
+    if body["stream"] == true {
+        stream(call, &answer, &id_header, out)
+    } else {
+        out.json(200, &id_header, &answer.message())
+    }
+}
+
+struct Answer<'a> {
+    id: String,
+    tool_id: String,
+    model: &'a str,
+    /// The tool to call instead of answering in text.
+    tool: Option<&'a str>,
+    /// The tool call's input, parsed.
+    input: Value,
+    /// The reply text, or the tool call's input as JSON text.
+    generated: &'a str,
+    usage: Usage,
+}
+
+impl Answer<'_> {
+    /// Anthropic's `input_tokens` leaves out the tokens read from the cache.
+    fn usage(&self, output_tokens: u64) -> Value {
+        let u = &self.usage;
+        json!({
+            "input_tokens": u.prompt.saturating_sub(u.cached),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": u.cached,
+            "output_tokens": output_tokens,
+        })
+    }
+
+    fn stop_reason(&self) -> &'static str {
+        if self.tool.is_some() {
+            "tool_use"
+        } else {
+            "end_turn"
+        }
+    }
+
+    /// The content block as `content_block_start` announces it; whole when `full`.
+    fn block(&self, full: bool) -> Value {
+        match self.tool {
+            Some(name) => {
+                let input = if full { self.input.clone() } else { json!({}) };
+                json!({"type": "tool_use", "id": self.tool_id, "name": name, "input": input})
+            }
+            None => json!({"type": "text", "text": if full { self.generated } else { "" }}),
+        }
+    }
+
+    fn delta(&self, piece: &str) -> Value {
+        match self.tool {
+            Some(_) => json!({"type": "input_json_delta", "partial_json": piece}),
+            None => json!({"type": "text_delta", "text": piece}),
+        }
+    }
+
+    fn message(&self) -> Value {
+        json!({
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [self.block(true)],
+            "stop_reason": self.stop_reason(),
+            "stop_sequence": null,
+            "usage": self.usage(self.usage.completion),
+        })
+    }
+}
+
+fn send(out: &mut Responder, event: &Value) -> io::Result<()> {
+    let name = event["type"].as_str().unwrap_or_default();
+    out.chunk(format!("event: {name}\ndata: {event}\n\n").as_bytes())
+}
+
+fn stream(call: &Call, answer: &Answer, headers: &[(&str, &str)], out: &mut Responder) -> io::Result<()> {
+    let b = &call.behaviour;
+    let delay = Duration::from_millis(b.chunk_delay_ms.unwrap_or(call.default_chunk_delay_ms));
+    let mut all_headers = vec![("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")];
+    all_headers.extend_from_slice(headers);
+    out.start_stream(200, &all_headers)?;
+    if b.cut_after == Some(0) && b.error_code.is_none() {
+        return out.cut();
+    }
+
+    let mut started = answer.message();
+    started["content"] = json!([]);
+    started["stop_reason"] = Value::Null;
+    started["usage"] = answer.usage(1);
+    send(out, &json!({"type": "message_start", "message": started}))?;
+    send(out, &json!({"type": "content_block_start", "index": 0, "content_block": answer.block(false)}))?;
+    send(out, &json!({"type": "ping"}))?;
+    for (sent, piece) in answer::pieces(answer.generated, b.chunks).iter().enumerate() {
+        if b.cut_after == Some(sent) {
+            break;
+        }
+        sleep(delay);
+        send(out, &json!({"type": "content_block_delta", "index": 0, "delta": answer.delta(piece)}))?;
+    }
+    if b.cut_after.is_some() {
+        return end_early(b.error_code.as_deref(), out);
+    }
+
+    sleep(delay);
+    send(out, &json!({"type": "content_block_stop", "index": 0}))?;
+    let change = json!({"stop_reason": answer.stop_reason(), "stop_sequence": null});
+    send(out, &json!({"type": "message_delta", "delta": change, "usage": {"output_tokens": answer.usage.completion}}))?;
+    send(out, &json!({"type": "message_stop"}))?;
+    out.end_stream()
+}
+
+/// A stream that fails part way: with an `error` event that ends it normally when an error
+/// type was scripted, else by dropping the connection.
+fn end_early(error_code: Option<&str>, out: &mut Responder) -> io::Result<()> {
+    let Some(kind) = error_code else {
+        return out.cut();
+    };
+    let message = if kind == "overloaded_error" { "Overloaded" } else { "Mock stream error" };
+    send(out, &error_body(kind, message))?;
+    out.end_stream()
+}
