@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod geo;
 pub mod keys;
+pub mod pricing;
 pub mod providers;
 pub mod residency;
 pub mod sse;

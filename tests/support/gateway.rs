@@ -76,6 +76,9 @@ pub fn test_config() -> Value {
     keyed["api_key_secret"] = json!("TEST_PROVIDER_KEY");
     let mut unset = deployment("unset-secret", "us", "us-east-1", [39.0, -77.5]);
     unset["api_key_secret"] = json!("NEVER_SET_PROVIDER_KEY");
+    let mut claude = deployment("claude-1", "us", "us-east-1", [39.0, -77.5]);
+    claude["provider"] = json!("anthropic");
+    claude["api_key_secret"] = json!("TEST_PROVIDER_KEY");
     let mut dead = deployment("dead", "us", "us-east-1", [39.0, -77.5]);
     dead["base_url"] = json!(format!("http://127.0.0.1:{}/dead/v1", free_port()));
     json!({
@@ -87,14 +90,17 @@ pub fn test_config() -> Value {
             deployment("sg-1", "apac", "ap-southeast-1", [1.35, 103.8]),
             keyed,
             unset,
-            dead
+            dead,
+            claude
         ],
         "aliases": [
             {"name": "chat", "description": "every region", "deployments": ["us-1", "eu-1", "eu-2", "jp-1", "sg-1"]},
             {"name": "single", "deployments": ["us-1"]},
             {"name": "keyed", "deployments": ["keyed"]},
             {"name": "unset", "deployments": ["unset-secret"]},
-            {"name": "dead", "deployments": ["dead"]}
+            {"name": "dead", "deployments": ["dead"]},
+            {"name": "claude", "deployments": ["claude-1"]},
+            {"name": "claude-then-openai", "deployments": ["claude-1", "us-1"]}
         ],
         "keys": [
             {"id": "test", "sha256": sha256_hex(KEY), "team": "e2e"},

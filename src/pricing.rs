@@ -1,0 +1,163 @@
+//! Prices and costs in integer micro-dollars, never floats: a price is micro-dollars per
+//! million tokens (`"3.00"` USD/MTok = 3,000,000), so a cost is an exact integer product
+//! rounded once, half up, to the micro-dollar.
+
+use crate::providers::Usage;
+use serde::{Deserialize, Deserializer};
+
+/// USD per million tokens, held as micro-dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PerMtok(pub u64);
+
+impl<'de> Deserialize<'de> for PerMtok {
+    /// A decimal string (`"0.075"`) so that no price passes through a float; whole numbers
+    /// may also be JSON integers.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => {
+                n.checked_mul(1_000_000).map(PerMtok).ok_or_else(|| serde::de::Error::custom("price too large"))
+            }
+            Raw::Text(s) => parse_usd(&s).map(PerMtok).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `"12.345678"` → 12,345,678 micro-dollars. At most six decimals: a finer price would be
+/// silently rounded.
+pub fn parse_usd(s: &str) -> Result<u64, String> {
+    let bad = || format!("`{s}` is not a USD amount like \"3.00\" (at most 6 decimals)");
+    let (whole, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
+    if whole.is_empty() || frac.len() > 6 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let whole: u64 = whole.parse().map_err(|_| bad())?;
+    let frac: u64 = format!("{frac:0<6}").parse().map_err(|_| bad())?;
+    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac)).ok_or_else(bad)
+}
+
+/// `12345678` → `"12.345678"`.
+pub fn format_usd(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: PerMtok,
+    pub output: PerMtok,
+    /// Cache reads; billed at `input` when absent.
+    #[serde(default)]
+    pub cached_input: Option<PerMtok>,
+    /// Cache writes, where the provider bills them (Anthropic: 1.25× input); `input` when absent.
+    #[serde(default)]
+    pub cache_write: Option<PerMtok>,
+}
+
+/// The cost of `usage` at `price`, in micro-dollars. `usage.input_tokens` includes the
+/// cached and cache-written tokens, which are billed at their own prices.
+pub fn cost_micros(price: &Price, usage: &Usage) -> u64 {
+    let cached = u128::from(usage.cached_input_tokens);
+    let written = u128::from(usage.cache_write_tokens);
+    let plain = u128::from(usage.input_tokens).saturating_sub(cached + written);
+    let rate = |p: Option<PerMtok>| u128::from(p.unwrap_or(price.input).0);
+    // micro-dollars per million tokens × tokens: millionths of a micro-dollar.
+    let scaled = plain * u128::from(price.input.0)
+        + cached * rate(price.cached_input)
+        + written * rate(price.cache_write)
+        + u128::from(usage.output_tokens) * u128::from(price.output.0);
+    let micros = (scaled + 500_000) / 1_000_000;
+    u64::try_from(micros).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn price(input: &str, output: &str) -> Price {
+        Price {
+            input: PerMtok(parse_usd(input).unwrap()),
+            output: PerMtok(parse_usd(output).unwrap()),
+            cached_input: None,
+            cache_write: None,
+        }
+    }
+
+    fn usage(input: u64, output: u64) -> Usage {
+        Usage { input_tokens: input, output_tokens: output, ..Usage::default() }
+    }
+
+    #[test]
+    fn parses_and_formats_usd_exactly() {
+        assert_eq!(parse_usd("3").unwrap(), 3_000_000);
+        assert_eq!(parse_usd("3.00").unwrap(), 3_000_000);
+        assert_eq!(parse_usd("0.075").unwrap(), 75_000);
+        assert_eq!(parse_usd("0.000001").unwrap(), 1);
+        assert_eq!(parse_usd(" 25.5 ").unwrap(), 25_500_000);
+        for bad in ["", ".5", "1.0000001", "-1", "1e3", "abc", "1.2.3", "18446744073709.551616"] {
+            assert!(parse_usd(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_usd(12_345_678), "12.345678");
+        assert_eq!(format_usd(5), "0.000005");
+        let p: Price = serde_json::from_str(r#"{"input": 5, "output": "25.00", "cached_input": "0.50"}"#).unwrap();
+        assert_eq!(
+            (p.input, p.output, p.cached_input),
+            (PerMtok(5_000_000), PerMtok(25_000_000), Some(PerMtok(500_000)))
+        );
+        assert!(serde_json::from_str::<Price>(r#"{"input": 1.5, "output": "1"}"#).is_err(), "floats are refused");
+        assert!(serde_json::from_str::<Price>(r#"{"input": "1", "output": "1", "typo": "1"}"#).is_err());
+    }
+
+    #[test]
+    fn claude_prices_from_april_2026() {
+        // Opus 4.6 $5 / $25, Sonnet 4.6 $3 / $15, Haiku 4.5 $1 / $5 per MTok.
+        let opus = price("5", "25");
+        assert_eq!(cost_micros(&opus, &usage(1_000_000, 1_000_000)), 30_000_000);
+        let sonnet = price("3", "15");
+        assert_eq!(cost_micros(&sonnet, &usage(2_000, 500)), 6_000 + 7_500);
+        let haiku = price("1", "5");
+        assert_eq!(cost_micros(&haiku, &usage(1, 1)), 6, "$1 per million tokens is one micro-dollar a token");
+        assert_eq!(cost_micros(&haiku, &usage(100_000, 0)), 100_000);
+    }
+
+    #[test]
+    fn rounding_is_half_up_once_per_request() {
+        let p = price("0.5", "0"); // 0.5 micro-dollars per token
+        assert_eq!(cost_micros(&p, &usage(1, 0)), 1, "0.5 rounds up");
+        assert_eq!(cost_micros(&p, &usage(3, 0)), 2, "1.5 rounds up");
+        let p = price("0.4", "0");
+        assert_eq!(cost_micros(&p, &usage(1, 0)), 0, "0.4 rounds down");
+        assert_eq!(cost_micros(&p, &usage(5, 0)), 2);
+    }
+
+    #[test]
+    fn cached_and_cache_written_tokens_have_their_own_prices() {
+        let p = Price {
+            input: PerMtok(3_000_000),
+            output: PerMtok(15_000_000),
+            cached_input: Some(PerMtok(300_000)),
+            cache_write: Some(PerMtok(3_750_000)),
+        };
+        let u =
+            Usage { input_tokens: 10_000, output_tokens: 1_000, cached_input_tokens: 6_000, cache_write_tokens: 2_000 };
+        // 2,000 plain × 3 + 6,000 × 0.3 + 2,000 × 3.75 + 1,000 × 15
+        assert_eq!(cost_micros(&p, &u), 6_000 + 1_800 + 7_500 + 15_000);
+        // Without a cached price, cached tokens cost the input price.
+        let plain = price("3", "15");
+        assert_eq!(cost_micros(&plain, &u), 30_000 + 15_000);
+        // Inconsistent usage (more cached than input) never underflows.
+        let odd = Usage { input_tokens: 1, cached_input_tokens: 5, ..Usage::default() };
+        assert_eq!(cost_micros(&p, &odd), 2);
+    }
+
+    #[test]
+    fn huge_usage_does_not_overflow() {
+        let p = price("1000000", "1000000");
+        assert_eq!(cost_micros(&p, &usage(u64::MAX, u64::MAX)), u64::MAX);
+    }
+}
