@@ -3,7 +3,7 @@
 //! failure to client status is tested natively.
 
 use crate::error::GatewayError;
-use crate::providers::{redact, ErrorClass};
+use crate::providers::{redact, Auth, ErrorClass};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
@@ -89,7 +89,7 @@ impl AttemptLog {
 /// message is passed on for the client's own mistakes (so they can fix the request) with
 /// the provider key redacted; credential and routing problems are the gateway operator's,
 /// so the client only learns which deployment failed.
-pub fn terminal(deployment: &str, status: u16, class: ErrorClass, body: &[u8], api_key: Option<&str>) -> GatewayError {
+pub fn terminal(deployment: &str, status: u16, class: ErrorClass, body: &[u8], auth: &Auth) -> GatewayError {
     let upstream_message = || {
         let text = String::from_utf8_lossy(body);
         let message = serde_json::from_str::<serde_json::Value>(&text)
@@ -99,7 +99,7 @@ pub fn terminal(deployment: &str, status: u16, class: ErrorClass, body: &[u8], a
                 e.get("message").or(Some(e)).and_then(|m| m.as_str().map(str::to_string))
             })
             .unwrap_or_else(|| text.chars().take(500).collect());
-        redact(&message, api_key)
+        redact(&message, auth)
     };
     match class {
         ErrorClass::ContextLength => GatewayError::bad_request(
@@ -171,14 +171,15 @@ mod tests {
         let key = "sk-live-SECRETSECRETSECRET";
         let body =
             format!(r#"{{"error":{{"message":"Incorrect API key provided: {key}","type":"invalid_request_error"}}}}"#);
-        let e = terminal("openai-eu", 401, ErrorClass::Auth, body.as_bytes(), Some(key));
+        let auth = Auth { api_key: Some(key.into()), now_unix: 0 };
+        let e = terminal("openai-eu", 401, ErrorClass::Auth, body.as_bytes(), &auth);
         assert_eq!(e.status, 502);
         assert!(e.message.contains("openai-eu") && !e.message.contains("SECRET"));
-        let e = terminal("openai-eu", 400, ErrorClass::BadRequest, body.as_bytes(), Some(key));
+        let e = terminal("openai-eu", 400, ErrorClass::BadRequest, body.as_bytes(), &auth);
         assert_eq!(e.status, 400);
         assert!(e.message.contains("Incorrect API key provided") && !e.message.contains("SECRET"), "{}", e.message);
-        let e = terminal("d", 400, ErrorClass::ContextLength, b"not json", None);
+        let e = terminal("d", 400, ErrorClass::ContextLength, b"not json", &Auth::default());
         assert_eq!((e.code, e.message.contains("not json")), ("context_length_exceeded", true));
-        assert_eq!(terminal("d", 404, ErrorClass::NotFound, b"", None).status, 502);
+        assert_eq!(terminal("d", 404, ErrorClass::NotFound, b"", &Auth::default()).status, 502);
     }
 }

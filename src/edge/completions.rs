@@ -1,8 +1,9 @@
 //! `POST /v1/chat/completions` and `GET /v1/models`: authenticate, decide where the
 //! request may go, try the candidates in order, stream or return the answer.
 
+use super::credentials;
 use super::respond;
-use super::state::{secret, State};
+use super::state::State;
 use super::upstream::{self, now_ms};
 use crate::attempts::{self, AttemptLog};
 use crate::chat;
@@ -10,7 +11,7 @@ use crate::config::{Deployment, KeyConfig};
 use crate::error::GatewayError;
 use crate::geo::{Caller, CfFields};
 use crate::keys;
-use crate::providers::{self, openai, ErrorClass, StreamEnd, StreamTranslator};
+use crate::providers::{self, openai, Auth, ErrorClass, StreamEnd, StreamTranslator};
 use crate::residency::{self, Subject};
 use futures_util::stream;
 use worker::{ByteStream, Env, Headers, Request, Response};
@@ -133,17 +134,9 @@ pub async fn handle(
     // deployment that might have served it.
     let residency_bound = (!candidates.dropped.is_empty()).then_some(decision.rule.as_str());
 
-    let mut runnable: Vec<(&Deployment, Option<String>)> = Vec::with_capacity(candidates.kept.len());
-    for d in candidates.kept {
-        match &d.api_key_secret {
-            None => runnable.push((d, None)),
-            Some(name) => {
-                if let Some(k) = secret(env, name) {
-                    runnable.push((d, Some(k)));
-                }
-            }
-        }
-    }
+    let now_unix = now_ms() / 1000;
+    let runnable: Vec<(&Deployment, Auth)> =
+        candidates.kept.into_iter().filter_map(|d| Some((d, credentials::resolve(env, d, now_unix)?))).collect();
     if runnable.is_empty() {
         let detail = if candidates.dropped.is_empty() {
             format!("no deployment of alias `{}` has its provider key set", alias.name)
@@ -158,9 +151,9 @@ pub async fn handle(
     }
 
     let mut retry_after = None;
-    for (d, api_key) in runnable.into_iter().take(g.config.limits.max_attempts) {
+    for (d, auth) in runnable.into_iter().take(g.config.limits.max_attempts) {
         let provider = providers::for_kind(d.provider);
-        let up = provider.build(d, &chat, api_key.as_deref())?;
+        let up = provider.build(d, &chat, &auth)?;
         let deadline = now_ms() + u64::from(d.first_byte_timeout_ms);
         let mut response = match upstream::send(&up, u64::from(d.first_byte_timeout_ms)).await {
             Ok(r) => r,
@@ -178,7 +171,7 @@ pub async fn handle(
                 retry_after = response.headers().get("retry-after").ok().flatten().and_then(|v| v.parse().ok());
                 continue;
             }
-            let e = attempts::terminal(&d.id, status, class, &body, api_key.as_deref());
+            let e = attempts::terminal(&d.id, status, class, &body, &auth);
             return Ok(receipt.error(&e));
         }
         if chat.stream {

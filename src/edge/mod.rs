@@ -3,6 +3,7 @@
 
 mod admin;
 mod completions;
+mod credentials;
 mod respond;
 mod state;
 mod store;

@@ -12,7 +12,7 @@
 //! Completions reference, as in `openai.rs`.
 
 use super::openai::stream_error_event;
-use super::{ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
+use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
 use crate::chat::ChatRequest;
 use crate::config::Deployment;
 use crate::error::GatewayError;
@@ -76,11 +76,11 @@ impl Cx<'_> {
 }
 
 impl Provider for Anthropic {
-    fn build(&self, d: &Deployment, req: &ChatRequest, api_key: Option<&str>) -> Result<UpstreamRequest, GatewayError> {
+    fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
         let body = request_body(&Cx { deployment: &d.id }, &d.model, req)?;
         let mut headers =
             vec![("content-type", "application/json".to_string()), ("anthropic-version", API_VERSION.to_string())];
-        if let Some(key) = api_key {
+        if let Some(key) = &auth.api_key {
             headers.push(("x-api-key", key.to_string()));
         }
         let body = serde_json::to_vec(&body).expect("a JSON map serialises");
@@ -792,7 +792,8 @@ mod tests {
     }
 
     fn build(body: Value) -> Result<Value, GatewayError> {
-        let up = Anthropic.build(&deployment(), &parse(body), Some("sk-ant-test"))?;
+        let up =
+            Anthropic.build(&deployment(), &parse(body), &Auth { api_key: Some("sk-ant-test".into()), now_unix: 0 })?;
         Ok(serde_json::from_slice(&up.body).unwrap())
     }
 
@@ -807,7 +808,8 @@ mod tests {
     #[test]
     fn request_targets_messages_with_anthropic_headers() {
         let req = parse(json!({"model": "fast", "messages": [user(json!("hi"))]}));
-        let up = Anthropic.build(&deployment(), &req, Some("sk-ant-test")).unwrap();
+        let up =
+            Anthropic.build(&deployment(), &req, &Auth { api_key: Some("sk-ant-test".into()), now_unix: 0 }).unwrap();
         assert_eq!(up.url, "https://api.anthropic.com/v1/messages");
         assert!(up.headers.contains(&("x-api-key", "sk-ant-test".into())));
         assert!(up.headers.contains(&("anthropic-version", "2023-06-01".into())));
@@ -819,7 +821,7 @@ mod tests {
             json!({"model": "claude-sonnet-4-5", "max_tokens": 4096,
                 "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
         );
-        let keyless = Anthropic.build(&deployment(), &req, None).unwrap();
+        let keyless = Anthropic.build(&deployment(), &req, &Auth::default()).unwrap();
         assert!(!keyless.headers.iter().any(|(k, _)| *k == "x-api-key"));
     }
 

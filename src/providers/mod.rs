@@ -56,6 +56,22 @@ impl ErrorClass {
     }
 }
 
+/// What one upstream call authenticates with, resolved by the shell from the
+/// deployment's Worker secrets.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    pub api_key: Option<String>,
+    /// Unix seconds, for providers whose requests are signed with the time.
+    pub now_unix: u64,
+}
+
+impl Auth {
+    /// Every secret value, for redaction.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.api_key.as_deref().into_iter()
+    }
+}
+
 pub struct UpstreamRequest {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
@@ -92,7 +108,7 @@ pub trait StreamTranslator {
 pub trait Provider {
     /// The upstream request, or a 400 naming the field this provider cannot honour
     /// (never a silently dropped field).
-    fn build(&self, d: &Deployment, req: &ChatRequest, api_key: Option<&str>) -> Result<UpstreamRequest, GatewayError>;
+    fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError>;
     /// A complete (non-streamed) success body as an OpenAI `chat.completion`, with its
     /// usage. `Err` when the body is not what the provider promised.
     fn response(&self, req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass>;
@@ -108,18 +124,18 @@ pub fn for_kind(kind: ProviderKind) -> &'static dyn Provider {
     }
 }
 
-/// Removes a provider key from text that may be shown to a client (providers echo parts of
-/// rejected keys in their error messages).
-pub fn redact(text: &str, api_key: Option<&str>) -> String {
-    match api_key {
-        Some(k) if k.len() >= 8 => {
-            let mut s = text.replace(k, "[redacted]");
+/// Removes provider secrets from text that may be shown to a client (providers echo parts
+/// of rejected keys in their error messages).
+pub fn redact(text: &str, auth: &Auth) -> String {
+    let mut s = text.to_string();
+    for k in auth.secrets() {
+        if k.len() >= 8 {
+            s = s.replace(k, "[redacted]");
             // Providers quote a key's head and tail (`sk-abc***xyz`).
             s = s.replace(&k[..8], "[redacted]");
-            s
         }
-        _ => text.to_string(),
     }
+    s
 }
 
 #[cfg(test)]
@@ -141,8 +157,8 @@ mod tests {
     fn redaction_removes_whole_and_quoted_keys() {
         let key = "sk-proj-ABCDEFGHIJKLMNOP";
         let msg = format!("Incorrect API key provided: {key}. Also sk-proj-A***NOP");
-        let out = redact(&msg, Some(key));
+        let out = redact(&msg, &Auth { api_key: Some(key.into()), now_unix: 0 });
         assert!(!out.contains(key) && !out.contains("sk-proj-"), "{out}");
-        assert_eq!(redact("x", None), "x");
+        assert_eq!(redact("x", &Auth::default()), "x");
     }
 }

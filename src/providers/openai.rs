@@ -4,7 +4,7 @@
 //! ending with `data: [DONE]`, usage in a last `choices: []` chunk when
 //! `stream_options.include_usage` is set.
 
-use super::{ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
+use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
 use crate::chat::ChatRequest;
 use crate::config::Deployment;
 use crate::error::GatewayError;
@@ -81,11 +81,11 @@ impl Serialize for Outgoing<'_> {
 }
 
 impl Provider for OpenAi {
-    fn build(&self, d: &Deployment, req: &ChatRequest, api_key: Option<&str>) -> Result<UpstreamRequest, GatewayError> {
+    fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
         let body = serde_json::to_vec(&Outgoing { body: &req.body, model: &d.model, ask_usage: req.stream })
             .expect("a JSON map serialises");
         let mut headers = vec![("content-type", "application/json".to_string())];
-        if let Some(key) = api_key {
+        if let Some(key) = &auth.api_key {
             headers.push(("authorization", format!("Bearer {key}")));
         }
         Ok(UpstreamRequest { url: format!("{}/chat/completions", d.base_url), headers, body })
@@ -242,7 +242,7 @@ mod tests {
         let req =
             chat::parse(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"x":[1]}"#)
                 .unwrap();
-        let up = OpenAi.build(&deployment(), &req, Some("sk-test")).unwrap();
+        let up = OpenAi.build(&deployment(), &req, &Auth { api_key: Some("sk-test".into()), now_unix: 0 }).unwrap();
         assert_eq!(up.url, "https://eu.api.openai.com/v1/chat/completions");
         assert!(up.headers.contains(&("authorization", "Bearer sk-test".into())));
         let body: Value = serde_json::from_slice(&up.body).unwrap();
@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(body["temperature"], 0.2);
         assert_eq!(body["x"][0], 1);
         assert!(body.get("stream_options").is_none());
-        let keyless = OpenAi.build(&deployment(), &req, None).unwrap();
+        let keyless = OpenAi.build(&deployment(), &req, &Auth::default()).unwrap();
         assert!(!keyless.headers.iter().any(|(k, _)| *k == "authorization"));
     }
 
@@ -260,10 +260,12 @@ mod tests {
             br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"foo":1}}"#,
         )
         .unwrap();
-        let body: Value = serde_json::from_slice(&OpenAi.build(&deployment(), &req, None).unwrap().body).unwrap();
+        let body: Value =
+            serde_json::from_slice(&OpenAi.build(&deployment(), &req, &Auth::default()).unwrap().body).unwrap();
         assert_eq!(body["stream_options"], serde_json::json!({"foo": 1, "include_usage": true}));
         let req = chat::parse(br#"{"model":"f","messages":[{"role":"user"}],"stream":true}"#).unwrap();
-        let body: Value = serde_json::from_slice(&OpenAi.build(&deployment(), &req, None).unwrap().body).unwrap();
+        let body: Value =
+            serde_json::from_slice(&OpenAi.build(&deployment(), &req, &Auth::default()).unwrap().body).unwrap();
         assert_eq!(body["stream_options"]["include_usage"], true);
     }
 
