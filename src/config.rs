@@ -3,6 +3,7 @@
 //! typo is a load-time error naming the offending entry instead of a surprise in
 //! production. Unknown fields are rejected for the same reason.
 
+use crate::pricing::Price;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -62,6 +63,9 @@ pub struct Deployment {
     /// first event) before the gateway gives up on this deployment.
     #[serde(default = "default_first_byte_timeout_ms")]
     pub first_byte_timeout_ms: u32,
+    /// USD per million tokens, as decimal strings; required, so no request is ever costed
+    /// at a silent $0. Regional price differences go in each regional deployment.
+    pub price: Price,
 }
 
 fn default_first_byte_timeout_ms() -> u32 {
@@ -439,17 +443,17 @@ pub(crate) mod tests {
         serde_json::json!({
             "deployments": [
                 {"id": "eu-a", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/eu-a/v1",
-                 "jurisdiction": "eu", "region": "eu-central-1", "location": [50.1, 8.7]},
+                 "jurisdiction": "eu", "region": "eu-central-1", "location": [50.1, 8.7], "price": {"input": "1", "output": "2"}},
                 {"id": "eu-b", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/eu-b/v1",
-                 "jurisdiction": "eu", "region": "eu-west-3", "location": [48.9, 2.4]},
+                 "jurisdiction": "eu", "region": "eu-west-3", "location": [48.9, 2.4], "price": {"input": "1", "output": "2"}},
                 {"id": "us-a", "provider": "openai", "model": "m", "base_url": "https://api.example.com/v1",
-                 "api_key_secret": "US_KEY", "jurisdiction": "us", "region": "us-east-1", "location": [38.9, -77.0]},
+                 "api_key_secret": "US_KEY", "jurisdiction": "us", "region": "us-east-1", "location": [38.9, -77.0], "price": {"input": "1", "output": "2"}},
                 {"id": "jp-a", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/jp-a/v1",
-                 "jurisdiction": "apac", "region": "ap-northeast-1", "location": [35.7, 139.7]},
+                 "jurisdiction": "apac", "region": "ap-northeast-1", "location": [35.7, 139.7], "price": {"input": "1", "output": "2"}},
                 {"id": "sg-a", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/sg-a/v1",
-                 "jurisdiction": "apac", "region": "ap-southeast-1", "location": [1.35, 103.8]},
+                 "jurisdiction": "apac", "region": "ap-southeast-1", "location": [1.35, 103.8], "price": {"input": "1", "output": "2"}},
                 {"id": "gl-a", "provider": "openai", "model": "m", "base_url": "http://127.0.0.1:1/gl-a/v1",
-                 "jurisdiction": "global", "region": "global"}
+                 "jurisdiction": "global", "region": "global", "price": {"input": "1", "output": "2"}}
             ],
             "aliases": [
                 {"name": "chat", "deployments": ["us-a", "eu-a", "eu-b", "jp-a", "sg-a", "gl-a"]},
@@ -504,6 +508,11 @@ pub(crate) mod tests {
         rejects(|v| v["deployments"][0]["base_url"] = "http://x/v1/".into(), "must not end");
         rejects(|v| v["deployments"][0]["location"] = serde_json::json!([91, 0]), "latitude");
         rejects(|v| v["deployments"][0]["surprise"] = 1.into(), "unknown field `surprise`");
+        rejects(
+            |v| v["deployments"][0].as_object_mut().unwrap().remove("price").map(drop).unwrap(),
+            "missing field `price`",
+        );
+        rejects(|v| v["deployments"][0]["price"]["input"] = 0.5.into(), "price");
         rejects(|v| v["keys"][0]["sha256"] = "XYZ".into(), "64 lowercase hex");
         rejects(|v| v["keys"][1]["sha256"] = "a".repeat(64).into(), "exactly one of");
         rejects(|v| v["keys"][0]["aliases"] = serde_json::json!(["nope"]), "unknown alias `nope`");

@@ -13,18 +13,20 @@ impl<'de> Deserialize<'de> for PerMtok {
     /// A decimal string (`"0.075"`) so that no price passes through a float; whole numbers
     /// may also be JSON integers.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => {
-                n.checked_mul(1_000_000).map(PerMtok).ok_or_else(|| serde::de::Error::custom("price too large"))
+        struct Usd;
+        impl serde::de::Visitor<'_> for Usd {
+            type Value = PerMtok;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a price in USD per million tokens as a decimal string like \"3.00\"")
             }
-            Raw::Text(s) => parse_usd(&s).map(PerMtok).map_err(serde::de::Error::custom),
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<PerMtok, E> {
+                n.checked_mul(1_000_000).map(PerMtok).ok_or_else(|| E::custom("price too large"))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<PerMtok, E> {
+                parse_usd(s).map(PerMtok).map_err(E::custom)
+            }
         }
+        d.deserialize_any(Usd)
     }
 }
 

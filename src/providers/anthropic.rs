@@ -780,7 +780,7 @@ mod tests {
     fn deployment() -> Deployment {
         serde_json::from_value(json!({
             "id": "claude-eu", "provider": "anthropic", "model": "claude-sonnet-4-5",
-            "base_url": "https://api.anthropic.com/v1", "jurisdiction": "eu", "region": "eu"
+            "base_url": "https://api.anthropic.com/v1", "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
         }))
         .unwrap()
     }

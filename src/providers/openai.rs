@@ -232,7 +232,7 @@ mod tests {
     fn deployment() -> Deployment {
         serde_json::from_value(serde_json::json!({
             "id": "d", "provider": "openai", "model": "gpt-4.1-mini", "base_url": "https://eu.api.openai.com/v1",
-            "jurisdiction": "eu", "region": "eu"
+            "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
         }))
         .unwrap()
     }

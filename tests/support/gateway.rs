@@ -66,8 +66,18 @@ fn deployment(id: &str, jurisdiction: &str, region: &str, location: [f64; 2]) ->
         "id": id, "provider": "openai", "model": format!("model-{id}"),
         "base_url": format!("{}/{id}/v1", mock().base_url()),
         "jurisdiction": jurisdiction, "region": region, "location": location,
-        "first_byte_timeout_ms": 2000
+        "first_byte_timeout_ms": 2000,
+        "price": price(id)
     })
+}
+
+/// Each deployment's USD per million tokens; ledger tests recompute costs from these.
+pub fn price(deployment: &str) -> Value {
+    match deployment {
+        "eu-1" | "eu-2" => json!({"input": "3.30", "output": "16.50", "cached_input": "0.33"}),
+        "claude-1" => json!({"input": "3.00", "output": "15.00", "cached_input": "0.30", "cache_write": "3.75"}),
+        _ => json!({"input": "3.00", "output": "15.00", "cached_input": "0.30"}),
+    }
 }
 
 /// The config every end-to-end test runs against.
