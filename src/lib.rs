@@ -8,6 +8,7 @@ pub mod admin;
 pub mod attempts;
 pub mod aws;
 pub mod chat;
+pub mod civil;
 pub mod config;
 pub mod error;
 pub mod geo;

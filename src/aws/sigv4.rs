@@ -8,7 +8,7 @@
 //! [`encode_path_segment`]) and is signed as `...-v1%253A0`, which is what Bedrock
 //! computes on its side.
 
-use crate::keys::sha256_hex;
+use crate::keys::{hex, sha256_hex};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,7 +85,7 @@ impl std::error::Error for SigV4Error {}
 
 impl AmzDate {
     pub fn from_unix_seconds(secs: u64) -> Self {
-        let (year, month, day) = civil_from_days(secs / 86_400);
+        let (year, month, day) = crate::civil::civil_from_days(secs / 86_400);
         let in_day = secs % 86_400;
         // The casts are lossless: each value is below 60 or 24 by construction.
         AmzDate {
@@ -107,22 +107,6 @@ impl AmzDate {
     fn date_time(&self) -> String {
         format!("{}T{:02}{:02}{:02}Z", self.date(), self.hour, self.minute, self.second)
     }
-}
-
-/// Gregorian (year, month, day) of a day count since 1970-01-01, by splitting time into
-/// 400-year eras (146097 days each) of years that start on March 1st, so that the leap
-/// day falls at the end of a year and months have a regular length pattern.
-fn civil_from_days(days: u64) -> (u64, u8, u8) {
-    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month as u8, day as u8)
 }
 
 /// Signs `request` and returns the headers to set on it, replacing any of the same name:
@@ -348,10 +332,6 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     let padded = |pad: u8| block_key.map(|b| b ^ pad);
     let inner = Sha256::new().chain_update(padded(0x36)).chain_update(message).finalize();
     Sha256::new().chain_update(padded(0x5c)).chain_update(inner).finalize().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
