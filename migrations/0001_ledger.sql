@@ -23,6 +23,7 @@ CREATE TABLE cost_events (
   input_tokens      INTEGER NOT NULL DEFAULT 0,
   output_tokens     INTEGER NOT NULL DEFAULT 0,
   cached_tokens     INTEGER NOT NULL DEFAULT 0,
+  cache_write_tokens INTEGER NOT NULL DEFAULT 0,
   cost_micros       INTEGER,                   -- NULL when unpriced, never a silent 0
   priced            INTEGER NOT NULL DEFAULT 1,
   status            INTEGER NOT NULL,
@@ -30,11 +31,14 @@ CREATE TABLE cost_events (
   latency_ms        INTEGER NOT NULL,
   ttfb_ms           INTEGER,
   attempts          INTEGER NOT NULL,
-  attempts_detail   TEXT                       -- JSON: every attempt, with tokens a failed one consumed
+  attempts_detail   TEXT,                      -- JSON: every attempt and why it was left
+  rolled_up         INTEGER NOT NULL DEFAULT 0 -- counted in cost_daily yet?
 );
 
 CREATE INDEX cost_events_day ON cost_events (day);
 CREATE INDEX cost_events_team_day ON cost_events (team, day);
+CREATE INDEX cost_events_key_day ON cost_events (key_id, day);
+CREATE INDEX cost_events_pending ON cost_events (rolled_up) WHERE rolled_up = 0;
 
 CREATE TABLE cost_daily (
   day               TEXT NOT NULL,

@@ -95,7 +95,8 @@ pub fn terminal(deployment: &str, status: u16, class: ErrorClass, body: &[u8], a
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| {
-                let e = v.get("error")?;
+                // AWS services (Bedrock) put the message at the top: `{"message": "..."}`.
+                let e = v.get("error").or_else(|| v.get("message"))?;
                 e.get("message").or(Some(e)).and_then(|m| m.as_str().map(str::to_string))
             })
             .unwrap_or_else(|| text.chars().take(500).collect());
@@ -171,7 +172,7 @@ mod tests {
         let key = "sk-live-SECRETSECRETSECRET";
         let body =
             format!(r#"{{"error":{{"message":"Incorrect API key provided: {key}","type":"invalid_request_error"}}}}"#);
-        let auth = Auth { api_key: Some(key.into()), now_unix: 0 };
+        let auth = Auth { api_key: Some(key.into()), ..Auth::default() };
         let e = terminal("openai-eu", 401, ErrorClass::Auth, body.as_bytes(), &auth);
         assert_eq!(e.status, 502);
         assert!(e.message.contains("openai-eu") && !e.message.contains("SECRET"));
@@ -181,5 +182,8 @@ mod tests {
         let e = terminal("d", 400, ErrorClass::ContextLength, b"not json", &Auth::default());
         assert_eq!((e.code, e.message.contains("not json")), ("context_length_exceeded", true));
         assert_eq!(terminal("d", 404, ErrorClass::NotFound, b"", &Auth::default()).status, 502);
+        let aws = br#"{"message":"Input is too long for requested model."}"#;
+        let e = terminal("bedrock-eu", 400, ErrorClass::ContextLength, aws, &Auth::default());
+        assert!(e.message.ends_with("as too long: Input is too long for requested model."), "{}", e.message);
     }
 }

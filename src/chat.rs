@@ -23,6 +23,29 @@ fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request("invalid_request", message)
 }
 
+/// Rough token count of a text (about four characters a token), for usage a provider did
+/// not report and for context-window checks.
+pub fn estimate_tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
+impl ChatRequest {
+    /// The prompt's size in tokens, estimated from its text: what a stream cut before the
+    /// provider reported usage is billed for as input.
+    pub fn estimated_input_tokens(&self) -> u64 {
+        let text_len = |content: &Value| match content {
+            Value::String(s) => s.chars().count(),
+            Value::Array(parts) => {
+                parts.iter().filter_map(|p| p.get("text")?.as_str()).map(|t| t.chars().count()).sum()
+            }
+            _ => 0,
+        };
+        let messages = self.body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        // A few tokens of framing per message, as chat templates add.
+        messages.iter().map(|m| estimate_tokens(m.get("content").map_or(0, text_len)) + 4).sum()
+    }
+}
+
 pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}.")))?;
@@ -77,6 +100,14 @@ mod tests {
         assert_eq!(r.model, "fast");
         assert!(!r.stream && !r.client_wants_usage);
         assert_eq!(r.body["x_custom"]["a"], 1);
+    }
+
+    #[test]
+    fn estimates_input_tokens_from_the_text() {
+        let r = parse(br#"{"model":"m","messages":[{"role":"system","content":"12345678"},{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#).unwrap();
+        assert_eq!(r.estimated_input_tokens(), (2 + 4) + (1 + 4));
+        assert_eq!(estimate_tokens(0), 0);
+        assert_eq!(estimate_tokens(5), 2);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! typo is a load-time error naming the offending entry instead of a surprise in
 //! production. Unknown fields are rejected for the same reason.
 
+use crate::budget::Budget;
 use crate::pricing::Price;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,6 +30,8 @@ pub struct Config {
     pub residency: Residency,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub budgets: Budgets,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -39,6 +42,19 @@ pub enum ProviderKind {
     Openai,
     /// Anthropic's Messages API (api.anthropic.com).
     Anthropic,
+    /// AWS Bedrock's Converse API (bedrock-runtime), SigV4-signed or with a Bedrock API key.
+    Bedrock,
+}
+
+impl ProviderKind {
+    /// As reported in `x-gateway-provider` and the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Bedrock => "bedrock",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +69,18 @@ pub struct Deployment {
     /// Name of the Worker secret holding the provider key; none for keyless endpoints.
     #[serde(default)]
     pub api_key_secret: Option<String>,
+    /// Bedrock: the AWS region requests are signed for (required for bedrock deployments).
+    #[serde(default)]
+    pub aws_region: Option<String>,
+    /// Bedrock with SigV4: the Worker secrets holding the AWS credentials, in place of
+    /// `api_key_secret` (a Bedrock API key).
+    #[serde(default)]
+    pub aws_access_key_id_secret: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key_secret: Option<String>,
+    /// Only for temporary (STS) credentials.
+    #[serde(default)]
+    pub aws_session_token_secret: Option<String>,
     pub jurisdiction: String,
     /// Provider region name, reported in `x-gateway-region`.
     pub region: String,
@@ -93,7 +121,7 @@ pub struct Alias {
 
 /// A gateway key. Its secret is never in the config in clear: either its SHA-256 (hex) or
 /// the name of a Worker secret that holds it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     pub id: String,
@@ -113,6 +141,20 @@ pub struct KeyConfig {
     /// Jurisdictions this key's requests may reach; it can only narrow the rules' answer.
     #[serde(default)]
     pub residency: Option<Vec<String>>,
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// Name of the rate-limiting binding (wrangler.toml `[[ratelimits]]`) whose limit
+    /// applies to this key, counted per key.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+}
+
+/// Budgets that are not a key's own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    #[serde(default)]
+    pub teams: BTreeMap<String, Budget>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -312,9 +354,15 @@ pub fn validate(c: &Config) -> Result<(), String> {
                 JURISDICTIONS.join(", ")
             ));
         }
-        if let Some(s) = &d.api_key_secret {
-            if !is_secret_name(s) {
-                return Err(format!("{at}: api_key_secret `{s}` is not a secret name (A-Z, 0-9, _)"));
+        let secrets = [
+            ("api_key_secret", &d.api_key_secret),
+            ("aws_access_key_id_secret", &d.aws_access_key_id_secret),
+            ("aws_secret_access_key_secret", &d.aws_secret_access_key_secret),
+            ("aws_session_token_secret", &d.aws_session_token_secret),
+        ];
+        for (field, name) in secrets {
+            if let Some(s) = name.as_deref().filter(|s| !is_secret_name(s)) {
+                return Err(format!("{at}: {field} `{s}` is not a secret name (A-Z, 0-9, _)"));
             }
         }
         if let Some([lat, lon]) = d.location {
@@ -324,6 +372,15 @@ pub fn validate(c: &Config) -> Result<(), String> {
         }
         if d.first_byte_timeout_ms == 0 {
             return Err(format!("{at}: first_byte_timeout_ms must be positive"));
+        }
+        let aws_fields =
+            [&d.aws_region, &d.aws_access_key_id_secret, &d.aws_secret_access_key_secret, &d.aws_session_token_secret];
+        match d.provider {
+            ProviderKind::Bedrock => crate::providers::bedrock::validate(d).map_err(|why| format!("{at}: {why}"))?,
+            _ if aws_fields.iter().any(|f| f.is_some()) => {
+                return Err(format!("{at}: aws_region and the aws_*_secret fields are for bedrock deployments only"));
+            }
+            _ => {}
         }
     }
 
@@ -340,28 +397,45 @@ pub fn validate(c: &Config) -> Result<(), String> {
     }
 
     for k in &c.keys {
-        let at = format!("key `{}`", k.id);
-        match (&k.sha256, &k.secret) {
-            (Some(h), None) => {
-                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-                    return Err(format!("{at}: sha256 must be 64 lowercase hex digits"));
-                }
-            }
-            (None, Some(s)) if is_secret_name(s) => {}
-            (None, Some(s)) => return Err(format!("{at}: secret `{s}` is not a secret name (A-Z, 0-9, _)")),
-            _ => return Err(format!("{at}: give exactly one of sha256 or secret")),
-        }
-        for alias in k.aliases.iter().flatten() {
-            if !c.aliases.iter().any(|a| &a.name == alias) {
-                return Err(format!("{at}: unknown alias `{alias}`"));
-            }
-        }
-        if let Some(r) = &k.residency {
-            check_jurisdictions(r, &format!("{at} residency"))?;
-        }
+        validate_key(c, k)?;
     }
 
     validate_residency(&c.residency)
+}
+
+/// A key against the config it will be used with (also for keys created at run time).
+pub fn validate_key(c: &Config, k: &KeyConfig) -> Result<(), String> {
+    let at = format!("key `{}`", k.id);
+    if k.id.is_empty()
+        || k.id.len() > 64
+        || !k.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!("{at}: an id is 1 to 64 letters, digits, `-`, `_` or `.`"));
+    }
+    match (&k.sha256, &k.secret) {
+        (Some(h), None) => {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(format!("{at}: sha256 must be 64 lowercase hex digits"));
+            }
+        }
+        (None, Some(s)) if is_secret_name(s) => {}
+        (None, Some(s)) => return Err(format!("{at}: secret `{s}` is not a secret name (A-Z, 0-9, _)")),
+        _ => return Err(format!("{at}: give exactly one of sha256 or secret")),
+    }
+    for alias in k.aliases.iter().flatten() {
+        if !c.aliases.iter().any(|a| &a.name == alias) {
+            return Err(format!("{at}: unknown alias `{alias}`"));
+        }
+    }
+    if let Some(r) = &k.residency {
+        check_jurisdictions(r, &format!("{at} residency"))?;
+    }
+    if let Some(b) = &k.rate_limit {
+        if !is_secret_name(b) {
+            return Err(format!("{at}: rate_limit `{b}` is not a binding name (A-Z, 0-9, _)"));
+        }
+    }
+    Ok(())
 }
 
 fn validate_residency(r: &Residency) -> Result<(), String> {

@@ -7,16 +7,20 @@
 pub mod admin;
 pub mod attempts;
 pub mod aws;
+pub mod breakdown;
+pub mod budget;
 pub mod chat;
 pub mod civil;
 pub mod config;
 pub mod error;
 pub mod geo;
 pub mod keys;
+pub mod ledger;
 pub mod pricing;
 pub mod providers;
 pub mod residency;
 pub mod sse;
+pub mod tags;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

@@ -328,4 +328,140 @@ mod tests {
             }
         }
     }
+
+    /// A random rule set over the sample deployments: random tags, random conditions,
+    /// random allow lists, a final catch-all.
+    fn random_residency(rng: &mut Lcg) -> Residency {
+        let js = ["eu", "uk", "ch", "us", "apac", "jp"];
+        let pick_list = |rng: &mut Lcg, from: &[&str], max: u64| -> Vec<String> {
+            let n = rng.next() % (max + 1);
+            let mut v: Vec<String> = (0..n).map(|_| rng.pick(from).to_string()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut tags = std::collections::BTreeMap::new();
+        for tag in ["t1", "t2", "t3"] {
+            let mut list = pick_list(rng, &js, 3);
+            if list.is_empty() {
+                list.push("eu".into());
+            }
+            tags.insert(tag.to_string(), list);
+        }
+        let mut rules = Vec::new();
+        for i in 0..(rng.next() % 6) {
+            let when = crate::config::Conditions {
+                countries: pick_list(rng, &["DE", "FR", "US", "JP", "SG", "GB"], 2),
+                continents: pick_list(rng, &["EU", "NA", "AS"], 1),
+                eu: match rng.next() % 3 {
+                    0 => Some(true),
+                    1 => Some(false),
+                    _ => None,
+                },
+                compliance: pick_list(rng, &["t1", "t2", "t3"], 1),
+                teams: pick_list(rng, &["a", "b"], 1),
+                keys: Vec::new(),
+            };
+            let allow = if rng.next().is_multiple_of(5) { vec!["any".to_string()] } else { pick_list(rng, &js, 3) };
+            rules.push(Rule { id: format!("r{i}"), description: None, when, allow });
+        }
+        let last = if rng.next().is_multiple_of(2) {
+            vec!["any".to_string()]
+        } else {
+            vec!["us".to_string(), "eu".to_string()]
+        };
+        rules.push(Rule { id: "last".into(), description: None, when: Default::default(), allow: last });
+        let unknown_location = if rng.next().is_multiple_of(2) {
+            UnknownLocation::MostRestrictive
+        } else {
+            UnknownLocation::IgnoreLocation
+        };
+        Residency { unknown_location, compliance_tags: tags, distance_band_km: (rng.next() % 3000) as f64, rules }
+    }
+
+    #[test]
+    fn property_random_valid_rule_sets_never_route_outside_what_they_allow() {
+        let mut rng = Lcg(42);
+        let base = gw();
+        let (mut valid, mut checked) = (0, 0);
+        for _ in 0..3000 {
+            let residency = random_residency(&mut rng);
+            let mut config = base.config.clone();
+            config.residency = residency;
+            let Ok(g) = crate::config::parse(&config_json(&config)) else { continue };
+            valid += 1;
+            for _ in 0..20 {
+                let location = (!rng.next().is_multiple_of(3))
+                    .then(|| [(rng.next() % 180) as f64 - 90.0, (rng.next() % 360) as f64 - 180.0]);
+                let caller = at(
+                    rng.pick(&["DE", "FR", "US", "JP", "SG", "GB", "XX", "T1"]),
+                    rng.pick(&["EU", "NA", "AS"]),
+                    location,
+                );
+                let tag = rng.pick(&[None, Some("t1"), Some("t2"), Some("t3")]);
+                let team = rng.pick(&[None, Some("a"), Some("b")]);
+                let policy = [vec!["eu".to_string()], vec!["us".to_string(), "apac".to_string()]];
+                let key_policy = rng.pick(&[None, Some(&policy[0][..]), Some(&policy[1][..])]);
+                let s = Subject { caller: &caller, compliance: tag, team, key_id: None, key_policy };
+                let d = decide(&g.config.residency, &s).unwrap();
+                let rule = g.config.residency.rules.iter().find(|r| r.id == d.rule).unwrap();
+                let rule_allows = Allowed::from_list(&rule.allow);
+                let c = candidates(&g, g.alias("chat").unwrap(), &d, &caller);
+                for dep in &c.kept {
+                    checked += 1;
+                    assert!(
+                        rule_allows.permits(&dep.jurisdiction),
+                        "narrowing: the rule `{}` never allowed {}",
+                        d.rule,
+                        dep.id
+                    );
+                    if let Some(t) = tag {
+                        assert!(g.config.residency.compliance_tags[t].contains(&dep.jurisdiction), "tag {t} widened");
+                    }
+                    if let Some(p) = key_policy {
+                        assert!(p.contains(&dep.jurisdiction), "key policy widened");
+                    }
+                    if dep.jurisdiction == "global" {
+                        assert_eq!(d.allowed, Allowed::Any);
+                    }
+                }
+                for dropped in &c.dropped {
+                    let dep = g.deployment(&dropped.deployment).unwrap();
+                    assert!(!d.allowed.permits(&dep.jurisdiction), "{} dropped though allowed", dep.id);
+                }
+                if let (Some(here), Some(first)) = (location, c.kept.first()) {
+                    let dist = |x: &Deployment| x.location.map(|l| distance_km(here, l));
+                    let nearest = c.kept.iter().filter_map(|x| dist(x)).fold(f64::INFINITY, f64::min);
+                    if let Some(first) = dist(first) {
+                        assert!(first - nearest <= g.config.residency.distance_band_km + 1e-6);
+                    }
+                }
+            }
+        }
+        assert!(
+            valid > 300 && checked > 10_000,
+            "the generator must produce enough valid rule sets ({valid}, {checked})"
+        );
+    }
+
+    /// Configs are only ever built from JSON; rebuild one so validation runs as in production.
+    fn config_json(c: &crate::config::Config) -> String {
+        let rules: Vec<serde_json::Value> = c
+            .residency
+            .rules
+            .iter()
+            .map(|r| {
+                serde_json::json!({"id": r.id, "when": {"countries": r.when.countries, "continents": r.when.continents,
+                    "eu": r.when.eu, "compliance": r.when.compliance, "teams": r.when.teams}, "allow": r.allow})
+            })
+            .collect();
+        let mut v: serde_json::Value = serde_json::from_str(&crate::config::tests::sample()).unwrap();
+        v["residency"] = serde_json::json!({
+            "unknown_location": match c.residency.unknown_location { UnknownLocation::MostRestrictive => "most_restrictive", UnknownLocation::IgnoreLocation => "ignore_location" },
+            "compliance_tags": c.residency.compliance_tags,
+            "distance_band_km": c.residency.distance_band_km,
+            "rules": rules,
+        });
+        v.to_string()
+    }
 }

@@ -3,9 +3,12 @@
 
 mod support;
 
-use mock_provider::{Behaviour, Script};
+use llm_edge_gateway::aws::sigv4::{self, AmzDate, Payload, SigningParams};
+use mock_provider::{Behaviour, LoggedRequest, Script};
 use serde_json::{json, Value};
-use support::gateway::{gateway, mock, PROVIDER_KEY};
+use support::gateway::{
+    gateway, mock, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, BEDROCK_API_KEY, PROVIDER_KEY,
+};
 use support::http::sse_data_lines;
 use support::nonce;
 
@@ -140,4 +143,234 @@ fn anthropic_529_falls_back_to_another_provider() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-gateway-tried"), Some("claude-1:529 overloaded, us-1:200 ok"));
     assert_eq!(r.header("x-gateway-provider"), Some("openai"));
+}
+
+/// The wire path of deployment `bedrock-eu`'s model, `eu.anthropic.claude-sonnet-4-5-20250929-v1:0`.
+const BEDROCK_EU_MODEL: &str = "eu.anthropic.claude-sonnet-4-5-20250929-v1%3A0";
+
+const GERMAN: [(&str, &str); 2] = [("x-gateway-geo-country", "DE"), ("x-gateway-geo-continent", "EU")];
+
+fn one_upstream(needle: &str) -> LoggedRequest {
+    let all = mock().requests_matching(needle);
+    assert_eq!(all.len(), 1, "one upstream request for {needle}");
+    all.into_iter().next().unwrap()
+}
+
+/// Unix seconds of an `x-amz-date` (`YYYYMMDDTHHMMSSZ`), counting days from the civil
+/// date with years that start in March, so the leap day comes last.
+fn unix_seconds(amz_date: &str) -> u64 {
+    let n = |from: usize, to: usize| amz_date[from..to].parse::<u64>().unwrap();
+    let (month, day) = (n(4, 6), n(6, 8));
+    let year = n(0, 4) - u64::from(month <= 2);
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = year * 365 + year / 4 - year / 100 + year / 400 + day_of_year - 719_468;
+    days * 86_400 + n(9, 11) * 3600 + n(11, 13) * 60 + n(13, 15)
+}
+
+/// Recomputes the SigV4 signature of the request the mock received, from the bytes it
+/// received, with the test secret: proof that the gateway signed exactly what went out.
+fn assert_signed_for_bedrock_eu(upstream: &LoggedRequest) {
+    let authorization = upstream.header("authorization").expect("an Authorization header");
+    let amz_date = upstream.header("x-amz-date").expect("x-amz-date");
+    let scope = format!("Credential={AWS_ACCESS_KEY_ID}/{}/eu-central-1/bedrock/aws4_request,", &amz_date[..8]);
+    assert!(authorization.starts_with(&format!("AWS4-HMAC-SHA256 {scope}")), "{authorization}");
+    assert_eq!(upstream.header("x-amz-security-token"), Some(AWS_SESSION_TOKEN));
+    let signed_names = authorization.split("SignedHeaders=").nth(1).unwrap().split(',').next().unwrap();
+    // The signer adds host (from the URL) and its own x-amz-* headers itself.
+    let signed: Vec<(&str, &str)> = signed_names
+        .split(';')
+        .filter(|name| !matches!(*name, "host" | "x-amz-date" | "x-amz-security-token"))
+        .map(|name| (name, upstream.header(name).unwrap()))
+        .collect();
+    let url = format!("http://{}{}", upstream.header("host").unwrap(), upstream.path);
+    let request = sigv4::Request {
+        method: "POST",
+        url: &url,
+        headers: &signed,
+        payload: Payload::Bytes(upstream.body.as_bytes()),
+    };
+    let params = SigningParams {
+        access_key_id: AWS_ACCESS_KEY_ID,
+        secret_access_key: AWS_SECRET_ACCESS_KEY,
+        session_token: Some(AWS_SESSION_TOKEN),
+        region: "eu-central-1",
+        service: "bedrock",
+        time: AmzDate::from_unix_seconds(unix_seconds(amz_date)),
+        content_sha256_header: false,
+    };
+    let expected = sigv4::sign(&request, &params).unwrap();
+    assert_eq!(Some(authorization), expected.last().map(|(_, v)| v.as_str()), "the signature verifies");
+}
+
+#[test]
+fn bedrock_answers_an_openai_request_signed_with_sigv4() {
+    let n = nonce("bedrock-plain");
+    let body = json!({"model": "bedrock", "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": format!("{n} [mock:prompt_tokens=40,cached_tokens=30,completion_tokens=7]")}
+    ], "max_tokens": 50, "temperature": 0.2});
+    let r = gateway().chat(&body, &GERMAN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-provider"), Some("bedrock"));
+    assert_eq!(r.header("x-gateway-deployment"), Some("bedrock-eu"));
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(v["model"], "bedrock");
+    assert!(v["choices"][0]["message"]["content"].as_str().unwrap().contains(&n));
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 40, "completion_tokens": 7, "total_tokens": 47,
+            "prompt_tokens_details": {"cached_tokens": 30}})
+    );
+
+    let upstream = one_upstream(&n);
+    assert_eq!(upstream.path, format!("/bedrock-eu/model/{BEDROCK_EU_MODEL}/converse"));
+    assert_signed_for_bedrock_eu(&upstream);
+    assert!(upstream.header("x-api-key").is_none());
+    let up = upstream.json();
+    assert_eq!(up["system"], json!([{"text": "Be brief."}]));
+    assert_eq!(up["inferenceConfig"], json!({"maxTokens": 50, "temperature": 0.2}));
+    assert!(up.get("model").is_none(), "the model travels in the path");
+}
+
+#[test]
+fn bedrock_streams_as_openai_chunks() {
+    let n = nonce("bedrock-stream");
+    let body = json!({"model": "bedrock", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": format!("{n} [mock:chunks=5,prompt_tokens=12,completion_tokens=5]")}]});
+    let s = gateway().chat_stream(&body, &GERMAN);
+    assert_eq!(s.status, 200);
+    assert_eq!(s.header("content-type"), Some("text/event-stream; charset=utf-8"));
+    let data = sse_data_lines(&String::from_utf8(s.collect().unwrap()).unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"), "{chunks:?}");
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert!(text.contains(&n));
+    assert_eq!(
+        chunks.iter().filter(|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty())).count(),
+        5
+    );
+    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!((usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()), (Some(12), Some(5)));
+
+    let upstream = one_upstream(&n);
+    assert_eq!(upstream.path, format!("/bedrock-eu/model/{BEDROCK_EU_MODEL}/converse-stream"));
+    assert_signed_for_bedrock_eu(&upstream);
+}
+
+#[test]
+fn a_bedrock_exception_mid_stream_ends_with_an_error_chunk() {
+    let n = nonce("bedrock-throttled");
+    let body = json!({"model": "bedrock", "stream": true, "messages": [{"role": "user",
+        "content": format!("{n} [mock:chunks=4,cut_after=2,error_code=throttlingException]")}]});
+    let s = gateway().chat_stream(&body, &GERMAN);
+    assert_eq!(s.status, 200);
+    let data = sse_data_lines(&String::from_utf8(s.collect().unwrap()).unwrap());
+    assert!(!data.contains(&"[DONE]".to_string()), "{data:?}");
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_rate_limited", "{last}");
+    assert!(last["error"]["message"].as_str().unwrap().contains("throttlingException"));
+}
+
+#[test]
+fn a_tool_call_round_trip_through_bedrock() {
+    let n = nonce("bedrock-tool");
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let ask = json!({"model": "bedrock", "tools": tools, "tool_choice": "required",
+        "messages": [{"role": "user", "content": format!("{n} weather in Paris? [mock:tool_call=get_weather,tool_args={{\"city\": \"Paris\"}}]")}]});
+    let r = gateway().chat(&ask, &GERMAN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let call = &v["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    let up = sent(&n);
+    assert_eq!(up["toolConfig"]["tools"][0]["toolSpec"]["name"], "get_weather");
+    assert_eq!(up["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["required"], json!(["city"]));
+    assert_eq!(up["toolConfig"]["toolChoice"], json!({"any": {}}));
+
+    // The tool's result goes back, as the client's next turn.
+    let n2 = nonce("bedrock-tool-result");
+    let follow_up = json!({"model": "bedrock", "tools": tools, "messages": [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": format!("18C and sunny {n2}")}
+    ]});
+    let r = gateway().chat(&follow_up, &GERMAN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = sent(&n2);
+    let messages = up["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["content"][0]["toolUse"]["toolUseId"], call["id"]);
+    assert_eq!(messages[1]["content"][0]["toolUse"]["input"], json!({"city": "Paris"}));
+    assert_eq!(messages[2]["role"], "user");
+    assert_eq!(messages[2]["content"][0]["toolResult"]["toolUseId"], call["id"]);
+}
+
+#[test]
+fn a_bedrock_api_key_is_sent_as_a_bearer_token() {
+    let n = nonce("bedrock-api-key");
+    let r = gateway().chat(&json!({"model": "bedrock-key", "messages": [{"role": "user", "content": n}]}), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-deployment"), Some("bedrock-us-key"));
+    let upstream = one_upstream(&n);
+    assert_eq!(upstream.path, "/bedrock-us-key/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse");
+    assert_eq!(upstream.header("authorization"), Some(format!("Bearer {BEDROCK_API_KEY}").as_str()));
+    assert!(upstream.header("x-amz-date").is_none());
+}
+
+#[test]
+fn an_image_url_bedrock_cannot_fetch_is_a_400_naming_it() {
+    let n = nonce("bedrock-image-url");
+    let body = json!({"model": "bedrock", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": n},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
+    ]}]});
+    let r = gateway().chat(&body, &GERMAN);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "unsupported_parameter");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("`messages[0].content[1].image_url.url`") && message.contains("bedrock"), "{message}");
+    assert!(mock().requests_matching(&n).is_empty(), "nothing was sent upstream");
+
+    let n = nonce("bedrock-image-inline");
+    let body = json!({"model": "bedrock", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": n},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    ]}]});
+    assert_eq!(gateway().chat(&body, &GERMAN).status, 200);
+    assert_eq!(
+        sent(&n)["messages"][0]["content"][1],
+        json!({"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}})
+    );
+}
+
+#[test]
+fn anthropic_529_falls_back_to_bedrock_within_the_eu() {
+    let n = nonce("claude-eu-529");
+    mock().script(Script {
+        tag: "claude-eu".into(),
+        needle: n.clone(),
+        times: None,
+        behaviour: Behaviour::parse("status=529").unwrap(),
+    });
+    let body = json!({"model": "claude-eu-or-bedrock", "messages": [{"role": "user", "content": n}]});
+    let r = gateway().chat(&body, &GERMAN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-rule"), Some("eu-callers"));
+    assert_eq!(r.header("x-gateway-tried"), Some("claude-eu:529 overloaded, bedrock-eu:200 ok"));
+    assert_eq!(r.header("x-gateway-provider"), Some("bedrock"));
+    assert_eq!(r.header("x-gateway-jurisdiction"), Some("eu"));
+    assert!(r.json()["choices"][0]["message"]["content"].as_str().unwrap().contains(&n));
+    // The alias also lists `claude-1`, in the US: the German caller's request never went there.
+    let tags: Vec<String> = mock().requests_matching(&n).into_iter().map(|r| r.tag).collect();
+    assert_eq!(tags, ["claude-eu", "bedrock-eu"]);
 }

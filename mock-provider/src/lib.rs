@@ -1,7 +1,7 @@
 //! A mock LLM provider for the gateway's end-to-end tests and for `make dev`.
 //!
-//! It speaks the providers' wire formats (OpenAI Chat Completions, Anthropic Messages; each format is
-//! one module), logs every request, and fails on demand. A base URL like
+//! It speaks the providers' wire formats (OpenAI Chat Completions, Anthropic Messages, Bedrock
+//! Converse; each format is one module), logs every request, and fails on demand. A base URL like
 //! `http://127.0.0.1:PORT/<tag>/v1` names a deployment: the first path segment is the
 //! request's tag. Each request's behaviour is, first that applies:
 //! 1. a [`Script`] whose tag and needle match it (see [`MockServer::script`]);
@@ -14,6 +14,7 @@
 
 mod answer;
 mod anthropic;
+mod bedrock;
 mod control;
 mod faults;
 mod http;
@@ -192,6 +193,13 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
     match request.method.as_str() {
         "POST" if path.ends_with("/chat/completions") => openai::chat(&call, request, out),
         "POST" if path.ends_with("/messages") => anthropic::messages(&call, request, out),
+        // Bedrock: `{base}/model/{modelId}/converse` and `/converse-stream`.
+        "POST" if path.contains("/model/") && path.ends_with("/converse") => {
+            bedrock::converse(&call, request, false, out)
+        }
+        "POST" if path.contains("/model/") && path.ends_with("/converse-stream") => {
+            bedrock::converse(&call, request, true, out)
+        }
         "GET" if path.ends_with("/models") => openai::models(out),
         _ => openai::not_found(request, out),
     }

@@ -6,6 +6,7 @@
 use super::state::{self, now_ms, State};
 use super::{respond, store, upstream};
 use crate::admin::{self, AdminTokens, ExplainQuery};
+use crate::breakdown::{self, Format};
 use crate::config::{self, Residency};
 use crate::error::GatewayError;
 use serde::Deserialize;
@@ -202,6 +203,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             explained["version"] = json!(s.version);
             respond::json(200, &explained)
         }
+        (Method::Get, "/admin/costs") => costs(&req, env).await,
         (Method::Get, "/admin/audit") => {
             let rows = store::audit_rows(&store::d1(env)?, query_u32(&req, "limit").unwrap_or(50).min(1000)).await?;
             respond::json(200, &json!({"entries": rows}))
@@ -216,6 +218,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
                 "/admin/residency/rollback",
                 "/admin/residency/explain",
                 "/admin/audit",
+                "/admin/costs",
             ];
             if known.contains(&p) {
                 Err(GatewayError::method_not_allowed(m.as_ref(), p, "the method the README documents"))
@@ -223,5 +226,33 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
                 Err(GatewayError::not_found(p))
             }
         }
+    }
+}
+
+/// `GET /admin/costs`: the breakdown, as JSON or CSV. The default range is the current
+/// month to date (UTC).
+async fn costs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+    let url = req.url().map_err(respond::internal)?;
+    let today = crate::civil::day(now_ms());
+    let month_start = format!("{}-01", &today[..7]);
+    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let q = breakdown::parse_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), &month_start, &today)?;
+    let (sql, params) = q.sql();
+    let params: Vec<worker::wasm_bindgen::JsValue> = params.iter().map(|p| p.as_str().into()).collect();
+    let rows = store::d1(env)?
+        .prepare(sql)
+        .bind(&params)
+        .map_err(respond::internal)?
+        .all()
+        .await
+        .and_then(|r| r.results::<serde_json::Map<String, Value>>())
+        .map_err(respond::internal)?;
+    let (rows, totals) = breakdown::present(&q, rows);
+    match q.format {
+        Format::Csv => respond::bytes(200, "text/csv; charset=utf-8", breakdown::csv(&q, &rows).into_bytes()),
+        Format::Json => respond::json(
+            200,
+            &json!({"from": q.from, "to": q.to, "group_by": q.group_by, "total": totals, "rows": rows}),
+        ),
     }
 }

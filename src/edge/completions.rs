@@ -2,19 +2,26 @@
 //! request may go, try the candidates in order, stream or return the answer.
 
 use super::credentials;
+use super::ledger::{self, Bill, Ending};
 use super::respond;
+use super::spend;
 use super::state::State;
+use super::streaming::{self, Committed};
 use super::upstream::{self, now_ms};
 use crate::attempts::{self, AttemptLog};
+use crate::budget::{self, Budget};
 use crate::chat;
 use crate::config::{Deployment, KeyConfig};
 use crate::error::GatewayError;
 use crate::geo::{Caller, CfFields};
 use crate::keys;
-use crate::providers::{self, openai, Auth, ErrorClass, StreamEnd, StreamTranslator};
+use crate::ledger::Outcome;
+use crate::pricing::format_usd;
+use crate::providers::{self, Auth};
 use crate::residency::{self, Subject};
-use futures_util::stream;
-use worker::{ByteStream, Env, Headers, Request, Response};
+use crate::tags;
+use std::rc::Rc;
+use worker::{Context, Env, Headers, Request, Response};
 
 pub fn models(state: &State, key: &KeyConfig) -> Result<Response, GatewayError> {
     let data: Vec<serde_json::Value> = state
@@ -64,6 +71,8 @@ fn caller(req: &Request, state: &State) -> Caller {
 struct Receipt {
     rule: String,
     log: AttemptLog,
+    /// Soft budgets reached.
+    warnings: Vec<String>,
 }
 
 impl Receipt {
@@ -71,11 +80,14 @@ impl Receipt {
         let h = Headers::new();
         let _ = h.set("x-gateway-rule", &self.rule);
         let _ = h.set("x-gateway-attempts", &self.log.count().to_string());
+        if !self.warnings.is_empty() {
+            let _ = h.set("x-gateway-budget-warning", &self.warnings.join("; "));
+        }
         if self.log.count() > 0 {
             let _ = h.set("x-gateway-tried", &self.log.summary());
         }
         if let Some(d) = served_by {
-            let _ = h.set("x-gateway-provider", provider_name(d));
+            let _ = h.set("x-gateway-provider", d.provider.as_str());
             let _ = h.set("x-gateway-deployment", &d.id);
             let _ = h.set("x-gateway-region", &d.region);
             let _ = h.set("x-gateway-jurisdiction", &d.jurisdiction);
@@ -93,48 +105,130 @@ impl Receipt {
     }
 }
 
-fn provider_name(d: &Deployment) -> &'static str {
-    match d.provider {
-        crate::config::ProviderKind::Openai => "openai",
-        crate::config::ProviderKind::Anthropic => "anthropic",
+/// Requests per minute for keys with a `rate_limit`: the named binding counts per key.
+async fn rate_limit(env: &Env, key: &KeyConfig) -> Result<(), GatewayError> {
+    let Some(binding) = &key.rate_limit else { return Ok(()) };
+    let limiter = env.rate_limiter(binding).map_err(|_| {
+        GatewayError::internal(format!(
+            "Key `{}` names the rate-limit binding `{binding}`, which is not bound.",
+            key.id
+        ))
+    })?;
+    let outcome = limiter.limit(key.id.clone()).await.map_err(respond::internal)?;
+    if outcome.success {
+        Ok(())
+    } else {
+        Err(GatewayError::new(
+            429,
+            "rate_limit_error",
+            "rate_limited",
+            format!("Key `{}` is over its request rate limit ({binding}); retry after the window.", key.id),
+        )
+        .with_retry_after(60))
     }
+}
+
+/// `GET /v1/spend`: the key's own month-to-date spend, and its team's, with their budgets.
+pub async fn own_spend(env: &Env, state: &State, key: &KeyConfig) -> Result<Response, GatewayError> {
+    let spend = spend::current(env).await;
+    let team = key.team.as_deref().map(str::to_ascii_lowercase);
+    let budget_json = |b: Option<&Budget>| {
+        b.map(|b| serde_json::json!({"monthly_usd": format_usd(b.monthly_usd.0), "mode": format!("{:?}", b.mode).to_lowercase()}))
+    };
+    let team_budget = team.as_deref().and_then(|t| state.gateway.config.budgets.teams.get(t));
+    respond::json(
+        200,
+        &serde_json::json!({
+            "month": spend.month,
+            "key": {
+                "id": key.id,
+                "spend_usd": format_usd(spend.keys.get(&key.id).copied().unwrap_or(0)),
+                "budget": budget_json(key.budget.as_ref()),
+            },
+            "team": team.as_ref().map(|t| serde_json::json!({
+                "name": t,
+                "spend_usd": format_usd(spend.teams.get(t).copied().unwrap_or(0)),
+                "budget": budget_json(team_budget),
+            })),
+            "as_of_ms": spend.at_ms,
+        }),
+    )
 }
 
 pub async fn handle(
     mut req: Request,
     env: &Env,
+    ctx: Rc<Context>,
     state: &State,
     key: &KeyConfig,
-    _request_id: &str,
+    request_id: &str,
 ) -> Result<Response, GatewayError> {
+    let started_ms = now_ms();
     let g = &state.gateway;
     let body = upstream::read_client_body(&mut req, g.config.limits.max_body_bytes).await?;
     let mut chat = chat::parse(&body)?;
-    chat.received_at = now_ms() / 1000;
+    chat.received_at = started_ms / 1000;
     drop(body);
     let alias = g
         .alias(&chat.model)
         .filter(|_| keys::may_use(key, &chat.model))
         .ok_or_else(|| GatewayError::model_not_found(&chat.model))?;
+    let tags = tags::resolve(
+        key,
+        header(&req, "x-gateway-team").as_deref(),
+        header(&req, "x-gateway-feature").as_deref(),
+        header(&req, "x-gateway-env").as_deref(),
+    )?;
+
+    let warnings = budget::check(
+        &spend::current(env).await,
+        &key.id,
+        key.budget.as_ref(),
+        &tags.team,
+        g.config.budgets.teams.get(&tags.team),
+    )?;
+    rate_limit(env, key).await?;
 
     let caller = caller(&req, state);
     let compliance = header(&req, "x-gateway-compliance").map(|t| t.to_ascii_lowercase());
-    let team = header(&req, "x-gateway-team").or_else(|| key.team.clone());
     let subject = Subject {
         caller: &caller,
         compliance: compliance.as_deref(),
-        team: team.as_deref(),
+        team: Some(&tags.team),
         key_id: Some(&key.id),
         key_policy: key.residency.as_deref(),
     };
     let decision = residency::decide(&g.config.residency, &subject)?;
     let candidates = residency::candidates(g, alias, &decision, &caller);
-    let mut receipt = Receipt { rule: decision.rule.clone(), log: AttemptLog::default() };
+    let mut receipt = Receipt { rule: decision.rule.clone(), log: AttemptLog::default(), warnings };
+    let bill = Bill {
+        ctx,
+        env: env.clone(),
+        request_id: request_id.to_string(),
+        started_ms,
+        key_id: key.id.clone(),
+        tags,
+        caller: caller.clone(),
+        rule: decision.rule.clone(),
+        alias: alias.name.clone(),
+        fail_queue: ledger::queue_fault(env, header(&req, "x-gateway-test-fault").as_deref()),
+    };
+    let failed = |receipt: &Receipt, e: GatewayError, last: Option<&Deployment>| {
+        bill.close(Ending {
+            served_by: last,
+            usage: None,
+            status: e.status,
+            outcome: Outcome::Error,
+            ttfb_ms: None,
+            attempts: &receipt.log,
+        });
+        Ok(receipt.error(&e))
+    };
     // The error names the rule only when the rule is what stood between the request and a
     // deployment that might have served it.
     let residency_bound = (!candidates.dropped.is_empty()).then_some(decision.rule.as_str());
 
-    let now_unix = now_ms() / 1000;
+    let now_unix = started_ms / 1000;
     let runnable: Vec<(&Deployment, Auth)> =
         candidates.kept.into_iter().filter_map(|d| Some((d, credentials::resolve(env, d, now_unix)?))).collect();
     if runnable.is_empty() {
@@ -147,7 +241,7 @@ pub async fn handle(
                 decision.allowed.label()
             )
         };
-        return Ok(receipt.error(&GatewayError::residency_unsatisfiable(&decision.rule, detail)));
+        return failed(&receipt, GatewayError::residency_unsatisfiable(&decision.rule, detail), None);
     }
 
     let mut retry_after = None;
@@ -171,23 +265,37 @@ pub async fn handle(
                 retry_after = response.headers().get("retry-after").ok().flatten().and_then(|v| v.parse().ok());
                 continue;
             }
-            let e = attempts::terminal(&d.id, status, class, &body, &auth);
-            return Ok(receipt.error(&e));
+            return failed(&receipt, attempts::terminal(&d.id, status, class, &body, &auth), Some(d));
         }
         if chat.stream {
-            match open_stream(&mut response, provider.stream(&chat), deadline).await {
+            match streaming::open(&mut response, provider.stream(&chat), deadline).await {
                 Ok(opened) => {
                     receipt.log.succeeded(&d.id, status);
-                    return stream_response(opened, &receipt, d);
+                    let headers = receipt.headers(Some(d));
+                    let ttfb_ms = now_ms() - started_ms;
+                    let committed = Committed { opened, bill, deployment: d.clone(), attempts: receipt.log, ttfb_ms };
+                    return streaming::respond(committed, headers);
                 }
                 Err(class) => receipt.log.failed(&d.id, Some(status), class),
             }
         } else {
+            let ttfb_ms = now_ms() - started_ms;
             match upstream::read_all(&mut response, deadline).await.and_then(|b| provider.response(&chat, b)) {
-                Ok((body, _usage)) => {
+                Ok((body, usage)) => {
                     receipt.log.succeeded(&d.id, status);
+                    let cost = bill.close(Ending {
+                        served_by: Some(d),
+                        usage,
+                        status,
+                        outcome: Outcome::Ok,
+                        ttfb_ms: Some(ttfb_ms),
+                        attempts: &receipt.log,
+                    });
                     let headers = receipt.headers(Some(d));
                     let _ = headers.set("content-type", "application/json");
+                    if let Some(micros) = cost {
+                        let _ = headers.set("x-gateway-cost-usd", &format_usd(micros));
+                    }
                     return Ok(Response::from_bytes(body)
                         .map_err(respond::internal)?
                         .with_status(status)
@@ -197,75 +305,6 @@ pub async fn handle(
             }
         }
     }
-    Ok(receipt.error(&receipt.log.exhausted(residency_bound, retry_after)))
-}
-
-/// An upstream stream that has shown its first content: from here on the client is
-/// committed to this deployment.
-struct Opened {
-    body: ByteStream,
-    translator: Box<dyn StreamTranslator>,
-    first: Vec<u8>,
-}
-
-/// Reads the upstream stream until its first content event, so that a deployment that
-/// answers 200 and then fails before saying anything can still be fallen back from.
-async fn open_stream(
-    response: &mut Response,
-    mut translator: Box<dyn StreamTranslator>,
-    deadline: u64,
-) -> Result<Opened, ErrorClass> {
-    let mut body = response.stream().map_err(|_| ErrorClass::Unreachable)?;
-    let mut first = Vec::new();
-    while !translator.started() {
-        let left = deadline.saturating_sub(now_ms()).max(1);
-        match upstream::next_chunk(&mut body, left).await? {
-            Some(chunk) => translator.push(&chunk, &mut first),
-            None => return Err(ErrorClass::Server),
-        }
-    }
-    Ok(Opened { body, translator, first })
-}
-
-fn stream_response(opened: Opened, receipt: &Receipt, d: &Deployment) -> Result<Response, GatewayError> {
-    let deployment = d.id.clone();
-    let state = (Some(opened), deployment, false);
-    let body = stream::unfold(state, |(opened, deployment, ended)| async move {
-        let mut opened = opened?;
-        if ended {
-            return None;
-        }
-        if !opened.first.is_empty() {
-            let first = std::mem::take(&mut opened.first);
-            return Some((Ok::<Vec<u8>, worker::Error>(first), (Some(opened), deployment, false)));
-        }
-        loop {
-            let mut out = Vec::new();
-            let next = futures_util::StreamExt::next(&mut opened.body).await;
-            match next {
-                Some(Ok(chunk)) => {
-                    opened.translator.push(&chunk, &mut out);
-                    if !out.is_empty() {
-                        return Some((Ok(out), (Some(opened), deployment, false)));
-                    }
-                }
-                Some(Err(_)) | None => {
-                    if opened.translator.end() == StreamEnd::Cut {
-                        let e = GatewayError::new(
-                            502,
-                            "upstream_error",
-                            "stream_cut",
-                            format!("The stream from deployment `{deployment}` ended before its final event; the answer is incomplete."),
-                        );
-                        out.extend_from_slice(&openai::stream_error_event(&e));
-                    }
-                    return if out.is_empty() { None } else { Some((Ok(out), (Some(opened), deployment, true))) };
-                }
-            }
-        }
-    });
-    let headers = receipt.headers(Some(d));
-    let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
-    let _ = headers.set("cache-control", "no-cache");
-    Ok(Response::from_stream(body).map_err(respond::internal)?.with_headers(headers))
+    let e = receipt.log.exhausted(residency_bound, retry_after);
+    failed(&receipt, e, None)
 }

@@ -4,24 +4,29 @@
 mod admin;
 mod completions;
 mod credentials;
+mod ledger;
 mod respond;
+mod spend;
 mod state;
 mod store;
+mod streaming;
 mod upstream;
 
 use crate::error::GatewayError;
-use worker::{event, Context, Env, Method, Request, Response, ScheduleContext, ScheduledEvent};
+use crate::ledger::CostEvent;
+use std::rc::Rc;
+use worker::{event, Context, Env, MessageBatch, Method, Request, Response, ScheduleContext, ScheduledEvent};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let request_id = respond::request_id();
-    let result = route(req, &env, &request_id).await;
+    let result = route(req, &env, Rc::new(ctx), &request_id).await;
     let mut response = result.unwrap_or_else(|e| respond::error(&e));
     response.headers_mut().set("x-gateway-request-id", &request_id)?;
     Ok(response)
 }
 
-async fn route(req: Request, env: &Env, request_id: &str) -> Result<Response, GatewayError> {
+async fn route(req: Request, env: &Env, ctx: Rc<Context>, request_id: &str) -> Result<Response, GatewayError> {
     let path = req.path();
     if path.starts_with("/admin/") {
         return admin::handle(req, env, &path).await;
@@ -29,7 +34,7 @@ async fn route(req: Request, env: &Env, request_id: &str) -> Result<Response, Ga
     let method = req.method();
     let allowed = match path.as_str() {
         "/healthz" => "GET",
-        "/v1/models" => "GET",
+        "/v1/models" | "/v1/spend" => "GET",
         "/v1/chat/completions" => "POST",
         _ => return Err(GatewayError::not_found(&path)),
     };
@@ -49,21 +54,29 @@ async fn route(req: Request, env: &Env, request_id: &str) -> Result<Response, Ga
     let key = state.authenticate(&req)?;
     match path.as_str() {
         "/v1/models" => completions::models(&state, key),
-        _ => completions::handle(req, env, &state, key, request_id).await,
+        "/v1/spend" => completions::own_spend(env, &state, key).await,
+        _ => completions::handle(req, env, ctx, &state, key, request_id).await,
     }
 }
 
-/// Housekeeping. For now it re-validates the active config so that a broken
-/// `GATEWAY_CONFIG` shows up in the logs even while no traffic arrives.
+/// Housekeeping: parked cost events to D1, and a check of the active config so that a
+/// broken one shows up in the logs even while no traffic arrives.
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    match state::load(&env).await {
-        Ok(s) => worker::console_log!(
-            "config ok: {} deployments, {} aliases, {} keys",
-            s.gateway.config.deployments.len(),
-            s.gateway.config.aliases.len(),
-            s.gateway.config.keys.len()
-        ),
-        Err(e) => worker::console_error!("config invalid: {}", e.message),
+    match ledger::move_parked(&env).await {
+        Ok(0) => {}
+        Ok(n) => worker::console_log!("moved {n} parked cost events to D1"),
+        Err(e) => worker::console_error!("parked cost events not moved: {e}"),
     }
+    if let Err(e) = spend::refresh(&env).await {
+        worker::console_error!("spend snapshot not refreshed: {e}");
+    }
+    if let Err(e) = state::load(&env).await {
+        worker::console_error!("config invalid: {}", e.message);
+    }
+}
+
+#[event(queue)]
+async fn queue(batch: MessageBatch<CostEvent>, env: Env, _ctx: Context) -> worker::Result<()> {
+    ledger::consume(batch, &env).await
 }

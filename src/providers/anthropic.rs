@@ -11,12 +11,13 @@
 //! and its statuses ("Errors": 529 `overloaded_error`). The client side is OpenAI's Chat
 //! Completions reference, as in `openai.rs`.
 
+use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
 use super::openai::stream_error_event;
 use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
 use crate::chat::ChatRequest;
 use crate::config::Deployment;
 use crate::error::GatewayError;
-use crate::sse::{write_event, SseDecoder};
+use crate::sse::SseDecoder;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -30,54 +31,9 @@ const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// The image types Anthropic accepts in a base64 source.
 const IMAGE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/webp"];
 
-/// Top-level fields accepted without being sent: `stream_options` only decides the final
-/// usage chunk, which the translator writes itself; `metadata` only labels completions
-/// stored at OpenAI (`store: true` is refused); the prompt-cache fields are OpenAI cache
-/// routing hints that change cost, never the answer.
-const IGNORED: &[&str] = &["stream_options", "metadata", "prompt_cache_key", "prompt_cache_retention"];
-
-/// Builds the client's errors, naming the deployment so the operator can tell which
-/// route refused.
-struct Cx<'a> {
-    deployment: &'a str,
-}
-
-impl Cx<'_> {
-    fn unsupported(&self, field: &str, detail: &str) -> GatewayError {
-        GatewayError::bad_request(
-            "unsupported_parameter",
-            format!(
-                "`{field}`{detail} is not supported by provider anthropic (deployment `{}`); remove it or use an alias served by another provider.",
-                self.deployment
-            ),
-        )
-    }
-
-    fn invalid(&self, field: &str, why: &str) -> GatewayError {
-        GatewayError::bad_request("invalid_request", format!("`{field}` {why}."))
-    }
-
-    /// Every non-null key of `object` must be in `allowed`: a key the gateway does not
-    /// translate would otherwise be lost on the way.
-    fn check_keys(&self, path: &str, object: &Map<String, Value>, allowed: &[&str]) -> Result<(), GatewayError> {
-        match object.iter().find(|(k, v)| !v.is_null() && !allowed.contains(&k.as_str())) {
-            Some((k, _)) => Err(self.unsupported(&format!("{path}.{k}"), "")),
-            None => Ok(()),
-        }
-    }
-
-    fn object<'v>(&self, path: &str, value: &'v Value) -> Result<&'v Map<String, Value>, GatewayError> {
-        value.as_object().ok_or_else(|| self.invalid(path, "must be an object"))
-    }
-
-    fn string<'v>(&self, path: &str, value: &'v Value) -> Result<&'v str, GatewayError> {
-        value.as_str().ok_or_else(|| self.invalid(path, "must be a string"))
-    }
-}
-
 impl Provider for Anthropic {
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
-        let body = request_body(&Cx { deployment: &d.id }, &d.model, req)?;
+        let body = request_body(&Cx { provider: "anthropic", deployment: &d.id }, &d.model, req)?;
         let mut headers =
             vec![("content-type", "application/json".to_string()), ("anthropic-version", API_VERSION.to_string())];
         if let Some(key) = &auth.api_key {
@@ -112,8 +68,11 @@ impl Provider for Anthropic {
     }
 
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
-        let state =
-            StreamState { created: req.received_at, wants_usage: req.client_wants_usage, ..StreamState::default() };
+        let chunks = Chunks {
+            identity: Identity { created: req.received_at, ..Identity::default() },
+            wants_usage: req.client_wants_usage,
+        };
+        let state = StreamState { chunks, ..StreamState::default() };
         Box::new(Translator { decoder: SseDecoder::new(), state })
     }
 }
@@ -158,7 +117,7 @@ fn request_body(cx: &Cx, model: &str, req: &ChatRequest) -> Result<Map<String, V
                 out.insert("stream".into(), req.stream.into());
             }
             "stop" => {
-                out.insert("stop_sequences".into(), stop_sequences(cx, value)?);
+                out.insert("stop_sequences".into(), cx.stop_sequences(value)?);
             }
             "tools" => {
                 out.insert("tools".into(), tools(cx, value)?);
@@ -177,84 +136,27 @@ fn request_body(cx: &Cx, model: &str, req: &ChatRequest) -> Result<Map<String, V
     Ok(out)
 }
 
-/// True when an option Anthropic lacks is set to OpenAI's default, which asks for nothing
-/// Anthropic does not already do.
-fn asks_nothing(key: &str, value: &Value) -> bool {
-    match key {
-        "n" => value == 1,
-        "logprobs" | "store" => value == false,
-        "presence_penalty" | "frequency_penalty" => value.as_f64() == Some(0.0),
-        "logit_bias" => value.as_object().is_some_and(Map::is_empty),
-        "modalities" => value == &json!(["text"]),
-        "response_format" => value["type"] == "text",
-        "service_tier" => value == "auto",
-        _ => false,
-    }
-}
-
-fn refused_detail(key: &str, value: &Value) -> String {
-    match (key, value["type"].as_str()) {
-        ("response_format", Some(kind)) => format!(" of type `{kind}`"),
-        _ => String::new(),
-    }
-}
-
-fn stop_sequences(cx: &Cx, stop: &Value) -> Result<Value, GatewayError> {
-    match stop {
-        Value::String(s) => Ok(json!([s])),
-        Value::Array(_) => Ok(stop.clone()),
-        _ => Err(cx.invalid("stop", "must be a string or an array of strings")),
-    }
-}
-
 fn tools(cx: &Cx, tools: &Value) -> Result<Value, GatewayError> {
-    let tools = tools.as_array().ok_or_else(|| cx.invalid("tools", "must be an array"))?;
-    let converted = tools.iter().enumerate().map(|(i, tool)| function_tool(cx, &format!("tools[{i}]"), tool));
-    converted.collect::<Result<Vec<_>, _>>().map(Value::Array)
-}
-
-fn function_tool(cx: &Cx, path: &str, tool: &Value) -> Result<Value, GatewayError> {
-    let kind = tool["type"].as_str().unwrap_or_default();
-    if kind != "function" {
-        return Err(cx.unsupported(&format!("{path}.type"), &format!(" `{kind}`")));
-    }
-    let path = format!("{path}.function");
-    let function = cx.object(&path, &tool["function"])?;
-    cx.check_keys(&path, function, &["name", "description", "parameters", "strict"])?;
-    if function.get("strict") == Some(&Value::Bool(true)) {
-        return Err(cx.unsupported(&format!("{path}.strict"), " `true`"));
-    }
-    let mut out = json!({
-        "name": cx.string(&format!("{path}.name"), &function["name"])?,
-        // OpenAI: no `parameters` means a function without arguments.
-        "input_schema": function.get("parameters").filter(|p| !p.is_null()).cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+    let tools = cx.function_tools(tools)?.into_iter().map(|f| {
+        let mut tool = json!({"name": f.name, "input_schema": f.parameters});
+        if let Some(description) = f.description {
+            tool["description"] = description.clone();
+        }
+        tool
     });
-    if let Some(description) = function.get("description").filter(|d| !d.is_null()) {
-        out["description"] = description.clone();
-    }
-    Ok(out)
+    Ok(tools.collect())
 }
 
 fn tool_choice(cx: &Cx, body: &Map<String, Value>) -> Result<Option<Value>, GatewayError> {
     let parallel_off = body.get("parallel_tool_calls") == Some(&Value::Bool(false));
     let offers_tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
-    let mut choice = match body.get("tool_choice").filter(|c| !c.is_null()) {
+    let mut choice = match cx.tool_choice(body)? {
         None if parallel_off && offers_tools => json!({"type": "auto"}),
         None => return Ok(None),
-        Some(Value::String(mode)) => match mode.as_str() {
-            "auto" => json!({"type": "auto"}),
-            "required" => json!({"type": "any"}),
-            "none" => json!({"type": "none"}),
-            _ => return Err(cx.invalid("tool_choice", "must be `auto`, `required`, `none` or a function")),
-        },
-        Some(named) if named["type"] == "function" => {
-            json!({"type": "tool", "name": cx.string("tool_choice.function.name", &named["function"]["name"])?})
-        }
-        Some(other) => {
-            let kind = other["type"].as_str().unwrap_or_default();
-            return Err(cx.unsupported("tool_choice", &format!(" of type `{kind}`")));
-        }
+        Some(ToolChoice::Auto) => json!({"type": "auto"}),
+        Some(ToolChoice::Required) => json!({"type": "any"}),
+        Some(ToolChoice::None) => json!({"type": "none"}),
+        Some(ToolChoice::Function(name)) => json!({"type": "tool", "name": name}),
     };
     // `none` takes no such flag; no tool use means no parallel tool use either.
     if parallel_off && choice["type"] != "none" {
@@ -323,29 +225,8 @@ fn assistant_blocks(cx: &Cx, path: &str, message: &Map<String, Value>) -> Result
 }
 
 fn tool_use(cx: &Cx, path: &str, call: &Value) -> Result<Value, GatewayError> {
-    let call = cx.object(path, call)?;
-    cx.check_keys(path, call, &["id", "type", "function"])?;
-    if let Some(kind) = call.get("type").and_then(Value::as_str).filter(|k| *k != "function") {
-        return Err(cx.unsupported(&format!("{path}.type"), &format!(" `{kind}`")));
-    }
-    let function = cx.object(&format!("{path}.function"), &call["function"])?;
-    let arguments_path = format!("{path}.function.arguments");
-    let arguments = cx.string(&arguments_path, function.get("arguments").unwrap_or(&Value::Null))?;
-    // A function without arguments may come back as "" rather than "{}".
-    let input: Value = if arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(arguments).map_err(|e| cx.invalid(&arguments_path, &format!("is not valid JSON ({e})")))?
-    };
-    if !input.is_object() {
-        return Err(cx.invalid(&arguments_path, "must encode a JSON object"));
-    }
-    Ok(json!({
-        "type": "tool_use",
-        "id": cx.string(&format!("{path}.id"), call.get("id").unwrap_or(&Value::Null))?,
-        "name": cx.string(&format!("{path}.function.name"), function.get("name").unwrap_or(&Value::Null))?,
-        "input": input,
-    }))
+    let call = cx.tool_call(path, call)?;
+    Ok(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}))
 }
 
 fn tool_result(cx: &Cx, path: &str, message: &Map<String, Value>) -> Result<Value, GatewayError> {
@@ -422,12 +303,8 @@ fn document(cx: &Cx, path: &str, file: &Value) -> Result<Value, GatewayError> {
     Ok(json!({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}))
 }
 
-/// `data:<media type>;base64,<data>` → (media type, data).
 fn data_url<'u>(cx: &Cx, path: &str, url: &'u str) -> Result<(&'u str, &'u str), GatewayError> {
-    url.strip_prefix("data:")
-        .and_then(|rest| rest.split_once(','))
-        .and_then(|(meta, data)| Some((meta.strip_suffix(";base64")?, data)))
-        .ok_or_else(|| cx.invalid(path, "must be an http(s) URL or a base64 `data:` URL"))
+    canonical::data_url(url).ok_or_else(|| cx.invalid(path, "must be an http(s) URL or a base64 `data:` URL"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -497,15 +374,6 @@ impl WireUsage {
     }
 }
 
-fn openai_usage(u: Usage) -> Value {
-    json!({
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u.input_tokens + u.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
-    })
-}
-
 fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     match stop_reason {
         Some("max_tokens" | "model_context_window_exceeded") => "length",
@@ -522,27 +390,12 @@ fn completion(message: &WireMessage, created: u64, usage: Usage) -> Value {
     for block in &message.content {
         match block {
             WireBlock::Text { text: t } => text.get_or_insert_with(String::new).push_str(t),
-            WireBlock::ToolUse { id, name, input } => tool_calls.push(json!({
-                "id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()},
-            })),
+            WireBlock::ToolUse { id, name, input } => tool_calls.push(canonical::tool_call(id, name, input)),
             WireBlock::Other => {}
         }
     }
-    let mut reply = json!({"role": "assistant", "content": text, "refusal": null});
-    if !tool_calls.is_empty() {
-        reply["tool_calls"] = tool_calls.into();
-    }
-    json!({
-        "id": message.id,
-        "object": "chat.completion",
-        "created": created,
-        "model": message.model,
-        "choices": [{
-            "index": 0, "message": reply, "logprobs": null,
-            "finish_reason": finish_reason(message.stop_reason.as_deref()),
-        }],
-        "usage": openai_usage(usage),
-    })
+    let identity = Identity { id: message.id.clone(), model: message.model.clone(), created };
+    identity.completion(text, tool_calls, finish_reason(message.stop_reason.as_deref()), usage)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -624,10 +477,7 @@ struct Translator {
 
 #[derive(Default)]
 struct StreamState {
-    created: u64,
-    wants_usage: bool,
-    id: String,
-    model: String,
+    chunks: Chunks,
     /// Content-block index of each tool call, in order: OpenAI numbers tool calls apart
     /// from text, Anthropic numbers every block.
     tool_blocks: Vec<u64>,
@@ -673,10 +523,10 @@ impl StreamState {
         }
         match event {
             WireEvent::MessageStart { message } => {
-                self.id = message.id;
-                self.model = message.model;
+                self.chunks.identity.id = message.id;
+                self.chunks.identity.model = message.model;
                 self.usage = Some(message.usage);
-                self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+                self.chunks.role(out);
             }
             WireEvent::ContentBlockStart { index, content_block } => self.block_start(index, content_block, out),
             WireEvent::ContentBlockDelta { index, delta } => self.block_delta(index, delta, out),
@@ -686,7 +536,7 @@ impl StreamState {
                 }
                 if let Some(reason) = delta.stop_reason.as_deref() {
                     self.started = true;
-                    self.chunk(out, json!({}), Some(finish_reason(Some(reason))));
+                    self.chunks.finish(out, finish_reason(Some(reason)));
                 }
             }
             WireEvent::MessageStop => self.stop(out),
@@ -703,10 +553,8 @@ impl StreamState {
             WireBlock::Text { text } => self.text(text, out),
             WireBlock::ToolUse { id, name, .. } => {
                 self.started = true;
-                let call = json!({"index": self.tool_blocks.len(), "id": id, "type": "function",
-                    "function": {"name": name, "arguments": ""}});
+                self.chunks.tool_call_start(out, self.tool_blocks.len(), &id, &name);
                 self.tool_blocks.push(index);
-                self.chunk(out, json!({"tool_calls": [call]}), None);
             }
             WireBlock::Other => {}
         }
@@ -719,8 +567,7 @@ impl StreamState {
                 let Some(tool) = self.tool_blocks.iter().position(|&b| b == index) else {
                     return;
                 };
-                let call = json!({"index": tool, "function": {"arguments": partial_json}});
-                self.chunk(out, json!({"tool_calls": [call]}), None);
+                self.chunks.tool_call_arguments(out, tool, &partial_json);
             }
             _ => {}
         }
@@ -729,36 +576,13 @@ impl StreamState {
     fn text(&mut self, text: String, out: &mut Vec<u8>) {
         if !text.is_empty() {
             self.started = true;
-            self.chunk(out, json!({"content": text}), None);
+            self.chunks.text(out, &text);
         }
     }
 
-    /// OpenAI's ending: the usage chunk when the client asked for it, then `[DONE]`.
     fn stop(&mut self, out: &mut Vec<u8>) {
         self.stopped = true;
-        if self.wants_usage {
-            let mut last = self.envelope(json!([]));
-            last["usage"] = openai_usage(self.usage.unwrap_or_default().total());
-            write_event(out, None, &last.to_string());
-        }
-        write_event(out, None, "[DONE]");
-    }
-
-    fn envelope(&self, choices: Value) -> Value {
-        json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model, "choices": choices,
-        })
-    }
-
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish_reason: Option<&str>) {
-        let choice = json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason});
-        let mut chunk = self.envelope(json!([choice]));
-        // OpenAI puts `usage: null` on every chunk of a stream that will end with usage.
-        if self.wants_usage {
-            chunk["usage"] = Value::Null;
-        }
-        write_event(out, None, &chunk.to_string());
+        self.chunks.done(out, self.usage.unwrap_or_default().total());
     }
 }
 
@@ -792,8 +616,11 @@ mod tests {
     }
 
     fn build(body: Value) -> Result<Value, GatewayError> {
-        let up =
-            Anthropic.build(&deployment(), &parse(body), &Auth { api_key: Some("sk-ant-test".into()), now_unix: 0 })?;
+        let up = Anthropic.build(
+            &deployment(),
+            &parse(body),
+            &Auth { api_key: Some("sk-ant-test".into()), ..Auth::default() },
+        )?;
         Ok(serde_json::from_slice(&up.body).unwrap())
     }
 
@@ -808,8 +635,9 @@ mod tests {
     #[test]
     fn request_targets_messages_with_anthropic_headers() {
         let req = parse(json!({"model": "fast", "messages": [user(json!("hi"))]}));
-        let up =
-            Anthropic.build(&deployment(), &req, &Auth { api_key: Some("sk-ant-test".into()), now_unix: 0 }).unwrap();
+        let up = Anthropic
+            .build(&deployment(), &req, &Auth { api_key: Some("sk-ant-test".into()), ..Auth::default() })
+            .unwrap();
         assert_eq!(up.url, "https://api.anthropic.com/v1/messages");
         assert!(up.headers.contains(&("x-api-key", "sk-ant-test".into())));
         assert!(up.headers.contains(&("anthropic-version", "2023-06-01".into())));

@@ -2,6 +2,8 @@
 //! classify errors, translate a stream chunk by chunk. One module per provider wire format.
 
 pub mod anthropic;
+pub mod bedrock;
+mod canonical;
 pub mod openai;
 
 use crate::chat::ChatRequest;
@@ -61,14 +63,28 @@ impl ErrorClass {
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     pub api_key: Option<String>,
+    /// AWS credentials, for providers whose requests are SigV4-signed (Bedrock).
+    pub aws: Option<AwsCredentials>,
     /// Unix seconds, for providers whose requests are signed with the time.
     pub now_unix: u64,
 }
 
+#[derive(Debug, Clone)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Present with temporary (STS) credentials.
+    pub session_token: Option<String>,
+}
+
 impl Auth {
-    /// Every secret value, for redaction.
+    /// Every secret value, for redaction. The access key id is not secret by AWS's
+    /// definition, but it names the account's credentials, and AWS echoes it in errors.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.api_key.as_deref().into_iter()
+        let aws = self.aws.iter().flat_map(|a| {
+            [Some(a.access_key_id.as_str()), Some(a.secret_access_key.as_str()), a.session_token.as_deref()]
+        });
+        self.api_key.as_deref().into_iter().chain(aws.flatten())
     }
 }
 
@@ -121,6 +137,7 @@ pub fn for_kind(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
         ProviderKind::Openai => &openai::OpenAi,
         ProviderKind::Anthropic => &anthropic::Anthropic,
+        ProviderKind::Bedrock => &bedrock::Bedrock,
     }
 }
 
@@ -157,8 +174,23 @@ mod tests {
     fn redaction_removes_whole_and_quoted_keys() {
         let key = "sk-proj-ABCDEFGHIJKLMNOP";
         let msg = format!("Incorrect API key provided: {key}. Also sk-proj-A***NOP");
-        let out = redact(&msg, &Auth { api_key: Some(key.into()), now_unix: 0 });
+        let out = redact(&msg, &Auth { api_key: Some(key.into()), ..Auth::default() });
         assert!(!out.contains(key) && !out.contains("sk-proj-"), "{out}");
         assert_eq!(redact("x", &Auth::default()), "x");
+    }
+
+    #[test]
+    fn aws_credentials_are_redacted_too() {
+        let aws = AwsCredentials {
+            access_key_id: "AKIDEXAMPLEKEYID0001".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            session_token: Some("IQoJb3JpZ2luX2VjEXAMPLETOKEN".into()),
+        };
+        let auth = Auth { aws: Some(aws), ..Auth::default() };
+        let out = redact(
+            "key AKIDEXAMPLEKEYID0001 secret wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY token IQoJb3JpZ2luX2VjEXAMPLETOKEN",
+            &auth,
+        );
+        assert_eq!(out, "key [redacted] secret [redacted] token [redacted]");
     }
 }

@@ -115,7 +115,11 @@ impl Provider for OpenAi {
     }
 
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
-        Box::new(PassThrough { client_wants_usage: req.client_wants_usage, ..PassThrough::default() })
+        Box::new(PassThrough {
+            client_wants_usage: req.client_wants_usage,
+            estimated_input: req.estimated_input_tokens(),
+            ..PassThrough::default()
+        })
     }
 }
 
@@ -140,7 +144,7 @@ struct Delta {
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
-    tool_calls: Option<IgnoredAny>,
+    tool_calls: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     refusal: Option<String>,
 }
@@ -156,11 +160,15 @@ struct PassThrough {
     finished: bool,
     done: bool,
     usage: Option<Usage>,
+    estimated_input: u64,
+    /// Characters of content and tool-call arguments relayed, to estimate the output of a
+    /// stream cut before its usage chunk.
+    streamed_chars: usize,
 }
 
 impl StreamTranslator for PassThrough {
     fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        let Self { decoder, client_wants_usage, started, finished, done, usage } = self;
+        let Self { decoder, client_wants_usage, started, finished, done, usage, streamed_chars, .. } = self;
         decoder.push(bytes, |event| {
             let Some(data) = event.data.as_deref() else {
                 // Comments keep idle connections open; pass them on.
@@ -187,8 +195,10 @@ impl StreamTranslator for PassThrough {
                     *started = true;
                 }
                 if let Some(d) = &choice.delta {
-                    let has_text = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
-                    if has_text(&d.content) || has_text(&d.refusal) || d.tool_calls.is_some() {
+                    let len = |s: &Option<String>| s.as_deref().map_or(0, |s| s.chars().count());
+                    let text = len(&d.content) + len(&d.refusal);
+                    *streamed_chars += text + d.tool_calls.as_ref().map_or(0, |t| t.get().len());
+                    if text > 0 || d.tool_calls.is_some() {
                         *started = true;
                     }
                 }
@@ -211,8 +221,16 @@ impl StreamTranslator for PassThrough {
         }
     }
 
+    /// The reported usage; for a stream cut before the usage chunk, an estimate of what
+    /// was consumed — billed, never a silent zero.
     fn usage(&self) -> Option<Usage> {
-        self.usage
+        self.usage.or_else(|| {
+            (self.streamed_chars > 0).then(|| Usage {
+                input_tokens: self.estimated_input,
+                output_tokens: crate::chat::estimate_tokens(self.streamed_chars),
+                ..Usage::default()
+            })
+        })
     }
 }
 
@@ -242,7 +260,8 @@ mod tests {
         let req =
             chat::parse(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"x":[1]}"#)
                 .unwrap();
-        let up = OpenAi.build(&deployment(), &req, &Auth { api_key: Some("sk-test".into()), now_unix: 0 }).unwrap();
+        let up =
+            OpenAi.build(&deployment(), &req, &Auth { api_key: Some("sk-test".into()), ..Auth::default() }).unwrap();
         assert_eq!(up.url, "https://eu.api.openai.com/v1/chat/completions");
         assert!(up.headers.contains(&("authorization", "Bearer sk-test".into())));
         let body: Value = serde_json::from_slice(&up.body).unwrap();
@@ -362,8 +381,10 @@ mod tests {
         assert_eq!(run(&no_finish, false, 0).1, StreamEnd::Cut);
         let mid_event = format!("{}data: {{\"id\"", recorded(true, true));
         assert_eq!(run(&mid_event, false, 0).1, StreamEnd::Cut);
-        let (_, end, usage, _) = run(&chunk("x"), false, 0);
-        assert_eq!((end, usage), (StreamEnd::Cut, None));
+        // Cut before the usage chunk: billed for an estimate of what was consumed.
+        let (_, end, usage, _) = run(&chunk("xxxxx"), false, 0);
+        assert_eq!(end, StreamEnd::Cut);
+        assert_eq!(usage, Some(Usage { input_tokens: 4, output_tokens: 2, ..Usage::default() }));
     }
 
     #[test]

@@ -17,6 +17,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const KEY: &str = "gw-test-key";
+/// Bound to team `search`, with env `prod` as its default tag.
+pub const TEAM_KEY: &str = "gw-team-key";
+/// Three requests a minute (the `RL_TINY` binding).
+pub const LIMITED_KEY: &str = "gw-limited-key";
+/// A hard monthly budget of $0.0001.
+pub const BUDGET_KEY: &str = "gw-budget-key";
 /// May only use the alias `single`.
 pub const NARROW_KEY: &str = "gw-narrow-key";
 /// Held in a Worker secret rather than as a hash in the config.
@@ -26,6 +32,12 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Admin tokens by label, as the `ADMIN_TOKEN` secret lists them.
 pub const ADMIN_COMPLIANCE: &str = "adm-compliance-token";
 pub const ADMIN_PLATFORM: &str = "adm-platform-token";
+/// The SigV4 credentials of deployment `bedrock-eu`, held in Worker secrets.
+pub const AWS_ACCESS_KEY_ID: &str = "AKIDTESTBEDROCKEU001";
+pub const AWS_SECRET_ACCESS_KEY: &str = "test/Bedrock+Secret/0123456789abcdefghijkl";
+pub const AWS_SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjTESTSESSIONTOKEN0123456789";
+/// The Bedrock API key of deployment `bedrock-us-key`.
+pub const BEDROCK_API_KEY: &str = "bedrock-api-key-TEST-0123456789";
 
 pub struct Gateway {
     pub base: String,
@@ -71,11 +83,24 @@ fn deployment(id: &str, jurisdiction: &str, region: &str, location: [f64; 2]) ->
     })
 }
 
+/// A Bedrock deployment at `{mock}/{id}`, signing for `aws_region`.
+fn bedrock(id: &str, jurisdiction: &str, aws_region: &str, model: &str, location: [f64; 2]) -> Value {
+    let mut d = deployment(id, jurisdiction, aws_region, location);
+    d["provider"] = json!("bedrock");
+    d["model"] = json!(model);
+    d["base_url"] = json!(format!("{}/{id}", mock().base_url()));
+    d["aws_region"] = json!(aws_region);
+    d
+}
+
 /// Each deployment's USD per million tokens; ledger tests recompute costs from these.
 pub fn price(deployment: &str) -> Value {
     match deployment {
         "eu-1" | "eu-2" => json!({"input": "3.30", "output": "16.50", "cached_input": "0.33"}),
         "claude-1" => json!({"input": "3.00", "output": "15.00", "cached_input": "0.30", "cache_write": "3.75"}),
+        "claude-eu" | "bedrock-eu" | "bedrock-us-key" => {
+            json!({"input": "3.30", "output": "16.50", "cached_input": "0.33", "cache_write": "4.125"})
+        }
         _ => json!({"input": "3.00", "output": "15.00", "cached_input": "0.30"}),
     }
 }
@@ -91,6 +116,17 @@ pub fn test_config() -> Value {
     claude["api_key_secret"] = json!("TEST_PROVIDER_KEY");
     let mut dead = deployment("dead", "us", "us-east-1", [39.0, -77.5]);
     dead["base_url"] = json!(format!("http://127.0.0.1:{}/dead/v1", free_port()));
+    let mut claude_eu = deployment("claude-eu", "eu", "eu-central-1", [50.1, 8.7]);
+    claude_eu["provider"] = json!("anthropic");
+    claude_eu["api_key_secret"] = json!("TEST_PROVIDER_KEY");
+    let mut bedrock_eu =
+        bedrock("bedrock-eu", "eu", "eu-central-1", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0", [50.1, 8.7]);
+    bedrock_eu["aws_access_key_id_secret"] = json!("TEST_AWS_ACCESS_KEY_ID");
+    bedrock_eu["aws_secret_access_key_secret"] = json!("TEST_AWS_SECRET_ACCESS_KEY");
+    bedrock_eu["aws_session_token_secret"] = json!("TEST_AWS_SESSION_TOKEN");
+    let mut bedrock_us_key =
+        bedrock("bedrock-us-key", "us", "us-east-1", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", [39.0, -77.5]);
+    bedrock_us_key["api_key_secret"] = json!("TEST_BEDROCK_API_KEY");
     json!({
         "deployments": [
             deployment("us-1", "us", "us-east-1", [39.0, -77.5]),
@@ -101,7 +137,10 @@ pub fn test_config() -> Value {
             keyed,
             unset,
             dead,
-            claude
+            claude,
+            claude_eu,
+            bedrock_eu,
+            bedrock_us_key
         ],
         "aliases": [
             {"name": "chat", "description": "every region", "deployments": ["us-1", "eu-1", "eu-2", "jp-1", "sg-1"]},
@@ -110,11 +149,17 @@ pub fn test_config() -> Value {
             {"name": "unset", "deployments": ["unset-secret"]},
             {"name": "dead", "deployments": ["dead"]},
             {"name": "claude", "deployments": ["claude-1"]},
-            {"name": "claude-then-openai", "deployments": ["claude-1", "us-1"]}
+            {"name": "claude-then-openai", "deployments": ["claude-1", "us-1"]},
+            {"name": "bedrock", "deployments": ["bedrock-eu"]},
+            {"name": "bedrock-key", "deployments": ["bedrock-us-key"]},
+            {"name": "claude-eu-or-bedrock", "deployments": ["claude-eu", "claude-1", "bedrock-eu"]}
         ],
         "keys": [
-            {"id": "test", "sha256": sha256_hex(KEY), "team": "e2e"},
+            {"id": "test", "sha256": sha256_hex(KEY)},
+            {"id": "team-bound", "sha256": sha256_hex(TEAM_KEY), "team": "search", "env": "prod"},
             {"id": "narrow", "sha256": sha256_hex(NARROW_KEY), "aliases": ["single"]},
+            {"id": "limited", "sha256": sha256_hex(LIMITED_KEY), "rate_limit": "RL_TINY"},
+            {"id": "budgeted", "sha256": sha256_hex(BUDGET_KEY), "budget": {"monthly_usd": "0.0001"}},
             {"id": "secret-held", "secret": "GATEWAY_KEY_SECRET_HELD"}
         ],
         "residency": {
@@ -126,7 +171,8 @@ pub fn test_config() -> Value {
                 {"id": "default", "allow": ["any"]}
             ]
         },
-        "limits": {"max_body_bytes": MAX_BODY, "max_attempts": 3}
+        "limits": {"max_body_bytes": MAX_BODY, "max_attempts": 3},
+        "budgets": {"teams": {"softcap": {"monthly_usd": "0.000001", "mode": "soft"}}}
     })
 }
 
@@ -163,7 +209,9 @@ impl Gateway {
             &env_file,
             format!(
                 "GATEWAY_CONFIG='{config}'\nTEST_PROVIDER_KEY={PROVIDER_KEY}\nGATEWAY_KEY_SECRET_HELD={SECRET_KEY}\n\
-                 TRUST_GEO_HEADERS={trust_geo_headers}\nADMIN_TOKEN=compliance:{ADMIN_COMPLIANCE},platform:{ADMIN_PLATFORM}\n"
+                 TRUST_GEO_HEADERS={trust_geo_headers}\nADMIN_TOKEN=compliance:{ADMIN_COMPLIANCE},platform:{ADMIN_PLATFORM}\n\
+                 TEST_AWS_ACCESS_KEY_ID={AWS_ACCESS_KEY_ID}\nTEST_AWS_SECRET_ACCESS_KEY={AWS_SECRET_ACCESS_KEY}\n\
+                 TEST_AWS_SESSION_TOKEN={AWS_SESSION_TOKEN}\nTEST_BEDROCK_API_KEY={BEDROCK_API_KEY}\n"
             ),
         )
         .unwrap();
@@ -251,6 +299,25 @@ impl Gateway {
         let body = body.map(Value::to_string);
         http::send(method, &self.url(path), &[("authorization", &auth)], body.as_deref().map(str::as_bytes))
             .expect("gateway answers")
+    }
+
+    /// Key names in the local KV namespace under `prefix`, through wrangler.
+    pub fn kv_keys(&self, prefix: &str) -> Vec<String> {
+        let out = wrangler()
+            .args(["kv", "key", "list", "--binding", "GATEWAY_KV", "--local", "--env", "test", "--prefix", prefix])
+            .arg("--persist-to")
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kv key list failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("kv key list prints JSON");
+        v.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Runs the cron (`scheduled`) handler now, as wrangler dev allows.
+    pub fn run_cron(&self) {
+        let r = http::send("GET", &self.url("/cdn-cgi/handler/scheduled"), &[], None).expect("scheduled handler runs");
+        assert_eq!(r.status, 200, "{}", r.text());
     }
 
     /// A SQL query against the local D1 database, through wrangler.

@@ -1,0 +1,278 @@
+//! Getting cost events into D1, exactly once, off the request path.
+//!
+//! A request hands its event to `ctx.wait_until` after its response (for a stream, after
+//! the last byte). The event goes to the Queue; the queue consumer writes each batch to D1
+//! in one transaction. If the send fails the event is written to D1 directly; if that
+//! fails too it is parked in KV, and the cron moves parked events to D1. A batch whose
+//! D1 write keeps failing reaches the dead-letter queue, whose consumer parks it likewise.
+//! Inserts are idempotent on request id and the rollup only counts rows inserted and not
+//! yet rolled up, so redelivery never doubles a request.
+
+use super::state::{now_ms, var};
+use super::store;
+use crate::attempts::AttemptLog;
+use crate::config::Deployment;
+use crate::geo::Caller;
+use crate::ledger::{CostEvent, Facts, Outcome};
+use crate::providers::Usage;
+use crate::tags::Tags;
+use std::rc::Rc;
+use worker::wasm_bindgen::JsValue;
+use worker::{Context, D1Database, D1PreparedStatement, Env, KvStore, MessageBatch};
+
+pub const QUEUE_BINDING: &str = "COST_EVENTS";
+pub const DEAD_LETTER_QUEUE: &str = "llm-edge-gateway-cost-events-dlq";
+const PARKED_PREFIX: &str = "ledger:parked:";
+
+/// Per-request fault injection for the ledger's fallback paths, honoured only where
+/// `ALLOW_TEST_FAULTS = "true"` (the test environment): `x-gateway-test-fault: queue`
+/// makes the queue send fail.
+pub fn queue_fault(env: &Env, header: Option<&str>) -> bool {
+    header == Some("queue") && var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true")
+}
+
+/// Hands the event over without delaying the response.
+pub fn record(ctx: &Context, env: &Env, event: CostEvent, fail_queue: bool) {
+    ctx.wait_until(deliver(env.clone(), event, fail_queue));
+}
+
+async fn deliver(env: Env, event: CostEvent, fail_queue: bool) {
+    let sent = if fail_queue {
+        Err("queue send failed (injected test fault)".to_string())
+    } else {
+        match env.queue(QUEUE_BINDING) {
+            Ok(q) => q.send(&event).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let Err(queue_error) = sent else { return };
+    let written = match store::d1(&env) {
+        Ok(db) => write_events(&db, std::slice::from_ref(&event)).await,
+        Err(e) => Err(e.message),
+    };
+    let Err(d1_error) = written else { return };
+    let parked = match store::kv(&env) {
+        Ok(kv) => park(&kv, &event).await,
+        Err(e) => Err(e.message),
+    };
+    if let Err(kv_error) = parked {
+        worker::console_error!(
+            "cost event {} lost: queue: {queue_error}; D1: {d1_error}; KV: {kv_error}",
+            event.request_id
+        );
+    }
+}
+
+async fn park(kv: &KvStore, event: &CostEvent) -> Result<(), String> {
+    let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    kv.put_bytes(&format!("{PARKED_PREFIX}{}", event.request_id), &body)
+        .map_err(|e| e.to_string())?
+        .execute()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+const INSERT: &str = "INSERT OR IGNORE INTO cost_events (request_id, ts_ms, day, key_id, team, feature, env, \
+caller_country, caller_continent, caller_colo, residency_rule, jurisdiction, provider, region, deployment, \
+endpoint_host, alias, model, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_micros, priced, \
+status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
+
+/// Rolls up every inserted, not yet rolled-up row: in the same transaction as the
+/// inserts, so a row is counted once however often its batch is delivered.
+const ROLLUP: &str = "INSERT INTO cost_daily (day, team, feature, env, caller_country, caller_continent, \
+jurisdiction, provider, region, deployment, model, requests, input_tokens, output_tokens, cached_tokens, \
+cost_micros, unpriced_requests) \
+SELECT day, team, feature, env, COALESCE(caller_country, '-'), COALESCE(caller_continent, '-'), \
+COALESCE(jurisdiction, '-'), COALESCE(provider, '-'), COALESCE(region, '-'), COALESCE(deployment, '-'), \
+COALESCE(model, '-'), COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), \
+SUM(COALESCE(cost_micros, 0)), SUM(priced = 0) \
+FROM cost_events WHERE rolled_up = 0 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \
+ON CONFLICT (day, team, feature, env, caller_country, caller_continent, jurisdiction, provider, region, \
+deployment, model) DO UPDATE SET requests = requests + excluded.requests, \
+input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens, \
+cached_tokens = cached_tokens + excluded.cached_tokens, cost_micros = cost_micros + excluded.cost_micros, \
+unpriced_requests = unpriced_requests + excluded.unpriced_requests";
+
+const MARK_ROLLED_UP: &str = "UPDATE cost_events SET rolled_up = 1 WHERE rolled_up = 0";
+
+fn text(s: &str) -> JsValue {
+    JsValue::from_str(s)
+}
+
+fn opt(s: &Option<String>) -> JsValue {
+    s.as_deref().map_or(JsValue::NULL, JsValue::from_str)
+}
+
+fn num(n: u64) -> JsValue {
+    JsValue::from_f64(n as f64)
+}
+
+fn insert(db: &D1Database, e: &CostEvent) -> Result<D1PreparedStatement, String> {
+    let attempts = serde_json::to_string(&e.attempts).map_err(|err| err.to_string())?;
+    db.prepare(INSERT)
+        .bind(&[
+            text(&e.request_id),
+            num(e.ts_ms),
+            text(&e.day),
+            text(&e.key_id),
+            text(&e.team),
+            text(&e.feature),
+            text(&e.env),
+            opt(&e.caller_country),
+            opt(&e.caller_continent),
+            opt(&e.caller_colo),
+            text(&e.residency_rule),
+            opt(&e.jurisdiction),
+            opt(&e.provider),
+            opt(&e.region),
+            opt(&e.deployment),
+            opt(&e.endpoint_host),
+            text(&e.alias),
+            opt(&e.model),
+            num(e.input_tokens),
+            num(e.output_tokens),
+            num(e.cached_tokens),
+            num(e.cache_write_tokens),
+            e.cost_micros.map_or(JsValue::NULL, num),
+            num(u64::from(e.cost_micros.is_some())),
+            num(u64::from(e.status)),
+            text(e.outcome.as_str()),
+            num(e.latency_ms),
+            e.ttfb_ms.map_or(JsValue::NULL, num),
+            num(e.attempts.len() as u64),
+            text(&attempts),
+        ])
+        .map_err(|err| err.to_string())
+}
+
+/// One D1 batch (one transaction): the inserts, the rollup, the mark.
+pub async fn write_events(db: &D1Database, events: &[CostEvent]) -> Result<(), String> {
+    let mut statements = Vec::with_capacity(events.len() + 2);
+    for e in events {
+        statements.push(insert(db, e)?);
+    }
+    statements.push(db.prepare(ROLLUP));
+    statements.push(db.prepare(MARK_ROLLED_UP));
+    let results = db.batch(statements).await.map_err(|e| e.to_string())?;
+    match results.iter().find_map(|r| r.error()) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// The queue consumer: the cost-event queue's batches go to D1 (retried by the queue on
+/// failure); the dead-letter queue's are parked for the cron.
+pub async fn consume(batch: MessageBatch<CostEvent>, env: &Env) -> worker::Result<()> {
+    let messages = batch.messages()?;
+    let events: Vec<CostEvent> = messages.iter().map(|m| m.body().clone()).collect();
+    if batch.queue() == DEAD_LETTER_QUEUE {
+        let kv = store::kv(env).map_err(|e| worker::Error::RustError(e.message))?;
+        for e in &events {
+            park(&kv, e).await.map_err(worker::Error::RustError)?;
+        }
+        batch.ack_all();
+        return Ok(());
+    }
+    match store::d1(env).map_err(|e| e.message) {
+        Ok(db) => match write_events(&db, &events).await {
+            Ok(()) => batch.ack_all(),
+            Err(e) => {
+                worker::console_error!("cost batch of {} not written, will retry: {e}", events.len());
+                batch.retry_all();
+            }
+        },
+        Err(e) => {
+            worker::console_error!("{e}");
+            batch.retry_all();
+        }
+    }
+    Ok(())
+}
+
+/// The cron's part: parked events to D1, in batches; each is deleted from KV only once
+/// its batch is written. Returns how many moved.
+pub async fn move_parked(env: &Env) -> Result<usize, String> {
+    let kv = store::kv(env).map_err(|e| e.message)?;
+    let db = store::d1(env).map_err(|e| e.message)?;
+    let mut moved = 0;
+    let mut cursor = None;
+    loop {
+        let mut list = kv.list().prefix(PARKED_PREFIX.to_string()).limit(100);
+        if let Some(c) = cursor.take() {
+            list = list.cursor(c);
+        }
+        let page = list.execute().await.map_err(|e| e.to_string())?;
+        let mut events = Vec::with_capacity(page.keys.len());
+        for key in &page.keys {
+            let Some(body) = kv.get(&key.name).bytes().await.map_err(|e| e.to_string())? else { continue };
+            match serde_json::from_slice::<CostEvent>(&body) {
+                Ok(e) => events.push(e),
+                Err(e) => worker::console_error!("parked event {} is unreadable, left in KV: {e}", key.name),
+            }
+        }
+        if !events.is_empty() {
+            write_events(&db, &events).await?;
+            for e in &events {
+                kv.delete(&format!("{PARKED_PREFIX}{}", e.request_id)).await.map_err(|e| e.to_string())?;
+            }
+            moved += events.len();
+        }
+        if page.list_complete || page.cursor.is_none() {
+            return Ok(moved);
+        }
+        cursor = page.cursor;
+    }
+}
+
+/// Everything a request's cost event needs besides how it ended, owned so that a stream
+/// can carry it to its last byte.
+pub struct Bill {
+    pub ctx: Rc<Context>,
+    pub env: Env,
+    pub request_id: String,
+    pub started_ms: u64,
+    pub key_id: String,
+    pub tags: Tags,
+    pub caller: Caller,
+    pub rule: String,
+    pub alias: String,
+    pub fail_queue: bool,
+}
+
+/// How a request ended, as far as its bill goes.
+pub struct Ending<'a> {
+    pub served_by: Option<&'a Deployment>,
+    pub usage: Option<Usage>,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub ttfb_ms: Option<u64>,
+    pub attempts: &'a AttemptLog,
+}
+
+impl Bill {
+    /// Records the event (after the response, through `wait_until`) and returns its cost.
+    pub fn close(&self, end: Ending<'_>) -> Option<u64> {
+        let event = CostEvent::new(&Facts {
+            request_id: &self.request_id,
+            started_ms: self.started_ms,
+            finished_ms: now_ms(),
+            ttfb_ms: end.ttfb_ms,
+            key_id: &self.key_id,
+            tags: &self.tags,
+            caller: &self.caller,
+            rule: &self.rule,
+            alias: &self.alias,
+            deployment: end.served_by,
+            provider: end.served_by.map(|d| d.provider.as_str()),
+            usage: end.usage,
+            status: end.status,
+            outcome: end.outcome,
+            attempts: end.attempts,
+        });
+        let cost = event.cost_micros;
+        super::spend::note(&self.tags.team, &self.key_id, cost.unwrap_or(0));
+        record(&self.ctx, &self.env, event, self.fail_queue);
+        cost
+    }
+}

@@ -1,0 +1,126 @@
+//! Month-to-date spend for budget checks, read on the request path from a KV snapshot
+//! that the cron refreshes from D1 — never written per request (KV takes about one write
+//! per second per key). On top of the snapshot, each isolate adds what it has billed
+//! since, so a runaway loop on one isolate is stopped without waiting for the cron.
+//!
+//! Staleness: this isolate's own spend counts at once; other isolates' within the cron
+//! interval (5 minutes) plus the queue's batch delay and KV's propagation (about a minute).
+
+use super::state::now_ms;
+use super::store;
+use crate::budget::Spend;
+use crate::civil;
+use std::cell::RefCell;
+use worker::wasm_bindgen::JsValue;
+use worker::Env;
+
+const RECHECK_MS: u64 = 10_000;
+
+fn snapshot_key(month: &str) -> String {
+    format!("spend:{month}")
+}
+
+struct Local {
+    snapshot: Spend,
+    checked_ms: u64,
+    /// What this isolate billed, with when: the part not yet in a snapshot is added.
+    billed: Vec<(u64, String, String, u64)>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// Records a cost this isolate billed.
+pub fn note(team: &str, key: &str, micros: u64) {
+    if micros == 0 {
+        return;
+    }
+    let now = now_ms();
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        let local = l.get_or_insert_with(|| Local { snapshot: Spend::default(), checked_ms: 0, billed: Vec::new() });
+        local.billed.push((now, team.to_string(), key.to_string(), micros));
+    });
+}
+
+fn effective(local: &Local, month: &str) -> Spend {
+    let mut spend = if local.snapshot.month == month {
+        local.snapshot.clone()
+    } else {
+        Spend { month: month.to_string(), ..Spend::default() }
+    };
+    let since = spend.at_ms;
+    for (_, team, key, micros) in local.billed.iter().filter(|(ts, ..)| *ts >= since && civil::month(*ts) == month) {
+        spend.add(team, key, *micros);
+    }
+    spend
+}
+
+pub async fn current(env: &Env) -> Spend {
+    let now = now_ms();
+    let month = civil::month(now);
+    let fresh = LOCAL.with(|l| {
+        l.borrow().as_ref().filter(|l| now.saturating_sub(l.checked_ms) < RECHECK_MS).map(|l| effective(l, &month))
+    });
+    if let Some(spend) = fresh {
+        return spend;
+    }
+    let snapshot = match store::kv(env) {
+        Ok(kv) => kv.get(&snapshot_key(&month)).json::<Spend>().await.ok().flatten(),
+        Err(_) => None,
+    };
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        let local = l.get_or_insert_with(|| Local { snapshot: Spend::default(), checked_ms: 0, billed: Vec::new() });
+        if let Some(s) = snapshot {
+            local.billed.retain(|(ts, ..)| *ts >= s.at_ms);
+            local.snapshot = s;
+        }
+        local.checked_ms = now;
+        effective(local, &month)
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct Row {
+    name: String,
+    micros: u64,
+}
+
+/// The cron's part: this month's spend per team (from the rollup) and per key (from the
+/// events), written to KV as one snapshot.
+pub async fn refresh(env: &Env) -> Result<Spend, String> {
+    let now = now_ms();
+    let month = civil::month(now);
+    let from = format!("{month}-01");
+    let db = store::d1(env).map_err(|e| e.message)?;
+    let query = |sql: &'static str| {
+        let db = &db;
+        let from = from.clone();
+        async move {
+            db.prepare(sql)
+                .bind(&[JsValue::from_str(&from)])
+                .map_err(|e| e.to_string())?
+                .all()
+                .await
+                .and_then(|r| r.results::<Row>())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let teams =
+        query("SELECT team AS name, SUM(cost_micros) AS micros FROM cost_daily WHERE day >= ?1 GROUP BY team").await?;
+    let keys = query(
+        "SELECT key_id AS name, SUM(COALESCE(cost_micros, 0)) AS micros FROM cost_events WHERE day >= ?1 GROUP BY key_id",
+    )
+    .await?;
+    let spend = Spend {
+        month: month.clone(),
+        teams: teams.into_iter().map(|r| (r.name, r.micros)).collect(),
+        keys: keys.into_iter().map(|r| (r.name, r.micros)).collect(),
+        at_ms: now,
+    };
+    let kv = store::kv(env).map_err(|e| e.message)?;
+    kv.put(&snapshot_key(&month), &spend).map_err(|e| e.to_string())?.execute().await.map_err(|e| e.to_string())?;
+    Ok(spend)
+}

@@ -1,0 +1,242 @@
+//! The cost event: one per client request, whatever its outcome, carrying everything the
+//! breakdowns group by and everything an auditor needs to see where it was processed.
+
+use crate::attempts::AttemptLog;
+use crate::config::Deployment;
+use crate::geo::Caller;
+use crate::pricing::cost_micros;
+use crate::providers::Usage;
+use crate::tags::Tags;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A complete answer.
+    Ok,
+    /// A stream that ended without its terminal event or with an upstream error: billed
+    /// for what was consumed.
+    Cut,
+    /// No answer: the client got an error.
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Cut => "cut",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub deployment: String,
+    pub status: Option<u16>,
+    /// `None` for the attempt that answered.
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostEvent {
+    pub request_id: String,
+    pub ts_ms: u64,
+    pub day: String,
+    pub key_id: String,
+    pub team: String,
+    pub feature: String,
+    pub env: String,
+    pub caller_country: Option<String>,
+    pub caller_continent: Option<String>,
+    pub caller_colo: Option<String>,
+    pub residency_rule: String,
+    pub jurisdiction: Option<String>,
+    pub provider: Option<String>,
+    pub region: Option<String>,
+    pub deployment: Option<String>,
+    pub endpoint_host: Option<String>,
+    pub alias: String,
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
+    /// `None` when the tokens are unknown (no usage reported): unpriced, never a silent 0.
+    pub cost_micros: Option<u64>,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub latency_ms: u64,
+    pub ttfb_ms: Option<u64>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// What is known about a request when its response is complete.
+pub struct Facts<'a> {
+    pub request_id: &'a str,
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    pub ttfb_ms: Option<u64>,
+    pub key_id: &'a str,
+    pub tags: &'a Tags,
+    pub caller: &'a Caller,
+    pub rule: &'a str,
+    pub alias: &'a str,
+    /// The deployment that answered (or last failed), if any was called.
+    pub deployment: Option<&'a Deployment>,
+    pub provider: Option<&'a str>,
+    pub usage: Option<Usage>,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub attempts: &'a AttemptLog,
+}
+
+/// `https://eu.api.openai.com/v1` → `eu.api.openai.com`.
+pub fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host_port = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    host_port.rsplit_once('@').map_or(host_port, |(_, h)| h)
+}
+
+impl CostEvent {
+    pub fn new(f: &Facts) -> CostEvent {
+        let usage = f.usage.unwrap_or_default();
+        // Priced from the reported usage; with no usage and no answer nothing was consumed,
+        // but a response that should have reported usage and did not stays unpriced.
+        let cost = match (f.usage, f.deployment, f.outcome) {
+            (Some(u), Some(d), _) => Some(cost_micros(&d.price, &u)),
+            (None, _, Outcome::Error) => Some(0),
+            // Tokens without a deployment to price them cannot happen; tokens unknown can.
+            (Some(_), None, _) | (None, _, _) => None,
+        };
+        CostEvent {
+            request_id: f.request_id.to_string(),
+            ts_ms: f.started_ms,
+            day: crate::civil::day(f.started_ms),
+            key_id: f.key_id.to_string(),
+            team: f.tags.team.clone(),
+            feature: f.tags.feature.clone(),
+            env: f.tags.env.clone(),
+            caller_country: f.caller.country.clone(),
+            caller_continent: f.caller.continent.clone(),
+            caller_colo: f.caller.colo.clone(),
+            residency_rule: f.rule.to_string(),
+            jurisdiction: f.deployment.map(|d| d.jurisdiction.clone()),
+            provider: f.provider.map(str::to_string),
+            region: f.deployment.map(|d| d.region.clone()),
+            deployment: f.deployment.map(|d| d.id.clone()),
+            endpoint_host: f.deployment.map(|d| host_of(&d.base_url).to_string()),
+            alias: f.alias.to_string(),
+            model: f.deployment.map(|d| d.model.clone()),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_tokens: usage.cached_input_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
+            cost_micros: cost,
+            status: f.status,
+            outcome: f.outcome,
+            latency_ms: f.finished_ms.saturating_sub(f.started_ms),
+            ttfb_ms: f.ttfb_ms,
+            attempts: f
+                .attempts
+                .attempts
+                .iter()
+                .map(|a| AttemptRecord {
+                    deployment: a.deployment.clone(),
+                    status: a.status,
+                    failure: a.failure.map(|c| c.as_str().to_string()),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::ErrorClass;
+
+    fn deployment() -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "id": "eu-1", "provider": "openai", "model": "gpt-x", "base_url": "https://user@eu.api.example.com:8443/v1?x=1",
+            "jurisdiction": "eu", "region": "eu-central-1", "price": {"input": "3", "output": "15"}
+        }))
+        .unwrap()
+    }
+
+    fn facts<'a>(
+        d: Option<&'a Deployment>,
+        usage: Option<Usage>,
+        outcome: Outcome,
+        log: &'a AttemptLog,
+        tags: &'a Tags,
+        caller: &'a Caller,
+    ) -> Facts<'a> {
+        Facts {
+            request_id: "r1",
+            started_ms: 1_764_028_800_123,
+            finished_ms: 1_764_028_800_623,
+            ttfb_ms: Some(40),
+            key_id: "k",
+            tags,
+            caller,
+            rule: "eu-callers",
+            alias: "chat",
+            deployment: d,
+            provider: d.map(|_| "openai"),
+            usage,
+            status: 200,
+            outcome,
+            attempts: log,
+        }
+    }
+
+    #[test]
+    fn an_answered_request_is_priced_and_placed() {
+        let d = deployment();
+        let tags = Tags { team: "search".into(), feature: "summarize".into(), env: "qa".into() };
+        let caller = Caller { colo: Some("FRA".into()), ..Caller::new(Some("DE"), Some("EU"), None) };
+        let mut log = AttemptLog::default();
+        log.failed("eu-0", Some(529), ErrorClass::Overloaded);
+        log.succeeded("eu-1", 200);
+        let usage = Usage { input_tokens: 1000, output_tokens: 100, ..Usage::default() };
+        let e = CostEvent::new(&facts(Some(&d), Some(usage), Outcome::Ok, &log, &tags, &caller));
+        assert_eq!(e.day, "2025-11-25");
+        assert_eq!(e.cost_micros, Some(3_000 + 1_500));
+        assert_eq!(e.endpoint_host.as_deref(), Some("eu.api.example.com:8443"));
+        assert_eq!((e.jurisdiction.as_deref(), e.region.as_deref()), (Some("eu"), Some("eu-central-1")));
+        assert_eq!((e.caller_country.as_deref(), e.caller_colo.as_deref()), (Some("DE"), Some("FRA")));
+        assert_eq!(e.latency_ms, 500);
+        assert_eq!(
+            e.attempts[0],
+            AttemptRecord { deployment: "eu-0".into(), status: Some(529), failure: Some("overloaded".into()) }
+        );
+        let back: CostEvent = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn missing_usage_is_unpriced_unless_nothing_was_answered() {
+        let d = deployment();
+        let tags = Tags { team: "t".into(), feature: "f".into(), env: "e".into() };
+        let caller = Caller::default();
+        let log = AttemptLog::default();
+        assert_eq!(CostEvent::new(&facts(Some(&d), None, Outcome::Ok, &log, &tags, &caller)).cost_micros, None);
+        assert_eq!(CostEvent::new(&facts(Some(&d), None, Outcome::Cut, &log, &tags, &caller)).cost_micros, None);
+        let failed = CostEvent::new(&facts(None, None, Outcome::Error, &log, &tags, &caller));
+        assert_eq!((failed.cost_micros, failed.deployment), (Some(0), None));
+        let cut = Usage { input_tokens: 10, output_tokens: 3, ..Usage::default() };
+        assert_eq!(
+            CostEvent::new(&facts(Some(&d), Some(cut), Outcome::Cut, &log, &tags, &caller)).cost_micros,
+            Some(75)
+        );
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("https://eu.api.openai.com/v1"), "eu.api.openai.com");
+        assert_eq!(host_of("http://127.0.0.1:8788/mock-eu/v1"), "127.0.0.1:8788");
+        assert_eq!(host_of("no-scheme/x"), "no-scheme");
+    }
+}

@@ -1,0 +1,1520 @@
+//! AWS Bedrock through its Converse API (the bedrock-runtime endpoint of a region).
+//!
+//! Wire format per the Amazon Bedrock API reference (docs.aws.amazon.com/bedrock/latest/
+//! APIReference): `POST {base}/model/{modelId}/converse` and `/converse-stream`
+//! ("Converse", "ConverseStream"); the request's `messages` of `ContentBlock`s (`text`,
+//! `image` with `format` png|jpeg|gif|webp and base64 `source.bytes`, `toolUse`,
+//! `toolResult`), `system`, `inferenceConfig` (`maxTokens`, `temperature` and `topP` in
+//! 0..=1, `stopSequences`) and `toolConfig` (`tools[].toolSpec` with `inputSchema.json`,
+//! `toolChoice` auto|any|tool: there is no "none"); the answer's `output.message`,
+//! `stopReason` ("MessageStopEvent": end_turn, tool_use, max_tokens, stop_sequence,
+//! guardrail_intervened, content_filtered) and `usage` ("TokenUsage": `inputTokens`
+//! without the cache reads and writes, which `cacheReadInputTokens` /
+//! `cacheWriteInputTokens` count beside it); the stream's events ("ConverseStreamOutput":
+//! `messageStart`, `contentBlockStart` (tool use), `contentBlockDelta` (text, tool input
+//! fragments), `contentBlockStop`, `messageStop`, `metadata` with usage, and the
+//! exceptions `internalServerException`, `modelStreamErrorException`,
+//! `serviceUnavailableException`, `throttlingException`, `validationException`) framed as
+//! `application/vnd.amazon.eventstream` ([`crate::aws::eventstream`]); and Converse's
+//! errors, whose JSON body is `{"message"}` while the type travels in `x-amzn-ErrorType`.
+//!
+//! Authentication is SigV4 for service `bedrock` ([`crate::aws::sigv4`]) or a Bedrock API
+//! key as `Authorization: Bearer` (user guide, "Use an Amazon Bedrock API key"). Model ids
+//! may be cross-region inference profiles, whose prefix names the geography they may
+//! process in (user guide, "Supported Regions and models for inference profiles").
+
+use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
+use super::openai::stream_error_event;
+use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
+use crate::aws::eventstream::{Decoder, Message};
+use crate::aws::sigv4::{self, AmzDate, Payload, SigningParams};
+use crate::chat::ChatRequest;
+use crate::config::Deployment;
+use crate::error::GatewayError;
+use crate::keys::sha256_hex;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+pub struct Bedrock;
+
+const PROVIDER: &str = "bedrock";
+
+/// The SigV4 signing name of bedrock-runtime.
+const SERVICE: &str = "bedrock";
+
+/// OpenAI's image media types and Converse's names for them.
+const IMAGE_FORMATS: &[(&str, &str)] =
+    &[("image/png", "png"), ("image/jpeg", "jpeg"), ("image/gif", "gif"), ("image/webp", "webp")];
+
+/// Cross-region inference profile prefixes, and the jurisdictions a deployment using one
+/// may declare. A profile may process in any region of its geography, so the deployment
+/// must declare that geography; `jp.` and `au.` stay within one country, which `apac`
+/// also covers. `global.` may process in any commercial region.
+const PROFILES: &[(&str, &[&str])] = &[
+    ("global.", &["global"]),
+    ("us-gov.", &["us"]),
+    ("us.", &["us"]),
+    ("eu.", &["eu"]),
+    ("apac.", &["apac"]),
+    ("jp.", &["jp", "apac"]),
+    ("au.", &["au", "apac"]),
+];
+
+/// The Bedrock-specific part of config validation; the caller names the deployment.
+pub fn validate(d: &Deployment) -> Result<(), String> {
+    let region =
+        d.aws_region.as_deref().ok_or("bedrock deployments need `aws_region`, the region requests are signed for")?;
+    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(format!("aws_region `{region}` is not an AWS region name such as eu-central-1"));
+    }
+    let host = d.base_url.split_once("://").map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or_default());
+    if host.ends_with(".amazonaws.com") && !host.contains(&format!(".{region}.")) {
+        return Err(format!(
+            "base_url host `{host}` is not in aws_region `{region}`; a signature is only valid for the endpoint's own region"
+        ));
+    }
+    let sigv4 = (d.aws_access_key_id_secret.is_some(), d.aws_secret_access_key_secret.is_some());
+    match (d.api_key_secret.is_some(), sigv4) {
+        (true, (false, false)) if d.aws_session_token_secret.is_none() => {}
+        (false, (true, true)) => {}
+        (true, _) => {
+            return Err("give either api_key_secret (a Bedrock API key) or the aws_*_secret fields (SigV4), not both".into())
+        }
+        (false, (false, false)) => {
+            return Err("needs credentials: api_key_secret (a Bedrock API key), or aws_access_key_id_secret and aws_secret_access_key_secret (SigV4)".into())
+        }
+        (false, _) => return Err("aws_access_key_id_secret and aws_secret_access_key_secret go together".into()),
+    }
+    // An inference-profile ARN ends with the profile id.
+    let profile = d.model.rsplit('/').next().unwrap_or_default();
+    if let Some((prefix, allowed)) = PROFILES.iter().find(|(prefix, _)| profile.starts_with(prefix)) {
+        if !allowed.contains(&d.jurisdiction.as_str()) {
+            let allowed = allowed.iter().map(|j| format!("`{j}`")).collect::<Vec<_>>().join(" or ");
+            let reach = if *prefix == "global." { "in any commercial AWS region" } else { "anywhere in its geography" };
+            return Err(format!(
+                "model `{}` is a `{prefix}` cross-region inference profile, which may process {reach}, so the jurisdiction must be {allowed}, not `{}`",
+                d.model, d.jurisdiction
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Provider for Bedrock {
+    fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
+        let body = request_body(&Cx { provider: PROVIDER, deployment: &d.id }, req)?;
+        let body = serde_json::to_vec(&body).expect("a JSON map serialises");
+        let operation = if req.stream { "converse-stream" } else { "converse" };
+        let url = format!("{}/model/{}/{operation}", d.base_url, sigv4::encode_path_segment(&d.model));
+        let mut headers = vec![("content-type", "application/json".to_string())];
+        if let Some(aws) = &auth.aws {
+            let region = d.aws_region.as_deref().ok_or_else(|| {
+                GatewayError::internal(format!("Deployment `{}` has AWS credentials but no aws_region.", d.id))
+            })?;
+            let signed: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+            let request =
+                sigv4::Request { method: "POST", url: &url, headers: &signed, payload: Payload::Bytes(&body) };
+            let params = SigningParams {
+                access_key_id: &aws.access_key_id,
+                secret_access_key: &aws.secret_access_key,
+                session_token: aws.session_token.as_deref(),
+                region,
+                service: SERVICE,
+                time: AmzDate::from_unix_seconds(auth.now_unix),
+                content_sha256_header: false,
+            };
+            let added = sigv4::sign(&request, &params).map_err(|e| GatewayError::internal(e.to_string()))?;
+            headers.extend(added);
+        } else if let Some(key) = &auth.api_key {
+            headers.push(("authorization", format!("Bearer {key}")));
+        }
+        Ok(UpstreamRequest { url, headers, body })
+    }
+
+    fn response(&self, req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
+        let answer = serde_json::from_slice::<WireResponse>(&body).map_err(|_| ErrorClass::Server)?;
+        let usage = answer.usage.total();
+        let mut text: Option<String> = None;
+        let mut tool_calls = Vec::new();
+        for block in &answer.output.message.content {
+            if let Some(t) = &block.text {
+                text.get_or_insert_with(String::new).push_str(t);
+            }
+            if let Some(call) = &block.tool_use {
+                tool_calls.push(canonical::tool_call(&call.tool_use_id, &call.name, &call.input));
+            }
+        }
+        let identity = identity(req, &body);
+        let completion = identity.completion(text, tool_calls, finish_reason(answer.stop_reason.as_deref()), usage);
+        Ok((completion.to_string().into_bytes(), Some(usage)))
+    }
+
+    fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
+        let message = serde_json::from_slice::<WireError>(body).map(|e| e.message).unwrap_or_default();
+        let message = message.to_ascii_lowercase();
+        match status {
+            // ThrottlingException, and ModelNotReadyException while a model loads.
+            429 => ErrorClass::RateLimited,
+            503 => ErrorClass::Overloaded,
+            408 | 504 => ErrorClass::Timeout,
+            401 | 403 => ErrorClass::Auth,
+            404 => ErrorClass::NotFound,
+            // ModelErrorException: the model failed while processing, not the request.
+            424 => ErrorClass::Server,
+            400..=499 if is_context_length(&message) => ErrorClass::ContextLength,
+            // ServiceQuotaExceededException is a 400 that "can be resubmitted later".
+            400 if message.contains("service quota") => ErrorClass::RateLimited,
+            400..=499 => ErrorClass::BadRequest,
+            _ => ErrorClass::Server,
+        }
+    }
+
+    fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
+        let chunks = Chunks {
+            identity: Identity { model: req.model.clone(), created: req.received_at, ..Identity::default() },
+            wants_usage: req.client_wants_usage,
+        };
+        let state = StreamState { chunks, estimated_input: req.estimated_input_tokens(), ..StreamState::default() };
+        Box::new(Translator { decoder: Decoder::new(), state })
+    }
+}
+
+/// Bedrock's wordings for an input that does not fit: "Input is too long for requested
+/// model", the model's own "prompt is too long: N tokens > M maximum", "input length and
+/// `max_tokens` exceed context limit", "maximum context length is N tokens", and a
+/// `maxTokens` the input leaves no room for ("max tokens … exceeds").
+fn is_context_length(message: &str) -> bool {
+    message.contains("too long")
+        || message.contains("context limit")
+        || message.contains("context window")
+        || message.contains("context length")
+        || ((message.contains("max tokens") || message.contains("maximum tokens")) && message.contains("exceed"))
+}
+
+/// Converse answers carry neither an id nor the model (the request id travels in a header
+/// the provider interface does not see): the id is derived from the answer's bytes and the
+/// time, and the model is the alias the client asked for.
+fn identity(req: &ChatRequest, answer: &[u8]) -> Identity {
+    Identity { id: completion_id(req.received_at, answer), model: req.model.clone(), created: req.received_at }
+}
+
+fn completion_id(created: u64, answer: &[u8]) -> String {
+    let mut bytes = created.to_be_bytes().to_vec();
+    bytes.extend_from_slice(answer);
+    format!("chatcmpl-{}", &sha256_hex(&bytes)[..24])
+}
+
+fn finish_reason(stop_reason: Option<&str>) -> &'static str {
+    match stop_reason {
+        Some("max_tokens" | "model_context_window_exceeded") => "length",
+        Some("tool_use") => "tool_calls",
+        Some("guardrail_intervened" | "content_filtered") => "content_filter",
+        // end_turn, stop_sequence, and malformed_model_output / malformed_tool_use, which
+        // end the turn without a usable continuation.
+        _ => "stop",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Request: OpenAI Chat Completions → Converse.
+
+fn request_body(cx: &Cx, req: &ChatRequest) -> Result<Map<String, Value>, GatewayError> {
+    let body = &req.body;
+    let mut out = Map::new();
+    let mut inference = Map::new();
+    let mut carries_tool_blocks = false;
+    // OpenAI treats a null field as an absent one.
+    for (key, value) in body.iter().filter(|(_, v)| !v.is_null()) {
+        match key.as_str() {
+            // The operation path carries `stream`; the tool fields are read below.
+            "model" | "stream" | "tools" | "tool_choice" | "parallel_tool_calls" => {}
+            // They only identify the end user to the provider. Converse's nearest field,
+            // `requestMetadata`, labels invocation logs and restricts its characters, so
+            // sending them there could turn a valid request into a 400.
+            "user" | "safety_identifier" => {}
+            "messages" => {
+                let conversation = conversation(cx, value)?;
+                carries_tool_blocks = conversation.carries_tool_blocks;
+                if !conversation.system.is_empty() {
+                    out.insert("system".into(), conversation.system.into());
+                }
+                out.insert("messages".into(), conversation.turns.into());
+            }
+            // The newer name wins when a client sends both.
+            "max_tokens" if body.get("max_completion_tokens").is_some_and(|v| !v.is_null()) => {}
+            "max_tokens" | "max_completion_tokens" => {
+                inference.insert("maxTokens".into(), value.clone());
+            }
+            "temperature" if value.as_f64().is_some_and(|t| t > 1.0) => {
+                return Err(cx.unsupported("temperature", " above 1 (Converse's range is 0 to 1)"));
+            }
+            "temperature" => {
+                inference.insert("temperature".into(), value.clone());
+            }
+            "top_p" => {
+                inference.insert("topP".into(), value.clone());
+            }
+            "stop" => {
+                inference.insert("stopSequences".into(), cx.stop_sequences(value)?);
+            }
+            k if IGNORED.contains(&k) || asks_nothing(k, value) => {}
+            k => return Err(cx.unsupported(k, &refused_detail(k, value))),
+        }
+    }
+    if !inference.is_empty() {
+        out.insert("inferenceConfig".into(), inference.into());
+    }
+    if let Some(config) = tool_config(cx, body, carries_tool_blocks)? {
+        out.insert("toolConfig".into(), config);
+    }
+    Ok(out)
+}
+
+/// Converse has no tool choice "none". A request without `toolConfig` offers the model no
+/// tool, which is what `none` asks, so `none` leaves it out; but Converse refuses `toolUse`
+/// and `toolResult` blocks without a `toolConfig` ("The toolConfig field must be defined
+/// when using toolUse and toolResult content blocks"), and a conversation that carries
+/// them would need the tools offered, which `none` forbids: that is a 400.
+fn tool_config(cx: &Cx, body: &Map<String, Value>, carries_tool_blocks: bool) -> Result<Option<Value>, GatewayError> {
+    let choice = cx.tool_choice(body)?;
+    if choice == Some(ToolChoice::None) {
+        if carries_tool_blocks {
+            return Err(cx.unsupported(
+                "tool_choice",
+                " `none` in a conversation with tool calls (Converse needs the tools offered there and cannot be told not to call them)",
+            ));
+        }
+        return Ok(None);
+    }
+    let tools = match body.get("tools").filter(|t| !t.is_null()) {
+        Some(tools) => cx.function_tools(tools)?,
+        None => Vec::new(),
+    };
+    if tools.is_empty() {
+        return match choice {
+            Some(_) => Err(cx.invalid("tool_choice", "needs `tools`")),
+            None => Ok(None),
+        };
+    }
+    if body.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+        return Err(cx.unsupported("parallel_tool_calls", " `false`"));
+    }
+    let specs: Vec<Value> = tools
+        .into_iter()
+        .map(|f| {
+            let mut spec = json!({"name": f.name, "inputSchema": {"json": f.parameters}});
+            if let Some(description) = f.description {
+                spec["description"] = description.clone();
+            }
+            json!({"toolSpec": spec})
+        })
+        .collect();
+    let mut config = json!({"tools": specs});
+    // `auto` is Converse's default, and some models refuse an explicit `toolChoice`.
+    match choice {
+        Some(ToolChoice::Required) => config["toolChoice"] = json!({"any": {}}),
+        Some(ToolChoice::Function(name)) => config["toolChoice"] = json!({"tool": {"name": name}}),
+        _ => {}
+    }
+    Ok(Some(config))
+}
+
+struct Conversation {
+    system: Vec<Value>,
+    turns: Vec<Value>,
+    carries_tool_blocks: bool,
+}
+
+/// The system prompt (every system and developer message, in order) and the turns.
+/// Converse wants user and assistant turns to alternate, so consecutive messages that land
+/// on the same role (tool results are user content) are merged into one turn.
+fn conversation(cx: &Cx, messages: &Value) -> Result<Conversation, GatewayError> {
+    let messages = messages.as_array().ok_or_else(|| cx.invalid("messages", "must be an array"))?;
+    let mut system = Vec::new();
+    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
+    let mut carries_tool_blocks = false;
+    for (i, message) in messages.iter().enumerate() {
+        let path = format!("messages[{i}]");
+        let message = cx.object(&path, message)?;
+        let (role, blocks) = match message.get("role").and_then(Value::as_str).unwrap_or_default() {
+            "system" | "developer" => {
+                cx.check_keys(&path, message, &["role", "content", "name"])?;
+                system.extend(content_blocks(cx, &path, message.get("content"), &["text"])?);
+                continue;
+            }
+            "user" => {
+                cx.check_keys(&path, message, &["role", "content", "name"])?;
+                ("user", content_blocks(cx, &path, message.get("content"), &["text", "image_url"])?)
+            }
+            "assistant" => ("assistant", assistant_blocks(cx, &path, message)?),
+            "tool" => ("user", vec![tool_result(cx, &path, message)?]),
+            role => return Err(cx.unsupported(&format!("{path}.role"), &format!(" `{role}`"))),
+        };
+        carries_tool_blocks |= blocks.iter().any(|b| b.get("toolUse").is_some() || b.get("toolResult").is_some());
+        match turns.last_mut() {
+            Some((last, content)) if *last == role => content.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    let turns = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+    Ok(Conversation { system, turns, carries_tool_blocks })
+}
+
+/// `name` is accepted on every role and not sent: it only labels participants, and
+/// Converse has no such field.
+fn assistant_blocks(cx: &Cx, path: &str, message: &Map<String, Value>) -> Result<Vec<Value>, GatewayError> {
+    cx.check_keys(path, message, &["role", "content", "name", "tool_calls", "refusal"])?;
+    let mut blocks = content_blocks(cx, path, message.get("content"), &["text", "refusal"])?;
+    if let Some(refusal) = message.get("refusal").and_then(Value::as_str) {
+        blocks.push(json!({"text": refusal}));
+    }
+    // OpenAI histories carry `content: ""` beside tool calls; Converse rejects blank text.
+    blocks.retain(|b| b["text"] != "");
+    if let Some(calls) = message.get("tool_calls").filter(|c| !c.is_null()) {
+        let calls = calls.as_array().ok_or_else(|| cx.invalid(&format!("{path}.tool_calls"), "must be an array"))?;
+        for (j, call) in calls.iter().enumerate() {
+            let call = cx.tool_call(&format!("{path}.tool_calls[{j}]"), call)?;
+            blocks.push(json!({"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.input}}));
+        }
+    }
+    Ok(blocks)
+}
+
+fn tool_result(cx: &Cx, path: &str, message: &Map<String, Value>) -> Result<Value, GatewayError> {
+    cx.check_keys(path, message, &["role", "content", "tool_call_id"])?;
+    let id = cx.string(&format!("{path}.tool_call_id"), message.get("tool_call_id").unwrap_or(&Value::Null))?;
+    let content = content_blocks(cx, path, message.get("content"), &["text"])?;
+    Ok(json!({"toolResult": {"toolUseId": id, "content": content}}))
+}
+
+/// A message's `content` (a string, an array of parts, or nothing) as Converse blocks,
+/// accepting only the part types in `allowed`.
+fn content_blocks(cx: &Cx, path: &str, content: Option<&Value>, allowed: &[&str]) -> Result<Vec<Value>, GatewayError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(vec![json!({"text": text})]),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, part)| content_part(cx, &format!("{path}.content[{j}]"), part, allowed))
+            .collect(),
+        Some(_) => Err(cx.invalid(&format!("{path}.content"), "must be a string or an array of content parts")),
+    }
+}
+
+fn content_part(cx: &Cx, path: &str, part: &Value, allowed: &[&str]) -> Result<Value, GatewayError> {
+    let part = cx.object(path, part)?;
+    let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
+    if !allowed.contains(&kind) {
+        return Err(cx.unsupported(&format!("{path}.type"), &format!(" `{kind}`")));
+    }
+    cx.check_keys(path, part, &["type", kind])?;
+    let field = format!("{path}.{kind}");
+    let inner = part.get(kind).unwrap_or(&Value::Null);
+    match kind {
+        "image_url" => image(cx, &field, inner),
+        _ => Ok(json!({"text": cx.string(&field, inner)?})),
+    }
+}
+
+/// `detail` is accepted and not sent: it trades OpenAI's image cost against fidelity, and
+/// Converse has no such choice.
+fn image(cx: &Cx, path: &str, image: &Value) -> Result<Value, GatewayError> {
+    let image = cx.object(path, image)?;
+    cx.check_keys(path, image, &["url", "detail"])?;
+    let url_path = format!("{path}.url");
+    let url = cx.string(&url_path, image.get("url").unwrap_or(&Value::Null))?;
+    if url.starts_with("https://") || url.starts_with("http://") {
+        // Converse takes image bytes (or an S3 location), never a URL for it to fetch.
+        return Err(
+            cx.unsupported(&url_path, " with an http(s) URL (Converse takes images inline: send a base64 `data:` URL)")
+        );
+    }
+    let (media_type, data) =
+        canonical::data_url(url).ok_or_else(|| cx.invalid(&url_path, "must be a base64 `data:` URL"))?;
+    let format = IMAGE_FORMATS
+        .iter()
+        .find_map(|(media, format)| (*media == media_type).then_some(*format))
+        .ok_or_else(|| cx.unsupported(&url_path, &format!(" with media type `{media_type}`")))?;
+    Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
+}
+
+// ---------------------------------------------------------------------------------------
+// Response: Converse → OpenAI `chat.completion`.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse {
+    output: WireOutput,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: WireUsage,
+}
+
+#[derive(Deserialize)]
+struct WireOutput {
+    message: WireMessage,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    content: Vec<WireBlock>,
+}
+
+/// A `ContentBlock` union: one member is set. Only text and tool use can answer a
+/// translated request; reasoning needs request fields this provider never sends.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireBlock {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    tool_use: Option<WireToolUse>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireToolUse {
+    tool_use_id: String,
+    name: String,
+    #[serde(default)]
+    input: Value,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: u64,
+    #[serde(default)]
+    cache_write_input_tokens: u64,
+}
+
+impl WireUsage {
+    fn total(&self) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens + self.cache_read_input_tokens + self.cache_write_input_tokens,
+            output_tokens: self.output_tokens,
+            cached_input_tokens: self.cache_read_input_tokens,
+            cache_write_tokens: self.cache_write_input_tokens,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct WireError {
+    #[serde(default)]
+    message: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Stream: ConverseStream events → OpenAI `chat.completion.chunk`s.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BlockStart {
+    content_block_index: u64,
+    start: StartedBlock,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartedBlock {
+    #[serde(default)]
+    tool_use: Option<StartedToolUse>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartedToolUse {
+    tool_use_id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BlockDelta {
+    content_block_index: u64,
+    delta: WireDelta,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDelta {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    tool_use: Option<ToolInput>,
+}
+
+#[derive(Deserialize)]
+struct ToolInput {
+    #[serde(default)]
+    input: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageStop {
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    usage: WireUsage,
+}
+
+struct Translator {
+    decoder: Decoder,
+    state: StreamState,
+}
+
+/// Bedrock ends a stream with `messageStop` (the stop reason) and then `metadata` (the
+/// usage). The stream is complete only once both have arrived: the finish chunk goes out
+/// at `messageStop`, the usage chunk and `[DONE]` at `metadata`. A stream cut between the
+/// two has its whole answer but no usage, so the gateway could neither give the client
+/// the usage it asked for nor account for the tokens exactly: it is reported as cut, like
+/// any stream without its terminal event, never finished with an invented `[DONE]`, and
+/// billed for an estimate.
+#[derive(Default)]
+struct StreamState {
+    chunks: Chunks,
+    /// Content-block index of each tool call, in order: OpenAI numbers tool calls apart
+    /// from text, Converse numbers every block.
+    tool_blocks: Vec<u64>,
+    usage: Option<Usage>,
+    /// For a stream cut before its usage: the prompt's estimated size, and the characters
+    /// of text and tool input relayed.
+    estimated_input: u64,
+    streamed_chars: usize,
+    stopped: bool,
+    done: bool,
+    started: bool,
+    /// An exception arrived, or the framing broke: the answer is incomplete whatever follows.
+    failed: bool,
+}
+
+impl StreamTranslator for Translator {
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        let state = &mut self.state;
+        let decoded = self.decoder.push(bytes, |message| state.on_message(&message, out));
+        if let Err(e) = decoded {
+            if !state.done && !state.failed {
+                state.fail(out, "upstream_failed", &format!("The provider's event stream is corrupt: {e}."));
+            }
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.state.started
+    }
+
+    fn end(&mut self) -> StreamEnd {
+        if self.state.failed {
+            StreamEnd::Failed
+        } else if self.state.done && !self.decoder.has_partial() {
+            StreamEnd::Complete
+        } else {
+            StreamEnd::Cut
+        }
+    }
+
+    /// The reported usage; for a stream cut before it, an estimate of what was consumed,
+    /// billed rather than a silent zero.
+    fn usage(&self) -> Option<Usage> {
+        let state = &self.state;
+        state.usage.or_else(|| {
+            (state.streamed_chars > 0).then(|| Usage {
+                input_tokens: state.estimated_input,
+                output_tokens: crate::chat::estimate_tokens(state.streamed_chars),
+                ..Usage::default()
+            })
+        })
+    }
+}
+
+fn payload<T: DeserializeOwned>(message: &Message<'_>) -> Option<T> {
+    serde_json::from_slice(message.payload).ok()
+}
+
+impl StreamState {
+    fn on_message(&mut self, message: &Message<'_>, out: &mut Vec<u8>) {
+        if self.done || self.failed {
+            return;
+        }
+        if self.chunks.identity.id.is_empty() {
+            self.chunks.identity.id = completion_id(self.chunks.identity.created, message.payload);
+        }
+        match (message.message_type(), message.event_type()) {
+            (Some("exception"), _) => {
+                let kind = message.exception_type().unwrap_or("exception");
+                let text = payload::<WireError>(message).map(|e| e.message).unwrap_or_default();
+                self.exception(out, kind, &text);
+            }
+            (Some("error"), _) => {
+                let kind = message.error_code().unwrap_or("error");
+                self.exception(out, kind, message.error_message().unwrap_or_default());
+            }
+            (_, Some(event)) => self.on_event(event, message, out),
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, event: &str, message: &Message<'_>, out: &mut Vec<u8>) {
+        match event {
+            "messageStart" => self.chunks.role(out),
+            "contentBlockStart" => {
+                let Some(BlockStart { content_block_index, start }) = payload(message) else { return };
+                if let Some(tool) = start.tool_use {
+                    self.started = true;
+                    self.chunks.tool_call_start(out, self.tool_blocks.len(), &tool.tool_use_id, &tool.name);
+                    self.tool_blocks.push(content_block_index);
+                }
+            }
+            "contentBlockDelta" => {
+                let Some(BlockDelta { content_block_index, delta }) = payload(message) else { return };
+                if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
+                    self.started = true;
+                    self.streamed_chars += text.chars().count();
+                    self.chunks.text(out, &text);
+                }
+                let input = delta.tool_use.map(|t| t.input).filter(|i| !i.is_empty());
+                let tool = self.tool_blocks.iter().position(|&b| b == content_block_index);
+                if let (Some(input), Some(tool)) = (input, tool) {
+                    self.streamed_chars += input.chars().count();
+                    self.chunks.tool_call_arguments(out, tool, &input);
+                }
+            }
+            "messageStop" => {
+                let stop = payload::<MessageStop>(message).and_then(|m| m.stop_reason);
+                self.started = true;
+                self.stopped = true;
+                self.chunks.finish(out, finish_reason(stop.as_deref()));
+                self.finish_if_complete(out);
+            }
+            "metadata" => {
+                if let Some(metadata) = payload::<Metadata>(message) {
+                    self.usage = Some(metadata.usage.total());
+                    self.finish_if_complete(out);
+                }
+            }
+            // contentBlockStop, and event types added after this was written.
+            _ => {}
+        }
+    }
+
+    fn finish_if_complete(&mut self, out: &mut Vec<u8>) {
+        if let (true, Some(usage)) = (self.stopped, self.usage) {
+            self.done = true;
+            self.chunks.done(out, usage);
+        }
+    }
+
+    fn exception(&mut self, out: &mut Vec<u8>, kind: &str, message: &str) {
+        let code = match kind {
+            "throttlingException" => "upstream_rate_limited",
+            "serviceUnavailableException" => "upstream_overloaded",
+            _ => "upstream_failed",
+        };
+        self.fail(out, code, &format!("The provider ended the stream with an error ({kind}): {message}"));
+    }
+
+    fn fail(&mut self, out: &mut Vec<u8>, code: &'static str, message: &str) {
+        self.failed = true;
+        out.extend_from_slice(&stream_error_event(&GatewayError::new(502, "upstream_error", code, message)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::eventstream::{encode, Header};
+    use crate::chat;
+    use crate::providers::AwsCredentials;
+
+    const MODEL: &str = "eu.anthropic.claude-3-haiku-20240307-v1:0";
+
+    fn deployment_json() -> Value {
+        json!({
+            "id": "bedrock-eu", "provider": "bedrock", "model": MODEL,
+            "base_url": "https://bedrock-runtime.eu-central-1.amazonaws.com", "aws_region": "eu-central-1",
+            "aws_access_key_id_secret": "AWS_KEY_ID", "aws_secret_access_key_secret": "AWS_SECRET",
+            "jurisdiction": "eu", "region": "eu-central-1", "price": {"input": "1", "output": "1"}
+        })
+    }
+
+    fn deployment() -> Deployment {
+        serde_json::from_value(deployment_json()).unwrap()
+    }
+
+    /// 2025-06-15T12:00:00Z.
+    const NOW: u64 = 1_749_988_800;
+
+    fn sigv4_auth() -> Auth {
+        let aws = AwsCredentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            session_token: Some("IQoJtoken".into()),
+        };
+        Auth { aws: Some(aws), now_unix: NOW, ..Auth::default() }
+    }
+
+    fn parse(body: Value) -> ChatRequest {
+        let mut req = chat::parse(body.to_string().as_bytes()).unwrap();
+        req.received_at = 1_750_000_000;
+        req
+    }
+
+    fn build(body: Value) -> Result<Value, GatewayError> {
+        let up = Bedrock.build(&deployment(), &parse(body), &sigv4_auth())?;
+        Ok(serde_json::from_slice(&up.body).unwrap())
+    }
+
+    fn refused(body: Value) -> GatewayError {
+        build(body).unwrap_err()
+    }
+
+    fn user(content: Value) -> Value {
+        json!({"role": "user", "content": content})
+    }
+
+    fn header<'a>(up: &'a UpstreamRequest, name: &str) -> Option<&'a str> {
+        up.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_signed_request_targets_converse_with_the_encoded_model_id() {
+        let up = Bedrock
+            .build(&deployment(), &parse(json!({"model": "fast", "messages": [user(json!("hi"))]})), &sigv4_auth())
+            .unwrap();
+        assert_eq!(
+            up.url,
+            "https://bedrock-runtime.eu-central-1.amazonaws.com/model/eu.anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+        );
+        assert_eq!(up.body, br#"{"messages":[{"content":[{"text":"hi"}],"role":"user"}]}"#);
+        assert_eq!(header(&up, "content-type"), Some("application/json"));
+        assert_eq!(header(&up, "x-amz-date"), Some("20250615T120000Z"));
+        assert_eq!(header(&up, "x-amz-security-token"), Some("IQoJtoken"));
+        // Computed apart from this code base (Python's hmac over the canonical request,
+        // whose path is the wire path encoded once more: `%3A` signs as `%253A`).
+        assert_eq!(
+            header(&up, "authorization"),
+            Some(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250615/eu-central-1/bedrock/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, \
+                 Signature=8566fecf0690c4f4ace600348f1b3524c785471c0d0b190d960f02551eaa16df"
+            )
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_the_exact_bytes_sent() {
+        let body = json!({"model": "fast", "stream": true, "max_tokens": 9, "messages": [user(json!("héllo"))]});
+        let up = Bedrock.build(&deployment(), &parse(body), &sigv4_auth()).unwrap();
+        assert!(up.url.ends_with("/model/eu.anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream"), "{}", up.url);
+        let aws = sigv4_auth().aws.unwrap();
+        let request = sigv4::Request {
+            method: "POST",
+            url: &up.url,
+            headers: &[("content-type", "application/json")],
+            payload: Payload::Bytes(&up.body),
+        };
+        let params = SigningParams {
+            access_key_id: &aws.access_key_id,
+            secret_access_key: &aws.secret_access_key,
+            session_token: aws.session_token.as_deref(),
+            region: "eu-central-1",
+            service: "bedrock",
+            time: AmzDate::from_unix_seconds(NOW),
+            content_sha256_header: false,
+        };
+        let expected = sigv4::sign(&request, &params).unwrap();
+        assert_eq!(header(&up, "authorization"), expected.last().map(|(_, v)| v.as_str()));
+    }
+
+    #[test]
+    fn an_api_key_is_sent_as_a_bearer_token() {
+        let auth = Auth { api_key: Some("bedrock-api-key-123".into()), ..Auth::default() };
+        let up =
+            Bedrock.build(&deployment(), &parse(json!({"model": "m", "messages": [user(json!("x"))]})), &auth).unwrap();
+        assert_eq!(header(&up, "authorization"), Some("Bearer bedrock-api-key-123"));
+        assert_eq!(header(&up, "x-amz-date"), None);
+    }
+
+    #[test]
+    fn system_and_developer_messages_become_system_blocks_and_turns_merge() {
+        let body = build(json!({"model": "m", "messages": [
+            {"role": "system", "content": "Be brief."},
+            user(json!("one")),
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
+            {"role": "user", "content": "two", "name": "alice"},
+            {"role": "assistant", "content": "Deux."},
+        ]}))
+        .unwrap();
+        assert_eq!(body["system"], json!([{"text": "Be brief."}, {"text": "Answer in French."}]));
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [{"text": "one"}, {"text": "two"}]},
+                {"role": "assistant", "content": [{"text": "Deux."}]},
+            ])
+        );
+        assert!(body.get("inferenceConfig").is_none() && body.get("toolConfig").is_none());
+        let e = refused(json!({"model": "m", "messages": [{"role": "system", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}));
+        assert!(e.message.contains("`messages[0].content[0].type` `image_url`"), "{}", e.message);
+    }
+
+    #[test]
+    fn base64_images_become_image_blocks_and_urls_are_refused() {
+        let body = build(json!({"model": "m", "messages": [user(json!([
+            {"type": "text", "text": "What is in these?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
+        ]))]}))
+        .unwrap();
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([
+                {"text": "What is in these?"},
+                {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}},
+                {"image": {"format": "jpeg", "source": {"bytes": "/9j/4AAQ"}}},
+            ])
+        );
+        let image = |url: &str| {
+            refused(
+                json!({"model": "m", "messages": [user(json!([{"type": "image_url", "image_url": {"url": url}}]))]}),
+            )
+        };
+        let remote = image("https://example.com/cat.jpg");
+        assert_eq!((remote.status, remote.code), (400, "unsupported_parameter"));
+        assert!(
+            remote.message.contains("`messages[0].content[0].image_url.url` with an http(s) URL"),
+            "{}",
+            remote.message
+        );
+        assert!(remote.message.contains("provider bedrock (deployment `bedrock-eu`)"), "{}", remote.message);
+        assert!(image("data:image/tiff;base64,AAAA").message.contains("`image/tiff`"));
+        assert_eq!(image("ftp://x/y.png").code, "invalid_request");
+        let file = refused(json!({"model": "m", "messages": [user(json!([
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}}]))]}));
+        assert!(file.message.contains("`messages[0].content[0].type` `file`"), "{}", file.message);
+    }
+
+    #[test]
+    fn tools_tool_calls_and_merged_tool_results() {
+        let body = build(json!({"model": "m",
+            "tools": [
+                {"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+                {"type": "function", "function": {"name": "now"}},
+            ],
+            "tool_choice": "required", "parallel_tool_calls": true,
+            "messages": [
+                user(json!("Weather in Paris and Rome?")),
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "t1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "t2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}},
+                ]},
+                {"role": "tool", "tool_call_id": "t1", "content": "18C"},
+                {"role": "tool", "tool_call_id": "t2", "content": [{"type": "text", "text": "21C"}]},
+                user(json!("Thanks")),
+            ]}))
+        .unwrap();
+        assert_eq!(
+            body["toolConfig"],
+            json!({
+                "tools": [
+                    {"toolSpec": {"name": "get_weather", "description": "Weather",
+                        "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}}}}},
+                    {"toolSpec": {"name": "now", "inputSchema": {"json": {"type": "object", "properties": {}}}}},
+                ],
+                "toolChoice": {"any": {}},
+            })
+        );
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [{"text": "Weather in Paris and Rome?"}]},
+                {"role": "assistant", "content": [
+                    {"toolUse": {"toolUseId": "t1", "name": "get_weather", "input": {"city": "Paris"}}},
+                    {"toolUse": {"toolUseId": "t2", "name": "get_weather", "input": {"city": "Rome"}}},
+                ]},
+                {"role": "user", "content": [
+                    {"toolResult": {"toolUseId": "t1", "content": [{"text": "18C"}]}},
+                    {"toolResult": {"toolUseId": "t2", "content": [{"text": "21C"}]}},
+                    {"text": "Thanks"},
+                ]},
+            ])
+        );
+    }
+
+    #[test]
+    fn tool_choice_modes() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let history = json!([user(json!("x")),
+            {"role": "assistant", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t", "content": "done"}]);
+        let with = |choice: Value, parallel: Value, messages: &Value| {
+            build(json!({"model": "m", "messages": messages, "tools": tools, "tool_choice": choice,
+                "parallel_tool_calls": parallel}))
+        };
+        let plain = json!([user(json!("x"))]);
+        let config = |choice: Value| with(choice, Value::Null, &plain).map(|b| b["toolConfig"].clone());
+        assert_eq!(
+            config(json!("auto")).unwrap(),
+            json!({"tools": [{"toolSpec": {"name": "f",
+            "inputSchema": {"json": {"type": "object", "properties": {}}}}}]}),
+            "auto is Converse's default"
+        );
+        assert_eq!(config(Value::Null).unwrap()["toolChoice"], Value::Null);
+        assert_eq!(
+            config(json!({"type": "function", "function": {"name": "f"}})).unwrap()["toolChoice"],
+            json!({"tool": {"name": "f"}})
+        );
+        assert_eq!(config(json!("none")).unwrap(), Value::Null, "no tools offered, so none can be called");
+        let none_with_history = with(json!("none"), Value::Null, &history).unwrap_err();
+        assert!(none_with_history.message.contains("`tool_choice` `none` in a conversation with tool calls"));
+        assert!(with(json!("auto"), Value::Null, &history).unwrap()["toolConfig"]["tools"].is_array());
+        let serial = with(Value::Null, json!(false), &plain).unwrap_err();
+        assert!(serial.message.contains("`parallel_tool_calls` `false`"), "{}", serial.message);
+        let allowed = config(json!({"type": "allowed_tools", "allowed_tools": {}})).unwrap_err();
+        assert!(allowed.message.contains("`tool_choice` of type `allowed_tools`"), "{}", allowed.message);
+        let toolless = build(json!({"model": "m", "messages": plain, "tool_choice": "required"})).unwrap_err();
+        assert_eq!(toolless.code, "invalid_request");
+        let strict = build(json!({"model": "m", "messages": plain,
+            "tools": [{"type": "function", "function": {"name": "f", "strict": true}}]}));
+        assert!(strict.unwrap_err().message.contains("`tools[0].function.strict`"));
+    }
+
+    #[test]
+    fn sampling_options_become_the_inference_config() {
+        let body = build(json!({"model": "m", "messages": [user(json!("x"))], "max_completion_tokens": 300,
+            "max_tokens": 10, "temperature": 0.5, "top_p": 0.9, "stop": "END", "user": "u-1", "stream": true,
+            "stream_options": {"include_usage": true}, "n": 1, "logprobs": false, "presence_penalty": 0,
+            "response_format": {"type": "text"}, "store": false, "seed": null}))
+        .unwrap();
+        assert_eq!(
+            body["inferenceConfig"],
+            json!({"maxTokens": 300, "temperature": 0.5, "topP": 0.9, "stopSequences": ["END"]})
+        );
+        let sent: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(sent, ["inferenceConfig", "messages"]);
+        let body =
+            build(json!({"model": "m", "messages": [user(json!("x"))], "max_tokens": 10, "stop": ["a", "b"]})).unwrap();
+        assert_eq!(body["inferenceConfig"], json!({"maxTokens": 10, "stopSequences": ["a", "b"]}));
+    }
+
+    #[test]
+    fn unsupported_fields_are_a_400_naming_field_and_provider() {
+        let with = |field: &str, value: Value| {
+            let mut body = json!({"model": "m", "messages": [user(json!("x"))]});
+            body[field] = value;
+            refused(body)
+        };
+        for (field, value) in [
+            ("response_format", json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}})),
+            ("response_format", json!({"type": "json_object"})),
+            ("n", json!(2)),
+            ("logprobs", json!(true)),
+            ("top_logprobs", json!(3)),
+            ("presence_penalty", json!(0.5)),
+            ("frequency_penalty", json!(1)),
+            ("seed", json!(7)),
+            ("audio", json!({"voice": "alloy", "format": "wav"})),
+            ("modalities", json!(["text", "audio"])),
+            ("logit_bias", json!({"50256": -100})),
+            ("reasoning_effort", json!("high")),
+            ("store", json!(true)),
+            ("prediction", json!({"type": "content", "content": "x"})),
+            ("web_search_options", json!({})),
+            ("functions", json!([{"name": "f"}])),
+            ("temperature", json!(1.5)),
+            ("x_unknown_option", json!(1)),
+        ] {
+            let e = with(field, value);
+            assert_eq!((e.status, e.code), (400, "unsupported_parameter"), "{field}");
+            assert!(e.message.contains(&format!("`{field}`")), "{field}: {}", e.message);
+            assert!(e.message.contains("provider bedrock (deployment `bedrock-eu`)"), "{}", e.message);
+        }
+        let message_field = refused(json!({"model": "m", "messages": [{"role": "user", "content": "x", "audio": {}}]}));
+        assert!(message_field.message.contains("`messages[0].audio`"));
+        let function_role =
+            refused(json!({"model": "m", "messages": [{"role": "function", "name": "f", "content": "x"}]}));
+        assert!(function_role.message.contains("`messages[0].role` `function`"));
+        let bad_arguments = refused(json!({"model": "m", "messages": [user(json!("x")), {"role": "assistant",
+            "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{nope"}}]}]}));
+        assert!(bad_arguments.message.contains("messages[1].tool_calls[0].function.arguments"));
+    }
+
+    fn converse_answer(content: Value, stop_reason: &str) -> Vec<u8> {
+        json!({
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": stop_reason,
+            "usage": {"inputTokens": 10, "outputTokens": 7, "totalTokens": 122, "cacheReadInputTokens": 100,
+                "cacheWriteInputTokens": 5},
+            "metrics": {"latencyMs": 420}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn respond(content: Value, stop_reason: &str) -> (Value, Option<Usage>) {
+        let req = parse(json!({"model": "claude-eu", "messages": [user(json!("x"))]}));
+        let (body, usage) = Bedrock.response(&req, converse_answer(content, stop_reason)).unwrap();
+        (serde_json::from_slice(&body).unwrap(), usage)
+    }
+
+    #[test]
+    fn a_text_answer_becomes_a_chat_completion_with_cache_usage() {
+        let (mut body, usage) = respond(json!([{"text": "Hello"}, {"text": " there"}]), "end_turn");
+        let id = body["id"].take();
+        assert!(id.as_str().is_some_and(|id| id.len() == 33 && id.starts_with("chatcmpl-")), "{id}");
+        assert_eq!(
+            body,
+            json!({
+                "id": null, "object": "chat.completion", "created": 1_750_000_000, "model": "claude-eu",
+                "choices": [{"index": 0, "logprobs": null, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "Hello there", "refusal": null}}],
+                "usage": {"prompt_tokens": 115, "completion_tokens": 7, "total_tokens": 122,
+                    "prompt_tokens_details": {"cached_tokens": 100}},
+            })
+        );
+        assert_eq!(
+            usage,
+            Some(Usage { input_tokens: 115, output_tokens: 7, cached_input_tokens: 100, cache_write_tokens: 5 })
+        );
+    }
+
+    #[test]
+    fn tool_use_becomes_tool_calls() {
+        let (body, _) = respond(
+            json!([{"text": "Checking."},
+                {"toolUse": {"toolUseId": "tooluse_9", "name": "get_weather", "input": {"city": "Paris"}}}]),
+            "tool_use",
+        );
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], "Checking.");
+        assert_eq!(
+            choice["message"]["tool_calls"],
+            json!([{"id": "tooluse_9", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])
+        );
+        let (only_tool, _) = respond(json!([{"toolUse": {"toolUseId": "t", "name": "f", "input": {}}}]), "tool_use");
+        assert_eq!(only_tool["choices"][0]["message"]["content"], Value::Null);
+    }
+
+    #[test]
+    fn every_stop_reason_maps() {
+        for (stop, finish) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("max_tokens", "length"),
+            ("model_context_window_exceeded", "length"),
+            ("tool_use", "tool_calls"),
+            ("guardrail_intervened", "content_filter"),
+            ("content_filtered", "content_filter"),
+            ("malformed_model_output", "stop"),
+        ] {
+            let (body, _) = respond(json!([{"text": "x"}]), stop);
+            assert_eq!(body["choices"][0]["finish_reason"], finish, "{stop}");
+        }
+    }
+
+    #[test]
+    fn an_answer_that_is_not_converse_output_is_a_server_error() {
+        let req = parse(json!({"model": "m", "messages": [user(json!("x"))]}));
+        assert_eq!(Bedrock.response(&req, b"garbage".to_vec()).unwrap_err(), ErrorClass::Server);
+        assert_eq!(Bedrock.response(&req, b"{}".to_vec()).unwrap_err(), ErrorClass::Server);
+    }
+
+    #[test]
+    fn classification() {
+        let c = |status, message: &str| Bedrock.classify(status, json!({"message": message}).to_string().as_bytes());
+        assert_eq!(c(429, "Too many requests, please wait before trying again."), ErrorClass::RateLimited);
+        assert_eq!(c(429, "Model is not ready for inference."), ErrorClass::RateLimited);
+        assert_eq!(c(503, "Bedrock is unable to process your request."), ErrorClass::Overloaded);
+        assert_eq!(c(500, "The server encountered an internal error."), ErrorClass::Server);
+        assert_eq!(c(424, "Received error from the model."), ErrorClass::Server);
+        assert_eq!(c(408, "Model has timed out in processing the request."), ErrorClass::Timeout);
+        assert_eq!(c(403, "The security token included in the request is invalid."), ErrorClass::Auth);
+        assert_eq!(c(403, "You don't have access to the model with the specified model ID."), ErrorClass::Auth);
+        assert_eq!(c(404, "The provided model identifier is invalid."), ErrorClass::NotFound);
+        assert_eq!(c(400, "Input is too long for requested model."), ErrorClass::ContextLength);
+        assert_eq!(
+            c(400, "The model returned the following errors: prompt is too long: 201135 tokens > 200000 maximum"),
+            ErrorClass::ContextLength
+        );
+        assert_eq!(
+            c(400, "input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000"),
+            ErrorClass::ContextLength
+        );
+        assert_eq!(
+            c(400, "The maximum tokens you requested exceeds the model limit of 8192."),
+            ErrorClass::ContextLength
+        );
+        assert_eq!(c(400, "Your request exceeds the service quota for your account."), ErrorClass::RateLimited);
+        assert_eq!(
+            c(400, "The text field in the ContentBlock object at messages.0.content.0 is blank."),
+            ErrorClass::BadRequest
+        );
+        assert_eq!(c(400, "max_tokens: Field required"), ErrorClass::BadRequest);
+        assert_eq!(Bedrock.classify(400, b"not json"), ErrorClass::BadRequest);
+        assert_eq!(Bedrock.classify(502, b""), ErrorClass::Server);
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Streams.
+
+    fn frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+        let headers: Vec<Header> = headers.iter().map(|(name, value)| Header::string(name, value)).collect();
+        encode(&headers, payload).unwrap()
+    }
+
+    /// An event as Bedrock frames it, with the random-length `p` padding it adds to every
+    /// payload.
+    fn event(kind: &str, mut payload: Value) -> Vec<u8> {
+        payload["p"] = json!("abcdefghijklmnopqrstuvwxyzABCDEFGH");
+        let headers = [(":event-type", kind), (":content-type", "application/json"), (":message-type", "event")];
+        frame(&headers, payload.to_string().as_bytes())
+    }
+
+    fn exception(kind: &str, message: &str) -> Vec<u8> {
+        let headers =
+            [(":exception-type", kind), (":content-type", "application/json"), (":message-type", "exception")];
+        frame(&headers, json!({"message": message}).to_string().as_bytes())
+    }
+
+    /// A ConverseStream answer: text with a multi-byte character to split inside, then a
+    /// tool call whose input arrives in pieces; `messageStop` before `metadata`, as
+    /// Bedrock sends them.
+    fn recorded() -> Vec<Vec<u8>> {
+        vec![
+            event("messageStart", json!({"role": "assistant"})),
+            event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "Caf\u{e9} "}})),
+            event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "weather:"}})),
+            event("contentBlockStop", json!({"contentBlockIndex": 0})),
+            event(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "tooluse_01", "name": "get_weather"}}}),
+            ),
+            event("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": ""}}})),
+            event("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"city\": "}}})),
+            event("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "\"Paris\"}"}}})),
+            event("contentBlockStop", json!({"contentBlockIndex": 1})),
+            event("messageStop", json!({"stopReason": "tool_use"})),
+            event(
+                "metadata",
+                json!({"usage": {"inputTokens": 20, "outputTokens": 42, "totalTokens": 92, "cacheReadInputTokens": 30},
+                    "metrics": {"latencyMs": 812}}),
+            ),
+        ]
+    }
+
+    fn joined(frames: &[Vec<u8>]) -> Vec<u8> {
+        frames.concat()
+    }
+
+    struct Run {
+        out: String,
+        end: StreamEnd,
+        usage: Option<Usage>,
+        started_at_cut: bool,
+    }
+
+    fn run(input: &[u8], wants_usage: bool, cut: usize) -> Run {
+        let mut body = json!({"model": "claude-eu", "messages": [user(json!("x"))], "stream": true});
+        if wants_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let mut t = Bedrock.stream(&parse(body));
+        let mut out = Vec::new();
+        t.push(&input[..cut], &mut out);
+        let started_at_cut = t.started();
+        t.push(&input[cut..], &mut out);
+        Run { out: String::from_utf8(out).unwrap(), end: t.end(), usage: t.usage(), started_at_cut }
+    }
+
+    fn data(out: &str) -> Vec<Value> {
+        out.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .map(|d| if d == "[DONE]" { json!("[DONE]") } else { serde_json::from_str(d).unwrap() })
+            .collect()
+    }
+
+    /// The chunks without their id, which is checked apart.
+    fn chunks(out: &str) -> Vec<Value> {
+        data(out)
+            .into_iter()
+            .map(|mut c| {
+                if let Some(object) = c.as_object_mut() {
+                    object.remove("id");
+                }
+                c
+            })
+            .collect()
+    }
+
+    fn chunk(delta: Value, finish: Value) -> Value {
+        json!({"object": "chat.completion.chunk", "created": 1_750_000_000, "model": "claude-eu",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    }
+
+    #[test]
+    fn a_recorded_stream_translates_to_openai_chunks() {
+        let run = run(&joined(&recorded()), false, 0);
+        assert_eq!(
+            chunks(&run.out),
+            vec![
+                chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                chunk(json!({"content": "Caf\u{e9} "}), Value::Null),
+                chunk(json!({"content": "weather:"}), Value::Null),
+                chunk(
+                    json!({"tool_calls": [{"index": 0, "id": "tooluse_01", "type": "function",
+                        "function": {"name": "get_weather", "arguments": ""}}]}),
+                    Value::Null
+                ),
+                chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}), Value::Null),
+                chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), Value::Null),
+                chunk(json!({}), json!("tool_calls")),
+                json!("[DONE]"),
+            ]
+        );
+        let ids: Vec<Value> = data(&run.out).iter().filter_map(|c| c.get("id").cloned()).collect();
+        assert!(ids[0].as_str().is_some_and(|id| id.starts_with("chatcmpl-")), "{ids:?}");
+        assert!(ids.iter().all(|id| *id == ids[0]), "one id for the whole stream");
+        assert_eq!(run.end, StreamEnd::Complete);
+        assert_eq!(
+            run.usage,
+            Some(Usage { input_tokens: 50, output_tokens: 42, cached_input_tokens: 30, cache_write_tokens: 0 })
+        );
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_output() {
+        let input = joined(&recorded());
+        for wants_usage in [false, true] {
+            let whole = run(&input, wants_usage, 0);
+            for cut in 1..=input.len() {
+                let split = run(&input, wants_usage, cut);
+                assert_eq!(split.out, whole.out, "cut {cut}");
+                assert_eq!((split.end, split.usage), (whole.end, whole.usage), "cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn include_usage_adds_null_usage_and_a_final_usage_chunk() {
+        let events = data(&run(&joined(&recorded()), true, 0).out);
+        let (done, rest) = events.split_last().unwrap();
+        let (usage_chunk, chunks) = rest.split_last().unwrap();
+        assert_eq!(done, "[DONE]");
+        assert!(chunks.iter().all(|c| c.get("usage") == Some(&Value::Null)));
+        assert_eq!(usage_chunk["choices"], json!([]));
+        assert_eq!(
+            usage_chunk["usage"],
+            json!({"prompt_tokens": 50, "completion_tokens": 42, "total_tokens": 92,
+                "prompt_tokens_details": {"cached_tokens": 30}})
+        );
+    }
+
+    #[test]
+    fn starts_at_the_first_content_not_at_message_start() {
+        let frames = recorded();
+        let start = frames[0].len();
+        let input = joined(&frames);
+        assert!(!run(&input, false, start + frames[1].len() - 1).started_at_cut, "messageStart only");
+        assert!(run(&input, false, start + frames[1].len()).started_at_cut);
+        let finish_only = joined(&[frames[0].clone(), event("messageStop", json!({"stopReason": "end_turn"}))]);
+        assert!(run(&finish_only, false, finish_only.len()).started_at_cut);
+    }
+
+    #[test]
+    fn a_stream_without_its_terminal_events_is_cut() {
+        let frames = recorded();
+        // "Café weather:" and `{"city": "Paris"}`: 30 characters relayed, about 8 tokens; the
+        // one-word prompt is estimated at 1 token and 4 of framing.
+        let estimate = Some(Usage { input_tokens: 5, output_tokens: 8, ..Usage::default() });
+        // Before messageStop: no finish, no usage chunk, no [DONE]; billed for an estimate.
+        let cut = run(&joined(&frames[..9]), true, 0);
+        assert_eq!((cut.end, cut.usage), (StreamEnd::Cut, estimate));
+        assert!(!cut.out.contains("finish_reason\":\"tool_calls") && !cut.out.contains("[DONE]"));
+        // After messageStop, before metadata: the answer is whole but its usage never came;
+        // the finish chunk has gone out, `[DONE]` must not.
+        let cut = run(&joined(&frames[..10]), true, 0);
+        assert_eq!((cut.end, cut.usage), (StreamEnd::Cut, estimate));
+        assert!(cut.out.contains("\"finish_reason\":\"tool_calls\"") && !cut.out.contains("[DONE]"));
+        assert_eq!(run(&joined(&frames[..1]), false, 0).usage, None, "nothing relayed, nothing billed");
+        // Mid-frame.
+        let whole = joined(&frames);
+        assert_eq!(run(&whole[..whole.len() - 3], false, 0).end, StreamEnd::Cut);
+        assert_eq!(run(b"", false, 0).end, StreamEnd::Cut);
+    }
+
+    #[test]
+    fn metadata_before_message_stop_still_completes() {
+        let mut frames = recorded();
+        frames.swap(9, 10);
+        let run = run(&joined(&frames), true, 0);
+        assert_eq!(run.end, StreamEnd::Complete);
+        let events = data(&run.out);
+        assert_eq!(events[events.len() - 3]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(events[events.len() - 2]["usage"]["completion_tokens"], 42);
+    }
+
+    #[test]
+    fn an_exception_ends_the_stream_with_an_openai_error_chunk() {
+        for (kind, code) in [
+            ("throttlingException", "upstream_rate_limited"),
+            ("serviceUnavailableException", "upstream_overloaded"),
+            ("modelStreamErrorException", "upstream_failed"),
+            ("internalServerException", "upstream_failed"),
+            ("validationException", "upstream_failed"),
+        ] {
+            let mut frames = recorded();
+            frames.insert(3, exception(kind, "Something broke mid-stream"));
+            let input = joined(&frames);
+            let run = run(&input, true, input.len());
+            assert_eq!(run.end, StreamEnd::Failed, "{kind}");
+            assert!(run.started_at_cut);
+            let events = data(&run.out);
+            assert_eq!(events.len(), 4, "role, two texts, the error; nothing after it: {}", run.out);
+            let error = &events[3]["error"];
+            assert_eq!(error["code"], code, "{kind}");
+            let message = error["message"].as_str().unwrap();
+            assert!(message.contains(kind) && message.contains("Something broke mid-stream"), "{message}");
+        }
+        let error_frame =
+            frame(&[(":message-type", "error"), (":error-code", "InternalFailure"), (":error-message", "boom")], b"");
+        let run = run(&joined(&[recorded()[0].clone(), error_frame]), false, 0);
+        assert_eq!(run.end, StreamEnd::Failed);
+        assert!(run.out.contains("InternalFailure") && run.out.contains("boom"), "{}", run.out);
+    }
+
+    #[test]
+    fn a_corrupt_frame_fails_the_stream() {
+        let frames = recorded();
+        let mut corrupt = frames[1].clone();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let run = run(&joined(&[frames[0].clone(), corrupt, frames[2].clone()]), false, 0);
+        assert_eq!(run.end, StreamEnd::Failed);
+        let events = data(&run.out);
+        assert_eq!(events.len(), 2, "{}", run.out);
+        assert_eq!(events[1]["error"]["code"], "upstream_failed");
+        assert!(events[1]["error"]["message"].as_str().unwrap().contains("corrupt"));
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Config validation.
+
+    fn config_with(edit: impl FnOnce(&mut Value)) -> Result<crate::config::Gateway, String> {
+        let mut config: Value = serde_json::from_str(&crate::config::tests::sample()).unwrap();
+        let mut bedrock = deployment_json();
+        edit(&mut bedrock);
+        config["deployments"].as_array_mut().unwrap().push(bedrock);
+        crate::config::parse(&config.to_string())
+    }
+
+    fn rejects(edit: impl FnOnce(&mut Value), needle: &str) {
+        let err = config_with(edit).map(drop).unwrap_err();
+        assert!(err.contains("deployment `bedrock-eu`"), "{err}");
+        assert!(err.contains(needle), "error `{err}` should mention `{needle}`");
+    }
+
+    #[test]
+    fn inference_profiles_must_match_the_jurisdiction() {
+        let profile = |model: &str, jurisdiction: &str| {
+            config_with(|d| {
+                d["model"] = model.into();
+                d["jurisdiction"] = jurisdiction.into();
+            })
+            .map(drop)
+        };
+        for (model, jurisdiction) in [
+            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "eu"),
+            ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "us"),
+            ("us-gov.anthropic.claude-3-haiku-20240307-v1:0", "us"),
+            ("apac.amazon.nova-pro-v1:0", "apac"),
+            ("jp.anthropic.claude-sonnet-4-5-20250929-v1:0", "jp"),
+            ("jp.anthropic.claude-sonnet-4-5-20250929-v1:0", "apac"),
+            ("au.anthropic.claude-sonnet-4-5-20250929-v1:0", "au"),
+            ("au.anthropic.claude-sonnet-4-5-20250929-v1:0", "apac"),
+            ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "global"),
+            ("anthropic.claude-3-haiku-20240307-v1:0", "eu"),
+            ("anthropic.claude-3-haiku-20240307-v1:0", "global"),
+            (
+                "arn:aws:bedrock:eu-central-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0",
+                "eu",
+            ),
+        ] {
+            assert_eq!(profile(model, jurisdiction), Ok(()), "{model} in {jurisdiction}");
+        }
+        for (model, jurisdiction, needle) in [
+            ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "eu", "must be `global`, not `eu`"),
+            ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "eu", "`us.` cross-region inference profile"),
+            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "us", "must be `eu`, not `us`"),
+            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "global", "must be `eu`, not `global`"),
+            ("us-gov.anthropic.claude-3-haiku-20240307-v1:0", "eu", "must be `us`"),
+            ("apac.amazon.nova-pro-v1:0", "jp", "must be `apac`, not `jp`"),
+            ("jp.anthropic.claude-sonnet-4-5-20250929-v1:0", "au", "must be `jp` or `apac`, not `au`"),
+            ("au.anthropic.claude-sonnet-4-5-20250929-v1:0", "jp", "must be `au` or `apac`"),
+            ("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-pro-v1:0", "eu", "`us.`"),
+        ] {
+            let err = profile(model, jurisdiction).unwrap_err();
+            assert!(err.starts_with("deployment `bedrock-eu`: model"), "{err}");
+            assert!(err.contains(needle), "{model} in {jurisdiction}: `{err}` should mention `{needle}`");
+        }
+    }
+
+    #[test]
+    fn region_and_credentials_are_validated() {
+        assert!(config_with(|_| {}).is_ok());
+        rejects(|d| d.as_object_mut().unwrap().remove("aws_region").map(drop).unwrap(), "need `aws_region`");
+        rejects(|d| d["aws_region"] = "EU Central".into(), "not an AWS region name");
+        rejects(|d| d["aws_region"] = "us-east-1".into(), "is not in aws_region `us-east-1`");
+        assert!(config_with(|d| {
+            d["base_url"] = "http://127.0.0.1:9/bedrock-eu".into();
+        })
+        .is_ok());
+        rejects(|d| d["api_key_secret"] = "BEDROCK_KEY".into(), "not both");
+        rejects(
+            |d| {
+                let d = d.as_object_mut().unwrap();
+                d.remove("aws_access_key_id_secret");
+                d.remove("aws_secret_access_key_secret");
+            },
+            "needs credentials",
+        );
+        rejects(
+            |d| d.as_object_mut().unwrap().remove("aws_secret_access_key_secret").map(drop).unwrap(),
+            "go together",
+        );
+        rejects(|d| d["aws_session_token_secret"] = "bad name".into(), "aws_session_token_secret `bad name`");
+        let api_key = config_with(|d| {
+            let d = d.as_object_mut().unwrap();
+            d.remove("aws_access_key_id_secret");
+            d.remove("aws_secret_access_key_secret");
+            d.insert("api_key_secret".into(), "BEDROCK_KEY".into());
+        });
+        assert!(api_key.is_ok());
+    }
+
+    #[test]
+    fn aws_fields_are_for_bedrock_only() {
+        let mut config: Value = serde_json::from_str(&crate::config::tests::sample()).unwrap();
+        config["deployments"][0]["aws_region"] = json!("eu-central-1");
+        let err = crate::config::parse(&config.to_string()).map(drop).unwrap_err();
+        assert!(err.contains("deployment `eu-a`: aws_region and the aws_*_secret fields are for bedrock"), "{err}");
+    }
+}

@@ -1,0 +1,318 @@
+//! End to end through workerd: every request priced and tagged, delivered through the
+//! Queue to D1 exactly once, rolled up, and broken down by the admin API.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::gateway::{gateway, TEAM_KEY};
+use support::http;
+use support::nonce;
+
+/// Micro-dollars of `input`/`output` tokens at the test prices (USD per MTok): us-1
+/// 3/15, eu-1 3.30/16.50.
+fn cost(deployment: &str, input: u64, output: u64) -> u64 {
+    match deployment {
+        "eu-1" => (input * 3_300_000 + output * 16_500_000 + 500_000) / 1_000_000,
+        _ => (input * 3_000_000 + output * 15_000_000 + 500_000) / 1_000_000,
+    }
+}
+
+fn ask(model: &str, text: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Polls D1 until `sql`'s first row's `n` reaches `want` (the queue consumer batches).
+fn wait_count(sql: &str, want: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let n = gateway().d1(sql).first().and_then(|r| r["n"].as_u64()).unwrap_or(0);
+        if n >= want || started.elapsed() > Duration::from_secs(40) {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn events_of_team(team: &str) -> Vec<Value> {
+    gateway().d1(&format!("SELECT * FROM cost_events WHERE team = '{team}' ORDER BY request_id"))
+}
+
+fn send(body: &Value, headers: &[(&str, &str)]) -> (u16, Option<String>, Option<String>) {
+    let g = gateway();
+    if body["stream"] == true {
+        let s = g.chat_stream(body, headers);
+        let id = s.header("x-gateway-request-id").map(str::to_string);
+        let status = s.status;
+        let _ = s.collect();
+        (status, id, None)
+    } else {
+        let r = g.chat(body, headers);
+        (
+            r.status,
+            r.header("x-gateway-request-id").map(str::to_string),
+            r.header("x-gateway-cost-usd").map(str::to_string),
+        )
+    }
+}
+
+#[test]
+fn concurrent_requests_make_exactly_one_event_each_priced_from_the_usage() {
+    let team = nonce("ledger-team");
+    let n = 12u64;
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let team = team.clone();
+            std::thread::spawn(move || {
+                let text = format!("request {i} [mock:prompt_tokens={},completion_tokens={}]", 100 + i, 10 + i);
+                let (status, id, header_cost) = send(
+                    &ask("single", &text, i % 2 == 0),
+                    &[("x-gateway-team", &team), ("x-gateway-feature", "load")],
+                );
+                assert_eq!(status, 200);
+                if let Some(c) = header_cost {
+                    let micros = cost("us-1", 100 + i, 10 + i);
+                    assert_eq!(c, format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000), "x-gateway-cost-usd");
+                }
+                id.unwrap()
+            })
+        })
+        .collect();
+    let ids: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let count_sql = format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'");
+    assert_eq!(wait_count(&count_sql, n), n);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(wait_count(&count_sql, n), n, "no event is written twice");
+
+    let events = events_of_team(&team);
+    let mut got_ids: Vec<&str> = events.iter().map(|e| e["request_id"].as_str().unwrap()).collect();
+    got_ids.sort();
+    let mut want_ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want_ids.sort();
+    assert_eq!(got_ids, want_ids);
+    let expected: u64 = (0..n).map(|i| cost("us-1", 100 + i, 10 + i)).sum();
+    assert_eq!(events.iter().map(|e| e["cost_micros"].as_u64().unwrap()).sum::<u64>(), expected);
+    for e in &events {
+        assert_eq!((e["outcome"].as_str(), e["status"].as_u64()), (Some("ok"), Some(200)));
+        assert_eq!(
+            (e["feature"].as_str(), e["env"].as_str(), e["key_id"].as_str()),
+            (Some("load"), Some("untagged"), Some("test"))
+        );
+        assert_eq!(
+            (e["deployment"].as_str(), e["provider"].as_str(), e["jurisdiction"].as_str()),
+            (Some("us-1"), Some("openai"), Some("us"))
+        );
+        assert_eq!(e["endpoint_host"].as_str().map(|h| h.starts_with("127.0.0.1:")), Some(true));
+        assert_eq!(
+            (e["alias"].as_str(), e["model"].as_str(), e["residency_rule"].as_str()),
+            (Some("single"), Some("model-us-1"), Some("default"))
+        );
+        assert!(e["latency_ms"].as_u64().is_some() && e["ttfb_ms"].as_u64().is_some());
+        assert_eq!(e["attempts"].as_u64(), Some(1));
+    }
+    let rollup = gateway().d1(&format!(
+        "SELECT SUM(requests) AS requests, SUM(cost_micros) AS cost FROM cost_daily WHERE team = '{team}'"
+    ));
+    assert_eq!((rollup[0]["requests"].as_u64(), rollup[0]["cost"].as_u64()), (Some(n), Some(expected)));
+}
+
+#[test]
+fn a_cut_stream_is_billed_for_what_was_consumed() {
+    let team = nonce("ledger-cut");
+    let (status, id, _) =
+        send(&ask("single", "tell me a long story [mock:chunks=8,cut_after=4]", true), &[("x-gateway-team", &team)]);
+    assert_eq!(status, 200);
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'"), 1), 1);
+    let e = &events_of_team(&team)[0];
+    assert_eq!(e["request_id"].as_str(), id.as_deref());
+    assert_eq!(e["outcome"], "cut");
+    assert!(e["output_tokens"].as_u64().unwrap() > 0, "{e}");
+    assert!(e["input_tokens"].as_u64().unwrap() > 0, "{e}");
+    assert!(e["cost_micros"].as_u64().unwrap() > 0, "never a silent $0: {e}");
+}
+
+#[test]
+fn failed_requests_are_recorded_too() {
+    let team = nonce("ledger-failed");
+    let r = gateway().chat(&ask("dead", "hello", false), &[("x-gateway-team", &team)]);
+    assert_eq!(r.status, 502);
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'"), 1), 1);
+    let e = &events_of_team(&team)[0];
+    assert_eq!(
+        (e["outcome"].as_str(), e["status"].as_u64(), e["cost_micros"].as_u64()),
+        (Some("error"), Some(502), Some(0))
+    );
+    let attempts: Value = serde_json::from_str(e["attempts_detail"].as_str().unwrap()).unwrap();
+    assert_eq!(attempts[0]["failure"], "unreachable");
+}
+
+#[test]
+fn tags_come_from_headers_and_the_keys_defaults() {
+    let g = gateway();
+    let url = g.url("/v1/chat/completions");
+    let auth = format!("Bearer {TEAM_KEY}");
+    let feature = nonce("feat");
+    let body = ask("single", "hi", false).to_string();
+    let r =
+        http::send("POST", &url, &[("authorization", &auth), ("x-gateway-feature", &feature)], Some(body.as_bytes()))
+            .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.header("x-gateway-request-id").unwrap().to_string();
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE request_id = '{id}'"), 1), 1);
+    let e = &g.d1(&format!("SELECT team, feature, env, key_id FROM cost_events WHERE request_id = '{id}'"))[0];
+    assert_eq!(
+        (e["team"].as_str(), e["feature"].as_str(), e["env"].as_str()),
+        (Some("search"), Some(feature.as_str()), Some("prod"))
+    );
+
+    let r = http::send("POST", &url, &[("authorization", &auth), ("x-gateway-team", "ads")], Some(body.as_bytes()))
+        .unwrap();
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (403, Some("team_mismatch")));
+    let r = g.chat(&ask("single", "hi", false), &[("x-gateway-env", "not valid!")]);
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("invalid_tag")));
+
+    // No tags at all: recorded as untagged, not dropped.
+    let r = g.chat(&ask("single", "hi", false), &[]);
+    let id = r.header("x-gateway-request-id").unwrap().to_string();
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE request_id = '{id}' AND team = 'untagged' AND feature = 'untagged'"), 1), 1);
+}
+
+#[test]
+fn the_breakdown_matches_a_hand_computed_table() {
+    let a = nonce("bd-a");
+    let b = nonce("bd-b");
+    // (team, feature, env, country, prompt tokens, completion tokens)
+    let seed = [
+        (&a, "summarize", "qa", "DE", 1000, 100),
+        (&a, "summarize", "qa", "DE", 2000, 200),
+        (&a, "summarize", "prod", "US", 500, 50),
+        (&a, "classify", "qa", "US", 300, 10),
+        (&b, "summarize", "prod", "DE", 4000, 400),
+        (&b, "classify", "prod", "US", 100, 1),
+    ];
+    let mut expected: BTreeMap<(String, String, String, String), (u64, u64)> = BTreeMap::new();
+    for (team, feature, env, country, input, output) in seed {
+        let text = format!("[mock:prompt_tokens={input},completion_tokens={output}]");
+        let r = gateway().chat(
+            &ask("chat", &text, false),
+            &[
+                ("x-gateway-team", team),
+                ("x-gateway-feature", feature),
+                ("x-gateway-env", env),
+                ("x-gateway-geo-country", country),
+            ],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (deployment, jurisdiction) = if country == "DE" { ("eu-1", "eu") } else { ("us-1", "us") };
+        assert_eq!(r.header("x-gateway-deployment"), Some(deployment));
+        let row = expected.entry((team.clone(), feature.into(), env.into(), jurisdiction.into())).or_default();
+        row.0 += 1;
+        row.1 += cost(deployment, input, output);
+    }
+    let filter = format!("team={a},{b}");
+    assert_eq!(wait_count(&format!("SELECT SUM(requests) AS n FROM cost_daily WHERE team IN ('{a}', '{b}')"), 6), 6);
+
+    let r = gateway().admin("GET", &format!("/admin/costs?group_by=team,feature,env,jurisdiction&{filter}"), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let total: u64 = expected.values().map(|(_, c)| c).sum();
+    assert_eq!(v["total"]["cost_micros"].as_u64(), Some(total));
+    assert_eq!(v["total"]["requests"].as_u64(), Some(6));
+    let mut got: BTreeMap<(String, String, String, String), (u64, u64)> = BTreeMap::new();
+    for row in v["rows"].as_array().unwrap() {
+        let key = ["team", "feature", "env", "jurisdiction"].map(|k| row[k].as_str().unwrap().to_string());
+        got.insert(
+            (key[0].clone(), key[1].clone(), key[2].clone(), key[3].clone()),
+            (row["requests"].as_u64().unwrap(), row["cost_micros"].as_u64().unwrap()),
+        );
+        let share = row["share_pct"].as_str().unwrap().parse::<f64>().unwrap();
+        let want = row["cost_micros"].as_u64().unwrap() as f64 * 100.0 / total as f64;
+        assert!((share - want).abs() < 0.006, "share {share} vs {want}");
+    }
+    assert_eq!(got, expected);
+    let costs: Vec<u64> = v["rows"].as_array().unwrap().iter().map(|r| r["cost_micros"].as_u64().unwrap()).collect();
+    assert!(costs.windows(2).all(|w| w[0] >= w[1]), "most expensive first");
+
+    // One call answers "what does this team spend per feature, and how much of it in QA".
+    let r = gateway().admin("GET", &format!("/admin/costs?group_by=env&team={a}&feature=summarize"), None);
+    let envs: BTreeMap<String, u64> = r.json()["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["env"].as_str().unwrap().to_string(), r["cost_micros"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(envs["qa"], cost("eu-1", 1000, 100) + cost("eu-1", 2000, 200));
+    assert_eq!(envs["prod"], cost("us-1", 500, 50));
+
+    let r = gateway().admin("GET", &format!("/admin/costs?group_by=team,jurisdiction&{filter}&format=csv"), None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/csv"));
+    let text = r.text();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("team,jurisdiction,requests,input_tokens,output_tokens,cached_tokens,cost_micros,unpriced_requests,cost_usd,share_pct"));
+    assert_eq!(lines.count(), 4);
+
+    let r = gateway().admin("GET", "/admin/costs?group_by=colour", None);
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("invalid_breakdown")));
+}
+
+fn as_key(key: &str, text: &str, headers: &[(&str, &str)]) -> http::Response {
+    let auth = format!("Bearer {key}");
+    let mut all = vec![("authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    let body = ask("single", text, false).to_string();
+    http::send("POST", &gateway().url("/v1/chat/completions"), &all, Some(body.as_bytes())).unwrap()
+}
+
+#[test]
+fn the_rate_limit_answers_429_with_retry_after() {
+    let statuses: Vec<(u16, Option<String>)> = (0..6)
+        .map(|_| {
+            let r = as_key(support::gateway::LIMITED_KEY, "hi", &[]);
+            (r.status, r.header("retry-after").map(str::to_string))
+        })
+        .collect();
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!limited.is_empty(), "{statuses:?}");
+    assert!(limited.iter().all(|(_, retry)| retry.is_some()));
+    assert!(statuses[0].0 == 200, "the first requests pass: {statuses:?}");
+}
+
+#[test]
+fn a_hard_budget_blocks_the_next_request() {
+    // Each request costs 60 micro-dollars; the key's budget is 100.
+    let text = "[mock:prompt_tokens=10,completion_tokens=2]";
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = as_key(support::gateway::BUDGET_KEY, text, &[]);
+        statuses.push(r.status);
+        if r.status == 402 {
+            assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+            assert!(r.json()["error"]["message"].as_str().unwrap().contains("key `budgeted`"));
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 402, 402]);
+    let r = http::send(
+        "GET",
+        &gateway().url("/v1/spend"),
+        &[("authorization", &format!("Bearer {}", support::gateway::BUDGET_KEY))],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["key"]["id"], "budgeted");
+    assert_eq!(v["key"]["spend_usd"], "0.000120");
+    assert_eq!(v["key"]["budget"]["monthly_usd"], "0.000100");
+}
+
+#[test]
+fn a_soft_budget_warns_in_a_header() {
+    let text = "[mock:prompt_tokens=10,completion_tokens=2]";
+    let first = gateway().chat(&ask("single", text, false), &[("x-gateway-team", "softcap")]);
+    assert_eq!(first.status, 200);
+    let second = gateway().chat(&ask("single", text, false), &[("x-gateway-team", "softcap")]);
+    assert_eq!(second.status, 200, "a soft budget never refuses");
+    assert!(second.header("x-gateway-budget-warning").unwrap().contains("team `softcap`"));
+}
