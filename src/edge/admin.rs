@@ -4,7 +4,7 @@
 //! audited in D1 with the token's label, then activated through KV.
 
 use super::state::{self, now_ms, State};
-use super::{respond, store, upstream};
+use super::{keystore, respond, store, upstream};
 use crate::admin::{self, AdminTokens, ExplainQuery};
 use crate::breakdown::{self, Format};
 use crate::config::{self, Residency};
@@ -96,8 +96,8 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
             ts_ms,
             actor: change.actor,
             action: change.action,
-            old_version: current.version,
-            new_version: version,
+            old_version: Some(current.version),
+            new_version: Some(version),
             summary: &summary,
         },
     )
@@ -204,6 +204,11 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             respond::json(200, &explained)
         }
         (Method::Get, "/admin/costs") => costs(&req, env).await,
+        (Method::Post, "/admin/keys") => create_key(&mut req, env, &actor).await,
+        (Method::Get, "/admin/keys") => list_keys(env).await,
+        (Method::Delete, p) if p.starts_with("/admin/keys/") => {
+            revoke_key(env, &actor, &p["/admin/keys/".len()..]).await
+        }
         (Method::Get, "/admin/audit") => {
             let rows = store::audit_rows(&store::d1(env)?, query_u32(&req, "limit").unwrap_or(50).min(1000)).await?;
             respond::json(200, &json!({"entries": rows}))
@@ -219,6 +224,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
                 "/admin/residency/explain",
                 "/admin/audit",
                 "/admin/costs",
+                "/admin/keys",
             ];
             if known.contains(&p) {
                 Err(GatewayError::method_not_allowed(m.as_ref(), p, "the method the README documents"))
@@ -255,4 +261,77 @@ async fn costs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
             &json!({"from": q.from, "to": q.to, "group_by": q.group_by, "total": totals, "rows": rows}),
         ),
     }
+}
+
+async fn audit_key(env: &Env, actor: &str, action: &str, summary: &str) -> Result<(), GatewayError> {
+    store::audit(
+        &store::d1(env)?,
+        &store::AuditEntry { ts_ms: now_ms(), actor, action, old_version: None, new_version: None, summary },
+    )
+    .await
+}
+
+/// `POST /admin/keys`: the body is a key without its secret (`id`, `team`, `feature`, `env`,
+/// `aliases`, `residency`, `budget`, `rate_limit`); the answer carries the secret, once.
+async fn create_key(req: &mut Request, env: &Env, actor: &str) -> Result<Response, GatewayError> {
+    let key: crate::config::KeyConfig = body_json(req).await?;
+    if key.sha256.is_some() || key.secret.is_some() {
+        return Err(GatewayError::bad_request(
+            "invalid_key",
+            "The gateway makes the secret; send no `sha256` or `secret`.",
+        ));
+    }
+    let state = state::load(env).await?;
+    // Validated with a placeholder hash: the real one does not exist yet.
+    let probe = crate::config::KeyConfig { sha256: Some("0".repeat(64)), ..key.clone() };
+    config::validate_key(&state.gateway.config, &probe).map_err(|e| GatewayError::bad_request("invalid_key", e))?;
+    let kv = store::kv(env)?;
+    if keystore::id_taken(&kv, &state, &key.id).await? {
+        return Err(GatewayError::new(
+            409,
+            "invalid_request_error",
+            "key_exists",
+            format!("A key with id `{}` exists.", key.id),
+        ));
+    }
+    let summary = format!("key `{}` created for team {}", key.id, key.team.as_deref().unwrap_or("(none)"));
+    let id = key.id.clone();
+    let secret = keystore::create(&kv, key, actor).await?;
+    audit_key(env, actor, "key.create", &summary).await?;
+    respond::json(
+        201,
+        &json!({"id": id, "key": secret, "note": "This is the only time the key is shown; the gateway keeps only its SHA-256."}),
+    )
+}
+
+async fn list_keys(env: &Env) -> Result<Response, GatewayError> {
+    let state = state::load(env).await?;
+    let from_config: Vec<Value> =
+        state.gateway.config.keys.iter().map(|k| json!({"id": k.id, "team": k.team, "source": "config"})).collect();
+    let from_kv: Vec<Value> = keystore::list(&store::kv(env)?)
+        .await?
+        .into_iter()
+        .map(|m| {
+            json!({"id": m.id, "team": m.team, "source": "admin_api", "created_ms": m.created_ms,
+                   "created_by": m.created_by, "revoked_ms": m.revoked_ms})
+        })
+        .collect();
+    respond::json(200, &json!({"keys": from_config.into_iter().chain(from_kv).collect::<Vec<_>>()}))
+}
+
+async fn revoke_key(env: &Env, actor: &str, id: &str) -> Result<Response, GatewayError> {
+    let state = state::load(env).await?;
+    if state.gateway.config.keys.iter().any(|k| k.id == id) {
+        return Err(GatewayError::new(
+            409,
+            "invalid_request_error",
+            "key_in_config",
+            format!("Key `{id}` is defined in the config; remove it there (PUT /admin/config)."),
+        ));
+    }
+    let meta = keystore::revoke(&store::kv(env)?, id).await?.ok_or_else(|| {
+        GatewayError::new(404, "invalid_request_error", "key_not_found", format!("No key with id `{id}`."))
+    })?;
+    audit_key(env, actor, "key.revoke", &format!("key `{id}` revoked")).await?;
+    respond::json(200, &json!({"id": id, "revoked_ms": meta.revoked_ms}))
 }

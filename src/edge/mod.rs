@@ -4,6 +4,7 @@
 mod admin;
 mod completions;
 mod credentials;
+mod keystore;
 mod ledger;
 mod respond;
 mod spend;
@@ -51,11 +52,11 @@ async fn route(req: Request, env: &Env, ctx: Rc<Context>, request_id: &str) -> R
         return respond::json(200, &serde_json::json!({"status": "ok"}));
     }
     let state = state::load(env).await?;
-    let key = state.authenticate(&req)?;
+    let key = keystore::authenticate(env, &state, &req).await?;
     match path.as_str() {
-        "/v1/models" => completions::models(&state, key),
-        "/v1/spend" => completions::own_spend(env, &state, key).await,
-        _ => completions::handle(req, env, ctx, &state, key, request_id).await,
+        "/v1/models" => completions::models(&state, &key),
+        "/v1/spend" => completions::own_spend(env, &state, &key).await,
+        _ => completions::handle(req, env, ctx, &state, &key, request_id).await,
     }
 }
 

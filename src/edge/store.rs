@@ -89,8 +89,9 @@ pub struct AuditEntry<'a> {
     pub ts_ms: u64,
     pub actor: &'a str,
     pub action: &'a str,
-    pub old_version: u64,
-    pub new_version: u64,
+    /// Config versions, for config changes; none for other actions (keys).
+    pub old_version: Option<u64>,
+    pub new_version: Option<u64>,
     pub summary: &'a str,
 }
 
@@ -104,8 +105,8 @@ pub async fn audit(db: &D1Database, e: &AuditEntry<'_>) -> Result<(), GatewayErr
             JsValue::from_f64(e.ts_ms as f64),
             JsValue::from_str(e.actor),
             JsValue::from_str(e.action),
-            JsValue::from_f64(e.old_version as f64),
-            JsValue::from_f64(e.new_version as f64),
+            e.old_version.map_or(JsValue::NULL, |v| JsValue::from_f64(v as f64)),
+            e.new_version.map_or(JsValue::NULL, |v| JsValue::from_f64(v as f64)),
             JsValue::from_str(e.summary),
         ])
         .map_err(|err| unavailable("preparing the audit row", err))?;
@@ -115,7 +116,10 @@ pub async fn audit(db: &D1Database, e: &AuditEntry<'_>) -> Result<(), GatewayErr
             409,
             "invalid_request_error",
             "version_conflict",
-            format!("Another change created version {} first; read the current config and try again.", e.new_version),
+            format!(
+                "Another change created version {} first; read the current config and try again.",
+                e.new_version.unwrap_or_default()
+            ),
         )),
         Err(err) => Err(unavailable("writing the audit log", err)),
     }

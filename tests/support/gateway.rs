@@ -314,6 +314,18 @@ impl Gateway {
         v.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap().to_string()).collect()
     }
 
+    /// A value in the local KV namespace, through wrangler.
+    pub fn kv_get(&self, key: &str) -> Option<String> {
+        let out = wrangler()
+            .args(["kv", "key", "get", "--binding", "GATEWAY_KV", "--local", "--env", "test", "--text", key])
+            .arg("--persist-to")
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && !text.trim().is_empty() && text.trim() != "Value not found").then_some(text)
+    }
+
     /// Runs the cron (`scheduled`) handler now, as wrangler dev allows.
     pub fn run_cron(&self) {
         let r = http::send("GET", &self.url("/cdn-cgi/handler/scheduled"), &[], None).expect("scheduled handler runs");
