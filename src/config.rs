@@ -44,6 +44,14 @@ pub enum ProviderKind {
     Anthropic,
     /// AWS Bedrock's Converse API (bedrock-runtime), SigV4-signed or with a Bedrock API key.
     Bedrock,
+    /// Azure OpenAI: OpenAI's format on a resource's deployment (`api-key` header).
+    AzureOpenai,
+    /// Mistral's La Plateforme (api.mistral.ai): OpenAI-like, with Mistral's own fields.
+    Mistral,
+    /// Google's Gemini API (generativelanguage.googleapis.com), with an API key.
+    Gemini,
+    /// Google Cloud Vertex AI: Gemini, or Claude (Anthropic's format), with a service account.
+    Vertex,
 }
 
 impl ProviderKind {
@@ -53,6 +61,10 @@ impl ProviderKind {
             ProviderKind::Openai => "openai",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Bedrock => "bedrock",
+            ProviderKind::AzureOpenai => "azure_openai",
+            ProviderKind::Mistral => "mistral",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Vertex => "vertex",
         }
     }
 }
@@ -81,6 +93,26 @@ pub struct Deployment {
     /// Only for temporary (STS) credentials.
     #[serde(default)]
     pub aws_session_token_secret: Option<String>,
+    /// Azure OpenAI (required): a dated API version such as `2024-10-21`, which calls the
+    /// deployment named by `model` at `/openai/deployments/{model}/chat/completions`, or
+    /// `v1` for the `/openai/v1/chat/completions` API, which takes the model in the body.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Azure OpenAI (required): where the deployment processes requests, which its URL
+    /// does not show.
+    #[serde(default)]
+    pub azure_deployment_type: Option<AzureDeploymentType>,
+    /// Vertex AI (required): the Google Cloud project and location in the request path.
+    #[serde(default)]
+    pub gcp_project: Option<String>,
+    #[serde(default)]
+    pub gcp_location: Option<String>,
+    /// Vertex AI (required): whose models `model` names, which decides the wire format.
+    #[serde(default)]
+    pub vertex_publisher: Option<VertexPublisher>,
+    /// Vertex AI (required): the Worker secret holding the service account's JSON key.
+    #[serde(default)]
+    pub gcp_service_account_secret: Option<String>,
     pub jurisdiction: String,
     /// Provider region name, reported in `x-gateway-region`.
     pub region: String,
@@ -94,6 +126,65 @@ pub struct Deployment {
     /// USD per million tokens, as decimal strings; required, so no request is ever costed
     /// at a silent $0. Regional price differences go in each regional deployment.
     pub price: Price,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// This deployment's circuit breaker, instead of `limits.health`.
+    #[serde(default)]
+    pub health: Option<HealthLimits>,
+}
+
+impl Deployment {
+    pub fn health_limits<'a>(&'a self, defaults: &'a HealthLimits) -> &'a HealthLimits {
+        self.health.as_ref().unwrap_or(defaults)
+    }
+}
+
+/// What a deployment can do, for capability routing: a request with images goes only to
+/// vision-capable deployments, with tools only to tool-capable ones, a long prompt only
+/// where it fits. Everything is assumed possible unless the config says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    #[serde(default = "yes")]
+    pub vision: bool,
+    #[serde(default = "yes")]
+    pub tools: bool,
+    #[serde(default = "yes")]
+    pub json_mode: bool,
+    /// Tokens of prompt plus answer; unknown when absent.
+    #[serde(default)]
+    pub context_window: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities { vision: true, tools: true, json_mode: true, context_window: None }
+    }
+}
+
+/// Azure OpenAI's deployment types, by where they may process a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AzureDeploymentType {
+    /// Global Standard / Global Provisioned: any Azure region worldwide.
+    Global,
+    /// Data Zone EU: any EU member state.
+    DataZoneEu,
+    /// Data Zone US: anywhere in the United States.
+    DataZoneUs,
+    /// Standard / Provisioned: the resource's own region.
+    Regional,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VertexPublisher {
+    Google,
+    Anthropic,
 }
 
 fn default_first_byte_timeout_ms() -> u32 {
@@ -106,6 +197,25 @@ pub enum Strategy {
     /// Ordered failover: the deployments in the order listed.
     #[default]
     Priority,
+    /// A/B split by `weights`; the rest follow by weight as fallbacks.
+    Weighted,
+    /// The best recent time to first byte seen from this colo first.
+    Latency,
+    /// Cheapest first by the price table.
+    Cost,
+}
+
+/// What keeps a weighted draw stable across requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sticky {
+    /// A fresh draw per request.
+    #[default]
+    None,
+    /// The same deployment for the same gateway key and caller country.
+    Caller,
+    /// The same deployment for the same OpenAI `user` field.
+    User,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +227,11 @@ pub struct Alias {
     #[serde(default)]
     pub strategy: Strategy,
     pub deployments: Vec<String>,
+    /// For `weighted`: deployment id → weight (relative; e.g. 90 and 10).
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub sticky: Sticky,
 }
 
 /// A gateway key. Its secret is never in the config in clear: either its SHA-256 (hex) or
@@ -250,6 +365,58 @@ pub struct Limits {
     /// Upper bound on upstream attempts for one client request.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: usize,
+    /// Upper bound on the time spent trying upstreams before the answer starts, so a
+    /// failing provider cannot become a retry storm.
+    #[serde(default = "default_total_deadline_ms")]
+    pub total_deadline_ms: u64,
+    /// A `Retry-After` longer than this is not waited for on the same deployment.
+    #[serde(default = "default_max_retry_after_ms")]
+    pub max_retry_after_ms: u64,
+    #[serde(default)]
+    pub health: HealthLimits,
+}
+
+fn default_total_deadline_ms() -> u64 {
+    60_000
+}
+
+fn default_max_retry_after_ms() -> u64 {
+    5_000
+}
+
+/// The circuit breaker: a deployment with `failure_threshold` failures within
+/// `window_ms` is skipped for `cooldown_ms`, then probed by a single request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthLimits {
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    #[serde(default = "default_cooldown_ms")]
+    pub cooldown_ms: u64,
+}
+
+fn default_failure_threshold() -> u32 {
+    5
+}
+
+fn default_window_ms() -> u64 {
+    60_000
+}
+
+fn default_cooldown_ms() -> u64 {
+    30_000
+}
+
+impl Default for HealthLimits {
+    fn default() -> Self {
+        HealthLimits {
+            failure_threshold: default_failure_threshold(),
+            window_ms: default_window_ms(),
+            cooldown_ms: default_cooldown_ms(),
+        }
+    }
 }
 
 fn default_max_body_bytes() -> usize {
@@ -262,7 +429,13 @@ fn default_max_attempts() -> usize {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: DEFAULT_MAX_BODY_BYTES, max_attempts: default_max_attempts() }
+        Limits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_attempts: default_max_attempts(),
+            total_deadline_ms: default_total_deadline_ms(),
+            max_retry_after_ms: default_max_retry_after_ms(),
+            health: HealthLimits::default(),
+        }
     }
 }
 
@@ -359,6 +532,7 @@ pub fn validate(c: &Config) -> Result<(), String> {
             ("aws_access_key_id_secret", &d.aws_access_key_id_secret),
             ("aws_secret_access_key_secret", &d.aws_secret_access_key_secret),
             ("aws_session_token_secret", &d.aws_session_token_secret),
+            ("gcp_service_account_secret", &d.gcp_service_account_secret),
         ];
         for (field, name) in secrets {
             if let Some(s) = name.as_deref().filter(|s| !is_secret_name(s)) {
@@ -373,6 +547,9 @@ pub fn validate(c: &Config) -> Result<(), String> {
         if d.first_byte_timeout_ms == 0 {
             return Err(format!("{at}: first_byte_timeout_ms must be positive"));
         }
+        if d.health.is_some_and(|h| h.failure_threshold == 0 || h.window_ms == 0) {
+            return Err(format!("{at}: health.failure_threshold and health.window_ms must be positive"));
+        }
         let aws_fields =
             [&d.aws_region, &d.aws_access_key_id_secret, &d.aws_secret_access_key_secret, &d.aws_session_token_secret];
         match d.provider {
@@ -382,6 +559,7 @@ pub fn validate(c: &Config) -> Result<(), String> {
             }
             _ => {}
         }
+        crate::providers::validate_provider_fields(d).map_err(|why| format!("{at}: {why}"))?;
     }
 
     for a in &c.aliases {
@@ -394,13 +572,47 @@ pub fn validate(c: &Config) -> Result<(), String> {
                 return Err(format!("alias `{}` names unknown deployment `{d}`", a.name));
             }
         }
+        validate_weights(a)?;
     }
 
     for k in &c.keys {
         validate_key(c, k)?;
     }
+    let l = &c.limits;
+    if l.max_attempts == 0 || l.total_deadline_ms == 0 || l.health.failure_threshold == 0 || l.health.window_ms == 0 {
+        return Err(
+            "limits: max_attempts, total_deadline_ms, health.failure_threshold and health.window_ms must be positive"
+                .into(),
+        );
+    }
 
     validate_residency(&c.residency)
+}
+
+fn validate_weights(a: &Alias) -> Result<(), String> {
+    let at = format!("alias `{}`", a.name);
+    if a.strategy != Strategy::Weighted {
+        if !a.weights.is_empty() {
+            return Err(format!("{at}: weights are only for the weighted strategy"));
+        }
+        if a.sticky != Sticky::None {
+            return Err(format!("{at}: sticky is only for the weighted strategy"));
+        }
+        return Ok(());
+    }
+    for d in a.weights.keys() {
+        if !a.deployments.contains(d) {
+            return Err(format!("{at}: weight for `{d}`, which the alias does not list"));
+        }
+    }
+    if let Some(d) = a.deployments.iter().find(|d| !a.weights.contains_key(*d)) {
+        return Err(format!("{at}: deployment `{d}` has no weight"));
+    }
+    let total: u64 = a.weights.values().map(|w| u64::from(*w)).sum();
+    if total == 0 {
+        return Err(format!("{at}: the weights sum to 0; give at least one deployment a positive weight"));
+    }
+    Ok(())
 }
 
 /// A key against the config it will be used with (also for keys created at run time).

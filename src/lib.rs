@@ -13,12 +13,17 @@ pub mod chat;
 pub mod civil;
 pub mod config;
 pub mod error;
+pub mod gcp;
 pub mod geo;
+pub mod health;
+pub mod ingress;
 pub mod keys;
 pub mod ledger;
+pub mod litellm;
 pub mod pricing;
 pub mod providers;
 pub mod residency;
+pub mod routing;
 pub mod sse;
 pub mod tags;
 

@@ -145,6 +145,9 @@ pub struct Dropped {
 pub struct Candidates<'a> {
     /// In the order to try them.
     pub kept: Vec<&'a Deployment>,
+    /// For each kept deployment, its distance band (0 for the nearest ones): a routing
+    /// strategy may reorder deployments within a band, never across.
+    pub bands: Vec<u64>,
     pub dropped: Vec<Dropped>,
 }
 
@@ -170,14 +173,19 @@ pub fn candidates<'a>(g: &'a Gateway, alias: &Alias, decision: &Decision, caller
             });
         }
     }
-    if let Some(here) = caller.location {
-        let distance = |d: &Deployment| d.location.map(|there| distance_km(here, there));
-        let nearest = kept.iter().filter_map(|d| distance(d)).fold(f64::INFINITY, f64::min);
-        let band = g.config.residency.distance_band_km.max(f64::MIN_POSITIVE);
-        // Deployments without a location go after every located one.
-        kept.sort_by_key(|d| distance(d).map_or(u64::MAX, |km| ((km - nearest) / band) as u64));
-    }
-    Candidates { kept, dropped }
+    let bands = match caller.location {
+        Some(here) => {
+            let distance = |d: &Deployment| d.location.map(|there| distance_km(here, there));
+            let nearest = kept.iter().filter_map(|d| distance(d)).fold(f64::INFINITY, f64::min);
+            let width = g.config.residency.distance_band_km.max(f64::MIN_POSITIVE);
+            // Deployments without a location go after every located one.
+            let band = |d: &Deployment| distance(d).map_or(u64::MAX, |km| ((km - nearest) / width) as u64);
+            kept.sort_by_key(|d| band(d));
+            kept.iter().map(|d| band(d)).collect()
+        }
+        None => vec![0; kept.len()],
+    };
+    Candidates { kept, bands, dropped }
 }
 
 #[cfg(test)]

@@ -316,3 +316,13 @@ fn a_soft_budget_warns_in_a_header() {
     assert_eq!(second.status, 200, "a soft budget never refuses");
     assert!(second.header("x-gateway-budget-warning").unwrap().contains("team `softcap`"));
 }
+
+#[test]
+fn the_dashboard_page_reads_the_breakdown_api() {
+    let r = http::send("GET", &gateway().url("/dashboard"), &[], None).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let page = r.text();
+    assert!(page.contains("/admin/costs?") && page.contains("Admin token"));
+    assert!(r.header("content-security-policy").is_some());
+}

@@ -7,7 +7,8 @@ use llm_edge_gateway::aws::sigv4::{self, AmzDate, Payload, SigningParams};
 use mock_provider::{Behaviour, LoggedRequest, Script};
 use serde_json::{json, Value};
 use support::gateway::{
-    gateway, mock, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, BEDROCK_API_KEY, PROVIDER_KEY,
+    gateway, mock, root, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AZURE_API_KEY, BEDROCK_API_KEY,
+    GCP_TOKEN_ONCE_TAG, GEMINI_API_KEY, MISTRAL_API_KEY, PROVIDER_KEY,
 };
 use support::http::sse_data_lines;
 use support::nonce;
@@ -373,4 +374,265 @@ fn anthropic_529_falls_back_to_bedrock_within_the_eu() {
     // The alias also lists `claude-1`, in the US: the German caller's request never went there.
     let tags: Vec<String> = mock().requests_matching(&n).into_iter().map(|r| r.tag).collect();
     assert_eq!(tags, ["claude-eu", "bedrock-eu"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Azure OpenAI, Mistral, the Gemini API and Vertex AI.
+
+const AMERICAN: [(&str, &str); 2] = [("x-gateway-geo-country", "US"), ("x-gateway-geo-continent", "NA")];
+
+/// A streamed answer's data events: the chunks as JSON, and whether `[DONE]` ended them.
+fn streamed(alias: &str, prompt: &str, headers: &[(&str, &str)]) -> (Vec<Value>, bool) {
+    let body = json!({"model": alias, "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": prompt}]});
+    let s = gateway().chat_stream(&body, headers);
+    assert_eq!(s.status, 200);
+    let data = sse_data_lines(&String::from_utf8(s.collect().unwrap()).unwrap());
+    let done = data.last().map(String::as_str) == Some("[DONE]");
+    let chunks = data.iter().filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    (chunks, done)
+}
+
+fn text_of(chunks: &[Value]) -> String {
+    chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
+}
+
+/// Checks a plain answer to `prompt` from `alias` and returns the one upstream request.
+fn plain(alias: &str, prompt: &str, headers: &[(&str, &str)], provider: &str) -> LoggedRequest {
+    let body = json!({"model": alias, "max_tokens": 60, "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}]});
+    let r = gateway().chat(&body, headers);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-provider"), Some(provider));
+    assert_eq!(r.header("x-gateway-deployment"), Some(alias));
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["choices"][0]["message"]["content"].as_str().unwrap().contains("You said:"), "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0 && v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(r.header("x-gateway-cost-usd").is_some());
+    one_upstream(prompt)
+}
+
+/// Checks a streamed answer: OpenAI chunks, the text, a finish, the usage chunk, `[DONE]`.
+fn stream_checked(alias: &str, nonce: &str, headers: &[(&str, &str)]) -> LoggedRequest {
+    let prompt = format!("{nonce} [mock:chunks=4,prompt_tokens=12,completion_tokens=4]");
+    let (chunks, done) = streamed(alias, &prompt, headers);
+    assert!(done, "{chunks:?}");
+    assert!(text_of(&chunks).contains(nonce), "{chunks:?}");
+    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"), "{chunks:?}");
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(
+        (usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64()),
+        (Some(12), Some(4)),
+        "{chunks:?}"
+    );
+    one_upstream(nonce)
+}
+
+#[test]
+fn azure_answers_on_its_deployment_with_the_api_key() {
+    let n = nonce("azure-plain");
+    let upstream = plain("azure-eu", &n, &GERMAN, "azure_openai");
+    assert_eq!(upstream.path, "/azure-eu/openai/deployments/gpt-4o-mini-eu/chat/completions?api-version=2024-10-21");
+    assert_eq!(upstream.header("api-key"), Some(AZURE_API_KEY));
+    assert!(upstream.header("authorization").is_none());
+    assert!(upstream.json().get("model").is_none(), "the path names the deployment");
+    assert_eq!(upstream.json()["max_tokens"], 60);
+
+    let n = nonce("azure-v1");
+    let upstream = plain("azure-v1", &n, &AMERICAN, "azure_openai");
+    assert_eq!(upstream.path, "/azure-v1/openai/v1/chat/completions");
+    assert_eq!(upstream.json()["model"], "gpt-4o-mini-global");
+}
+
+#[test]
+fn azure_streams_past_its_prompt_filter_chunk() {
+    let n = nonce("azure-stream");
+    let upstream = stream_checked("azure-eu", &n, &GERMAN);
+    assert_eq!(upstream.json()["stream_options"], json!({"include_usage": true}));
+}
+
+#[test]
+fn an_azure_content_filter_refusal_is_a_400_that_is_not_retried() {
+    let n = nonce("azure-filter");
+    let prompt = format!("{n} [mock:status=400,error_code=content_filter]");
+    let r = gateway().chat(&json!({"model": "azure-eu", "messages": [{"role": "user", "content": prompt}]}), &GERMAN);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "content_filter");
+    assert_eq!(r.header("x-gateway-tried"), Some("azure-eu:400 content_filter"));
+}
+
+#[test]
+fn mistral_answers_and_streams_with_its_own_fields() {
+    let n = nonce("mistral-plain");
+    let body = json!({"model": "mistral-eu", "seed": 7, "tool_choice": "required",
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": n}]});
+    let r = gateway().chat(&body, &GERMAN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-provider"), Some("mistral"));
+    let upstream = one_upstream(&n);
+    assert_eq!(upstream.path, "/mistral-eu/mistral/v1/chat/completions");
+    assert_eq!(upstream.header("authorization"), Some(format!("Bearer {MISTRAL_API_KEY}").as_str()));
+    let sent = upstream.json();
+    assert_eq!((sent["random_seed"].as_u64(), sent["tool_choice"].as_str()), (Some(7), Some("any")));
+    assert_eq!(sent["messages"][0]["role"], "system");
+
+    let n = nonce("mistral-stream");
+    let upstream = stream_checked("mistral-eu", &n, &GERMAN);
+    assert!(upstream.json().get("stream_options").is_none(), "Mistral refuses stream_options");
+
+    let n = nonce("mistral-logprobs");
+    let r = gateway()
+        .chat(&json!({"model": "mistral-eu", "logprobs": true, "messages": [{"role": "user", "content": n}]}), &GERMAN);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("`logprobs` is not supported by provider mistral"));
+    assert!(mock().requests_matching(&n).is_empty());
+}
+
+#[test]
+fn gemini_answers_and_streams_with_the_api_key() {
+    let n = nonce("gemini-plain");
+    let upstream = plain("gemini", &n, &AMERICAN, "gemini");
+    assert_eq!(upstream.path, "/gemini/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(upstream.header("x-goog-api-key"), Some(GEMINI_API_KEY));
+    let sent = upstream.json();
+    assert_eq!(sent["systemInstruction"], json!({"parts": [{"text": "Be brief."}]}));
+    assert_eq!(sent["generationConfig"], json!({"maxOutputTokens": 60}));
+
+    let n = nonce("gemini-stream");
+    let upstream = stream_checked("gemini", &n, &AMERICAN);
+    assert_eq!(upstream.path, "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
+}
+
+#[test]
+fn a_gemini_tool_call_round_trip_keeps_its_thought_signature() {
+    let n = nonce("gemini-tool");
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let ask = json!({"model": "gemini", "tools": tools, "messages": [{"role": "user",
+        "content": format!("{n} weather in Paris? [mock:tool_call=get_weather,tool_args={{\"city\": \"Paris\"}}]")}]});
+    let r = gateway().chat(&ask, &AMERICAN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let call = v["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    assert_eq!(sent(&n)["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"]["required"], json!(["city"]));
+
+    let n2 = nonce("gemini-tool-result");
+    let follow_up = json!({"model": "gemini", "tools": tools, "messages": [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": format!("18C and sunny {n2}")}]});
+    let r = gateway().chat(&follow_up, &AMERICAN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let contents = sent(&n2)["contents"].clone();
+    let function_call = &contents[1]["parts"][0];
+    assert_eq!(function_call["functionCall"], json!({"name": "get_weather", "args": {"city": "Paris"}}));
+    assert!(
+        function_call["thoughtSignature"].as_str().is_some_and(|s| s.starts_with("bW9jay1zaWduYXR1cmUt")),
+        "{function_call}"
+    );
+    assert_eq!(contents[2]["parts"][0]["functionResponse"]["name"], "get_weather");
+}
+
+#[test]
+fn the_gemini_api_is_never_used_for_an_eu_bound_request() {
+    let n = nonce("gemini-eu");
+    let r = gateway().chat(&json!({"model": "gemini", "messages": [{"role": "user", "content": n}]}), &GERMAN);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "residency_unsatisfiable");
+    assert!(mock().requests_matching(&n).is_empty());
+}
+
+#[test]
+fn vertex_gemini_and_claude_answer_and_stream_with_an_access_token() {
+    let n = nonce("vertex-plain");
+    let upstream = plain("vertex-eu", &n, &GERMAN, "vertex");
+    assert_eq!(
+        upstream.path,
+        "/vertex-eu/v1/projects/llm-edge-gateway-test/locations/eu/publishers/google/models/gemini-2.5-flash:generateContent"
+    );
+    assert!(upstream.header("authorization").is_some_and(|a| a.starts_with("Bearer ya29.mock-gcp-token-")));
+    let n = nonce("vertex-stream");
+    let upstream = stream_checked("vertex-eu", &n, &GERMAN);
+    assert!(upstream.path.ends_with(":streamGenerateContent?alt=sse"));
+
+    let n = nonce("vertex-claude");
+    let upstream = plain("vertex-claude", &n, &GERMAN, "vertex");
+    assert!(upstream.path.ends_with("/publishers/anthropic/models/claude-sonnet-4-6:rawPredict"), "{}", upstream.path);
+    let sent = upstream.json();
+    assert_eq!(sent["anthropic_version"], "vertex-2023-10-16");
+    assert!(sent.get("model").is_none());
+    assert_eq!(sent["system"], "Be brief.");
+    let n = nonce("vertex-claude-stream");
+    let upstream = stream_checked("vertex-claude", &n, &GERMAN);
+    assert!(upstream.path.ends_with(":streamRawPredict"), "{}", upstream.path);
+}
+
+fn base64url_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for b in text.bytes() {
+        acc = acc << 6 | ALPHABET.iter().position(|a| *a == b).expect("base64url") as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Verifies an RS256 JWT with the test service account's public key, through openssl.
+fn assert_signed_by_the_test_key(jwt: &str) {
+    let (signing_input, signature) = jwt.rsplit_once('.').unwrap();
+    let dir = root().join("target/e2e").join(format!("jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("input"), signing_input).unwrap();
+    std::fs::write(dir.join("signature"), base64url_decode(signature)).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(root().join("tests/data/gcp-service-account.pub.pem"))
+        .arg("-signature")
+        .arg(dir.join("signature"))
+        .arg(dir.join("input"))
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "the JWT's signature verifies: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_vertex_access_token_is_exchanged_once_and_reused() {
+    for i in 0..3 {
+        let n = nonce(&format!("vertex-once-{i}"));
+        let r = gateway().chat(
+            &json!({"model": "vertex-once", "stream": i == 1, "messages": [{"role": "user", "content": n}]}),
+            &AMERICAN,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let upstream = one_upstream(&n);
+        assert_eq!(
+            upstream
+                .header("authorization")
+                .unwrap()
+                .strip_prefix("Bearer ya29.mock-")
+                .map(|t| t.starts_with(GCP_TOKEN_ONCE_TAG)),
+            Some(true)
+        );
+    }
+    let exchanges: Vec<LoggedRequest> = mock().requests().into_iter().filter(|r| r.tag == GCP_TOKEN_ONCE_TAG).collect();
+    assert_eq!(exchanges.len(), 1, "one token exchange for three requests");
+    let form = &exchanges[0].body;
+    assert!(form.starts_with("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="), "{form}");
+    assert_eq!(exchanges[0].header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_signed_by_the_test_key(form.split("assertion=").nth(1).unwrap());
 }

@@ -88,13 +88,32 @@ fn text_of(content: &Value) -> String {
     }
 }
 
+/// Where a Messages request arrived: Anthropic's API, or Claude on Vertex AI, whose path
+/// names the model and whose body carries the API version instead of a header
+/// (Anthropic's "Claude on Vertex AI").
+pub(crate) enum Host<'a> {
+    Anthropic,
+    Vertex { model: &'a str },
+}
+
+/// The only `anthropic_version` Claude on Vertex AI takes.
+const VERTEX_VERSION: &str = "vertex-2023-10-16";
+
 /// Anthropic's checks on a request body, in the order it reports them.
-fn validate(body: &Value) -> Result<(&str, &[Value]), String> {
+fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value]), String> {
     let fields = body.as_object().ok_or("The request body is not a valid JSON object.")?;
-    if let Some(extra) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    let allowed = |k: &str| match host {
+        Host::Anthropic => FIELDS.contains(&k),
+        Host::Vertex { .. } => k != "model" && (k == "anthropic_version" || FIELDS.contains(&k)),
+    };
+    if let Some(extra) = fields.keys().find(|k| !allowed(k)) {
         return Err(format!("{extra}: Extra inputs are not permitted"));
     }
-    let model = body["model"].as_str().ok_or("model: Field required")?;
+    let model = match host {
+        Host::Anthropic => body["model"].as_str().ok_or("model: Field required")?,
+        Host::Vertex { model } if body["anthropic_version"] == VERTEX_VERSION => model,
+        Host::Vertex { .. } => return Err(format!("anthropic_version: must be \"{VERTEX_VERSION}\"")),
+    };
     if !body["max_tokens"].is_u64() {
         return Err("max_tokens: Field required".into());
     }
@@ -124,7 +143,7 @@ fn validate(body: &Value) -> Result<(&str, &[Value]), String> {
     Ok((model, messages))
 }
 
-pub(crate) fn messages(call: &Call, request: &Request, out: &mut Responder) -> io::Result<()> {
+pub(crate) fn messages(call: &Call, request: &Request, host: Host, out: &mut Responder) -> io::Result<()> {
     let request_id = format!("req_mock_{}", call.seq);
     let id_header = [("request-id", request_id.as_str())];
     let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
@@ -136,10 +155,10 @@ pub(crate) fn messages(call: &Call, request: &Request, out: &mut Responder) -> i
         headers.extend(retry_after.as_deref().map(|s| ("retry-after", s)));
         return out.json(status, &headers, &error);
     }
-    if request.header("anthropic-version").is_none() {
+    if matches!(host, Host::Anthropic) && request.header("anthropic-version").is_none() {
         return out.json(400, &id_header, &invalid_request("anthropic-version: header is required"));
     }
-    let (model, messages) = match validate(&body) {
+    let (model, messages) = match validate(&body, &host) {
         Ok(valid) => valid,
         Err(message) => return out.json(400, &id_header, &invalid_request(&message)),
     };

@@ -1,9 +1,11 @@
 //! A mock LLM provider for the gateway's end-to-end tests and for `make dev`.
 //!
-//! It speaks the providers' wire formats (OpenAI Chat Completions, Anthropic Messages, Bedrock
-//! Converse; each format is one module), logs every request, and fails on demand. A base URL like
-//! `http://127.0.0.1:PORT/<tag>/v1` names a deployment: the first path segment is the
-//! request's tag. Each request's behaviour is, first that applies:
+//! It speaks the providers' wire formats (OpenAI Chat Completions with Azure OpenAI's and
+//! Mistral's flavours, Anthropic Messages also as Claude on Vertex AI, Bedrock Converse,
+//! Google's GenerateContent as the Gemini API and Vertex AI serve it, and Google's OAuth
+//! token endpoint; each format is one module), logs every request, and fails on demand. A
+//! base URL like `http://127.0.0.1:PORT/<tag>/v1` names a deployment: the first path
+//! segment is the request's tag. Each request's behaviour is, first that applies:
 //! 1. a [`Script`] whose tag and needle match it (see [`MockServer::script`]);
 //! 2. the last `[mock:key=value,...]` directive in its body (keys: see [`Behaviour`]);
 //! 3. a normal, deterministic answer.
@@ -17,14 +19,17 @@ mod anthropic;
 mod bedrock;
 mod control;
 mod faults;
+mod gcp;
+mod gemini;
 mod http;
 mod log;
 mod openai;
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
@@ -47,6 +52,8 @@ pub(crate) struct State {
     log: RequestLog,
     seq: AtomicU64,
     stopping: AtomicBool,
+    /// Access tokens the mock's OAuth endpoint issued, which its Vertex AI paths accept.
+    tokens: Mutex<HashSet<String>>,
 }
 
 /// What a wire-format module needs to answer one provider request.
@@ -86,6 +93,7 @@ impl MockServer {
             log: RequestLog::default(),
             seq: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            tokens: Mutex::default(),
         });
         let acceptor = thread::Builder::new().name(format!("mock-provider-{}", addr.port())).spawn({
             let state = Arc::clone(&state);
@@ -188,11 +196,40 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
         seq: state.seq.fetch_add(1, Ordering::Relaxed),
         default_chunk_delay_ms: state.options.chunk_delay_ms,
     };
-    // One arm per wire format. Azure OpenAI (`/openai/deployments/{d}/chat/completions`,
-    // `/openai/v1/chat/completions`) and Mistral share OpenAI's path suffix and format.
+    // One arm per wire format (and its flavours). Azure OpenAI (`/openai/deployments/{d}/
+    // chat/completions`, `/openai/v1/chat/completions`) and Mistral (`/<tag>/mistral/...`)
+    // share OpenAI's path suffix and format.
+    let rest = &path[1 + tag.len()..];
+    let model_in_path = || path.rsplit("/models/").next().and_then(|m| m.split(':').next()).unwrap_or_default();
     match request.method.as_str() {
-        "POST" if path.ends_with("/chat/completions") => openai::chat(&call, request, out),
-        "POST" if path.ends_with("/messages") => anthropic::messages(&call, request, out),
+        "POST" if rest == "/token" => gcp::token(state, &call, request, out),
+        "POST" if path.ends_with("/chat/completions") => {
+            let flavour = if let Some(azure) = rest.strip_prefix("/openai/") {
+                let deployment = azure.strip_prefix("deployments/").and_then(|d| d.split('/').next());
+                openai::Flavour::Azure { deployment }
+            } else if rest.starts_with("/mistral/") {
+                openai::Flavour::Mistral
+            } else {
+                openai::Flavour::OpenAi
+            };
+            openai::chat(&call, request, flavour, out)
+        }
+        "POST" if path.ends_with("/messages") => anthropic::messages(&call, request, anthropic::Host::Anthropic, out),
+        // Gemini: `/v1beta/models/{m}:generateContent`; Vertex AI's Gemini publisher:
+        // `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`.
+        "POST" if path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent") => {
+            let host =
+                if path.contains("/publishers/google/") { gemini::Host::Vertex } else { gemini::Host::GeminiApi };
+            gemini::generate(state, &call, request, host, path.ends_with(":streamGenerateContent"), out)
+        }
+        // Claude on Vertex AI: `.../publishers/anthropic/models/{m}:rawPredict` and
+        // `:streamRawPredict`.
+        "POST" if path.ends_with(":rawPredict") || path.ends_with(":streamRawPredict") => {
+            if !gcp::authorized(state, request) {
+                return out.json(401, &[], &gcp::unauthenticated());
+            }
+            anthropic::messages(&call, request, anthropic::Host::Vertex { model: model_in_path() }, out)
+        }
         // Bedrock: `{base}/model/{modelId}/converse` and `/converse-stream`.
         "POST" if path.contains("/model/") && path.ends_with("/converse") => {
             bedrock::converse(&call, request, false, out)

@@ -2,8 +2,8 @@
 //! (platform.openai.com/docs/api-reference/chat): the `chat.completion` object, the
 //! `chat.completion.chunk` stream with its role / content / tool-call deltas,
 //! `stream_options.include_usage`, and the `{"error": {message, type, param, code}}`
-//! error object. Azure OpenAI and Mistral speak the same format, so their paths are
-//! served here too.
+//! error object. Azure OpenAI and Mistral speak the same format with differences of
+//! their own ([`Flavour`]), so they are served here too.
 
 use std::io;
 use std::thread::sleep;
@@ -17,6 +17,58 @@ use crate::Call;
 
 /// Upper bound on `n`, as OpenAI enforces.
 const MAX_CHOICES: u64 = 128;
+
+/// The top-level fields of a Mistral chat request (docs.mistral.ai/api); Mistral answers
+/// any other with a 422.
+const MISTRAL_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stream",
+    "stop",
+    "random_seed",
+    "metadata",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "prediction",
+    "parallel_tool_calls",
+    "prompt_mode",
+    "safe_prompt",
+];
+
+/// Which provider's variant of the format answers a request.
+pub(crate) enum Flavour<'a> {
+    OpenAi,
+    /// Azure OpenAI: the key in `api-key`; the deployments API (`deployment` set) names the
+    /// model in its path and needs `?api-version=`; streams open with a chunk of the
+    /// prompt's content-filter results and no choices.
+    Azure {
+        deployment: Option<&'a str>,
+    },
+    /// Mistral: a strict schema (an unknown field is a 422 `extra_forbidden`, as
+    /// `stream_options` is), and the usage always in the chunk that finishes a stream.
+    Mistral,
+}
+
+/// Azure's answer to a missing or wrong `api-key`.
+fn azure_denied() -> Value {
+    json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}})
+}
+
+/// Mistral's validation error for fields outside its schema.
+fn mistral_extra_forbidden(fields: &[&String]) -> Value {
+    let detail: Vec<Value> = fields
+        .iter()
+        .map(|f| json!({"type": "extra_forbidden", "loc": ["body", f], "msg": "Extra inputs are not permitted"}))
+        .collect();
+    json!({"object": "error", "message": {"detail": detail}, "type": "invalid_request_error", "param": null, "code": null})
+}
 
 pub(crate) fn error_body(message: &str, kind: Option<&str>, param: Option<&str>, code: Option<&str>) -> Value {
     json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
@@ -98,7 +150,7 @@ fn content_text(message: &Value) -> String {
     }
 }
 
-pub(crate) fn chat(call: &Call, request: &Request, out: &mut Responder) -> io::Result<()> {
+pub(crate) fn chat(call: &Call, request: &Request, flavour: Flavour, out: &mut Responder) -> io::Result<()> {
     let request_id = format!("req_mock_{}", call.seq);
     let id_header = [("x-request-id", request_id.as_str())];
     let body: Option<Value> = serde_json::from_slice(&request.body).ok().filter(Value::is_object);
@@ -112,11 +164,34 @@ pub(crate) fn chat(call: &Call, request: &Request, out: &mut Responder) -> io::R
         return out.json(status, &headers, &error);
     }
 
+    match flavour {
+        Flavour::Azure { .. } if request.header("api-key").is_none_or(str::is_empty) => {
+            return out.json(401, &id_header, &azure_denied());
+        }
+        Flavour::Azure { deployment: Some(_) } if request.query("api-version").is_none() => {
+            let error = json!({"error": {"code": "404", "message": "Resource not found"}});
+            return out.json(404, &id_header, &error);
+        }
+        Flavour::Mistral if !request.header("authorization").is_some_and(|a| a.starts_with("Bearer ")) => {
+            return out.json(401, &id_header, &json!({"message": "Unauthorized", "request_id": request_id}));
+        }
+        _ => {}
+    }
+    if let (Flavour::Mistral, Some(fields)) = (&flavour, body.as_ref().and_then(Value::as_object)) {
+        let extra: Vec<&String> = fields.keys().filter(|k| !MISTRAL_FIELDS.contains(&k.as_str())).collect();
+        if !extra.is_empty() {
+            return out.json(422, &id_header, &mistral_extra_forbidden(&extra));
+        }
+    }
     let Some(body) = body else {
         let message = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)";
         return out.json(400, &id_header, &invalid_request(message, None, None));
     };
-    let Some(model) = body["model"].as_str() else {
+    let path_model = match flavour {
+        Flavour::Azure { deployment } => deployment,
+        _ => None,
+    };
+    let Some(model) = path_model.or(body["model"].as_str()) else {
         let error = invalid_request("you must provide a model parameter", None, None);
         return out.json(400, &id_header, &error);
     };
@@ -158,7 +233,7 @@ pub(crate) fn chat(call: &Call, request: &Request, out: &mut Responder) -> io::R
     };
     if body["stream"] == true {
         let include_usage = body["stream_options"]["include_usage"] == true;
-        stream(call, &answer, include_usage, &id_header, out)
+        stream(call, &answer, &flavour, include_usage, &id_header, out)
     } else {
         out.json(200, &id_header, &answer.completion())
     }
@@ -254,6 +329,7 @@ fn send(out: &mut Responder, event: &Value) -> io::Result<()> {
 fn stream(
     call: &Call,
     answer: &Answer,
+    flavour: &Flavour,
     include_usage: bool,
     headers: &[(&str, &str)],
     out: &mut Responder,
@@ -265,6 +341,12 @@ fn stream(
     out.start_stream(200, &all_headers)?;
     if b.cut_after == Some(0) {
         return out.cut();
+    }
+    if let Flavour::Azure { .. } = flavour {
+        let filters = json!({"hate": {"filtered": false, "severity": "safe"}, "violence": {"filtered": false, "severity": "safe"}});
+        let prompt = json!({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": filters}]});
+        send(out, &prompt)?;
     }
 
     let first = match answer.tool {
@@ -295,7 +377,10 @@ fn stream(
     }
 
     sleep(delay);
-    for event in answer.deltas(&json!({}), Some(answer.finish_reason()), include_usage) {
+    for mut event in answer.deltas(&json!({}), Some(answer.finish_reason()), include_usage) {
+        if let Flavour::Mistral = flavour {
+            event["usage"] = answer.usage();
+        }
         send(out, &event)?;
     }
     if include_usage {

@@ -323,7 +323,8 @@ fn azure_and_v1_paths_and_models() {
         "/westeurope/openai/v1/chat/completions",
         "/mistral/v1/chat/completions",
     ] {
-        let response = client::send("POST", &format!("{base}{path}"), &[], Some(body.as_bytes())).unwrap();
+        let headers = [("api-key", "azure-key"), ("authorization", "Bearer mistral-key")];
+        let response = client::send("POST", &format!("{base}{path}"), &headers, Some(body.as_bytes())).unwrap();
         assert_eq!(response.json()["object"], "chat.completion", "{path}");
     }
     let logged = server.requests_matching("nonce-az");

@@ -205,6 +205,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         }
         (Method::Get, "/admin/costs") => costs(&req, env).await,
         (Method::Post, "/admin/keys") => create_key(&mut req, env, &actor).await,
+        (Method::Post, "/admin/config/import/litellm") => import_litellm(&mut req, env).await,
         (Method::Get, "/admin/keys") => list_keys(env).await,
         (Method::Delete, p) if p.starts_with("/admin/keys/") => {
             revoke_key(env, &actor, &p["/admin/keys/".len()..]).await
@@ -225,6 +226,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
                 "/admin/audit",
                 "/admin/costs",
                 "/admin/keys",
+                "/admin/config/import/litellm",
             ];
             if known.contains(&p) {
                 Err(GatewayError::method_not_allowed(m.as_ref(), p, "the method the README documents"))
@@ -334,4 +336,23 @@ async fn revoke_key(env: &Env, actor: &str, id: &str) -> Result<Response, Gatewa
     })?;
     audit_key(env, actor, "key.revoke", &format!("key `{id}` revoked")).await?;
     respond::json(200, &json!({"id": id, "revoked_ms": meta.revoked_ms}))
+}
+
+/// `POST /admin/config/import/litellm`: a LiteLLM proxy config (as JSON) becomes a draft of
+/// this gateway's config — the current one with LiteLLM's deployments, aliases and limits —
+/// with notes on what did not map and whether the draft is valid yet. Nothing is applied.
+async fn import_litellm(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+    let litellm: Value = body_json(req).await?;
+    let imported =
+        crate::litellm::import(&litellm).map_err(|e| GatewayError::bad_request("invalid_litellm_config", e))?;
+    let current = state::load(env).await?;
+    let mut config: Value = serde_json::from_str(&current.source).map_err(|e| GatewayError::internal(e.to_string()))?;
+    for part in ["deployments", "aliases", "limits"] {
+        config[part] = imported.draft[part].clone();
+    }
+    let validation = config::parse(&config.to_string()).err();
+    respond::json(
+        200,
+        &json!({"config": config, "notes": imported.notes, "valid": validation.is_none(), "validation_error": validation}),
+    )
 }

@@ -1,7 +1,9 @@
-//! `POST /v1/chat/completions` and `GET /v1/models`: authenticate, decide where the
-//! request may go, try the candidates in order, stream or return the answer.
+//! `POST /v1/chat/completions` (and `/v1/messages`, the same in Anthropic's format) and
+//! `GET /v1/models`: authenticate, decide where the request may go, try the candidates in
+//! order, stream or return the answer.
 
 use super::credentials;
+use super::health;
 use super::ledger::{self, Bill, Ending};
 use super::respond;
 use super::spend;
@@ -10,18 +12,22 @@ use super::streaming::{self, Committed};
 use super::upstream::{self, now_ms};
 use crate::attempts::{self, AttemptLog};
 use crate::budget::{self, Budget};
-use crate::chat;
 use crate::config::{Deployment, KeyConfig};
 use crate::error::GatewayError;
 use crate::geo::{Caller, CfFields};
+use crate::health::Admission;
+use crate::ingress::Ingress;
 use crate::keys;
 use crate::ledger::Outcome;
 use crate::pricing::format_usd;
-use crate::providers::{self, Auth};
+use crate::providers::{self, Auth, ErrorClass};
 use crate::residency::{self, Subject};
+use crate::routing;
 use crate::tags;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use worker::{Context, Env, Headers, Request, Response};
+use std::time::Duration;
+use worker::{Context, Delay, Env, Headers, Request, Response};
 
 pub fn models(state: &State, key: &KeyConfig) -> Result<Response, GatewayError> {
     let data: Vec<serde_json::Value> = state
@@ -73,6 +79,8 @@ struct Receipt {
     log: AttemptLog,
     /// Soft budgets reached.
     warnings: Vec<String>,
+    /// Deployments left out because their circuit is open.
+    skipped: Vec<String>,
 }
 
 impl Receipt {
@@ -80,6 +88,9 @@ impl Receipt {
         let h = Headers::new();
         let _ = h.set("x-gateway-rule", &self.rule);
         let _ = h.set("x-gateway-attempts", &self.log.count().to_string());
+        if !self.skipped.is_empty() {
+            let _ = h.set("x-gateway-skipped", &format!("{} (failing, cooling down)", self.skipped.join(", ")));
+        }
         if !self.warnings.is_empty() {
             let _ = h.set("x-gateway-budget-warning", &self.warnings.join("; "));
         }
@@ -95,8 +106,8 @@ impl Receipt {
         h
     }
 
-    fn error(&self, e: &GatewayError) -> Response {
-        let mut response = respond::error(e);
+    fn error(&self, ingress: Ingress, e: &GatewayError) -> Response {
+        let mut response = respond::error(ingress, e);
         let h = response.headers_mut();
         for (name, value) in self.headers(None).entries() {
             let _ = h.set(&name, &value);
@@ -161,12 +172,13 @@ pub async fn handle(
     ctx: Rc<Context>,
     state: &State,
     key: &KeyConfig,
+    ingress: Ingress,
     request_id: &str,
 ) -> Result<Response, GatewayError> {
     let started_ms = now_ms();
     let g = &state.gateway;
     let body = upstream::read_client_body(&mut req, g.config.limits.max_body_bytes).await?;
-    let mut chat = chat::parse(&body)?;
+    let mut chat = ingress.parse(&body)?;
     chat.received_at = started_ms / 1000;
     drop(body);
     let alias = g
@@ -199,10 +211,23 @@ pub async fn handle(
         key_policy: key.residency.as_deref(),
     };
     let decision = residency::decide(&g.config.residency, &subject)?;
-    let candidates = residency::candidates(g, alias, &decision, &caller);
-    let mut receipt = Receipt { rule: decision.rule.clone(), log: AttemptLog::default(), warnings };
+    let mut candidates = residency::candidates(g, alias, &decision, &caller);
+    // The error names the rule only when the rule is what stood between the request and a
+    // deployment that might have served it.
+    let residency_bound = (!candidates.dropped.is_empty()).then(|| decision.rule.clone());
+    routing::fit(&mut candidates, &routing::needs(&chat));
+    let limits = &g.config.limits;
+    let health = health::read_all(candidates.kept.iter().map(|d| d.id.as_str())).await;
+    let ttfb: HashMap<String, u64> = health.iter().filter_map(|(id, h)| Some((id.clone(), h.ttfb_ms?))).collect();
+    let random = u64::from_str_radix(request_id.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+    let user = chat.body.get("user").and_then(serde_json::Value::as_str);
+    let draw = routing::draw(alias, &key.id, caller.country.as_deref(), user, random);
+    routing::order(alias, &mut candidates, &routing::Signals { ttfb_ms: &ttfb, draw });
+
+    let mut receipt =
+        Receipt { rule: decision.rule.clone(), log: AttemptLog::default(), warnings, skipped: Vec::new() };
     let bill = Bill {
-        ctx,
+        ctx: ctx.clone(),
         env: env.clone(),
         request_id: request_id.to_string(),
         started_ms,
@@ -222,37 +247,62 @@ pub async fn handle(
             ttfb_ms: None,
             attempts: &receipt.log,
         });
-        Ok(receipt.error(&e))
+        Ok(receipt.error(ingress, &e))
     };
-    // The error names the rule only when the rule is what stood between the request and a
-    // deployment that might have served it.
-    let residency_bound = (!candidates.dropped.is_empty()).then_some(decision.rule.as_str());
 
     let now_unix = started_ms / 1000;
-    let runnable: Vec<(&Deployment, Auth)> =
-        candidates.kept.into_iter().filter_map(|d| Some((d, credentials::resolve(env, d, now_unix)?))).collect();
-    if runnable.is_empty() {
-        let detail = if candidates.dropped.is_empty() {
+    let mut queue: VecDeque<(&Deployment, Auth)> = VecDeque::new();
+    for d in candidates.kept {
+        let Some(auth) = credentials::resolve(env, d, now_unix) else { continue };
+        let mut h = health.get(&d.id).cloned().unwrap_or_default();
+        match h.admit(now_ms(), u64::from(d.first_byte_timeout_ms)) {
+            Admission::Skip => receipt.skipped.push(d.id.clone()),
+            Admission::Probe => {
+                health::update(&ctx, &d.id, d.health_limits(&limits.health), |stored| *stored = h);
+                queue.push_back((d, auth));
+            }
+            Admission::Try => queue.push_back((d, auth)),
+        }
+    }
+    if queue.is_empty() {
+        let detail = if !receipt.skipped.is_empty() {
+            format!("every allowed deployment of alias `{}` is failing and cooling down", alias.name)
+        } else if candidates.dropped.is_empty() {
             format!("no deployment of alias `{}` has its provider key set", alias.name)
         } else {
-            format!(
-                "none of alias `{}`'s deployments is in an allowed jurisdiction ({})",
-                alias.name,
-                decision.allowed.label()
-            )
+            format!("none of alias `{}`'s deployments can serve it here ({})", alias.name, decision.allowed.label())
         };
         return failed(&receipt, GatewayError::residency_unsatisfiable(&decision.rule, detail), None);
     }
 
+    let total_deadline = started_ms + limits.total_deadline_ms;
     let mut retry_after = None;
-    for (d, auth) in runnable.into_iter().take(g.config.limits.max_attempts) {
-        let provider = providers::for_kind(d.provider);
-        let up = provider.build(d, &chat, &auth)?;
-        let deadline = now_ms() + u64::from(d.first_byte_timeout_ms);
-        let mut response = match upstream::send(&up, u64::from(d.first_byte_timeout_ms)).await {
-            Ok(r) => r,
+    let mut retried_same = false;
+    while let Some((d, auth)) = queue.pop_front() {
+        let now = now_ms();
+        if receipt.log.count() >= limits.max_attempts || now >= total_deadline {
+            break;
+        }
+        let provider = providers::for_deployment(d);
+        let auth = match credentials::authorize(env, d, auth).await {
+            Ok(auth) => auth,
             Err(class) => {
                 receipt.log.failed(&d.id, None, class);
+                continue;
+            }
+        };
+        let up = provider.build(d, &chat, &auth)?;
+        let timeout = u64::from(d.first_byte_timeout_ms).min(total_deadline - now);
+        let deadline = now + timeout;
+        let fell_back = |receipt: &mut Receipt, status: Option<u16>, class: ErrorClass| {
+            receipt.log.failed(&d.id, status, class);
+            let breaker = d.health_limits(&limits.health);
+            health::update(&ctx, &d.id, breaker, |h| h.failed(now_ms(), breaker));
+        };
+        let mut response = match upstream::send(&up, timeout).await {
+            Ok(r) => r,
+            Err(class) => {
+                fell_back(&mut receipt, None, class);
                 continue;
             }
         };
@@ -260,10 +310,28 @@ pub async fn handle(
         if !(200..300).contains(&status) {
             let body = upstream::read_all(&mut response, deadline).await.unwrap_or_default();
             let class = provider.classify(status, &body);
-            receipt.log.failed(&d.id, Some(status), class);
             if class.falls_back() {
-                retry_after = response.headers().get("retry-after").ok().flatten().and_then(|v| v.parse().ok());
+                fell_back(&mut receipt, Some(status), class);
+                retry_after = response.headers().get("retry-after").ok().flatten().and_then(|v| v.parse::<u32>().ok());
+                // Nothing else to try: wait out a short Retry-After and try this one again.
+                if let (true, false, Some(wait)) = (queue.is_empty(), retried_same, retry_after) {
+                    let wait_ms = u64::from(wait) * 1000;
+                    if wait_ms <= limits.max_retry_after_ms && now_ms() + wait_ms < total_deadline {
+                        Delay::from(Duration::from_millis(wait_ms)).await;
+                        retried_same = true;
+                        queue.push_back((d, auth));
+                    }
+                }
                 continue;
+            }
+            receipt.log.failed(&d.id, Some(status), class);
+            if class == ErrorClass::ContextLength {
+                // Only a larger context window can succeed where this one refused.
+                let window = d.capabilities.context_window.unwrap_or(0);
+                queue.retain(|(other, _)| other.capabilities.context_window.is_some_and(|w| w > window));
+                if !queue.is_empty() {
+                    continue;
+                }
             }
             return failed(&receipt, attempts::terminal(&d.id, status, class, &body, &auth), Some(d));
         }
@@ -271,18 +339,27 @@ pub async fn handle(
             match streaming::open(&mut response, provider.stream(&chat), deadline).await {
                 Ok(opened) => {
                     receipt.log.succeeded(&d.id, status);
-                    let headers = receipt.headers(Some(d));
                     let ttfb_ms = now_ms() - started_ms;
-                    let committed = Committed { opened, bill, deployment: d.clone(), attempts: receipt.log, ttfb_ms };
+                    health::update(&ctx, &d.id, d.health_limits(&limits.health), |h| h.succeeded(now_ms() - now));
+                    let headers = receipt.headers(Some(d));
+                    let encoder = ingress.stream(&chat);
+                    let committed =
+                        Committed { opened, bill, deployment: d.clone(), attempts: receipt.log, ttfb_ms, encoder };
                     return streaming::respond(committed, headers);
                 }
-                Err(class) => receipt.log.failed(&d.id, Some(status), class),
+                Err(class) => fell_back(&mut receipt, Some(status), class),
             }
         } else {
             let ttfb_ms = now_ms() - started_ms;
-            match upstream::read_all(&mut response, deadline).await.and_then(|b| provider.response(&chat, b)) {
+            let upstream_ttfb = now_ms() - now;
+            let answer = upstream::read_all(&mut response, deadline)
+                .await
+                .and_then(|b| provider.response(&chat, b))
+                .and_then(|(b, usage)| Ok((ingress.response(&chat, b)?, usage)));
+            match answer {
                 Ok((body, usage)) => {
                     receipt.log.succeeded(&d.id, status);
+                    health::update(&ctx, &d.id, d.health_limits(&limits.health), |h| h.succeeded(upstream_ttfb));
                     let cost = bill.close(Ending {
                         served_by: Some(d),
                         usage,
@@ -301,10 +378,10 @@ pub async fn handle(
                         .with_status(status)
                         .with_headers(headers));
                 }
-                Err(class) => receipt.log.failed(&d.id, Some(status), class),
+                Err(class) => fell_back(&mut receipt, Some(status), class),
             }
         }
     }
-    let e = receipt.log.exhausted(residency_bound, retry_after);
+    let e = receipt.log.exhausted(residency_bound.as_deref(), retry_after);
     failed(&receipt, e, None)
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod completions;
 mod credentials;
+mod health;
 mod keystore;
 mod ledger;
 mod respond;
@@ -14,29 +15,39 @@ mod streaming;
 mod upstream;
 
 use crate::error::GatewayError;
+use crate::ingress::Ingress;
 use crate::ledger::CostEvent;
 use std::rc::Rc;
 use worker::{event, Context, Env, MessageBatch, Method, Request, Response, ScheduleContext, ScheduledEvent};
 
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let request_id = respond::request_id();
-    let result = route(req, &env, Rc::new(ctx), &request_id).await;
-    let mut response = result.unwrap_or_else(|e| respond::error(&e));
+    let ingress = Ingress::for_path(&req.path());
+    let result = route(req, &env, Rc::new(ctx), ingress, &request_id).await;
+    let mut response = result.unwrap_or_else(|e| respond::error(ingress, &e));
     response.headers_mut().set("x-gateway-request-id", &request_id)?;
     Ok(response)
 }
 
-async fn route(req: Request, env: &Env, ctx: Rc<Context>, request_id: &str) -> Result<Response, GatewayError> {
+async fn route(
+    req: Request,
+    env: &Env,
+    ctx: Rc<Context>,
+    ingress: Ingress,
+    request_id: &str,
+) -> Result<Response, GatewayError> {
     let path = req.path();
     if path.starts_with("/admin/") {
         return admin::handle(req, env, &path).await;
     }
     let method = req.method();
     let allowed = match path.as_str() {
-        "/healthz" => "GET",
+        "/healthz" | "/dashboard" => "GET",
         "/v1/models" | "/v1/spend" => "GET",
-        "/v1/chat/completions" => "POST",
+        "/v1/chat/completions" | "/v1/messages" => "POST",
         _ => return Err(GatewayError::not_found(&path)),
     };
     let method_ok = match allowed {
@@ -44,19 +55,30 @@ async fn route(req: Request, env: &Env, ctx: Rc<Context>, request_id: &str) -> R
         _ => method == Method::Post,
     };
     if !method_ok {
-        let mut response = respond::error(&GatewayError::method_not_allowed(method.as_ref(), &path, allowed));
+        let e = GatewayError::method_not_allowed(method.as_ref(), &path, allowed);
+        let mut response = respond::error(ingress, &e);
         let _ = response.headers_mut().set("allow", if allowed == "GET" { "GET, HEAD" } else { allowed });
         return Ok(response);
     }
     if path == "/healthz" {
         return respond::json(200, &serde_json::json!({"status": "ok"}));
     }
+    if path == "/dashboard" {
+        // The page itself holds no data: it asks for the admin token and calls the
+        // breakdown API with it.
+        let mut page = respond::bytes(200, "text/html; charset=utf-8", DASHBOARD.as_bytes().to_vec())?;
+        let _ = page.headers_mut().set(
+            "content-security-policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+        );
+        return Ok(page);
+    }
     let state = state::load(env).await?;
     let key = keystore::authenticate(env, &state, &req).await?;
     match path.as_str() {
         "/v1/models" => completions::models(&state, &key),
         "/v1/spend" => completions::own_spend(env, &state, &key).await,
-        _ => completions::handle(req, env, ctx, &state, &key, request_id).await,
+        _ => completions::handle(req, env, ctx, &state, &key, ingress, request_id).await,
     }
 }
 

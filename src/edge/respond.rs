@@ -1,6 +1,7 @@
-//! Building responses: JSON bodies, errors in the OpenAI shape, request ids.
+//! Building responses: JSON bodies, errors in the client's format, request ids.
 
 use crate::error::GatewayError;
+use crate::ingress::Ingress;
 use worker::{Headers, Response};
 
 pub fn json(status: u16, value: &impl serde::Serialize) -> Result<Response, GatewayError> {
@@ -14,13 +15,13 @@ pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Result<Response,
     Ok(Response::from_bytes(body).map_err(internal)?.with_status(status).with_headers(headers))
 }
 
-pub fn error(e: &GatewayError) -> Response {
+pub fn error(ingress: Ingress, e: &GatewayError) -> Response {
     let headers = Headers::new();
     let _ = headers.set("content-type", "application/json");
     if let Some(s) = e.retry_after {
         let _ = headers.set("retry-after", &s.to_string());
     }
-    Response::from_bytes(e.to_json().into_bytes())
+    Response::from_bytes(ingress.error_body(e).into_bytes())
         .expect("a byte body is always accepted")
         .with_status(e.status)
         .with_headers(headers)

@@ -1,6 +1,7 @@
 //! Streamed answers: hold the upstream stream until its first content (so a deployment
 //! that fails before saying anything can still be fallen back from), then relay it chunk
-//! by chunk, translated, and bill it after the last byte — or when the client goes away.
+//! by chunk, translated (and re-encoded for a client that speaks another format than
+//! OpenAI's), and bill it after the last byte — or when the client goes away.
 
 use super::ledger::{Bill, Ending};
 use super::respond;
@@ -8,6 +9,7 @@ use super::upstream::{self, now_ms};
 use crate::attempts::AttemptLog;
 use crate::config::Deployment;
 use crate::error::GatewayError;
+use crate::ingress::StreamEncoder;
 use crate::ledger::Outcome;
 use crate::providers::{openai, ErrorClass, StreamEnd, StreamTranslator};
 use futures_util::{stream, StreamExt};
@@ -45,6 +47,8 @@ struct Relay {
     deployment: Deployment,
     attempts: AttemptLog,
     ttfb_ms: u64,
+    /// Re-encodes the OpenAI stream, cut-stream error included, for a non-OpenAI client.
+    encoder: Option<Box<dyn StreamEncoder>>,
     billed: bool,
 }
 
@@ -65,6 +69,21 @@ impl Relay {
     }
 
     async fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let openai = self.next_openai().await?;
+            let Some(encoder) = &mut self.encoder else { return Some(openai) };
+            let mut out = Vec::new();
+            encoder.push(&openai, &mut out);
+            if !out.is_empty() {
+                return Some(out);
+            }
+            if self.billed {
+                return None;
+            }
+        }
+    }
+
+    async fn next_openai(&mut self) -> Option<Vec<u8>> {
         if !self.opened.first.is_empty() {
             return Some(std::mem::take(&mut self.opened.first));
         }
@@ -113,6 +132,7 @@ pub struct Committed {
     pub deployment: Deployment,
     pub attempts: AttemptLog,
     pub ttfb_ms: u64,
+    pub encoder: Option<Box<dyn StreamEncoder>>,
 }
 
 pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError> {
@@ -122,6 +142,7 @@ pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError>
         deployment: c.deployment,
         attempts: c.attempts,
         ttfb_ms: c.ttfb_ms,
+        encoder: c.encoder,
         billed: false,
     };
     let body = stream::unfold(Some(relay), |relay| async move {

@@ -86,7 +86,7 @@ fn is_context_length(message: &str) -> bool {
 // ---------------------------------------------------------------------------------------
 // Request: OpenAI Chat Completions → Anthropic Messages.
 
-fn request_body(cx: &Cx, model: &str, req: &ChatRequest) -> Result<Map<String, Value>, GatewayError> {
+pub(super) fn request_body(cx: &Cx, model: &str, req: &ChatRequest) -> Result<Map<String, Value>, GatewayError> {
     let body = &req.body;
     let mut out = Map::new();
     out.insert("model".into(), model.into());

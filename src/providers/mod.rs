@@ -2,12 +2,16 @@
 //! classify errors, translate a stream chunk by chunk. One module per provider wire format.
 
 pub mod anthropic;
+pub mod azure;
 pub mod bedrock;
 mod canonical;
+pub mod gemini;
+pub mod mistral;
 pub mod openai;
+pub mod vertex;
 
 use crate::chat::ChatRequest;
-use crate::config::{Deployment, ProviderKind};
+use crate::config::{Deployment, ProviderKind, VertexPublisher};
 use crate::error::GatewayError;
 
 /// Token counts as the provider reported them. `input_tokens` includes the cached
@@ -65,6 +69,9 @@ pub struct Auth {
     pub api_key: Option<String>,
     /// AWS credentials, for providers whose requests are SigV4-signed (Bedrock).
     pub aws: Option<AwsCredentials>,
+    /// An OAuth access token, for providers whose credentials are exchanged for one
+    /// (Vertex AI's service accounts).
+    pub bearer_token: Option<String>,
     /// Unix seconds, for providers whose requests are signed with the time.
     pub now_unix: u64,
 }
@@ -84,7 +91,7 @@ impl Auth {
         let aws = self.aws.iter().flat_map(|a| {
             [Some(a.access_key_id.as_str()), Some(a.secret_access_key.as_str()), a.session_token.as_deref()]
         });
-        self.api_key.as_deref().into_iter().chain(aws.flatten())
+        self.api_key.as_deref().into_iter().chain(aws.flatten()).chain(self.bearer_token.as_deref())
     }
 }
 
@@ -133,12 +140,44 @@ pub trait Provider {
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator>;
 }
 
-pub fn for_kind(kind: ProviderKind) -> &'static dyn Provider {
-    match kind {
+/// The wire format of a deployment: its provider's, and on Vertex AI its publisher's.
+pub fn for_deployment(d: &Deployment) -> &'static dyn Provider {
+    match d.provider {
         ProviderKind::Openai => &openai::OpenAi,
         ProviderKind::Anthropic => &anthropic::Anthropic,
         ProviderKind::Bedrock => &bedrock::Bedrock,
+        ProviderKind::AzureOpenai => &azure::Azure,
+        ProviderKind::Mistral => &mistral::Mistral,
+        ProviderKind::Gemini => &gemini::Gemini,
+        ProviderKind::Vertex => match d.vertex_publisher {
+            Some(VertexPublisher::Anthropic) => &vertex::VertexClaude,
+            // Config validation requires the publisher.
+            _ => &vertex::VertexGemini,
+        },
     }
+}
+
+/// The provider-specific part of config validation, and the rule that a provider's own
+/// fields appear only on its deployments; the caller names the deployment.
+pub fn validate_provider_fields(d: &Deployment) -> Result<(), String> {
+    let azure = d.api_version.is_some() || d.azure_deployment_type.is_some();
+    let vertex = d.gcp_project.is_some()
+        || d.gcp_location.is_some()
+        || d.vertex_publisher.is_some()
+        || d.gcp_service_account_secret.is_some();
+    match d.provider {
+        ProviderKind::AzureOpenai => azure::validate(d),
+        ProviderKind::Gemini => gemini::validate(d),
+        ProviderKind::Vertex => vertex::validate(d),
+        _ => Ok(()),
+    }?;
+    if azure && d.provider != ProviderKind::AzureOpenai {
+        return Err("api_version and azure_deployment_type are for azure_openai deployments only".into());
+    }
+    if vertex && d.provider != ProviderKind::Vertex {
+        return Err("gcp_project, gcp_location, vertex_publisher and gcp_service_account_secret are for vertex deployments only".into());
+    }
+    Ok(())
 }
 
 /// Removes provider secrets from text that may be shown to a client (providers echo parts

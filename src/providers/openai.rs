@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 pub struct OpenAi;
 
 #[derive(Deserialize)]
-struct WireUsage {
+pub(super) struct WireUsage {
     #[serde(default)]
     prompt_tokens: u64,
     #[serde(default)]
@@ -49,12 +49,19 @@ struct WithUsage {
     usage: Option<WireUsage>,
 }
 
-/// The client's body with the alias replaced by the deployment's model and, for streams,
-/// usage requested: serialised straight from the client's map, without copying it.
+/// The client's body with the alias replaced by the deployment's model (or left out, for
+/// endpoints whose path names the model) and, for streams, usage requested: serialised
+/// straight from the client's map, without copying it.
 struct Outgoing<'a> {
     body: &'a Map<String, Value>,
-    model: &'a str,
+    model: Option<&'a str>,
     ask_usage: bool,
+}
+
+/// The upstream body of an OpenAI-format request; also Azure OpenAI's, which differs only
+/// in where the model is named.
+pub(crate) fn request_body(req: &ChatRequest, model: Option<&str>) -> Vec<u8> {
+    serde_json::to_vec(&Outgoing { body: &req.body, model, ask_usage: req.stream }).expect("a JSON map serialises")
 }
 
 impl Serialize for Outgoing<'_> {
@@ -63,7 +70,11 @@ impl Serialize for Outgoing<'_> {
         let mut had_options = false;
         for (k, v) in self.body {
             match k.as_str() {
-                "model" => map.serialize_entry(k, self.model)?,
+                "model" => {
+                    if let Some(model) = self.model {
+                        map.serialize_entry(k, model)?;
+                    }
+                }
                 "stream_options" if self.ask_usage => {
                     had_options = true;
                     let mut options = v.as_object().cloned().unwrap_or_default();
@@ -82,8 +93,7 @@ impl Serialize for Outgoing<'_> {
 
 impl Provider for OpenAi {
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
-        let body = serde_json::to_vec(&Outgoing { body: &req.body, model: &d.model, ask_usage: req.stream })
-            .expect("a JSON map serialises");
+        let body = request_body(req, Some(&d.model));
         let mut headers = vec![("content-type", "application/json".to_string())];
         if let Some(key) = &auth.api_key {
             headers.push(("authorization", format!("Bearer {key}")));

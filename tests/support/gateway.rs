@@ -38,6 +38,15 @@ pub const AWS_SECRET_ACCESS_KEY: &str = "test/Bedrock+Secret/0123456789abcdefghi
 pub const AWS_SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjTESTSESSIONTOKEN0123456789";
 /// The Bedrock API key of deployment `bedrock-us-key`.
 pub const BEDROCK_API_KEY: &str = "bedrock-api-key-TEST-0123456789";
+/// The keys of deployments `azure-eu` / `azure-v1`, `mistral-eu` and `gemini`.
+pub const AZURE_API_KEY: &str = "azure-key-TEST-0123456789abcdef";
+pub const MISTRAL_API_KEY: &str = "mistral-key-TEST-0123456789";
+pub const GEMINI_API_KEY: &str = "AIzaTEST-gemini-key-0123456789";
+/// The mock's OAuth endpoints (tags) the two test service accounts exchange their JWTs at:
+/// one shared by the `vertex-eu` and `vertex-claude` deployments, one used by
+/// `vertex-once` alone, so a test can count its exchanges.
+pub const GCP_TOKEN_TAG: &str = "gcp-token";
+pub const GCP_TOKEN_ONCE_TAG: &str = "gcp-token-once";
 
 pub struct Gateway {
     pub base: String,
@@ -114,6 +123,27 @@ pub fn test_config() -> Value {
     let mut claude = deployment("claude-1", "us", "us-east-1", [39.0, -77.5]);
     claude["provider"] = json!("anthropic");
     claude["api_key_secret"] = json!("TEST_PROVIDER_KEY");
+    // Routing: a weighted pair, a flaky deployment with a quick circuit breaker, context
+    // windows of three sizes, a text-only and a vision deployment.
+    let us = |id: &str| deployment(id, "us", "us-east-1", [39.0, -77.5]);
+    let mut flaky = us("flaky");
+    flaky["health"] = json!({"failure_threshold": 2, "window_ms": 30000, "cooldown_ms": 2500});
+    let with = |mut d: Value, capabilities: Value| {
+        d["capabilities"] = capabilities;
+        d
+    };
+    let routing = vec![
+        us("w-a"),
+        us("w-b"),
+        flaky,
+        us("steady"),
+        us("solo"),
+        with(us("ctx-small"), json!({"context_window": 8000})),
+        with(us("ctx-tiny"), json!({"context_window": 4000})),
+        with(us("ctx-big"), json!({"context_window": 200000})),
+        with(us("text-only"), json!({"vision": false})),
+        us("seeing"),
+    ];
     let mut dead = deployment("dead", "us", "us-east-1", [39.0, -77.5]);
     dead["base_url"] = json!(format!("http://127.0.0.1:{}/dead/v1", free_port()));
     let mut claude_eu = deployment("claude-eu", "eu", "eu-central-1", [50.1, 8.7]);
@@ -127,7 +157,7 @@ pub fn test_config() -> Value {
     let mut bedrock_us_key =
         bedrock("bedrock-us-key", "us", "us-east-1", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", [39.0, -77.5]);
     bedrock_us_key["api_key_secret"] = json!("TEST_BEDROCK_API_KEY");
-    json!({
+    let mut config = json!({
         "deployments": [
             deployment("us-1", "us", "us-east-1", [39.0, -77.5]),
             deployment("eu-1", "eu", "eu-central-1", [50.1, 8.7]),
@@ -148,6 +178,12 @@ pub fn test_config() -> Value {
             {"name": "keyed", "deployments": ["keyed"]},
             {"name": "unset", "deployments": ["unset-secret"]},
             {"name": "dead", "deployments": ["dead"]},
+            {"name": "ab", "strategy": "weighted", "deployments": ["w-a", "w-b"], "weights": {"w-a": 90, "w-b": 10}},
+            {"name": "ab-sticky", "strategy": "weighted", "sticky": "user", "deployments": ["w-a", "w-b"], "weights": {"w-a": 50, "w-b": 50}},
+            {"name": "breaker", "deployments": ["flaky", "steady"]},
+            {"name": "solo", "deployments": ["solo"]},
+            {"name": "ctx", "deployments": ["ctx-small", "ctx-tiny", "ctx-big"]},
+            {"name": "vision", "deployments": ["text-only", "seeing"]},
             {"name": "claude", "deployments": ["claude-1"]},
             {"name": "claude-then-openai", "deployments": ["claude-1", "us-1"]},
             {"name": "bedrock", "deployments": ["bedrock-eu"]},
@@ -171,9 +207,81 @@ pub fn test_config() -> Value {
                 {"id": "default", "allow": ["any"]}
             ]
         },
-        "limits": {"max_body_bytes": MAX_BODY, "max_attempts": 3},
+        // Shared deployments never trip a breaker between tests; `flaky` has its own.
+        "limits": {"max_body_bytes": MAX_BODY, "max_attempts": 3, "health": {"failure_threshold": 1000}},
         "budgets": {"teams": {"softcap": {"monthly_usd": "0.000001", "mode": "soft"}}}
-    })
+    });
+    config["deployments"].as_array_mut().unwrap().extend(routing);
+    let (deployments, aliases) = google_azure_mistral();
+    config["deployments"].as_array_mut().unwrap().extend(deployments);
+    config["aliases"].as_array_mut().unwrap().extend(aliases);
+    config
+}
+
+/// Azure OpenAI, Mistral, the Gemini API and Vertex AI deployments, and an alias each.
+fn google_azure_mistral() -> (Vec<Value>, Vec<Value>) {
+    let eu = |id: &str, provider: &str| {
+        let mut d = deployment(id, "eu", "eu", [50.1, 8.7]);
+        d["provider"] = json!(provider);
+        d["base_url"] = json!(format!("{}/{id}", mock().base_url()));
+        d
+    };
+    let global = |mut d: Value| {
+        d["jurisdiction"] = json!("global");
+        d["region"] = json!("global");
+        d.as_object_mut().unwrap().remove("location");
+        d
+    };
+    let mut azure_eu = eu("azure-eu", "azure_openai");
+    azure_eu["model"] = json!("gpt-4o-mini-eu");
+    azure_eu["api_version"] = json!("2024-10-21");
+    azure_eu["azure_deployment_type"] = json!("data_zone_eu");
+    azure_eu["api_key_secret"] = json!("TEST_AZURE_API_KEY");
+    let mut azure_v1 = global(eu("azure-v1", "azure_openai"));
+    azure_v1["model"] = json!("gpt-4o-mini-global");
+    azure_v1["api_version"] = json!("v1");
+    azure_v1["azure_deployment_type"] = json!("global");
+    azure_v1["api_key_secret"] = json!("TEST_AZURE_API_KEY");
+    let mut mistral = eu("mistral-eu", "mistral");
+    mistral["model"] = json!("mistral-small-latest");
+    mistral["base_url"] = json!(format!("{}/mistral-eu/mistral/v1", mock().base_url()));
+    mistral["api_key_secret"] = json!("TEST_MISTRAL_API_KEY");
+    let mut gemini = global(eu("gemini", "gemini"));
+    gemini["model"] = json!("gemini-2.5-flash");
+    gemini["base_url"] = json!(format!("{}/gemini/v1beta", mock().base_url()));
+    gemini["api_key_secret"] = json!("TEST_GEMINI_API_KEY");
+    let vertex = |id: &str, publisher: &str, model: &str, secret: &str| {
+        let mut d = eu(id, "vertex");
+        d["model"] = json!(model);
+        d["gcp_project"] = json!("llm-edge-gateway-test");
+        d["gcp_location"] = json!("eu");
+        d["vertex_publisher"] = json!(publisher);
+        d["gcp_service_account_secret"] = json!(secret);
+        d
+    };
+    let mut vertex_once = global(vertex("vertex-once", "google", "gemini-2.5-flash", "TEST_GCP_SERVICE_ACCOUNT_ONCE"));
+    vertex_once["gcp_location"] = json!("global");
+    let deployments = vec![
+        azure_eu,
+        azure_v1,
+        mistral,
+        gemini,
+        vertex("vertex-eu", "google", "gemini-2.5-flash", "TEST_GCP_SERVICE_ACCOUNT"),
+        vertex("vertex-claude", "anthropic", "claude-sonnet-4-6", "TEST_GCP_SERVICE_ACCOUNT"),
+        vertex_once,
+    ];
+    let aliases = ["azure-eu", "azure-v1", "mistral-eu", "gemini", "vertex-eu", "vertex-claude", "vertex-once"]
+        .map(|id| json!({"name": id, "deployments": [id]}))
+        .to_vec();
+    (deployments, aliases)
+}
+
+/// The committed test service account's key file, its token endpoint the mock's `tag`.
+pub fn gcp_service_account(tag: &str) -> String {
+    let mut key: Value =
+        serde_json::from_str(&fs::read_to_string(root().join("tests/data/gcp-service-account.json")).unwrap()).unwrap();
+    key["token_uri"] = json!(format!("{}/{tag}/token", mock().base_url()));
+    key.to_string()
 }
 
 fn free_port() -> u16 {
@@ -211,7 +319,11 @@ impl Gateway {
                 "GATEWAY_CONFIG='{config}'\nTEST_PROVIDER_KEY={PROVIDER_KEY}\nGATEWAY_KEY_SECRET_HELD={SECRET_KEY}\n\
                  TRUST_GEO_HEADERS={trust_geo_headers}\nADMIN_TOKEN=compliance:{ADMIN_COMPLIANCE},platform:{ADMIN_PLATFORM}\n\
                  TEST_AWS_ACCESS_KEY_ID={AWS_ACCESS_KEY_ID}\nTEST_AWS_SECRET_ACCESS_KEY={AWS_SECRET_ACCESS_KEY}\n\
-                 TEST_AWS_SESSION_TOKEN={AWS_SESSION_TOKEN}\nTEST_BEDROCK_API_KEY={BEDROCK_API_KEY}\n"
+                 TEST_AWS_SESSION_TOKEN={AWS_SESSION_TOKEN}\nTEST_BEDROCK_API_KEY={BEDROCK_API_KEY}\n\
+                 TEST_AZURE_API_KEY={AZURE_API_KEY}\nTEST_MISTRAL_API_KEY={MISTRAL_API_KEY}\n\
+                 TEST_GEMINI_API_KEY={GEMINI_API_KEY}\nTEST_GCP_SERVICE_ACCOUNT='{}'\nTEST_GCP_SERVICE_ACCOUNT_ONCE='{}'\n",
+                gcp_service_account(GCP_TOKEN_TAG),
+                gcp_service_account(GCP_TOKEN_ONCE_TAG),
             ),
         )
         .unwrap();

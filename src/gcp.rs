@@ -1,0 +1,254 @@
+//! The pure part of authenticating as a Google Cloud service account: the signed JWT
+//! (RFC 7519, RS256) a service account exchanges for an OAuth access token, per Google's
+//! "Using OAuth 2.0 for Server to Server Applications" (claims `iss`, `scope`, `aud` = the
+//! token endpoint, `iat`, `exp` at most an hour later; `POST` the form
+//! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=…`, answered with
+//! `access_token`, `expires_in`, `token_type`), and the service account's JSON key file
+//! ("Create and delete service account keys": `client_email`, `private_key` as a PEM
+//! PKCS #8 block, `private_key_id`, `token_uri`). The RSA signature itself is the shell's
+//! (WebCrypto), as are the clock and the network.
+
+use serde::Deserialize;
+use serde_json::json;
+
+/// Vertex AI's calls need the Cloud Platform scope.
+pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// How long an assertion (and so the token asked for) is valid; Google's maximum.
+const LIFETIME_SECS: u64 = 3600;
+
+/// A token is replaced this long before it expires, so none expires in flight.
+pub const REFRESH_MARGIN_SECS: u64 = 300;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceAccount {
+    pub client_email: String,
+    pub private_key: String,
+    #[serde(default)]
+    pub private_key_id: Option<String>,
+    pub token_uri: String,
+}
+
+impl ServiceAccount {
+    /// The key file as Google issues it; the error never quotes the key.
+    pub fn parse(json: &str) -> Result<ServiceAccount, String> {
+        let account: ServiceAccount = serde_json::from_str(json).map_err(|e| {
+            format!("the service account key is not a Google key file (line {}, column {})", e.line(), e.column())
+        })?;
+        if !(account.token_uri.starts_with("https://") || account.token_uri.starts_with("http://")) {
+            return Err("the service account key's token_uri is not an http(s) URL".into());
+        }
+        Ok(account)
+    }
+
+    /// The text an RS256 signature covers: `base64url(header).base64url(claims)`.
+    pub fn signing_input(&self, now_unix: u64) -> String {
+        let mut header = json!({"alg": "RS256", "typ": "JWT"});
+        if let Some(kid) = &self.private_key_id {
+            header["kid"] = kid.as_str().into();
+        }
+        let claims = json!({
+            "iss": self.client_email,
+            "scope": SCOPE,
+            "aud": self.token_uri,
+            "iat": now_unix,
+            "exp": now_unix + LIFETIME_SECS,
+        });
+        format!("{}.{}", base64url(header.to_string().as_bytes()), base64url(claims.to_string().as_bytes()))
+    }
+
+    /// The private key as the DER bytes WebCrypto imports as `pkcs8`.
+    pub fn private_key_der(&self) -> Result<Vec<u8>, String> {
+        pem_to_der(&self.private_key, "PRIVATE KEY")
+    }
+
+    /// Tokens are per account and token endpoint.
+    pub fn cache_key(&self) -> String {
+        format!("{} {}", self.client_email, self.token_uri)
+    }
+}
+
+/// The signed JWT.
+pub fn assertion(signing_input: &str, signature: &[u8]) -> String {
+    format!("{signing_input}.{}", base64url(signature))
+}
+
+/// The token request's `application/x-www-form-urlencoded` body.
+pub fn token_request_body(assertion: &str) -> String {
+    // The assertion is base64url and dots, which a form needs no escaping for.
+    format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub token: String,
+    pub expires_at_unix: u64,
+}
+
+impl AccessToken {
+    /// True while the token may still be sent: until the refresh margin before it expires.
+    pub fn fresh(&self, now_unix: u64) -> bool {
+        now_unix + REFRESH_MARGIN_SECS < self.expires_at_unix
+    }
+}
+
+/// The token endpoint's answer.
+pub fn parse_token_response(body: &[u8], now_unix: u64) -> Result<AccessToken, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        access_token: String,
+        expires_in: u64,
+    }
+    let answer: Answer =
+        serde_json::from_slice(body).map_err(|e| format!("the token endpoint's answer is not a token ({e})"))?;
+    Ok(AccessToken { token: answer.access_token, expires_at_unix: now_unix + answer.expires_in })
+}
+
+/// The bytes of a PEM block labelled `label`.
+fn pem_to_der(pem: &str, label: &str) -> Result<Vec<u8>, String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = pem
+        .split_once(&begin)
+        .and_then(|(_, rest)| rest.split_once(&end))
+        .map(|(body, _)| body)
+        .ok_or_else(|| format!("the private key is not a PEM `{label}` block (PKCS #8)"))?;
+    base64_decode(body).ok_or_else(|| "the private key's PEM block is not valid base64".into())
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Unpadded base64url (RFC 4648 §5), as JWTs use.
+pub fn base64url(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            let c = ALPHABET[(n >> (18 - 6 * i) & 63) as usize];
+            out.push(match c {
+                b'+' => '-',
+                b'/' => '_',
+                c => c as char,
+            });
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding, ignoring whitespace (PEM bodies wrap at 64 columns).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let symbols: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let data = symbols.strip_suffix(b"==").or_else(|| symbols.strip_suffix(b"=")).unwrap_or(&symbols);
+    if !symbols.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for b in data {
+        let value = ALPHABET.iter().position(|a| a == b)? as u32;
+        acc = acc << 6 | value;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed test key (tests/data/gcp-service-account.json).
+    fn account() -> ServiceAccount {
+        ServiceAccount::parse(include_str!("../tests/data/gcp-service-account.json")).unwrap()
+    }
+
+    #[test]
+    fn base64url_matches_rfc_4648_vectors() {
+        // RFC 4648 §10, in the URL-safe alphabet without padding.
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64url(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64url(&[0xfb, 0xff, 0xbf]), "-_-_");
+    }
+
+    #[test]
+    fn base64_decoding_reverses_the_standard_alphabet() {
+        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9v\nYmFy")] {
+            assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes(), "{encoded}");
+        }
+        assert_eq!(base64_decode("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
+        assert_eq!(base64_decode("Zm9"), None);
+        assert_eq!(base64_decode("Zm9*"), None);
+    }
+
+    #[test]
+    fn the_key_file_parses_and_its_key_is_pkcs8_der() {
+        let account = account();
+        assert_eq!(account.client_email, "gateway-test@llm-edge-gateway-test.iam.gserviceaccount.com");
+        let der = account.private_key_der().unwrap();
+        // A DER SEQUENCE with a long-form length, then version 0, then the rsaEncryption OID.
+        assert_eq!(der[0], 0x30);
+        let rsa_oid = [0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+        assert!(der.windows(rsa_oid.len()).any(|w| w == rsa_oid), "PKCS #8 wraps an RSA key");
+        assert!(der.len() > 1100, "a 2048-bit key");
+        assert!(ServiceAccount::parse("{}").unwrap_err().contains("not a Google key file"));
+        let mut bad =
+            serde_json::to_value(json!({"client_email": "a", "private_key": "b", "token_uri": "ftp://x"})).unwrap();
+        assert!(ServiceAccount::parse(&bad.to_string()).unwrap_err().contains("token_uri"));
+        bad["token_uri"] = "https://oauth2.googleapis.com/token".into();
+        assert!(ServiceAccount::parse(&bad.to_string()).unwrap().private_key_der().unwrap_err().contains("PEM"));
+    }
+
+    #[test]
+    fn the_signing_input_is_header_and_claims() {
+        let account = account();
+        let input = account.signing_input(1_750_000_000);
+        let (header, claims) = input.split_once('.').unwrap();
+        let decode = |part: &str| -> serde_json::Value {
+            let standard: String = part
+                .chars()
+                .map(|c| match c {
+                    '-' => '+',
+                    '_' => '/',
+                    c => c,
+                })
+                .collect();
+            let padded = format!("{standard}{}", "=".repeat((4 - standard.len() % 4) % 4));
+            serde_json::from_slice(&base64_decode(&padded).unwrap()).unwrap()
+        };
+        assert_eq!(decode(header), json!({"alg": "RS256", "typ": "JWT", "kid": account.private_key_id}));
+        assert_eq!(
+            decode(claims),
+            json!({"iss": account.client_email, "scope": SCOPE, "aud": account.token_uri,
+                "iat": 1_750_000_000, "exp": 1_750_003_600})
+        );
+        assert_eq!(assertion(&input, &[1, 2, 3]), format!("{input}.AQID"));
+        assert_eq!(
+            token_request_body("h.c.s"),
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=h.c.s"
+        );
+    }
+
+    #[test]
+    fn tokens_are_refreshed_five_minutes_before_they_expire() {
+        let token = parse_token_response(br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#, 1000)
+            .unwrap();
+        assert_eq!(token, AccessToken { token: "ya29.x".into(), expires_at_unix: 4599 });
+        assert!(token.fresh(1000));
+        assert!(token.fresh(4299 - 1));
+        assert!(!token.fresh(4299));
+        assert!(parse_token_response(br#"{"error":"invalid_grant"}"#, 0).is_err());
+    }
+}

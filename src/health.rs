@@ -1,0 +1,131 @@
+//! A deployment's recent health, as one colo sees it: the circuit breaker that skips a
+//! deployment that keeps failing, and the time to first byte the `latency` strategy
+//! orders by. Plain data with the clock passed in; the shell keeps one per deployment in
+//! the colo's cache.
+
+use crate::config::HealthLimits;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Times (Unix ms) of recent failures, oldest first.
+    pub failures: Vec<u64>,
+    /// Skipped until then.
+    pub open_until: Option<u64>,
+    /// A single probe is in flight until then: other requests keep skipping.
+    pub probe_until: Option<u64>,
+    /// Smoothed time to first byte of successful calls.
+    pub ttfb_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Healthy: try it.
+    Try,
+    /// After its cool-down: try it, as the one probe.
+    Probe,
+    /// Tripped: skip it.
+    Skip,
+}
+
+impl Health {
+    /// Whether a request may try this deployment now. A `Probe` answer claims the probe,
+    /// so concurrent requests in the same isolate get `Skip` until it reports back (or
+    /// until `probe_timeout_ms`, in case it never does).
+    pub fn admit(&mut self, now: u64, probe_timeout_ms: u64) -> Admission {
+        match self.open_until {
+            None => Admission::Try,
+            Some(until) if now < until => Admission::Skip,
+            Some(_) if self.probe_until.is_some_and(|p| now < p) => Admission::Skip,
+            Some(_) => {
+                self.probe_until = Some(now + probe_timeout_ms);
+                Admission::Probe
+            }
+        }
+    }
+
+    /// A success closes the breaker and feeds the latency estimate (weight 1/4 to the
+    /// newest, so one slow answer does not swing the order).
+    pub fn succeeded(&mut self, ttfb_ms: u64) {
+        self.failures.clear();
+        self.open_until = None;
+        self.probe_until = None;
+        self.ttfb_ms = Some(match self.ttfb_ms {
+            None => ttfb_ms,
+            Some(old) => (old * 3 + ttfb_ms) / 4,
+        });
+    }
+
+    /// A failure that counts against the deployment (one that made the gateway fall back).
+    pub fn failed(&mut self, now: u64, limits: &HealthLimits) {
+        if self.open_until.is_some() {
+            // The probe failed: another full cool-down.
+            self.open_until = Some(now + limits.cooldown_ms);
+            self.probe_until = None;
+            return;
+        }
+        self.failures.retain(|t| now.saturating_sub(*t) < limits.window_ms);
+        self.failures.push(now);
+        if self.failures.len() >= limits.failure_threshold as usize {
+            self.open_until = Some(now + limits.cooldown_ms);
+            self.failures.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HealthLimits = HealthLimits { failure_threshold: 3, window_ms: 10_000, cooldown_ms: 5_000 };
+
+    #[test]
+    fn trips_after_the_threshold_within_the_window() {
+        let mut h = Health::default();
+        h.failed(0, &LIMITS);
+        h.failed(11_000, &LIMITS);
+        h.failed(12_000, &LIMITS);
+        assert_eq!(h.admit(12_001, 1000), Admission::Try, "the first failure fell out of the window");
+        h.failed(13_000, &LIMITS);
+        assert_eq!(h.open_until, Some(18_000));
+        assert_eq!(h.admit(17_999, 1000), Admission::Skip);
+    }
+
+    #[test]
+    fn after_the_cool_down_a_single_probe() {
+        let mut h = Health::default();
+        for t in 0..3 {
+            h.failed(t, &LIMITS);
+        }
+        assert_eq!(h.admit(5_002, 1_000), Admission::Probe);
+        assert_eq!(h.admit(5_003, 1_000), Admission::Skip, "one probe at a time");
+        assert_eq!(h.admit(6_003, 1_000), Admission::Probe, "a probe that never reported is replaced");
+        h.succeeded(80);
+        assert_eq!(h.admit(6_004, 1_000), Admission::Try);
+        assert_eq!((h.open_until, h.failures.len()), (None, 0));
+    }
+
+    #[test]
+    fn a_failed_probe_opens_another_cool_down() {
+        let mut h = Health::default();
+        for t in 0..3 {
+            h.failed(t, &LIMITS);
+        }
+        assert_eq!(h.admit(6_000, 1_000), Admission::Probe);
+        h.failed(6_100, &LIMITS);
+        assert_eq!(h.admit(6_200, 1_000), Admission::Skip);
+        assert_eq!(h.open_until, Some(11_100));
+        assert_eq!(h.admit(11_100, 1_000), Admission::Probe);
+    }
+
+    #[test]
+    fn latency_is_smoothed() {
+        let mut h = Health::default();
+        h.succeeded(100);
+        assert_eq!(h.ttfb_ms, Some(100));
+        h.succeeded(500);
+        assert_eq!(h.ttfb_ms, Some(200));
+        let back: Health = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(back, h);
+    }
+}

@@ -1,0 +1,371 @@
+//! Google Cloud Vertex AI: Gemini models (Google's `GenerateContent` format, shared with
+//! [`super::gemini`]) and Claude models (Anthropic's Messages format, shared with
+//! [`super::anthropic`]), both authenticated with a service account's OAuth access token.
+//!
+//! Per Google Cloud's Vertex AI documentation: the Gemini publisher's
+//! `POST https://{host}/v1/projects/{project}/locations/{location}/publishers/google/
+//! models/{model}:generateContent` and `:streamGenerateContent?alt=sse` ("Generate content
+//! with the Gemini API in Vertex AI"); Anthropic's models at `…/publishers/anthropic/
+//! models/{model}:rawPredict` and `:streamRawPredict`, with the Messages body minus
+//! `model` and plus `anthropic_version: "vertex-2023-10-16"` (Anthropic's "Claude on
+//! Vertex AI"). Where a request is processed depends on the endpoint ("Data residency",
+//! "Deployments and endpoints"): the global endpoint (`aiplatform.googleapis.com`,
+//! location `global`) may process anywhere; the jurisdictional multi-region endpoints
+//! (`aiplatform.eu.rep.googleapis.com` with location `eu`, likewise `us`) keep ML
+//! processing in that jurisdiction; regional endpoints (`{region}-aiplatform.
+//! googleapis.com`) commit to in-region processing only for the models and regions the
+//! data-residency tables list, and not at all elsewhere.
+
+use super::anthropic::{self, Anthropic};
+use super::canonical::Cx;
+use super::gemini;
+use super::{Auth, ErrorClass, Provider, StreamTranslator, UpstreamRequest, Usage};
+use crate::chat::ChatRequest;
+use crate::config::Deployment;
+use crate::error::GatewayError;
+
+/// Gemini models on Vertex AI.
+pub struct VertexGemini;
+
+/// Claude models on Vertex AI.
+pub struct VertexClaude;
+
+const PROVIDER: &str = "vertex";
+
+/// The Messages API version Anthropic's models on Vertex AI take, in the body.
+const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+
+const GLOBAL_HOST: &str = "aiplatform.googleapis.com";
+
+/// The jurisdictional multi-region endpoints and their locations.
+const MULTI_REGION_HOSTS: &[(&str, &str)] =
+    &[("aiplatform.eu.rep.googleapis.com", "eu"), ("aiplatform.us.rep.googleapis.com", "us")];
+
+/// The Vertex-specific part of config validation; the caller names the deployment.
+pub fn validate(d: &Deployment) -> Result<(), String> {
+    let name = |field: &str, value: &Option<String>| -> Result<String, String> {
+        let value = value.as_deref().ok_or(format!("vertex deployments need `{field}`"))?;
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(format!("{field} `{value}` is not a Google Cloud name (lowercase letters, digits, `-`)"));
+        }
+        Ok(value.to_string())
+    };
+    name("gcp_project", &d.gcp_project)?;
+    let location = name("gcp_location", &d.gcp_location)?;
+    if d.vertex_publisher.is_none() {
+        return Err("vertex deployments need `vertex_publisher`: `google` (Gemini) or `anthropic` (Claude)".into());
+    }
+    if d.gcp_service_account_secret.is_none() || d.api_key_secret.is_some() {
+        return Err("vertex deployments authenticate with `gcp_service_account_secret` (a service account's JSON key), not `api_key_secret`".into());
+    }
+    if d.model.contains(['/', ':', '?']) {
+        return Err(format!("model `{}` must be a bare model id such as gemini-2.5-flash", d.model));
+    }
+    let host = d.base_url.split_once("://").map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or_default());
+    let served = if host == GLOBAL_HOST {
+        Some("global")
+    } else if let Some((_, multi)) = MULTI_REGION_HOSTS.iter().find(|(h, _)| *h == host) {
+        Some(*multi)
+    } else if let Some(region) = host.strip_suffix("-aiplatform.googleapis.com") {
+        Some(region)
+    } else if host.ends_with(".googleapis.com") {
+        return Err(format!("base_url host `{host}` is not a Vertex AI endpoint"));
+    } else {
+        // A proxy or a test server: the location alone tells where Google processes.
+        None
+    };
+    if let Some(served) = served.filter(|s| *s != location) {
+        return Err(format!("base_url host `{host}` serves location `{served}`, not gcp_location `{location}`"));
+    }
+    let (required, why) = match location.as_str() {
+        "global" => ("global", "the global endpoint may process requests in any Google Cloud region"),
+        "eu" => ("eu", "the `eu` multi-region endpoint keeps ML processing within the EU"),
+        "us" => ("us", "the `us` multi-region endpoint keeps ML processing within the United States"),
+        // Google commits to in-region processing on a regional endpoint only for the models
+        // and regions its data-residency tables list, which change and which the gateway
+        // cannot check per request, and not at all for the others: such a deployment cannot
+        // promise a jurisdiction. EU or US residency is what the multi-region endpoints are for.
+        _ => (
+            "global",
+            "a regional endpoint keeps processing in its region only for some models (use the `eu` or `us` multi-region endpoint, aiplatform.eu.rep.googleapis.com, for residency)",
+        ),
+    };
+    if d.jurisdiction != required {
+        return Err(format!(
+            "location `{location}`: {why}, so the jurisdiction must be `{required}`, not `{}`",
+            d.jurisdiction
+        ));
+    }
+    Ok(())
+}
+
+fn url(d: &Deployment, publisher: &str, method: &str) -> String {
+    format!(
+        "{}/v1/projects/{}/locations/{}/publishers/{publisher}/models/{}:{method}",
+        d.base_url,
+        d.gcp_project.as_deref().unwrap_or_default(),
+        d.gcp_location.as_deref().unwrap_or_default(),
+        d.model
+    )
+}
+
+fn headers(auth: &Auth) -> Vec<(&'static str, String)> {
+    let mut headers = vec![("content-type", "application/json".to_string())];
+    if let Some(token) = &auth.bearer_token {
+        headers.push(("authorization", format!("Bearer {token}")));
+    }
+    headers
+}
+
+impl Provider for VertexGemini {
+    fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
+        let body = gemini::request_body(&Cx { provider: PROVIDER, deployment: &d.id }, req)?;
+        Ok(UpstreamRequest { url: url(d, "google", gemini::method(req)), headers: headers(auth), body })
+    }
+
+    fn response(&self, req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
+        gemini::response(req, &body)
+    }
+
+    fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
+        gemini::classify(status, body)
+    }
+
+    fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
+        gemini::stream(req)
+    }
+}
+
+impl Provider for VertexClaude {
+    fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
+        let mut body = anthropic::request_body(&Cx { provider: PROVIDER, deployment: &d.id }, &d.model, req)?;
+        // The path names the model; the version goes in the body rather than a header.
+        body.remove("model");
+        body.insert("anthropic_version".into(), ANTHROPIC_VERSION.into());
+        let method = if req.stream { "streamRawPredict" } else { "rawPredict" };
+        let body = serde_json::to_vec(&body).expect("a JSON map serialises");
+        Ok(UpstreamRequest { url: url(d, "anthropic", method), headers: headers(auth), body })
+    }
+
+    fn response(&self, req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
+        Anthropic.response(req, body)
+    }
+
+    /// Anthropic's errors pass through; Vertex's own (quota, permissions) use the same
+    /// statuses.
+    fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
+        Anthropic.classify(status, body)
+    }
+
+    fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
+        Anthropic.stream(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::gemini::tests::{answer, data, parse, run_with, user, RECORDED};
+    use crate::providers::{for_deployment, StreamEnd};
+    use serde_json::{json, Value};
+
+    fn deployment_json(publisher: &str) -> Value {
+        json!({
+            "id": "vertex-eu", "provider": "vertex", "model": "gemini-2.5-flash",
+            "base_url": "https://aiplatform.eu.rep.googleapis.com", "gcp_project": "acme-prod", "gcp_location": "eu",
+            "vertex_publisher": publisher, "gcp_service_account_secret": "GCP_SA_KEY",
+            "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
+        })
+    }
+
+    fn deployment(publisher: &str) -> Deployment {
+        serde_json::from_value(deployment_json(publisher)).unwrap()
+    }
+
+    fn auth() -> Auth {
+        Auth { bearer_token: Some("ya29.test-access-token".into()), ..Auth::default() }
+    }
+
+    #[test]
+    fn gemini_requests_target_the_google_publisher_with_the_access_token() {
+        let d = deployment("google");
+        let provider = for_deployment(&d);
+        let up =
+            provider.build(&d, &parse(json!({"model": "fast", "messages": [user(json!("hi"))]})), &auth()).unwrap();
+        assert_eq!(
+            up.url,
+            "https://aiplatform.eu.rep.googleapis.com/v1/projects/acme-prod/locations/eu/publishers/google/models/gemini-2.5-flash:generateContent"
+        );
+        assert!(up.headers.contains(&("authorization", "Bearer ya29.test-access-token".into())));
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(body, json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}));
+        let stream =
+            provider.build(&d, &parse(json!({"model": "m", "stream": true, "messages": [user(json!("hi"))]})), &auth());
+        assert!(stream
+            .unwrap()
+            .url
+            .ends_with("/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse"));
+        let refused = provider.build(
+            &d,
+            &parse(json!({"model": "m", "logprobs": true, "messages": [user(json!("x"))]})),
+            &auth(),
+        );
+        assert!(refused.err().expect("refused").message.contains("provider vertex (deployment `vertex-eu`)"));
+    }
+
+    #[test]
+    fn gemini_answers_and_streams_translate_as_on_the_gemini_api() {
+        let req = parse(json!({"model": "fast", "messages": [user(json!("x"))]}));
+        let (body, usage) =
+            VertexGemini.response(&req, answer(json!([{"text": "Hi"}]), "STOP").to_string().into_bytes()).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(usage.map(|u| u.cached_input_tokens), Some(100));
+        let run = run_with(|r| VertexGemini.stream(r), RECORDED.as_bytes(), false, 7);
+        assert_eq!(run.end, StreamEnd::Complete);
+        assert_eq!(data(&run.out).last().unwrap(), "[DONE]");
+        let quota = json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Quota exceeded"}});
+        assert_eq!(VertexGemini.classify(429, quota.to_string().as_bytes()), ErrorClass::RateLimited);
+    }
+
+    #[test]
+    fn claude_requests_use_raw_predict_with_the_vertex_version_and_no_model() {
+        let mut d = deployment("anthropic");
+        d.model = "claude-sonnet-4-6".into();
+        let provider = for_deployment(&d);
+        let req = parse(json!({"model": "fast", "max_tokens": 50, "messages": [
+            {"role": "system", "content": "Be brief."}, user(json!("hi"))]}));
+        let up = provider.build(&d, &req, &auth()).unwrap();
+        assert_eq!(
+            up.url,
+            "https://aiplatform.eu.rep.googleapis.com/v1/projects/acme-prod/locations/eu/publishers/anthropic/models/claude-sonnet-4-6:rawPredict"
+        );
+        assert!(up.headers.contains(&("authorization", "Bearer ya29.test-access-token".into())));
+        assert!(!up.headers.iter().any(|(k, _)| *k == "anthropic-version" || *k == "x-api-key"));
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"anthropic_version": "vertex-2023-10-16", "max_tokens": 50, "system": "Be brief.",
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
+        );
+        let stream = parse(json!({"model": "fast", "stream": true, "messages": [user(json!("hi"))]}));
+        let up = provider.build(&d, &stream, &auth()).unwrap();
+        assert!(up.url.ends_with("/models/claude-sonnet-4-6:streamRawPredict"), "{}", up.url);
+        assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap()["stream"], true);
+        let refused =
+            provider.build(&d, &parse(json!({"model": "m", "n": 3, "messages": [user(json!("x"))]})), &auth());
+        assert!(refused
+            .err()
+            .expect("refused")
+            .message
+            .contains("`n` is not supported by provider vertex (deployment `vertex-eu`)"));
+    }
+
+    #[test]
+    fn claude_answers_are_anthropic_messages() {
+        let req = parse(json!({"model": "fast", "messages": [user(json!("x"))]}));
+        let message = json!({"id": "msg_vrtx_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+            "content": [{"type": "text", "text": "Hello"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 10, "output_tokens": 3}});
+        let (body, usage) = VertexClaude.response(&req, message.to_string().into_bytes()).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["id"], "msg_vrtx_01");
+        assert_eq!(body["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(usage.map(|u| (u.input_tokens, u.output_tokens)), Some((10, 3)));
+        let overloaded = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+        assert_eq!(VertexClaude.classify(529, overloaded.to_string().as_bytes()), ErrorClass::Overloaded);
+    }
+
+    fn config_with(edit: impl FnOnce(&mut Value)) -> Result<(), String> {
+        let mut config: Value = serde_json::from_str(&crate::config::tests::sample()).unwrap();
+        let mut d = deployment_json("google");
+        edit(&mut d);
+        config["deployments"].as_array_mut().unwrap().push(d);
+        crate::config::parse(&config.to_string()).map(drop)
+    }
+
+    #[test]
+    fn the_endpoint_decides_the_jurisdiction() {
+        let with = |host: &str, location: &str, jurisdiction: &str| {
+            config_with(|d| {
+                d["base_url"] = json!(format!("https://{host}"));
+                d["gcp_location"] = json!(location);
+                d["jurisdiction"] = json!(jurisdiction);
+            })
+        };
+        for (host, location, jurisdiction) in [
+            ("aiplatform.eu.rep.googleapis.com", "eu", "eu"),
+            ("aiplatform.us.rep.googleapis.com", "us", "us"),
+            ("aiplatform.googleapis.com", "global", "global"),
+            ("europe-west4-aiplatform.googleapis.com", "europe-west4", "global"),
+            ("us-east5-aiplatform.googleapis.com", "us-east5", "global"),
+        ] {
+            assert_eq!(with(host, location, jurisdiction), Ok(()), "{host} {location} {jurisdiction}");
+        }
+        for (host, location, jurisdiction, needle) in [
+            (
+                "aiplatform.googleapis.com",
+                "global",
+                "eu",
+                "any Google Cloud region, so the jurisdiction must be `global`, not `eu`",
+            ),
+            (
+                "aiplatform.eu.rep.googleapis.com",
+                "eu",
+                "global",
+                "within the EU, so the jurisdiction must be `eu`, not `global`",
+            ),
+            ("aiplatform.eu.rep.googleapis.com", "eu", "us", "must be `eu`, not `us`"),
+            ("aiplatform.us.rep.googleapis.com", "us", "eu", "must be `us`, not `eu`"),
+            ("europe-west4-aiplatform.googleapis.com", "europe-west4", "eu", "regional endpoint"),
+            ("europe-west4-aiplatform.googleapis.com", "europe-west4", "eu", "must be `global`, not `eu`"),
+            (
+                "aiplatform.eu.rep.googleapis.com",
+                "europe-west4",
+                "eu",
+                "serves location `eu`, not gcp_location `europe-west4`",
+            ),
+            ("aiplatform.googleapis.com", "eu", "eu", "serves location `global`"),
+            ("europe-west4-aiplatform.googleapis.com", "europe-west1", "global", "serves location `europe-west4`"),
+            ("generativelanguage.googleapis.com", "eu", "eu", "not a Vertex AI endpoint"),
+        ] {
+            let err = with(host, location, jurisdiction).unwrap_err();
+            assert!(err.starts_with("deployment `vertex-eu`: "), "{err}");
+            assert!(err.contains(needle), "{host} {location} {jurisdiction}: `{err}` should mention `{needle}`");
+        }
+        // A test server or proxy: judged by the location.
+        let local = |location: &str, jurisdiction: &str| {
+            config_with(|d| {
+                d["base_url"] = json!("http://127.0.0.1:9/vertex");
+                d["gcp_location"] = json!(location);
+                d["jurisdiction"] = json!(jurisdiction);
+            })
+        };
+        assert_eq!(local("eu", "eu"), Ok(()));
+        assert!(local("europe-west4", "eu").unwrap_err().contains("must be `global`"));
+    }
+
+    #[test]
+    fn project_location_publisher_and_service_account_are_required() {
+        let rejects = |edit: &dyn Fn(&mut Value), needle: &str| {
+            let err = config_with(edit).unwrap_err();
+            assert!(err.contains(needle), "`{err}` should mention `{needle}`");
+        };
+        rejects(&|d| drop(d.as_object_mut().unwrap().remove("gcp_project")), "need `gcp_project`");
+        rejects(&|d| d["gcp_project"] = json!("Acme Prod"), "gcp_project `Acme Prod`");
+        rejects(&|d| drop(d.as_object_mut().unwrap().remove("gcp_location")), "need `gcp_location`");
+        rejects(&|d| drop(d.as_object_mut().unwrap().remove("vertex_publisher")), "need `vertex_publisher`");
+        assert!(config_with(|d| d["vertex_publisher"] = json!("meta")).unwrap_err().contains("unknown variant `meta`"));
+        rejects(
+            &|d| drop(d.as_object_mut().unwrap().remove("gcp_service_account_secret")),
+            "gcp_service_account_secret",
+        );
+        rejects(&|d| d["api_key_secret"] = json!("KEY"), "not `api_key_secret`");
+        rejects(&|d| d["gcp_service_account_secret"] = json!("bad name"), "gcp_service_account_secret `bad name`");
+        rejects(&|d| d["model"] = json!("publishers/google/models/x"), "bare model id");
+        let mut config: Value = serde_json::from_str(&crate::config::tests::sample()).unwrap();
+        config["deployments"][0]["gcp_project"] = json!("acme");
+        let err = crate::config::parse(&config.to_string()).map(drop).unwrap_err();
+        assert!(err.contains("deployment `eu-a`: gcp_project, gcp_location, vertex_publisher and gcp_service_account_secret are for vertex"), "{err}");
+    }
+}

@@ -1,0 +1,285 @@
+//! End to end through workerd: the Anthropic Messages ingress (`POST /v1/messages`), as
+//! an Anthropic SDK pointed at the gateway uses it (key in `x-api-key`, an
+//! `anthropic-version` header), answered by OpenAI-format and Anthropic deployments.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::gateway::{gateway, mock, BUDGET_KEY, KEY};
+use support::http;
+use support::nonce;
+
+fn headers_for<'a>(key: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![("x-api-key", key), ("anthropic-version", "2023-06-01"), ("content-type", "application/json")];
+    all.extend_from_slice(extra);
+    all
+}
+
+fn messages_as(key: &str, body: &Value, extra: &[(&str, &str)]) -> http::Response {
+    let url = gateway().url("/v1/messages");
+    http::send("POST", &url, &headers_for(key, extra), Some(body.to_string().as_bytes())).expect("gateway answers")
+}
+
+fn messages(body: &Value) -> http::Response {
+    messages_as(KEY, body, &[])
+}
+
+/// A streamed answer: its status, content type, and (event name, data) pairs.
+fn stream(body: &Value) -> (u16, Option<String>, Vec<(String, Value)>) {
+    let url = gateway().url("/v1/messages");
+    let s = http::send_streaming("POST", &url, &headers_for(KEY, &[]), Some(body.to_string().as_bytes()))
+        .expect("gateway answers");
+    let (status, content_type) = (s.status, s.header("content-type").map(str::to_string));
+    let text = String::from_utf8(s.collect().expect("the stream ends properly")).unwrap();
+    let events = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let field = |name: &str| e.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default();
+            let data = serde_json::from_str(field("data:")).unwrap_or_else(|_| panic!("event data is JSON: {e}"));
+            (field("event:").to_string(), data)
+        })
+        .collect();
+    (status, content_type, events)
+}
+
+fn ask(model: &str, text: &str) -> Value {
+    json!({"model": model, "max_tokens": 200, "messages": [{"role": "user", "content": text}]})
+}
+
+fn only_upstream(needle: &str) -> Value {
+    let all = mock().requests_matching(needle);
+    assert_eq!(all.len(), 1, "one upstream request for {needle}");
+    all[0].json()
+}
+
+fn assert_anthropic_error(r: &http::Response, status: u16, kind: &str) -> String {
+    assert_eq!(r.status, status, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], kind, "{v}");
+    v["error"]["message"].as_str().expect("a message").to_string()
+}
+
+#[test]
+fn an_openai_deployment_answers_an_anthropic_request() {
+    let n = nonce("msg-openai");
+    let body = json!({"model": "single", "max_tokens": 64, "system": "Be brief.", "temperature": 0.2,
+        "messages": [{"role": "user", "content": format!("{n} [mock:prompt_tokens=12,completion_tokens=5,cached_tokens=4]")}]});
+    let r = messages(&body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("x-gateway-provider"), Some("openai"));
+    assert_eq!(r.header("x-gateway-deployment"), Some("us-1"));
+    assert_eq!(r.header("x-gateway-tried"), Some("us-1:200 ok"));
+    assert!(r.header("x-gateway-cost-usd").is_some() && r.header("x-gateway-request-id").is_some());
+    let v = r.json();
+    assert!(v["id"].as_str().unwrap().starts_with("msg_"), "{v}");
+    assert_eq!((&v["type"], &v["role"], &v["model"]), (&json!("message"), &json!("assistant"), &json!("single")));
+    assert_eq!(v["content"][0]["type"], "text");
+    assert!(v["content"][0]["text"].as_str().unwrap().contains(&n), "{v}");
+    assert_eq!((&v["stop_reason"], &v["stop_sequence"]), (&json!("end_turn"), &Value::Null));
+    assert_eq!(
+        v["usage"],
+        json!({"input_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4, "output_tokens": 5})
+    );
+
+    let up = only_upstream(&n);
+    assert_eq!(up["model"], "model-us-1");
+    assert_eq!(up["max_completion_tokens"], 64);
+    assert_eq!(up["temperature"], 0.2);
+    assert_eq!(up["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    assert_eq!(up["messages"][1]["role"], "user");
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+fn streamed_text(events: &[(String, Value)]) -> String {
+    events.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect()
+}
+
+#[test]
+fn an_openai_deployment_streams_anthropic_events() {
+    let n = nonce("msg-openai-stream");
+    let mut body = ask("single", &format!("{n} [mock:chunks=4,prompt_tokens=12,completion_tokens=5]"));
+    body["stream"] = json!(true);
+    let (status, content_type, events) = stream(&body);
+    assert_eq!(status, 200);
+    assert!(content_type.unwrap().starts_with("text/event-stream"));
+    assert_eq!(names(&events)[..3], ["message_start", "content_block_start", "content_block_delta"]);
+    assert_eq!(names(&events)[events.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
+    assert!(events.iter().all(|(name, data)| data["type"] == name.as_str()), "{events:?}");
+    assert_eq!(events[0].1["message"]["model"], "single");
+    assert!(streamed_text(&events).contains(&n));
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(
+        (delta["usage"]["input_tokens"].as_u64(), delta["usage"]["output_tokens"].as_u64()),
+        (Some(12), Some(5))
+    );
+    let up = only_upstream(&n);
+    assert_eq!((&up["stream"], &up["stream_options"]["include_usage"]), (&json!(true), &json!(true)));
+}
+
+#[test]
+fn an_anthropic_deployment_streams_to_an_anthropic_client() {
+    let n = nonce("msg-claude-stream");
+    let mut body = ask("claude", &format!("{n} [mock:chunks=3,prompt_tokens=20,completion_tokens=6]"));
+    body["stream"] = json!(true);
+    body["system"] = json!([{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]);
+    body["metadata"] = json!({"user_id": "user-7"});
+    let (status, _, events) = stream(&body);
+    assert_eq!(status, 200);
+    assert_eq!(names(&events)[0], "message_start");
+    assert_eq!(names(&events)[events.len() - 2..], ["message_delta", "message_stop"]);
+    assert!(streamed_text(&events).contains(&n));
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(
+        (delta["usage"]["input_tokens"].as_u64(), delta["usage"]["output_tokens"].as_u64()),
+        (Some(20), Some(6))
+    );
+
+    let upstream = mock().requests_matching(&n);
+    assert_eq!(upstream[0].path, "/claude-1/v1/messages");
+    let up = upstream[0].json();
+    assert_eq!((&up["stream"], &up["max_tokens"], &up["system"]), (&json!(true), &json!(200), &json!("Be brief.")));
+    assert_eq!(up["metadata"], json!({"user_id": "user-7"}));
+}
+
+#[test]
+fn a_stream_that_fails_midway_ends_with_an_anthropic_error_event() {
+    for (alias, directive, kind) in [
+        ("single", "chunks=5,cut_after=2", "api_error"),
+        ("claude", "chunks=5,cut_after=2,error_code=overloaded_error", "overloaded_error"),
+    ] {
+        let n = nonce(&format!("msg-cut-{alias}"));
+        let mut body = ask(alias, &format!("{n} [mock:{directive}]"));
+        body["stream"] = json!(true);
+        let (status, _, events) = stream(&body);
+        assert_eq!(status, 200, "{alias}");
+        assert_eq!(names(&events)[0], "message_start", "{alias}");
+        assert!(names(&events).contains(&"content_block_delta"), "{alias}: {events:?}");
+        let (name, data) = events.last().unwrap();
+        assert_eq!((name.as_str(), &data["type"], &data["error"]["type"]), ("error", &json!("error"), &json!(kind)));
+        assert!(!names(&events).contains(&"message_stop"), "{alias}: no invented ending");
+    }
+}
+
+#[test]
+fn a_tool_round_trip_in_anthropic_format_through_either_provider() {
+    for alias in ["single", "claude"] {
+        let n = nonce(&format!("msg-tool-{alias}"));
+        let tools = json!([{"name": "get_weather", "description": "Weather in a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+        let question = json!({"role": "user",
+            "content": format!("{n} weather in Paris? [mock:tool_call=get_weather,tool_args={{\"city\": \"Paris\"}}]")});
+        let ask = json!({"model": alias, "max_tokens": 200, "tools": tools, "tool_choice": {"type": "auto"},
+            "messages": [question]});
+        let r = messages(&ask);
+        assert_eq!(r.status, 200, "{alias}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["stop_reason"], "tool_use", "{alias}: {v}");
+        let call = v["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").expect("a tool_use block");
+        assert_eq!((&call["name"], &call["input"]), (&json!("get_weather"), &json!({"city": "Paris"})), "{alias}");
+        let id = call["id"].as_str().unwrap().to_string();
+
+        // The tool's result goes back as the next user turn, without the mock's directive.
+        let n2 = nonce(&format!("msg-tool-result-{alias}"));
+        let result = format!("18°C and sunny {n2}");
+        let answer = json!({"model": alias, "max_tokens": 200, "tools": tools, "messages": [
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "assistant", "content": v["content"]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": result}]},
+        ]});
+        let r = messages(&answer);
+        assert_eq!(r.status, 200, "{alias}: {}", r.text());
+        assert_eq!(r.json()["stop_reason"], "end_turn", "{alias}");
+        let sent = only_upstream(&n2);
+        let sent = sent["messages"].as_array().unwrap();
+        if alias == "single" {
+            assert_eq!(sent[1]["tool_calls"][0]["id"], id.as_str());
+            assert_eq!(sent[1]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+            assert_eq!(sent[2], json!({"role": "tool", "tool_call_id": id, "content": result}));
+        } else {
+            assert_eq!(sent[1]["content"].as_array().unwrap().last().unwrap()["input"], json!({"city": "Paris"}));
+            assert_eq!(sent[2]["content"][0], json!({"type": "tool_result", "tool_use_id": id, "content": result}));
+        }
+    }
+}
+
+#[test]
+fn errors_have_anthropics_shape() {
+    let url = gateway().url("/v1/messages");
+    let body = ask("single", "hi").to_string();
+    let r = http::send("POST", &url, &[("anthropic-version", "2023-06-01")], Some(body.as_bytes())).unwrap();
+    assert_anthropic_error(&r, 401, "authentication_error");
+    let wrong = http::send("POST", &url, &headers_for("gw-not-a-key", &[]), Some(body.as_bytes())).unwrap();
+    assert_anthropic_error(&wrong, 401, "authentication_error");
+
+    let message = assert_anthropic_error(&messages(&ask("no-such-alias", "hi")), 404, "not_found_error");
+    assert!(message.contains("no-such-alias"), "{message}");
+
+    let n = nonce("msg-no-max");
+    let no_max = json!({"model": "single", "messages": [{"role": "user", "content": n}]});
+    let message = assert_anthropic_error(&messages(&no_max), 400, "invalid_request_error");
+    assert!(message.contains("`max_tokens`"), "{message}");
+    let mut top_k = ask("single", &n);
+    top_k["top_k"] = json!(5);
+    let message = assert_anthropic_error(&messages(&top_k), 400, "invalid_request_error");
+    assert!(message.contains("`top_k`"), "{message}");
+    assert!(mock().requests_matching(&n).is_empty(), "nothing was sent upstream");
+
+    let get = http::send("GET", &url, &headers_for(KEY, &[]), None).unwrap();
+    assert_anthropic_error(&get, 405, "invalid_request_error");
+    assert_eq!(get.header("allow"), Some("POST"));
+
+    let r = messages(&ask("dead", "hi"));
+    assert_anthropic_error(&r, 502, "api_error");
+    assert_eq!(r.header("x-gateway-attempts"), Some("1"), "the receipt headers stay");
+
+    let chat = gateway().chat(&json!({"model": "no-such-alias", "messages": [{"role": "user", "content": "x"}]}), &[]);
+    assert_eq!((chat.status, &chat.json()["error"]["code"]), (404, &json!("model_not_found")), "OpenAI's stays");
+}
+
+/// Polls D1 until `sql`'s first row's `n` reaches `want` (the queue consumer batches).
+fn wait_count(sql: &str, want: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let n = gateway().d1(sql).first().and_then(|r| r["n"].as_u64()).unwrap_or(0);
+        if n >= want || started.elapsed() > Duration::from_secs(40) {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn messages_requests_are_billed_in_the_ledger() {
+    let team = nonce("msg-ledger");
+    let r =
+        messages_as(KEY, &ask("single", "[mock:prompt_tokens=100,completion_tokens=10]"), &[("x-gateway-team", &team)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.header("x-gateway-request-id").unwrap().to_string();
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'"), 1), 1);
+    let rows = gateway().d1(&format!("SELECT * FROM cost_events WHERE team = '{team}'"));
+    let e = &rows[0];
+    assert_eq!(e["request_id"], id.as_str());
+    assert_eq!((e["outcome"].as_str(), e["status"].as_u64()), (Some("ok"), Some(200)));
+    assert_eq!((e["alias"].as_str(), e["deployment"].as_str()), (Some("single"), Some("us-1")));
+    assert_eq!((e["input_tokens"].as_u64(), e["output_tokens"].as_u64()), (Some(100), Some(10)));
+    assert_eq!(e["cost_micros"].as_u64(), Some(100 * 3 + 10 * 15));
+}
+
+#[test]
+fn a_hard_budget_refuses_with_a_billing_error() {
+    // Each request costs 60 micro-dollars; the key's budget is 100.
+    let text = "[mock:prompt_tokens=10,completion_tokens=2]";
+    let statuses: Vec<u16> = (0..3).map(|_| messages_as(BUDGET_KEY, &ask("single", text), &[]).status).collect();
+    assert_eq!(statuses, [200, 200, 402]);
+    let message = assert_anthropic_error(&messages_as(BUDGET_KEY, &ask("single", text), &[]), 402, "billing_error");
+    assert!(message.contains("key `budgeted`"), "{message}");
+}
