@@ -391,31 +391,10 @@ fn tool_result(cx: &Cx, path: &str, message: &Map<String, Value>) -> Result<Valu
 /// A message's `content` (a string, an array of parts, or nothing) as Converse blocks,
 /// accepting only the part types in `allowed`.
 fn content_blocks(cx: &Cx, path: &str, content: Option<&Value>, allowed: &[&str]) -> Result<Vec<Value>, GatewayError> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(text)) => Ok(vec![json!({"text": text})]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .enumerate()
-            .map(|(j, part)| content_part(cx, &format!("{path}.content[{j}]"), part, allowed))
-            .collect(),
-        Some(_) => Err(cx.invalid(&format!("{path}.content"), "must be a string or an array of content parts")),
-    }
-}
-
-fn content_part(cx: &Cx, path: &str, part: &Value, allowed: &[&str]) -> Result<Value, GatewayError> {
-    let part = cx.object(path, part)?;
-    let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
-    if !allowed.contains(&kind) {
-        return Err(cx.unsupported(&format!("{path}.type"), &format!(" `{kind}`")));
-    }
-    cx.check_keys(path, part, &["type", kind])?;
-    let field = format!("{path}.{kind}");
-    let inner = part.get(kind).unwrap_or(&Value::Null);
-    match kind {
-        "image_url" => image(cx, &field, inner),
-        _ => Ok(json!({"text": cx.string(&field, inner)?})),
-    }
+    canonical::map_parts(cx, path, content, allowed, |kind, field, inner| match kind {
+        "image_url" => image(cx, field, inner),
+        _ => Ok(json!({"text": cx.string(field, inner)?})),
+    })
 }
 
 /// `detail` is accepted and not sent: it trades OpenAI's image cost against fidelity, and

@@ -291,3 +291,34 @@ impl Chunks {
         write_event(out, None, "[DONE]");
     }
 }
+
+/// A message's content parts (a string is one text part), each checked against `allowed`
+/// and turned into the provider's form by `part`, given its type, its field path and its
+/// payload.
+pub(super) fn map_parts(
+    cx: &Cx,
+    path: &str,
+    content: Option<&Value>,
+    allowed: &[&str],
+    part: impl Fn(&str, &str, &Value) -> Result<Value, GatewayError>,
+) -> Result<Vec<Value>, GatewayError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(vec![json!({ "text": text })]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(j, item)| {
+                let path = format!("{path}.content[{j}]");
+                let object = cx.object(&path, item)?;
+                let kind = object.get("type").and_then(Value::as_str).unwrap_or_default();
+                if !allowed.contains(&kind) {
+                    return Err(cx.unsupported(&format!("{path}.type"), &format!(" `{kind}`")));
+                }
+                cx.check_keys(&path, object, &["type", kind])?;
+                part(kind, &format!("{path}.{kind}"), object.get(kind).unwrap_or(&Value::Null))
+            })
+            .collect(),
+        Some(_) => Err(cx.invalid(&format!("{path}.content"), "must be a string or an array of content parts")),
+    }
+}

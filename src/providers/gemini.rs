@@ -304,41 +304,20 @@ fn function_response(
 /// A message's `content` (a string, an array of parts, or nothing) as Gemini parts,
 /// accepting only the part types in `allowed`.
 fn parts(cx: &Cx, path: &str, content: Option<&Value>, allowed: &[&str]) -> Result<Vec<Value>, GatewayError> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(text)) => Ok(vec![json!({ "text": text })]),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(j, part)| part_of(cx, &format!("{path}.content[{j}]"), part, allowed))
-            .collect(),
-        Some(_) => Err(cx.invalid(&format!("{path}.content"), "must be a string or an array of content parts")),
-    }
-}
-
-fn part_of(cx: &Cx, path: &str, part: &Value, allowed: &[&str]) -> Result<Value, GatewayError> {
-    let part = cx.object(path, part)?;
-    let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
-    if !allowed.contains(&kind) {
-        return Err(cx.unsupported(&format!("{path}.type"), &format!(" `{kind}`")));
-    }
-    cx.check_keys(path, part, &["type", kind])?;
-    let field = format!("{path}.{kind}");
-    let inner = part.get(kind).unwrap_or(&Value::Null);
-    match kind {
+    canonical::map_parts(cx, path, content, allowed, |kind, field, inner| match kind {
         "image_url" => {
             // `detail` trades OpenAI's image cost against fidelity; Gemini has no such choice.
-            let image = cx.object(&field, inner)?;
-            cx.check_keys(&field, image, &["url", "detail"])?;
+            let image = cx.object(field, inner)?;
+            cx.check_keys(field, image, &["url", "detail"])?;
             inline_data(cx, &format!("{field}.url"), image.get("url").unwrap_or(&Value::Null))
         }
         "file" => {
-            let file = cx.object(&field, inner)?;
-            cx.check_keys(&field, file, &["file_data", "filename"])?;
+            let file = cx.object(field, inner)?;
+            cx.check_keys(field, file, &["file_data", "filename"])?;
             inline_data(cx, &format!("{field}.file_data"), file.get("file_data").unwrap_or(&Value::Null))
         }
-        _ => Ok(json!({ "text": cx.string(&field, inner)? })),
-    }
+        _ => Ok(json!({ "text": cx.string(field, inner)? })),
+    })
 }
 
 fn inline_data(cx: &Cx, path: &str, url: &Value) -> Result<Value, GatewayError> {
