@@ -3,7 +3,7 @@
 //! failure to client status is tested natively.
 
 use crate::error::GatewayError;
-use crate::providers::{redact, Auth, ErrorClass};
+use crate::providers::{redact, Auth, ErrorClass, Usage};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
@@ -12,6 +12,9 @@ pub struct Attempt {
     pub status: Option<u16>,
     /// `None` for the attempt that answered.
     pub failure: Option<ErrorClass>,
+    /// What a failed attempt had consumed when it failed, if the provider said (a stream
+    /// that reported its input before dying).
+    pub consumed: Option<Usage>,
 }
 
 #[derive(Debug, Default)]
@@ -21,11 +24,20 @@ pub struct AttemptLog {
 
 impl AttemptLog {
     pub fn failed(&mut self, deployment: &str, status: Option<u16>, class: ErrorClass) {
-        self.attempts.push(Attempt { deployment: deployment.to_string(), status, failure: Some(class) });
+        self.failed_after(deployment, status, class, None);
+    }
+
+    pub fn failed_after(&mut self, deployment: &str, status: Option<u16>, class: ErrorClass, consumed: Option<Usage>) {
+        self.attempts.push(Attempt { deployment: deployment.to_string(), status, failure: Some(class), consumed });
     }
 
     pub fn succeeded(&mut self, deployment: &str, status: u16) {
-        self.attempts.push(Attempt { deployment: deployment.to_string(), status: Some(status), failure: None });
+        self.attempts.push(Attempt {
+            deployment: deployment.to_string(),
+            status: Some(status),
+            failure: None,
+            consumed: None,
+        });
     }
 
     pub fn count(&self) -> usize {

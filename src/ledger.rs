@@ -37,6 +37,11 @@ pub struct AttemptRecord {
     pub status: Option<u16>,
     /// `None` for the attempt that answered.
     pub failure: Option<String>,
+    /// Tokens a failed attempt had consumed, when its provider reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +151,8 @@ impl CostEvent {
                     deployment: a.deployment.clone(),
                     status: a.status,
                     failure: a.failure.map(|c| c.as_str().to_string()),
+                    input_tokens: a.consumed.map(|u| u.input_tokens),
+                    output_tokens: a.consumed.map(|u| u.output_tokens),
                 })
                 .collect(),
         }
@@ -210,7 +217,13 @@ mod tests {
         assert_eq!(e.latency_ms, 500);
         assert_eq!(
             e.attempts[0],
-            AttemptRecord { deployment: "eu-0".into(), status: Some(529), failure: Some("overloaded".into()) }
+            AttemptRecord {
+                deployment: "eu-0".into(),
+                status: Some(529),
+                failure: Some("overloaded".into()),
+                input_tokens: None,
+                output_tokens: None
+            }
         );
         let back: CostEvent = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e);

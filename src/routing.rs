@@ -3,11 +3,33 @@
 //! decides the set; nothing here can add to it.
 
 use crate::chat::ChatRequest;
-use crate::config::{Alias, Deployment, Sticky, Strategy};
+use crate::config::{Alias, Capabilities, Deployment, Gateway, Sticky, Strategy};
 use crate::keys::sha256_hex;
 use crate::residency::{Candidates, Dropped};
 use serde_json::Value;
 use std::collections::HashMap;
+
+/// What an alias can do: what any of its deployments can, since capability routing sends
+/// each request to one that can; the largest known context window.
+pub fn alias_capabilities(g: &Gateway, alias: &Alias) -> Capabilities {
+    let deployments = alias.deployments.iter().filter_map(|id| g.deployment(id));
+    deployments.fold(Capabilities { vision: false, tools: false, json_mode: false, context_window: None }, |acc, d| {
+        let c = &d.capabilities;
+        Capabilities {
+            vision: acc.vision || c.vision,
+            tools: acc.tools || c.tools,
+            json_mode: acc.json_mode || c.json_mode,
+            context_window: acc.context_window.max(c.context_window),
+        }
+    })
+}
+
+/// How long one attempt may wait for its response head: its deployment's timeout, cut to
+/// what is left of the request's total deadline; `None` once that has passed.
+pub fn attempt_timeout(first_byte_ms: u64, now: u64, deadline: u64) -> Option<u64> {
+    let left = deadline.checked_sub(now).filter(|left| *left > 0)?;
+    Some(first_byte_ms.min(left))
+}
 
 /// What the request needs from a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,7 +159,7 @@ fn weighted_ranks(alias: &Alias, c: &Candidates, draw: u64) -> Vec<u64> {
 mod tests {
     use super::*;
     use crate::chat;
-    use crate::config::{self, Gateway};
+    use crate::config;
     use crate::geo::Caller;
     use crate::residency::{candidates, decide, Subject};
 
@@ -181,6 +203,28 @@ mod tests {
         assert!(reasons.iter().any(|r| r.contains("context window of 1000")));
         assert!(reasons.iter().any(|r| r.contains("no tool use")));
         assert_eq!(c.kept.len(), c.bands.len());
+    }
+
+    #[test]
+    fn attempts_fit_in_the_total_deadline() {
+        assert_eq!(attempt_timeout(30_000, 1_000, 61_000), Some(30_000));
+        assert_eq!(attempt_timeout(30_000, 50_000, 61_000), Some(11_000), "the last attempt gets what is left");
+        assert_eq!(attempt_timeout(30_000, 61_000, 61_000), None);
+        assert_eq!(attempt_timeout(30_000, 70_000, 61_000), None, "a clock past the deadline stops, never wraps");
+    }
+
+    #[test]
+    fn an_alias_can_do_what_any_of_its_deployments_can() {
+        let g = gateway(|v| {
+            v["deployments"][0]["capabilities"] = serde_json::json!({"vision": false, "context_window": 8000});
+            v["deployments"][1]["capabilities"] =
+                serde_json::json!({"vision": false, "tools": false, "context_window": 200000});
+            v["aliases"][1]["deployments"] = serde_json::json!(["eu-a"]);
+        });
+        let c = alias_capabilities(&g, g.alias("us-only").unwrap());
+        assert_eq!(c, Capabilities { vision: false, tools: true, json_mode: true, context_window: Some(8000) });
+        let c = alias_capabilities(&g, g.alias("chat").unwrap());
+        assert_eq!((c.vision, c.context_window), (true, Some(200000)));
     }
 
     #[test]

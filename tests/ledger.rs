@@ -326,3 +326,47 @@ fn the_dashboard_page_reads_the_breakdown_api() {
     assert!(page.contains("/admin/costs?") && page.contains("Admin token"));
     assert!(r.header("content-security-policy").is_some());
 }
+
+#[test]
+fn the_cron_keeps_a_regional_breakdown_snapshot_in_kv() {
+    let team = nonce("regions");
+    let r = gateway().chat(
+        &ask("chat", "[mock:prompt_tokens=10,completion_tokens=2]", false),
+        &[("x-gateway-team", &team), ("x-gateway-geo-country", "DE"), ("x-gateway-geo-continent", "EU")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(wait_count(&format!("SELECT SUM(requests) AS n FROM cost_daily WHERE team = '{team}'"), 1), 1);
+    gateway().run_cron();
+    let v = gateway().admin("GET", "/admin/costs/regions", None).json();
+    assert!(v["at_ms"].as_u64().is_some(), "{v}");
+    let de = v["rows"].as_array().unwrap().iter().find(|r| r["country"] == "DE" && r["continent"] == "EU").cloned();
+    assert!(de.is_some_and(|r| r["requests"].as_u64().unwrap() >= 1 && r["jurisdiction"] == "eu"), "{v}");
+    // The same snapshot the edge reads, in KV.
+    let month = &v["month"].as_str().unwrap().to_string();
+    assert!(gateway().kv_get(&format!("spend:{month}:regions")).is_some());
+    assert!(gateway().kv_get(&format!("spend:{month}")).unwrap().contains(&team));
+}
+
+#[test]
+fn a_failed_attempts_consumed_tokens_are_recorded() {
+    let team = nonce("ledger-failed-attempt");
+    // Anthropic reports the prompt's tokens in message_start, then the stream fails
+    // before any content: the gateway falls back, and the event keeps what was consumed.
+    support::gateway::mock().script(mock_provider::Script {
+        tag: "claude-1".into(),
+        needle: team.clone(),
+        times: None,
+        behaviour: mock_provider::Behaviour::parse("cut_after=0,error_code=overloaded_error,prompt_tokens=77").unwrap(),
+    });
+    let body =
+        json!({"model": "claude-then-openai", "stream": true, "messages": [{"role": "user", "content": team.clone()}]});
+    let s = gateway().chat_stream(&body, &[("x-gateway-team", &team)]);
+    assert_eq!(s.header("x-gateway-deployment"), Some("us-1"));
+    let _ = s.collect();
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'"), 1), 1);
+    let e = &events_of_team(&team)[0];
+    let attempts: Value = serde_json::from_str(e["attempts_detail"].as_str().unwrap()).unwrap();
+    assert_eq!(attempts[0]["deployment"], "claude-1");
+    assert_eq!(attempts[0]["input_tokens"], 77, "{attempts}");
+    assert_eq!(attempts[1]["failure"], Value::Null);
+}

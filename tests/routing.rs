@@ -137,3 +137,20 @@ fn a_litellm_config_imports_as_a_draft_with_notes() {
     // Nothing was applied.
     assert!(gateway().admin("GET", "/admin/config", None).json()["config"]["aliases"].to_string().contains("\"chat\""));
 }
+
+#[test]
+fn models_show_each_aliases_capabilities() {
+    let r = support::http::send(
+        "GET",
+        &gateway().url("/v1/models"),
+        &[("authorization", &format!("Bearer {}", support::gateway::KEY))],
+        None,
+    )
+    .unwrap();
+    let v = r.json();
+    let of =
+        |name: &str| v["data"].as_array().unwrap().iter().find(|m| m["id"] == name).unwrap()["capabilities"].clone();
+    assert_eq!(of("ctx")["context_window"], 200000);
+    assert_eq!(of("vision")["vision"], true, "one of its deployments has vision");
+    assert_eq!((of("single")["tools"].as_bool(), of("single")["json_mode"].as_bool()), (Some(true), Some(true)));
+}

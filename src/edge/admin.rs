@@ -204,6 +204,12 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             respond::json(200, &explained)
         }
         (Method::Get, "/admin/costs") => costs(&req, env).await,
+        (Method::Get, "/admin/costs/regions") => {
+            let snapshot = super::spend::regions(env)
+                .await
+                .map_err(|e| GatewayError::new(503, "service_unavailable", "store_unavailable", e))?;
+            respond::json(200, &snapshot)
+        }
         (Method::Post, "/admin/keys") => create_key(&mut req, env, &actor).await,
         (Method::Post, "/admin/config/import/litellm") => import_litellm(&mut req, env).await,
         (Method::Get, "/admin/keys") => list_keys(env).await,
@@ -225,6 +231,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
                 "/admin/residency/explain",
                 "/admin/audit",
                 "/admin/costs",
+                "/admin/costs/regions",
                 "/admin/keys",
                 "/admin/config/import/litellm",
             ];

@@ -20,7 +20,7 @@ use crate::ingress::Ingress;
 use crate::keys;
 use crate::ledger::Outcome;
 use crate::pricing::format_usd;
-use crate::providers::{self, Auth, ErrorClass};
+use crate::providers::{self, Auth, ErrorClass, Usage};
 use crate::residency::{self, Subject};
 use crate::routing;
 use crate::tags;
@@ -44,6 +44,7 @@ pub fn models(state: &State, key: &KeyConfig) -> Result<Response, GatewayError> 
                 "owned_by": "llm-edge-gateway",
                 "description": a.description,
                 "deployments": a.deployments,
+                "capabilities": routing::alias_capabilities(&state.gateway, a),
             })
         })
         .collect();
@@ -280,7 +281,10 @@ pub async fn handle(
     let mut retried_same = false;
     while let Some((d, auth)) = queue.pop_front() {
         let now = now_ms();
-        if receipt.log.count() >= limits.max_attempts || now >= total_deadline {
+        let Some(timeout) = routing::attempt_timeout(u64::from(d.first_byte_timeout_ms), now, total_deadline) else {
+            break;
+        };
+        if receipt.log.count() >= limits.max_attempts {
             break;
         }
         let provider = providers::for_deployment(d);
@@ -292,17 +296,16 @@ pub async fn handle(
             }
         };
         let up = provider.build(d, &chat, &auth)?;
-        let timeout = u64::from(d.first_byte_timeout_ms).min(total_deadline - now);
         let deadline = now + timeout;
-        let fell_back = |receipt: &mut Receipt, status: Option<u16>, class: ErrorClass| {
-            receipt.log.failed(&d.id, status, class);
+        let fell_back = |receipt: &mut Receipt, status: Option<u16>, class: ErrorClass, consumed: Option<Usage>| {
+            receipt.log.failed_after(&d.id, status, class, consumed);
             let breaker = d.health_limits(&limits.health);
             health::update(&ctx, &d.id, breaker, |h| h.failed(now_ms(), breaker));
         };
         let mut response = match upstream::send(&up, timeout).await {
             Ok(r) => r,
             Err(class) => {
-                fell_back(&mut receipt, None, class);
+                fell_back(&mut receipt, None, class, None);
                 continue;
             }
         };
@@ -311,7 +314,7 @@ pub async fn handle(
             let body = upstream::read_all(&mut response, deadline).await.unwrap_or_default();
             let class = provider.classify(status, &body);
             if class.falls_back() {
-                fell_back(&mut receipt, Some(status), class);
+                fell_back(&mut receipt, Some(status), class, None);
                 retry_after = response.headers().get("retry-after").ok().flatten().and_then(|v| v.parse::<u32>().ok());
                 // Nothing else to try: wait out a short Retry-After and try this one again.
                 if let (true, false, Some(wait)) = (queue.is_empty(), retried_same, retry_after) {
@@ -347,7 +350,7 @@ pub async fn handle(
                         Committed { opened, bill, deployment: d.clone(), attempts: receipt.log, ttfb_ms, encoder };
                     return streaming::respond(committed, headers);
                 }
-                Err(class) => fell_back(&mut receipt, Some(status), class),
+                Err((class, consumed)) => fell_back(&mut receipt, Some(status), class, consumed),
             }
         } else {
             let ttfb_ms = now_ms() - started_ms;
@@ -378,7 +381,7 @@ pub async fn handle(
                         .with_status(status)
                         .with_headers(headers));
                 }
-                Err(class) => fell_back(&mut receipt, Some(status), class),
+                Err(class) => fell_back(&mut receipt, Some(status), class, None),
             }
         }
     }

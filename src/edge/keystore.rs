@@ -50,9 +50,7 @@ async fn lookup(kv: &KvStore, hash: &str) -> Result<Option<KeyConfig>, GatewayEr
     {
         return Ok(hit.0);
     }
-    let record = kv
-        .get(&format!("{KEY_PREFIX}{hash}"))
-        .json::<KeyRecord>()
+    let record = store::get_json::<KeyRecord>(kv, &format!("{KEY_PREFIX}{hash}"))
         .await
         .map_err(|e| kv_error("reading a gateway key", e))?
         .map(|r| r.key);
@@ -105,9 +103,7 @@ pub async fn create(kv: &KvStore, mut key: KeyConfig, actor: &str) -> Result<Str
         revoked_ms: None,
     };
     let record = KeyRecord { key, created_ms, created_by: actor.to_string() };
-    kv.put(&format!("{KEY_PREFIX}{hash}"), &record)
-        .map_err(|e| kv_error("writing a gateway key", e))?
-        .execute()
+    store::put_json(kv, &format!("{KEY_PREFIX}{hash}"), &record)
         .await
         .map_err(|e| kv_error("writing a gateway key", e))?;
     put_index(kv, &hash, &meta).await?;

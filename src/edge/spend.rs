@@ -67,7 +67,7 @@ pub async fn current(env: &Env) -> Spend {
         return spend;
     }
     let snapshot = match store::kv(env) {
-        Ok(kv) => kv.get(&snapshot_key(&month)).json::<Spend>().await.ok().flatten(),
+        Ok(kv) => store::get_json::<Spend>(&kv, &snapshot_key(&month)).await.ok().flatten(),
         Err(_) => None,
     };
     LOCAL.with(|l| {
@@ -121,6 +121,33 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
         at_ms: now,
     };
     let kv = store::kv(env).map_err(|e| e.message)?;
-    kv.put(&snapshot_key(&month), &spend).map_err(|e| e.to_string())?.execute().await.map_err(|e| e.to_string())?;
+    store::put_json(&kv, &snapshot_key(&month), &spend).await?;
+    let regions = db
+        .prepare(
+            "SELECT caller_continent AS continent, caller_country AS country, jurisdiction, SUM(requests) AS requests, \
+             SUM(cost_micros) AS cost_micros FROM cost_daily WHERE day >= ?1 \
+             GROUP BY caller_continent, caller_country, jurisdiction ORDER BY cost_micros DESC",
+        )
+        .bind(&[JsValue::from_str(&from)])
+        .map_err(|e| e.to_string())?
+        .all()
+        .await
+        .and_then(|r| r.results::<serde_json::Value>())
+        .map_err(|e| e.to_string())?;
+    let snapshot = serde_json::json!({"month": month, "at_ms": now, "rows": regions});
+    store::put_json(&kv, &regions_key(&month), &snapshot).await?;
     Ok(spend)
+}
+
+fn regions_key(month: &str) -> String {
+    format!("spend:{month}:regions")
+}
+
+/// The cron's regional breakdown of this month (caller continent and country, and the
+/// jurisdiction that served them), read from KV without touching D1.
+pub async fn regions(env: &Env) -> Result<serde_json::Value, String> {
+    let month = civil::month(now_ms());
+    let kv = store::kv(env).map_err(|e| e.message)?;
+    let snapshot = store::get_json::<serde_json::Value>(&kv, &regions_key(&month)).await?;
+    Ok(snapshot.unwrap_or_else(|| serde_json::json!({"month": month, "at_ms": null, "rows": []})))
 }

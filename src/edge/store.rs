@@ -85,6 +85,20 @@ pub async fn list_versions(kv: &KvStore) -> Result<Vec<VersionMeta>, GatewayErro
     }
 }
 
+/// Writes `value` as JSON text. (`KvStore::put` of a struct goes through JS values, where
+/// maps become `Map` objects that serialise as `{}`.)
+pub async fn put_json(kv: &KvStore, key: &str, value: &impl Serialize) -> Result<(), String> {
+    let body = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    kv.put_bytes(key, &body).map_err(|e| e.to_string())?.execute().await.map_err(|e| e.to_string())
+}
+
+pub async fn get_json<T: for<'de> Deserialize<'de>>(kv: &KvStore, key: &str) -> Result<Option<T>, String> {
+    match kv.get(key).text().await.map_err(|e| e.to_string())? {
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("`{key}` is not valid: {e}")),
+        None => Ok(None),
+    }
+}
+
 pub struct AuditEntry<'a> {
     pub ts_ms: u64,
     pub actor: &'a str,

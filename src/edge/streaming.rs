@@ -11,7 +11,7 @@ use crate::config::Deployment;
 use crate::error::GatewayError;
 use crate::ingress::StreamEncoder;
 use crate::ledger::Outcome;
-use crate::providers::{openai, ErrorClass, StreamEnd, StreamTranslator};
+use crate::providers::{openai, ErrorClass, StreamEnd, StreamTranslator, Usage};
 use futures_util::{stream, StreamExt};
 use worker::{ByteStream, Headers, Response};
 
@@ -23,19 +23,21 @@ pub struct Opened {
     first: Vec<u8>,
 }
 
-/// Reads the upstream stream until its first content event or the deadline.
+/// Reads the upstream stream until its first content event or the deadline. A failure
+/// carries what the provider reported consumed so far (Anthropic reports the input first).
 pub async fn open(
     response: &mut Response,
     mut translator: Box<dyn StreamTranslator>,
     deadline: u64,
-) -> Result<Opened, ErrorClass> {
-    let mut body = response.stream().map_err(|_| ErrorClass::Unreachable)?;
+) -> Result<Opened, (ErrorClass, Option<Usage>)> {
+    let mut body = response.stream().map_err(|_| (ErrorClass::Unreachable, None))?;
     let mut first = Vec::new();
     while !translator.started() {
         let left = deadline.saturating_sub(now_ms()).max(1);
-        match upstream::next_chunk(&mut body, left).await? {
-            Some(chunk) => translator.push(&chunk, &mut first),
-            None => return Err(ErrorClass::Server),
+        match upstream::next_chunk(&mut body, left).await {
+            Ok(Some(chunk)) => translator.push(&chunk, &mut first),
+            Ok(None) => return Err((ErrorClass::Server, translator.usage())),
+            Err(class) => return Err((class, translator.usage())),
         }
     }
     Ok(Opened { body, translator, first })
