@@ -547,6 +547,9 @@ pub fn validate(c: &Config) -> Result<(), String> {
         if d.first_byte_timeout_ms == 0 {
             return Err(format!("{at}: first_byte_timeout_ms must be positive"));
         }
+        if matches!(d.provider, ProviderKind::Anthropic | ProviderKind::Mistral) && d.api_key_secret.is_none() {
+            return Err(format!("{at}: {} needs api_key_secret", d.provider.as_str()));
+        }
         if d.health.is_some_and(|h| h.failure_threshold == 0 || h.window_ms == 0) {
             return Err(format!("{at}: health.failure_threshold and health.window_ms must be positive"));
         }
@@ -794,6 +797,7 @@ pub(crate) mod tests {
         rejects(|v| v["deployments"][0]["base_url"] = "http://x/v1/".into(), "must not end");
         rejects(|v| v["deployments"][0]["location"] = serde_json::json!([91, 0]), "latitude");
         rejects(|v| v["deployments"][0]["surprise"] = 1.into(), "unknown field `surprise`");
+        rejects(|v| v["deployments"][0]["provider"] = "anthropic".into(), "anthropic needs api_key_secret");
         rejects(
             |v| v["deployments"][0].as_object_mut().unwrap().remove("price").map(drop).unwrap(),
             "missing field `price`",
