@@ -23,7 +23,7 @@ fn snapshot_key(month: &str) -> String {
 struct Local {
     snapshot: Spend,
     checked_ms: u64,
-    /// What this isolate billed, with when: the part not yet in a snapshot is added.
+    /// What this isolate billed, by the minute: the part not yet in a snapshot is added.
     billed: Vec<(u64, String, String, u64)>,
 }
 
@@ -37,10 +37,16 @@ pub fn note(team: &str, key: &str, micros: u64) {
         return;
     }
     let now = now_ms();
+    // One entry per minute, team and key: the list stays small however many requests an
+    // isolate serves between two snapshots.
+    let minute = now - now % 60_000;
     LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         let local = l.get_or_insert_with(|| Local { snapshot: Spend::default(), checked_ms: 0, billed: Vec::new() });
-        local.billed.push((now, team.to_string(), key.to_string(), micros));
+        match local.billed.iter_mut().rev().take(16).find(|(ts, t, k, _)| *ts == minute && t == team && k == key) {
+            Some(entry) => entry.3 += micros,
+            None => local.billed.push((minute, team.to_string(), key.to_string(), micros)),
+        }
     });
 }
 
@@ -51,7 +57,10 @@ fn effective(local: &Local, month: &str) -> Spend {
         Spend { month: month.to_string(), ..Spend::default() }
     };
     let since = spend.at_ms;
-    for (_, team, key, micros) in local.billed.iter().filter(|(ts, ..)| *ts >= since && civil::month(*ts) == month) {
+    // A minute that overlaps the snapshot counts whole: budgets err on the side of stopping.
+    for (_, team, key, micros) in
+        local.billed.iter().filter(|(ts, ..)| ts + 60_000 > since && civil::month(*ts) == month)
+    {
         spend.add(team, key, *micros);
     }
     spend
@@ -74,7 +83,7 @@ pub async fn current(env: &Env) -> Spend {
         let mut l = l.borrow_mut();
         let local = l.get_or_insert_with(|| Local { snapshot: Spend::default(), checked_ms: 0, billed: Vec::new() });
         if let Some(s) = snapshot {
-            local.billed.retain(|(ts, ..)| *ts >= s.at_ms);
+            local.billed.retain(|(ts, ..)| ts + 60_000 > s.at_ms);
             local.snapshot = s;
         }
         local.checked_ms = now;
