@@ -90,3 +90,61 @@ fmt:
 
 clean:
 	rm -rf build .tools .wrangler target
+
+## make bench: issue 7's benchmarks, side by side with a trivial pass-through worker,
+## Portkey's gateway and LiteLLM's proxy, in one run of about 10 minutes (installs the first
+## time: wrk, nginx and perf from Debian, twiggy from crates.io, Portkey from npm, LiteLLM
+## from PyPI into bench/.venv). Results: bench/results/<time>/ and BENCHMARKS.md. Knobs:
+## BENCH_DURATION, BENCH_RUNS, BENCH_ONLY, BENCH_SKIP... (see bench/bench.mjs).
+TWIGGY_V := 0.8.0
+BENCH_PT := bench/passthrough
+
+.PHONY: bench bench-tools bench-passthrough bench-peers bench-micro
+
+bench: tools worker bench-tools bench-passthrough bench-peers
+	cargo build --release -q -p mock-provider
+	@out=bench/results/$$(date -u +%Y-%m-%dT%H-%M-%SZ); mkdir -p $$out; \
+	cleanup() { for g in $$(cat $$out/pids 2>/dev/null); do kill -KILL -$$g 2>/dev/null; done; }; \
+	set -m; BENCH_OUT=$$out node bench/bench.mjs & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid; cleanup; exit 130' INT TERM; \
+	wait $$pid; rc=$$?; [ $$rc -eq 0 ] || cleanup; exit $$rc
+
+# Debian's packages (wrk, nginx, perf) and twiggy; each skipped when present. Installing
+# nginx must not start a system nginx on every interface: service starts are refused
+# while it installs (unless the machine already has a policy of its own).
+bench-tools:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v nginx >/dev/null || { \
+		apt-get update -qq; policy=/usr/sbin/policy-rc.d; own=; \
+		if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy; chmod +x $$policy; own=1; fi; \
+		apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; rc=$$?; \
+		[ -z "$$own" ] || rm -f $$policy; exit $$rc; }
+	@command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; } || \
+		echo "perf is not installed: make bench will skip the CPU profile"
+	@if [ "$$($(CARGO_BIN)/twiggy --version 2>/dev/null)" != "twiggy-opt $(TWIGGY_V)" ]; then \
+		echo "installing twiggy $(TWIGGY_V) (about 2 minutes)"; cargo install --locked twiggy --version $(TWIGGY_V); fi
+
+# The trivial pass-through worker, built like the gateway. Its wasm-bindgen must be the
+# CLI's version, which follows the gateway's Cargo.lock.
+bench-passthrough: $(BENCH_PT)/build/index.js
+
+$(BENCH_PT)/build/index.js: $(BENCH_PT)/src/lib.rs $(BENCH_PT)/Cargo.toml $(BENCH_PT)/Cargo.lock Cargo.lock | tools
+	@v=$$(awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^0-9.]/,""); print; exit}' $(BENCH_PT)/Cargo.lock); \
+	[ "$$v" = "$(BINDGEN_V)" ] || cargo update -q --manifest-path $(BENCH_PT)/Cargo.toml -p wasm-bindgen --precise $(BINDGEN_V)
+	cd $(BENCH_PT) && $(CARGO_BIN)/worker-build --release
+
+# The peers: Portkey from npm (bench/package-lock.json), LiteLLM from PyPI into bench/.venv.
+bench-peers: bench/node_modules/.installed bench/.venv/.installed
+
+bench/node_modules/.installed: bench/package.json bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund
+	@touch $@
+
+bench/.venv/.installed: bench/requirements.txt
+	@[ -x bench/.venv/bin/pip ] || python3 -m venv bench/.venv
+	bench/.venv/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+# The native microbenchmarks alone (criterion; `make bench` runs and reports them too).
+bench-micro:
+	cargo bench --bench hot_paths
