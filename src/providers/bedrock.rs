@@ -611,13 +611,7 @@ impl StreamTranslator for Translator {
     /// billed rather than a silent zero.
     fn usage(&self) -> Option<Usage> {
         let state = &self.state;
-        state.usage.or_else(|| {
-            (state.streamed_chars > 0).then(|| Usage {
-                input_tokens: state.estimated_input,
-                output_tokens: crate::chat::estimate_tokens(state.streamed_chars),
-                ..Usage::default()
-            })
-        })
+        Usage::reported_or_estimated(state.usage, state.estimated_input, state.streamed_chars)
     }
 }
 

@@ -317,13 +317,7 @@ impl StreamTranslator for Translator {
 
     /// The reported usage; for a stream cut before it, an estimate of what was consumed.
     fn usage(&self) -> Option<Usage> {
-        self.usage.or_else(|| {
-            (self.streamed_chars > 0).then(|| Usage {
-                input_tokens: self.estimated_input,
-                output_tokens: crate::chat::estimate_tokens(self.streamed_chars),
-                ..Usage::default()
-            })
-        })
+        Usage::reported_or_estimated(self.usage, self.estimated_input, self.streamed_chars)
     }
 }
 

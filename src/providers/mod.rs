@@ -24,6 +24,25 @@ pub struct Usage {
     pub cache_write_tokens: u64,
 }
 
+impl Usage {
+    /// What a stream reported; for one cut before it reported anything, an estimate of
+    /// what was consumed (the prompt and the characters relayed), billed rather than a
+    /// silent zero.
+    pub fn reported_or_estimated(
+        reported: Option<Usage>,
+        estimated_input: u64,
+        streamed_chars: usize,
+    ) -> Option<Usage> {
+        reported.or_else(|| {
+            (streamed_chars > 0).then(|| Usage {
+                input_tokens: estimated_input,
+                output_tokens: crate::chat::estimate_tokens(streamed_chars),
+                ..Usage::default()
+            })
+        })
+    }
+}
+
 /// What went wrong upstream, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
