@@ -415,12 +415,13 @@ impl Gateway {
 
     /// Key names in the local KV namespace under `prefix`, through wrangler.
     pub fn kv_keys(&self, prefix: &str) -> Vec<String> {
-        let out = wrangler()
-            .args(["kv", "key", "list", "--binding", "GATEWAY_KV", "--local", "--env", "test", "--prefix", prefix])
-            .arg("--persist-to")
-            .arg(&self.state_dir)
-            .output()
-            .unwrap();
+        let out = local_store(|| {
+            let mut c = wrangler();
+            c.args(["kv", "key", "list", "--binding", "GATEWAY_KV", "--local", "--env", "test", "--prefix", prefix])
+                .arg("--persist-to")
+                .arg(&self.state_dir);
+            c
+        });
         assert!(out.status.success(), "kv key list failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).expect("kv key list prints JSON");
         v.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap().to_string()).collect()
@@ -428,12 +429,13 @@ impl Gateway {
 
     /// A value in the local KV namespace, through wrangler.
     pub fn kv_get(&self, key: &str) -> Option<String> {
-        let out = wrangler()
-            .args(["kv", "key", "get", "--binding", "GATEWAY_KV", "--local", "--env", "test", "--text", key])
-            .arg("--persist-to")
-            .arg(&self.state_dir)
-            .output()
-            .unwrap();
+        let out = local_store(|| {
+            let mut c = wrangler();
+            c.args(["kv", "key", "get", "--binding", "GATEWAY_KV", "--local", "--env", "test", "--text", key])
+                .arg("--persist-to")
+                .arg(&self.state_dir);
+            c
+        });
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         (out.status.success() && !text.trim().is_empty() && text.trim() != "Value not found").then_some(text)
     }
@@ -446,16 +448,31 @@ impl Gateway {
 
     /// A SQL query against the local D1 database, through wrangler.
     pub fn d1(&self, sql: &str) -> Vec<Value> {
-        let out = wrangler()
-            .args(["d1", "execute", "llm-edge-gateway", "--local", "--env", "test", "--json", "--persist-to"])
-            .arg(&self.state_dir)
-            .args(["--command", sql])
-            .output()
-            .unwrap();
+        let out = local_store(|| {
+            let mut c = wrangler();
+            c.args(["d1", "execute", "llm-edge-gateway", "--local", "--env", "test", "--json", "--persist-to"])
+                .arg(&self.state_dir)
+                .args(["--command", sql]);
+            c
+        });
         assert!(out.status.success(), "d1 execute failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: Value = serde_json::from_slice(&out.stdout).expect("d1 --json output");
         v[0]["results"].as_array().cloned().unwrap_or_default()
     }
+}
+
+/// Runs a wrangler command on the local stores, again while the running gateway holds the
+/// SQLite file busy (its queue consumer writes while tests read).
+fn local_store(command: impl Fn() -> Command) -> std::process::Output {
+    for _ in 0..20 {
+        let out = command().output().expect("wrangler runs");
+        let busy = String::from_utf8_lossy(&out.stderr).contains("SQLITE_BUSY");
+        if out.status.success() || !busy {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    command().output().expect("wrangler runs")
 }
 
 /// Kills the process group `pgid` once this test process has exited.
