@@ -1,8 +1,9 @@
 //! The secrets a deployment's upstream calls authenticate with, read from Worker secrets
 //! named in the config, and the OAuth access tokens some of them are exchanged for.
 
+use super::state::now_ms;
 use super::state::secret;
-use super::upstream::{self, now_ms};
+use super::upstream;
 use crate::config::Deployment;
 use crate::gcp::{self, AccessToken, ServiceAccount};
 use crate::providers::{Auth, AwsCredentials, ErrorClass, UpstreamRequest};

@@ -5,7 +5,8 @@
 
 use super::ledger::{Bill, Ending};
 use super::respond;
-use super::upstream::{self, now_ms};
+use super::state::now_ms;
+use super::upstream;
 use crate::attempts::AttemptLog;
 use crate::config::Deployment;
 use crate::error::GatewayError;

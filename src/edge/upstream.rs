@@ -1,15 +1,12 @@
 //! Outbound calls and body reading, with the time limits the runtime does not impose.
 
+use super::state::now_ms;
 use crate::error::GatewayError;
 use crate::providers::{ErrorClass, UpstreamRequest};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use std::time::Duration;
 use worker::{AbortController, ByteStream, Delay, Fetch, Headers, Method, Request, RequestInit, Response};
-
-pub fn now_ms() -> u64 {
-    worker::Date::now().as_millis()
-}
 
 /// Sends the request; gives up after `timeout_ms` without a response head.
 pub async fn send(up: &UpstreamRequest, timeout_ms: u64) -> Result<Response, ErrorClass> {
