@@ -502,13 +502,7 @@ impl StreamTranslator for Translator {
     }
 
     fn end(&mut self) -> StreamEnd {
-        if self.state.failed {
-            StreamEnd::Failed
-        } else if self.state.stopped && !self.decoder.has_partial() {
-            StreamEnd::Complete
-        } else {
-            StreamEnd::Cut
-        }
+        StreamEnd::of(self.state.failed, self.state.stopped, self.decoder.has_partial())
     }
 
     fn usage(&self) -> Option<Usage> {

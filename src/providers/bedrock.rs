@@ -598,13 +598,7 @@ impl StreamTranslator for Translator {
     }
 
     fn end(&mut self) -> StreamEnd {
-        if self.state.failed {
-            StreamEnd::Failed
-        } else if self.state.done && !self.decoder.has_partial() {
-            StreamEnd::Complete
-        } else {
-            StreamEnd::Cut
-        }
+        StreamEnd::of(self.state.failed, self.state.done, self.decoder.has_partial())
     }
 
     /// The reported usage; for a stream cut before it, an estimate of what was consumed,

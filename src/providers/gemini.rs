@@ -599,13 +599,7 @@ impl StreamTranslator for Translator {
     }
 
     fn end(&mut self) -> StreamEnd {
-        if self.state.failed {
-            StreamEnd::Failed
-        } else if self.state.done && !self.decoder.has_partial() {
-            StreamEnd::Complete
-        } else {
-            StreamEnd::Cut
-        }
+        StreamEnd::of(self.state.failed, self.state.done, self.decoder.has_partial())
     }
 
     /// The latest reported usage; for a stream cut before any, an estimate of what was

@@ -306,13 +306,7 @@ impl StreamTranslator for Translator {
     }
 
     fn end(&mut self) -> StreamEnd {
-        if self.failed {
-            StreamEnd::Failed
-        } else if self.done && self.finished && !self.decoder.has_partial() {
-            StreamEnd::Complete
-        } else {
-            StreamEnd::Cut
-        }
+        StreamEnd::of(self.failed, self.done && self.finished, self.decoder.has_partial())
     }
 
     /// The reported usage; for a stream cut before it, an estimate of what was consumed.

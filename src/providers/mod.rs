@@ -132,6 +132,20 @@ pub enum StreamEnd {
     Failed,
 }
 
+impl StreamEnd {
+    /// A reported error wins; otherwise complete only when the terminal event arrived and
+    /// no unfinished frame is pending.
+    pub fn of(failed: bool, terminal_seen: bool, partial_pending: bool) -> StreamEnd {
+        if failed {
+            StreamEnd::Failed
+        } else if terminal_seen && !partial_pending {
+            StreamEnd::Complete
+        } else {
+            StreamEnd::Cut
+        }
+    }
+}
+
 /// Translates one upstream stream into the client's format as bytes arrive.
 pub trait StreamTranslator {
     /// Consumes upstream bytes and appends what the client should receive to `out`.

@@ -224,11 +224,7 @@ impl StreamTranslator for PassThrough {
     }
 
     fn end(&mut self) -> StreamEnd {
-        if self.done && self.finished && !self.decoder.has_partial() {
-            StreamEnd::Complete
-        } else {
-            StreamEnd::Cut
-        }
+        StreamEnd::of(false, self.done && self.finished, self.decoder.has_partial())
     }
 
     /// The reported usage; for a stream cut before the usage chunk, an estimate of what
