@@ -57,6 +57,22 @@ impl Health {
     }
 
     /// A failure that counts against the deployment (one that made the gateway fall back).
+    /// Whether this view differs enough from `shared` (what the colo was last told) to tell
+    /// it again: any change to the breaker, or a latency that moved by more than a fifth
+    /// (and at least 5 ms). Writing after every request cost a cache write per request,
+    /// while the latency strategy only needs the rough figure.
+    pub fn worth_sharing(&self, shared: &Health) -> bool {
+        if (&self.failures, self.open_until, self.probe_until)
+            != (&shared.failures, shared.open_until, shared.probe_until)
+        {
+            return true;
+        }
+        match (self.ttfb_ms, shared.ttfb_ms) {
+            (Some(now), Some(then)) => now.abs_diff(then) > (then / 5).max(5),
+            (now, then) => now != then,
+        }
+    }
+
     pub fn failed(&mut self, now: u64, limits: &HealthLimits) {
         if self.open_until.is_some() {
             // The probe failed: another full cool-down.
@@ -116,6 +132,24 @@ mod tests {
         assert_eq!(h.admit(6_200, 1_000), Admission::Skip);
         assert_eq!(h.open_until, Some(11_100));
         assert_eq!(h.admit(11_100, 1_000), Admission::Probe);
+    }
+
+    #[test]
+    fn shares_breaker_changes_and_latency_drift_only() {
+        let shared = Health { ttfb_ms: Some(100), ..Health::default() };
+        let mut h = shared.clone();
+        assert!(!h.worth_sharing(&shared));
+        h.succeeded(110);
+        assert!(!h.worth_sharing(&shared), "a small drift stays local");
+        h.succeeded(400);
+        assert!(h.worth_sharing(&shared), "a fifth or more is shared");
+        let mut h = shared.clone();
+        h.failed(1, &LIMITS);
+        assert!(h.worth_sharing(&shared), "every breaker change is shared");
+        let fast = Health { ttfb_ms: Some(2), ..Health::default() };
+        let h = Health { ttfb_ms: Some(6), ..Health::default() };
+        assert!(!h.worth_sharing(&fast), "below 5 ms, drift is noise");
+        assert!(h.worth_sharing(&Health::default()), "the first latency is shared");
     }
 
     #[test]

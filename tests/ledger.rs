@@ -133,6 +133,23 @@ fn a_cut_stream_is_billed_for_what_was_consumed() {
 }
 
 #[test]
+fn a_client_that_goes_away_mid_stream_is_still_billed() {
+    let team = nonce("ledger-gone");
+    let body = ask("single", "tell me a long story [mock:chunks=40,chunk_delay_ms=100]", true);
+    let mut s = gateway().chat_stream(&body, &[("x-gateway-team", &team)]);
+    assert_eq!(s.status, 200);
+    let id = s.header("x-gateway-request-id").map(str::to_string);
+    assert!(s.next_chunk().unwrap().is_some(), "the first content arrives before the client leaves");
+    drop(s);
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'"), 1), 1);
+    let e = &events_of_team(&team)[0];
+    assert_eq!(e["request_id"].as_str(), id.as_deref());
+    assert_eq!(e["outcome"], "cut", "{e}");
+    assert!(e["input_tokens"].as_u64().unwrap() > 0, "{e}");
+    assert!(e["cost_micros"].as_u64().unwrap() > 0, "what was consumed is billed: {e}");
+}
+
+#[test]
 fn failed_requests_are_recorded_too() {
     let team = nonce("ledger-failed");
     let r = gateway().chat(&ask("dead", "hello", false), &[("x-gateway-team", &team)]);

@@ -340,7 +340,7 @@ pub async fn handle(
             return failed(&receipt, attempts::terminal(&d.id, status, class, &body, &auth), Some(d));
         }
         if chat.stream {
-            match streaming::open(&mut response, provider.stream(&chat), deadline).await {
+            match streaming::open(&response, provider.stream(&chat), deadline).await {
                 Ok(opened) => {
                     receipt.log.succeeded(&d.id, status);
                     let ttfb_ms = now_ms() - started_ms;

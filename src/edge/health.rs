@@ -1,6 +1,7 @@
 //! Deployment health per colo, in the colo's Cache API (shared by the colo's isolates,
-//! gone after `window`), with a one-second memo in the isolate. Reports are written after
-//! the response through `wait_until`, so they add no latency.
+//! gone after `window`), with a one-second memo in the isolate. A report is written after
+//! the response through `wait_until`, so it adds no latency, and only when it changes
+//! what the colo knows (`Health::worth_sharing`).
 
 use super::state::now_ms;
 use crate::config::HealthLimits;
@@ -12,8 +13,15 @@ use worker::{Cache, Context, Headers, Response};
 
 const MEMO_MS: u64 = 1_000;
 
+/// This isolate's view of a deployment, when it was read, and what the colo was last told.
+struct Known {
+    health: Health,
+    at: u64,
+    shared: Health,
+}
+
 thread_local! {
-    static MEMO: RefCell<HashMap<String, (Health, u64)>> = RefCell::new(HashMap::new());
+    static MEMO: RefCell<HashMap<String, Known>> = RefCell::new(HashMap::new());
 }
 
 fn cache_key(deployment: &str) -> String {
@@ -23,7 +31,7 @@ fn cache_key(deployment: &str) -> String {
 async fn read(deployment: &str) -> Health {
     let now = now_ms();
     if let Some(h) =
-        MEMO.with(|m| m.borrow().get(deployment).filter(|(_, at)| now - at < MEMO_MS).map(|(h, _)| h.clone()))
+        MEMO.with(|m| m.borrow().get(deployment).filter(|k| now - k.at < MEMO_MS).map(|k| k.health.clone()))
     {
         return h;
     }
@@ -32,7 +40,10 @@ async fn read(deployment: &str) -> Health {
         _ => None,
     };
     let health = cached.unwrap_or_default();
-    MEMO.with(|m| m.borrow_mut().insert(deployment.to_string(), (health.clone(), now)));
+    MEMO.with(|m| {
+        let known = Known { health: health.clone(), at: now, shared: health.clone() };
+        m.borrow_mut().insert(deployment.to_string(), known)
+    });
     health
 }
 
@@ -49,13 +60,21 @@ pub async fn read_all<'a>(ids: impl Iterator<Item = &'a str>) -> HashMap<String,
 /// cache after the response.
 pub fn update(ctx: &Rc<Context>, deployment: &str, limits: &HealthLimits, change: impl FnOnce(&mut Health)) {
     let now = now_ms();
-    let health = MEMO.with(|m| {
+    let news = MEMO.with(|m| {
         let mut m = m.borrow_mut();
-        let entry = m.entry(deployment.to_string()).or_insert_with(|| (Health::default(), now));
-        change(&mut entry.0);
-        entry.1 = now;
-        entry.0.clone()
+        let known = m.entry(deployment.to_string()).or_insert_with(|| Known {
+            health: Health::default(),
+            at: now,
+            shared: Health::default(),
+        });
+        change(&mut known.health);
+        known.at = now;
+        known.health.worth_sharing(&known.shared).then(|| {
+            known.shared = known.health.clone();
+            known.health.clone()
+        })
     });
+    let Some(health) = news else { return };
     let key = cache_key(deployment);
     let ttl_s = (limits.window_ms.max(limits.cooldown_ms) / 1000).max(1) * 2;
     ctx.wait_until(async move {

@@ -1,10 +1,13 @@
 //! Getting cost events into D1, exactly once, off the request path.
 //!
-//! A request hands its event to `ctx.wait_until` after its response (for a stream, after
-//! the last byte). The event goes to the Queue; the queue consumer writes each batch to D1
-//! in one transaction. If the send fails the event is written to D1 directly; if that
-//! fails too it is parked in KV, and the cron moves parked events to D1. A batch whose
-//! D1 write keeps failing reaches the dead-letter queue, whose consumer parks it likewise.
+//! A request hands its event over after its response (for a stream, after the last byte).
+//! Events finished within `GATHER_MS` of each other in an isolate go to the Queue in one
+//! `sendBatch`, sent from the `wait_until` of the request that finished first (which keeps
+//! the isolate alive until they are sent), as JSON text; the queue consumer writes each
+//! batch to D1 in one transaction. If the send fails the events are written to D1
+//! directly; if that fails too they are parked in KV, and the cron moves parked events to
+//! D1. A batch whose D1 write keeps failing reaches the dead-letter queue, whose consumer
+//! parks it likewise.
 //! Inserts are idempotent on request id and the rollup only counts rows inserted and not
 //! yet rolled up, so redelivery never doubles a request.
 
@@ -16,13 +19,19 @@ use crate::geo::Caller;
 use crate::ledger::{CostEvent, Facts, Outcome};
 use crate::providers::Usage;
 use crate::tags::Tags;
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
+use worker::js_sys::JSON;
 use worker::wasm_bindgen::JsValue;
-use worker::{Context, D1Database, D1PreparedStatement, Env, KvStore, MessageBatch};
+use worker::{
+    Context, D1Database, D1PreparedStatement, Delay, Env, KvStore, MessageBatch, QueueContentType, RawMessageBuilder,
+};
 
 pub const QUEUE_BINDING: &str = "COST_EVENTS";
 pub const DEAD_LETTER_QUEUE: &str = "llm-edge-gateway-cost-events-dlq";
 const PARKED_PREFIX: &str = "ledger:parked:";
+const UNREADABLE_PREFIX: &str = "ledger:unreadable:";
 
 /// Per-request fault injection for the ledger's fallback paths, honoured only where
 /// `ALLOW_TEST_FAULTS = "true"` (the test environment): `x-gateway-test-fault: queue`
@@ -31,36 +40,119 @@ pub fn queue_fault(env: &Env, header: Option<&str>) -> bool {
     header == Some("queue") && var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true")
 }
 
-/// Hands the event over without delaying the response.
-pub fn record(ctx: &Context, env: &Env, event: CostEvent, fail_queue: bool) {
-    ctx.wait_until(deliver(env.clone(), event, fail_queue));
+/// How long the first event of a batch waits for others. Under load, one queue call then
+/// carries many events; alone, an event reaches the queue this much later.
+const GATHER_MS: u64 = 20;
+/// Queues' `sendBatch` takes at most 100 messages and 256 KB.
+const MAX_BATCH: usize = 100;
+const MAX_BATCH_BYTES: usize = 200_000;
+
+/// Events finished in this isolate and not yet taken by a sender; `gathering` while one
+/// request's `wait_until` is about to take them.
+#[derive(Default)]
+struct Outbox {
+    events: Vec<CostEvent>,
+    gathering: bool,
 }
 
-async fn deliver(env: Env, event: CostEvent, fail_queue: bool) {
-    let sent = if fail_queue {
-        Err("queue send failed (injected test fault)".to_string())
-    } else {
-        match env.queue(QUEUE_BINDING) {
-            Ok(q) => q.send(&event).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+thread_local! {
+    static OUTBOX: RefCell<Outbox> = RefCell::default();
+}
+
+/// Hands the event over without delaying the response.
+pub fn record(ctx: &Context, env: &Env, event: CostEvent, fail_queue: bool) {
+    if fail_queue {
+        ctx.wait_until(deliver(env.clone(), vec![event], true));
+        return;
+    }
+    let leads = OUTBOX.with(|o| {
+        let mut o = o.borrow_mut();
+        o.events.push(event);
+        !std::mem::replace(&mut o.gathering, true)
+    });
+    if leads {
+        ctx.wait_until(send_gathered(env.clone()));
+    }
+}
+
+/// Waits for the events that finish meanwhile, then sends what has gathered. Taking them
+/// ends the gathering, so an event that finishes while these are sent starts the next
+/// batch rather than waiting for a request that may never come.
+async fn send_gathered(env: Env) {
+    Delay::from(Duration::from_millis(GATHER_MS)).await;
+    let mut events = OUTBOX.with(|o| {
+        let mut o = o.borrow_mut();
+        o.gathering = false;
+        std::mem::take(&mut o.events)
+    });
+    while !events.is_empty() {
+        let rest = events.split_off(events.len().min(MAX_BATCH));
+        deliver(env.clone(), events, false).await;
+        events = rest;
+    }
+}
+
+/// A batch of events, as queue messages of JSON text, split to the size limit.
+fn messages(events: &[CostEvent]) -> Vec<Vec<JsValue>> {
+    let mut batches = vec![Vec::new()];
+    let mut bytes = 0;
+    for e in events {
+        let Ok(json) = serde_json::to_string(e) else { continue };
+        if bytes + json.len() > MAX_BATCH_BYTES && bytes > 0 {
+            batches.push(Vec::new());
+            bytes = 0;
         }
-    };
+        bytes += json.len();
+        if let Some(batch) = batches.last_mut() {
+            batch.push(JsValue::from_str(&json));
+        }
+    }
+    batches
+}
+
+async fn send(env: &Env, events: &[CostEvent]) -> Result<(), String> {
+    let queue = env.queue(QUEUE_BINDING).map_err(|e| e.to_string())?;
+    for batch in messages(events) {
+        let batch: Vec<_> = batch
+            .into_iter()
+            .map(|m| RawMessageBuilder::new(m).build_with_content_type(QueueContentType::Text))
+            .collect();
+        queue.send_raw_batch(batch).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn deliver(env: Env, events: Vec<CostEvent>, fail_queue: bool) {
+    let sent =
+        if fail_queue { Err("queue send failed (injected test fault)".to_string()) } else { send(&env, &events).await };
     let Err(queue_error) = sent else { return };
     let written = match store::d1(&env) {
-        Ok(db) => write_events(&db, std::slice::from_ref(&event)).await,
+        Ok(db) => write_events(&db, &events).await,
         Err(e) => Err(e.message),
     };
     let Err(d1_error) = written else { return };
-    let parked = match store::kv(&env) {
-        Ok(kv) => park(&kv, &event).await,
-        Err(e) => Err(e.message),
-    };
-    if let Err(kv_error) = parked {
-        worker::console_error!(
-            "cost event {} lost: queue: {queue_error}; D1: {d1_error}; KV: {kv_error}",
-            event.request_id
-        );
+    let kv = store::kv(&env);
+    for event in &events {
+        let parked = match &kv {
+            Ok(kv) => park(kv, event).await,
+            Err(e) => Err(e.message.clone()),
+        };
+        if let Err(kv_error) = parked {
+            worker::console_error!(
+                "cost event {} lost: queue: {queue_error}; D1: {d1_error}; KV: {kv_error}",
+                event.request_id
+            );
+        }
     }
+}
+
+/// A queue message's event: JSON text, or (from a producer before that) a JS object.
+fn event_of(body: &JsValue) -> Result<CostEvent, String> {
+    let json = match body.as_string() {
+        Some(text) => text,
+        None => JSON::stringify(body).ok().and_then(|s| s.as_string()).ok_or("not JSON")?,
+    };
+    serde_json::from_str(&json).map_err(|e| e.to_string())
 }
 
 async fn park(kv: &KvStore, event: &CostEvent) -> Result<(), String> {
@@ -164,8 +256,22 @@ pub async fn write_events(db: &D1Database, events: &[CostEvent]) -> Result<(), S
 /// The queue consumer: the cost-event queue's batches go to D1 (retried by the queue on
 /// failure); the dead-letter queue's are parked for the cron.
 pub async fn consume(batch: MessageBatch<CostEvent>, env: &Env) -> worker::Result<()> {
-    let messages = batch.messages()?;
-    let events: Vec<CostEvent> = messages.iter().map(|m| m.body().clone()).collect();
+    let mut events = Vec::new();
+    for (i, message) in batch.raw_iter().enumerate() {
+        let body = message.body();
+        match event_of(&body) {
+            Ok(e) => events.push(e),
+            // Retrying cannot make it readable: kept aside in KV, for a person to look at.
+            Err(e) => {
+                worker::console_error!("unreadable cost message kept as {UNREADABLE_PREFIX}…: {e}");
+                let text = body.as_string().or_else(|| JSON::stringify(&body).ok()?.as_string());
+                if let (Ok(kv), Some(text)) = (store::kv(env), text) {
+                    let key = format!("{UNREADABLE_PREFIX}{}-{i}", now_ms());
+                    kv.put(&key, text).map_err(|e| worker::Error::RustError(e.to_string()))?.execute().await?;
+                }
+            }
+        }
+    }
     if batch.queue() == DEAD_LETTER_QUEUE {
         let kv = store::kv(env).map_err(|e| worker::Error::RustError(e.message))?;
         for e in &events {
