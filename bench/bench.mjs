@@ -13,7 +13,8 @@
 // BENCH_SOAK_REQUESTS (50000), BENCH_SOAK_MAX_SECONDS (100), BENCH_ONLY (contender ids),
 // BENCH_SKIP (phases: startup, load, stream, cpu, soak, profile, micro, size),
 // BENCH_GATEWAY_BUILD (another build directory to measure, e.g. an experiment's),
-// BENCH_OUT (results directory), BENCH_NO_UPDATE=1 (leave BENCHMARKS.md alone).
+// BENCH_OUT (results directory), BENCH_NO_UPDATE=1 (leave BENCHMARKS.md alone),
+// BENCH_HOLD=1 (start the contenders, print their URLs and keep them up until Ctrl-C).
 
 import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, statSync, unlinkSync } from "node:fs";
@@ -267,6 +268,8 @@ const DEFS = {
   "gw-miniflare": { label: "gateway, Miniflare (KV, D1, queue)", group: "miniflare", runtime: "miniflare", worker: "gateway" },
   "pt-workerd": { label: "pass-through worker, raw workerd", group: "workerd", runtime: "workerd", worker: "passthrough" },
   "gw-workerd": { label: "gateway, raw workerd (stub KV, queue, cache)", group: "workerd", runtime: "workerd", worker: "gateway" },
+  // Streams only: its non-streamed path is the pass-through's.
+  "relay-workerd": { label: "pass-through reading each chunk into wasm, raw workerd", group: "workerd", runtime: "workerd", worker: "passthrough", relay: true, streamsOnly: true },
   portkey: { label: `Portkey gateway (Node ${process.version})`, group: "peer", runtime: "portkey" },
   litellm: { label: "LiteLLM proxy (1 worker)", group: "peer", runtime: "litellm" },
   "pt-wrangler": { label: "pass-through worker, wrangler dev (DEV SERVER)", group: "dev", runtime: "wrangler", worker: "passthrough", dev: true },
@@ -405,7 +408,7 @@ const worker :Workerd.Worker = (
   const inst = {
     proc, port, base, logFile, stateDir,
     url: `${base}/v1/chat/completions`,
-    streamUrl: gw ? `${base}/v1/chat/completions` : `${base}/stream/v1/chat/completions`,
+    streamUrl: gw ? `${base}/v1/chat/completions` : `${base}/${def.relay ? "relay" : "stream"}/v1/chat/completions`,
     headers: gw ? gatewayHeaders() : workerHeaders(),
     streamHeaders: gw ? gatewayHeaders() : workerHeaders(),
     pids: () => tree(rootPid),
@@ -535,7 +538,7 @@ const wanted = (id) => !O.only || O.only.includes(id);
 const ids = Object.keys(DEFS).filter(wanted);
 
 async function phaseStartup() {
-  const startupIds = ids.filter((id) => id !== "direct" && !DEFS[id].dev);
+  const startupIds = ids.filter((id) => id !== "direct" && !DEFS[id].dev && !DEFS[id].streamsOnly);
   for (let run = 1; run <= O.runs; run++) {
     for (const id of startupIds) {
       try {
@@ -592,6 +595,7 @@ async function phaseLoad(insts) {
     for (const c of O.concurrency) {
       for (const inst of insts) {
         if (inst.def.dev && !O.devConcurrency.includes(c)) continue;
+        if (inst.def.streamsOnly) continue;
         try {
           const row = await measureLoad(inst, c, run);
           log(`load run ${run} c=${c} ${inst.id}: ${row.rps.toFixed(0)} req/s, p50 ${row.p50Ms.toFixed(2)} ms, p99 ${row.p99Ms.toFixed(2)} ms, ${row.errors} errors, CPU ${row.cpuUsPerReq?.toFixed(0)} µs/req`);
@@ -908,6 +912,11 @@ async function main() {
   insts.forEach((inst, k) => {
     results.contenders[inst.id].idleCpuPct = +(((usage(inst.cpuPids()).cpuS - idleBefore[k]) / 2) * 100).toFixed(1);
   });
+  if (env.BENCH_HOLD) {
+    // For poking at the contenders by hand: `make bench` stops them all on Ctrl-C.
+    for (const inst of insts) log(`hold: ${inst.id} ${inst.streamUrl} ${JSON.stringify(inst.streamHeaders)}`);
+    await new Promise(() => {});
+  }
   if (!O.skip.has("load")) await phaseLoad(insts);
   if (!O.skip.has("stream")) await phaseStream(insts);
   recordMemory(insts);

@@ -125,7 +125,7 @@ export function targets(results) {
   return t;
 }
 
-const ORDER = ["direct", "pt-workerd", "gw-workerd", "pt-miniflare", "gw-miniflare", "portkey", "litellm", "pt-wrangler", "gw-wrangler"];
+const ORDER = ["direct", "pt-workerd", "relay-workerd", "gw-workerd", "pt-miniflare", "gw-miniflare", "portkey", "litellm", "pt-wrangler", "gw-wrangler"];
 const PT_OF = { "gw-workerd": "pt-workerd", "gw-miniflare": "pt-miniflare", "gw-wrangler": "pt-wrangler" };
 
 export function render(results) {

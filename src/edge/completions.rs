@@ -195,7 +195,7 @@ pub async fn handle(
     )?;
 
     let warnings = budget::check(
-        &spend::current(env).await,
+        &spend::for_request(env, &ctx).await,
         &key.id,
         key.budget.as_ref(),
         &tags.team,
@@ -219,7 +219,7 @@ pub async fn handle(
     let residency_bound = (!candidates.dropped.is_empty()).then(|| decision.rule.clone());
     routing::fit(&mut candidates, &routing::needs(&chat));
     let limits = &g.config.limits;
-    let health = health::read_all(candidates.kept.iter().map(|d| d.id.as_str())).await;
+    let health = health::read_all(&ctx, candidates.kept.iter().map(|d| d.id.as_str())).await;
     let ttfb: HashMap<String, u64> = health.iter().filter_map(|(id, h)| Some((id.clone(), h.ttfb_ms?))).collect();
     let random = u64::from_str_radix(request_id.get(..16).unwrap_or("0"), 16).unwrap_or(0);
     let user = chat.body.get("user").and_then(serde_json::Value::as_str);

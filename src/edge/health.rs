@@ -1,5 +1,6 @@
 //! Deployment health per colo, in the colo's Cache API (shared by the colo's isolates,
-//! gone after `window`), with a one-second memo in the isolate. A report is written after
+//! gone after `window`), with a one-second memo in the isolate that is refreshed after
+//! the response, not before it. A report is written after
 //! the response through `wait_until`, so it adds no latency, and only when it changes
 //! what the colo knows (`Health::worth_sharing`).
 
@@ -28,30 +29,52 @@ fn cache_key(deployment: &str) -> String {
     format!("https://health.llm-edge-gateway.internal/{deployment}")
 }
 
-async fn read(deployment: &str) -> Health {
-    let now = now_ms();
-    if let Some(h) =
-        MEMO.with(|m| m.borrow().get(deployment).filter(|k| now - k.at < MEMO_MS).map(|k| k.health.clone()))
-    {
-        return h;
-    }
+/// The colo's record of a deployment, into the memo.
+async fn reread(deployment: &str) -> Health {
     let cached = match Cache::default().get(cache_key(deployment), false).await {
         Ok(Some(mut r)) => r.json::<Health>().await.ok(),
         _ => None,
     };
     let health = cached.unwrap_or_default();
     MEMO.with(|m| {
-        let known = Known { health: health.clone(), at: now, shared: health.clone() };
+        let known = Known { health: health.clone(), at: now_ms(), shared: health.clone() };
         m.borrow_mut().insert(deployment.to_string(), known)
     });
     health
 }
 
+/// This isolate's view at once; when it is older than the memo's second, the colo's record
+/// is re-read after the response. Only an isolate's first request waits for the cache.
+async fn read(ctx: &Context, deployment: &str) -> Health {
+    let now = now_ms();
+    let known = MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        let known = m.get_mut(deployment)?;
+        let due = now.saturating_sub(known.at) >= MEMO_MS;
+        if due {
+            known.at = now;
+        }
+        Some((known.health.clone(), due))
+    });
+    match known {
+        Some((health, due)) => {
+            if due {
+                let deployment = deployment.to_string();
+                ctx.wait_until(async move {
+                    reread(&deployment).await;
+                });
+            }
+            health
+        }
+        None => reread(deployment).await,
+    }
+}
+
 /// The health of each deployment, by id.
-pub async fn read_all<'a>(ids: impl Iterator<Item = &'a str>) -> HashMap<String, Health> {
+pub async fn read_all<'a>(ctx: &Context, ids: impl Iterator<Item = &'a str>) -> HashMap<String, Health> {
     let mut out = HashMap::new();
     for id in ids {
-        out.insert(id.to_string(), read(id).await);
+        out.insert(id.to_string(), read(ctx, id).await);
     }
     out
 }

@@ -73,7 +73,7 @@ async fn route(
         );
         return Ok(page);
     }
-    let state = state::load(env).await?;
+    let state = state::current(env, &ctx).await?;
     let key = keystore::authenticate(env, &state, &req).await?;
     match path.as_str() {
         "/v1/models" => completions::models(&state, &key),

@@ -1,6 +1,6 @@
-//! Month-to-date spend for budget checks, read on the request path from a KV snapshot
-//! that the cron refreshes from D1 — never written per request (KV takes about one write
-//! per second per key). On top of the snapshot, each isolate adds what it has billed
+//! Month-to-date spend for budget checks, read from a KV snapshot that the cron refreshes
+//! from D1 — never written per request (KV takes about one write per second per key) —
+//! and re-read after a response, not before it. On top of the snapshot, each isolate adds what it has billed
 //! since, so a runaway loop on one isolate is stopped without waiting for the cron.
 //!
 //! Staleness: this isolate's own spend counts at once; other isolates' within the cron
@@ -12,7 +12,7 @@ use crate::budget::Spend;
 use crate::civil;
 use std::cell::RefCell;
 use worker::wasm_bindgen::JsValue;
-use worker::Env;
+use worker::{Context, Env};
 
 const RECHECK_MS: u64 = 10_000;
 
@@ -66,15 +66,50 @@ fn effective(local: &Local, month: &str) -> Spend {
     spend
 }
 
+/// The spend as of now, the snapshot re-read first when due (`/v1/spend`).
 pub async fn current(env: &Env) -> Spend {
     let now = now_ms();
     let month = civil::month(now);
     let fresh = LOCAL.with(|l| {
         l.borrow().as_ref().filter(|l| now.saturating_sub(l.checked_ms) < RECHECK_MS).map(|l| effective(l, &month))
     });
-    if let Some(spend) = fresh {
-        return spend;
+    match fresh {
+        Some(spend) => spend,
+        None => reread(env).await,
     }
+}
+
+/// The spend for a budget check: this isolate's view at once; when the snapshot is due
+/// for a re-read, that runs after the response. Only an isolate's first request waits.
+pub async fn for_request(env: &Env, ctx: &Context) -> Spend {
+    let now = now_ms();
+    let month = civil::month(now);
+    let known = LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        let local = l.as_mut()?;
+        let due = now.saturating_sub(local.checked_ms) >= RECHECK_MS;
+        if due {
+            local.checked_ms = now;
+        }
+        Some((effective(local, &month), due))
+    });
+    match known {
+        Some((spend, due)) => {
+            if due {
+                let env = env.clone();
+                ctx.wait_until(async move {
+                    reread(&env).await;
+                });
+            }
+            spend
+        }
+        None => reread(env).await,
+    }
+}
+
+async fn reread(env: &Env) -> Spend {
+    let now = now_ms();
+    let month = civil::month(now);
     let snapshot = match store::kv(env) {
         Ok(kv) => store::get_json::<Spend>(&kv, &snapshot_key(&month)).await.ok().flatten(),
         Err(_) => None,

@@ -11,7 +11,7 @@ use crate::error::GatewayError;
 use crate::keys::KeyRing;
 use std::cell::RefCell;
 use std::rc::Rc;
-use worker::Env;
+use worker::{Context, Env};
 
 const BUNDLED_CONFIG: &str = include_str!("../../config/gateway.json");
 
@@ -87,20 +87,55 @@ async fn load_version(env: &Env, kv: &worker::KvStore, version: u64) -> Result<S
     build(env, version, source)
 }
 
+/// The state for a request: this isolate's, at once; when it is due for a recheck, the
+/// recheck runs after the response, and the next request sees its outcome.
+pub async fn current(env: &Env, ctx: &Context) -> Result<Rc<State>, GatewayError> {
+    let now = now_ms();
+    let claimed = CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        let cached = c.as_mut()?;
+        // Claimed by moving the check time, so that one request rechecks, not every one.
+        let due = now.saturating_sub(cached.checked_ms) >= RECHECK_MS;
+        if due {
+            cached.checked_ms = now;
+        }
+        Some((cached.state.clone(), due))
+    });
+    match claimed {
+        Some((state, due)) => {
+            if due {
+                let (env, stale) = (env.clone(), state.clone());
+                ctx.wait_until(async move {
+                    if let Err(e) = recheck(&env, Some(stale)).await {
+                        worker::console_error!("config recheck failed: {}", e.message);
+                    }
+                });
+            }
+            Ok(state)
+        }
+        None => recheck(env, None).await,
+    }
+}
+
+/// The state, rechecked against KV first when due (the admin API and the cron, which
+/// must not act on a stale version).
 pub async fn load(env: &Env) -> Result<Rc<State>, GatewayError> {
     let now = now_ms();
     let cached = CURRENT.with(|c| c.borrow().as_ref().map(|c| (c.state.clone(), c.checked_ms)));
-    if let Some((state, checked)) = &cached {
-        if now.saturating_sub(*checked) < RECHECK_MS {
-            return Ok(state.clone());
-        }
+    match cached {
+        Some((state, checked)) if now.saturating_sub(checked) < RECHECK_MS => Ok(state),
+        cached => recheck(env, cached.map(|(state, _)| state)).await,
     }
+}
+
+async fn recheck(env: &Env, cached: Option<Rc<State>>) -> Result<Rc<State>, GatewayError> {
+    let now = now_ms();
     let kv = store::kv(env)?;
     let version = match store::active_version(&kv).await {
         Ok(v) => v,
         // KV unreachable: keep serving what this isolate already has.
         Err(e) => match cached {
-            Some((state, _)) => return Ok(state),
+            Some(state) => return Ok(state),
             None => {
                 worker::console_error!("{}; serving the base config", e.message);
                 0
@@ -108,7 +143,7 @@ pub async fn load(env: &Env) -> Result<Rc<State>, GatewayError> {
         },
     };
     match cached {
-        Some((state, _)) if state.version == version => {
+        Some(state) if state.version == version => {
             CURRENT.with(|c| {
                 if let Some(c) = c.borrow_mut().as_mut() {
                     c.checked_ms = now;

@@ -3,8 +3,10 @@
 //! arrives, translated (and re-encoded for a client that speaks another format than
 //! OpenAI's), and bill it after the last byte — or when the client goes away.
 //!
-//! The relay is the runtime's own pipe into a `TransformStream` whose callbacks are
-//! synchronous wasm calls: one call per chunk, no promise or Rust future in between.
+//! The relay is a chain of promise callbacks into wasm — read a chunk, translate it,
+//! write it to the runtime's native `IdentityTransformStream`, read the next — with no
+//! Rust future, JavaScript stream controller or pipe in between: per chunk, those cost
+//! the runtime more than anything the gateway does (BENCHMARKS.md, CPU per chunk).
 
 use super::ledger::{Bill, Ending};
 use super::state::now_ms;
@@ -17,13 +19,11 @@ use crate::ledger::Outcome;
 use crate::providers::{openai, ErrorClass, StreamEnd, StreamTranslator, Usage};
 use std::cell::RefCell;
 use std::rc::Rc;
-use worker::js_sys::{Function, Object, Reflect, Uint8Array};
+use worker::js_sys::{global, Array, Function, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::{
-    ReadableStream, StreamPipeOptions, TransformStream, TransformStreamDefaultController, Transformer,
-};
+use worker::web_sys::{ReadableStream, ReadableStreamDefaultReader, TransformStream, WritableStreamDefaultWriter};
 use worker::{Headers, Response, ResponseBuilder};
 
 /// An upstream stream that has shown its first content: from here on the client is
@@ -56,8 +56,13 @@ pub async fn open(
     Ok(Opened { rest, translator, first })
 }
 
-/// What the relay's callbacks share: the translation state, and how the stream ended.
+/// What the relay's callbacks share: the streams, the translation state, and how the
+/// stream ended.
 struct Relay {
+    upstream: ReadableStreamDefaultReader,
+    client: WritableStreamDefaultWriter,
+    /// Resolves the promise the billing waits for.
+    ended: Option<Function>,
     translator: Box<dyn StreamTranslator>,
     /// Re-encodes the OpenAI stream, cut-stream error included, for a non-OpenAI client.
     encoder: Option<Box<dyn StreamEncoder>>,
@@ -77,7 +82,7 @@ impl Relay {
     }
 
     /// Translates one upstream chunk; `None` when it passes to the client unchanged.
-    fn chunk(&mut self, chunk: &Uint8Array) -> Option<Vec<u8>> {
+    fn translate(&mut self, chunk: &Uint8Array) -> Option<Vec<u8>> {
         self.input.resize(chunk.length() as usize, 0);
         chunk.copy_to(&mut self.input);
         let mut translated = std::mem::take(&mut self.translated);
@@ -114,16 +119,58 @@ impl Relay {
         self.end = Some(end);
         end
     }
+
+    fn write(&self, chunk: &JsValue, quiet: &Callback) {
+        // A write fails only once the client has gone, which `gone` handles.
+        let _ = self.client.write_with_chunk(chunk).catch(quiet);
+    }
+
+    /// Ends the client's stream (with an error event when it was cut) and lets the
+    /// billing go ahead. Once only.
+    fn end(&mut self, quiet: &Callback) {
+        let Some(ended) = self.ended.take() else { return };
+        let mut out = Vec::new();
+        self.finish(&mut out);
+        if !out.is_empty() {
+            self.write(&Uint8Array::from(out.as_slice()).into(), quiet);
+        }
+        let _ = self.client.close().catch(quiet);
+        let _ = ended.call0(&JsValue::NULL);
+    }
 }
 
-fn enqueue(controller: &TransformStreamDefaultController, bytes: &[u8]) -> bool {
-    bytes.is_empty() || controller.enqueue_with_chunk(&Uint8Array::from(bytes)).is_ok()
+type Callback = Closure<dyn FnMut(JsValue)>;
+
+/// The callbacks of one relay, alive until it has ended.
+struct Callbacks {
+    chunk: Callback,
+    failed: Callback,
+    /// Only held: the runtime calls it when the client goes away.
+    _gone: Callback,
+    quiet: Callback,
 }
 
-/// Closes the client's side; through a catching call, because the client may have gone.
-fn terminate(controller: &TransformStreamDefaultController) {
-    if let Ok(f) = Reflect::get(controller, &JsValue::from_str("terminate")) {
-        let _ = f.unchecked_into::<Function>().call0(controller);
+type Slot = Rc<RefCell<Option<Callbacks>>>;
+
+fn with_callbacks(slot: &Slot, f: impl FnOnce(&Callbacks)) {
+    if let Some(callbacks) = slot.borrow().as_ref() {
+        f(callbacks);
+    }
+}
+
+/// Asks for the next upstream chunk, handled by the relay's callbacks.
+fn read_next(relay: &Relay, callbacks: &Callbacks) {
+    let _ = relay.upstream.read().then2(&callbacks.chunk, &callbacks.failed);
+}
+
+/// The runtime's native pass-through stream where there is one (workerd), else a standard
+/// identity `TransformStream`.
+fn identity_stream() -> Result<TransformStream, JsValue> {
+    match Reflect::get(&global(), &JsValue::from_str("IdentityTransformStream")) {
+        Ok(ctor) if ctor.is_function() => {
+            Ok(Reflect::construct(ctor.unchecked_ref::<Function>(), &Array::new())?.unchecked_into())
+        }
+        _ => TransformStream::new(),
     }
 }
 
@@ -138,7 +185,16 @@ pub struct Committed {
 
 pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError> {
     let Committed { opened, bill, deployment, attempts, ttfb_ms, encoder } = c;
+    let relay_error = |e: JsValue| GatewayError::internal(format!("Could not relay the stream: {e:?}"));
+    let pipe = identity_stream().map_err(relay_error)?;
+    let client = pipe.writable().get_writer().map_err(relay_error)?;
+    let upstream: ReadableStreamDefaultReader = opened.rest.get_reader().unchecked_into();
+    let mut resolve = None;
+    let ended = Promise::new(&mut |res, _| resolve = Some(res));
     let relay = Rc::new(RefCell::new(Relay {
+        upstream,
+        client,
+        ended: resolve,
         translator: opened.translator,
         encoder,
         deployment: deployment.id.clone(),
@@ -146,71 +202,69 @@ pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError>
         translated: Vec::new(),
         end: None,
     }));
-    let mut first = Vec::new();
-    {
-        let mut r = relay.borrow_mut();
-        r.emit(&opened.first, &mut first);
-    }
-    let controller: Rc<RefCell<Option<TransformStreamDefaultController>>> = Rc::default();
+    let slot: Slot = Rc::default();
 
-    let start = {
-        let controller = controller.clone();
-        Closure::<dyn FnMut(TransformStreamDefaultController)>::new(move |c: TransformStreamDefaultController| {
-            enqueue(&c, &first);
-            *controller.borrow_mut() = Some(c);
-        })
-    };
-    let transform = {
-        let relay = relay.clone();
-        Closure::<dyn FnMut(JsValue, TransformStreamDefaultController)>::new(
-            move |chunk: JsValue, c: TransformStreamDefaultController| {
-                let Some(bytes) = chunk.dyn_ref::<Uint8Array>() else { return };
-                match relay.borrow_mut().chunk(bytes) {
-                    None => {
-                        let _ = c.enqueue_with_chunk(&chunk);
-                    }
-                    Some(out) => {
-                        enqueue(&c, &out);
+    let chunk = {
+        let (relay, slot) = (relay.clone(), slot.clone());
+        Callback::new(move |result: JsValue| {
+            let field = |name: &str| Reflect::get(&result, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+            with_callbacks(&slot, |callbacks| {
+                let quiet = &callbacks.quiet;
+                let mut relay = relay.borrow_mut();
+                if relay.ended.is_none() {
+                    return;
+                }
+                if field("done").is_truthy() {
+                    relay.end(quiet);
+                    return;
+                }
+                let value = field("value");
+                if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
+                    match relay.translate(bytes) {
+                        None => relay.write(&value, quiet),
+                        Some(out) if !out.is_empty() => relay.write(&Uint8Array::from(out.as_slice()).into(), quiet),
+                        Some(_) => {}
                     }
                 }
-            },
-        )
-    };
-    let flush = {
-        let relay = relay.clone();
-        Closure::<dyn FnMut(TransformStreamDefaultController)>::new(move |c: TransformStreamDefaultController| {
-            let mut out = Vec::new();
-            relay.borrow_mut().finish(&mut out);
-            enqueue(&c, &out);
+                read_next(&relay, callbacks);
+            });
         })
     };
-    let transformer = Transformer::new();
-    transformer.set_start(start.as_ref().unchecked_ref());
-    transformer.set_transform(transform.as_ref().unchecked_ref());
-    transformer.set_flush(flush.as_ref().unchecked_ref());
-    let pipe = TransformStream::new_with_transformer(transformer.unchecked_ref::<Object>())
-        .map_err(|e| GatewayError::internal(format!("Could not relay the stream: {e:?}")))?;
-    let options = StreamPipeOptions::new();
-    // An upstream failure must not abort the client's side: it gets an error event first.
-    options.set_prevent_abort(true);
-    let piped = opened.rest.pipe_to_with_options(&pipe.writable(), &options);
+    // The upstream failed (a reset connection): the client gets what the translator makes
+    // of a cut stream.
+    let failed = {
+        let (relay, slot) = (relay.clone(), slot.clone());
+        Callback::new(move |_: JsValue| {
+            with_callbacks(&slot, |callbacks| relay.borrow_mut().end(&callbacks.quiet));
+        })
+    };
+    // The client went away: stop reading the upstream, which ends the relay.
+    let gone = {
+        let relay = relay.clone();
+        Callback::new(move |_: JsValue| {
+            let _ = relay.borrow().upstream.cancel();
+        })
+    };
+    let quiet = Callback::new(|_: JsValue| {});
+    {
+        let mut r = relay.borrow_mut();
+        let _ = r.client.closed().catch(&gone);
+        let mut first = Vec::new();
+        r.emit(&opened.first, &mut first);
+        if !first.is_empty() {
+            r.write(&Uint8Array::from(first.as_slice()).into(), &quiet);
+        }
+    }
+    *slot.borrow_mut() = Some(Callbacks { chunk, failed, _gone: gone, quiet });
+    with_callbacks(&slot, |callbacks| read_next(&relay.borrow(), callbacks));
 
     let ctx = bill.ctx.clone();
     ctx.wait_until(async move {
-        let failed = JsFuture::from(piped).await.is_err();
-        let end = {
-            let mut out = Vec::new();
-            let end = relay.borrow_mut().finish(&mut out);
-            if failed {
-                if let Some(c) = controller.borrow().as_ref() {
-                    if enqueue(c, &out) {
-                        terminate(c);
-                    }
-                }
-            }
-            end
+        let _ = JsFuture::from(ended).await;
+        let (end, usage) = {
+            let mut r = relay.borrow_mut();
+            (r.finish(&mut Vec::new()), r.translator.usage())
         };
-        let usage = relay.borrow().translator.usage();
         bill.close(Ending {
             served_by: Some(&deployment),
             usage,
@@ -219,8 +273,8 @@ pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError>
             ttfb_ms: Some(ttfb_ms),
             attempts: &attempts,
         });
-        // The callbacks live until the pipe has settled: the runtime calls none after.
-        drop((start, transform, flush));
+        // No callback runs after the end.
+        slot.borrow_mut().take();
     });
 
     let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
