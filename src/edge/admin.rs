@@ -61,7 +61,8 @@ async fn fresh_state(env: &Env) -> Result<Rc<State>, GatewayError> {
 }
 
 fn replace_residency(source: &str, residency: &Value) -> Result<String, GatewayError> {
-    let mut doc: Value = serde_json::from_str(source).map_err(|e| GatewayError::internal(e.to_string()))?;
+    let mut doc: Value =
+        serde_json::from_slice(source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
     doc["residency"] = residency.clone();
     Ok(serde_json::to_string_pretty(&doc).expect("a JSON value serialises"))
 }
@@ -151,7 +152,8 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
     match (method, path) {
         (Method::Get, "/admin/config") => {
             let s = state::load(env).await?;
-            let doc: Value = serde_json::from_str(&s.source).map_err(|e| GatewayError::internal(e.to_string()))?;
+            let doc: Value =
+                serde_json::from_slice(s.source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
             respond::json(200, &json!({"version": s.version, "config": doc}))
         }
         (Method::Put, "/admin/config") => {
@@ -174,7 +176,8 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         }
         (Method::Get, "/admin/residency") => {
             let s = state::load(env).await?;
-            let doc: Value = serde_json::from_str(&s.source).map_err(|e| GatewayError::internal(e.to_string()))?;
+            let doc: Value =
+                serde_json::from_slice(s.source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
             respond::json(200, &json!({"version": s.version, "residency": doc["residency"]}))
         }
         (Method::Put, "/admin/residency") | (Method::Post, "/admin/residency/validate") => {
@@ -190,7 +193,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         (Method::Post, "/admin/residency/rollback") => {
             let Rollback { version } = body_json(&mut req).await?;
             let current = fresh_state(env).await?;
-            let old: Value = serde_json::from_str(&version_source(env, version).await?)
+            let old: Value = serde_json::from_slice(version_source(env, version).await?.as_bytes())
                 .map_err(|e| GatewayError::internal(e.to_string()))?;
             let doc = replace_residency(&current.source, &old["residency"])?;
             let action = format!("residency.rollback_to_{version}");
@@ -353,7 +356,8 @@ async fn import_litellm(req: &mut Request, env: &Env) -> Result<Response, Gatewa
     let imported =
         crate::litellm::import(&litellm).map_err(|e| GatewayError::bad_request("invalid_litellm_config", e))?;
     let current = state::load(env).await?;
-    let mut config: Value = serde_json::from_str(&current.source).map_err(|e| GatewayError::internal(e.to_string()))?;
+    let mut config: Value =
+        serde_json::from_slice(current.source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
     for part in ["deployments", "aliases", "limits"] {
         config[part] = imported.draft[part].clone();
     }

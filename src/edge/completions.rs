@@ -70,7 +70,7 @@ fn caller(req: &Request, state: &State) -> Caller {
         .filter(|cf| cf.is_object())
         .and_then(|cf| JSON::stringify(&cf).ok())
         .and_then(|json| json.as_string())
-        .and_then(|json| serde_json::from_str::<CfFields>(&json).ok())
+        .and_then(|json| serde_json::from_slice::<CfFields>(json.as_bytes()).ok())
         .map(Caller::from)
         .unwrap_or_default()
 }

@@ -28,7 +28,7 @@ async fn read(deployment: &str) -> Health {
         return h;
     }
     let cached = match Cache::default().get(cache_key(deployment), false).await {
-        Ok(Some(mut r)) => r.json::<Health>().await.ok(),
+        Ok(Some(mut r)) => r.bytes().await.ok().and_then(|b| serde_json::from_slice::<Health>(&b).ok()),
         _ => None,
     };
     let health = cached.unwrap_or_default();

@@ -491,7 +491,9 @@ struct StreamState {
 impl StreamTranslator for Translator {
     fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
         self.decoder.push(bytes, |event| {
-            if let Some(event) = event.data.as_deref().and_then(|d| serde_json::from_str::<WireEvent>(d).ok()) {
+            if let Some(event) =
+                event.data.as_deref().and_then(|d| serde_json::from_slice::<WireEvent>(d.as_bytes()).ok())
+            {
                 self.state.on_event(event, out);
             }
         });
