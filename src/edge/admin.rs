@@ -9,6 +9,7 @@ use crate::admin::{self, AdminTokens, ExplainQuery};
 use crate::breakdown::{self, Format};
 use crate::config::{self, Residency};
 use crate::error::GatewayError;
+use crate::uri;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -28,11 +29,11 @@ fn authenticate(req: &Request, env: &Env) -> Result<String, GatewayError> {
 }
 
 fn query_flag(req: &Request, name: &str) -> bool {
-    req.url().ok().is_some_and(|u| u.query_pairs().any(|(k, v)| k == name && (v == "true" || v == "1" || v.is_empty())))
+    uri::query_pairs(&req.inner().url()).iter().any(|(k, v)| k == name && (v == "true" || v == "1" || v.is_empty()))
 }
 
 fn query_u32(req: &Request, name: &str) -> Option<u32> {
-    req.url().ok()?.query_pairs().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
+    uri::query_pairs(&req.inner().url()).into_iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
 }
 
 async fn body_json<T: for<'de> Deserialize<'de>>(req: &mut Request) -> Result<T, GatewayError> {
@@ -250,10 +251,9 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
 /// `GET /admin/costs`: the breakdown, as JSON or CSV. The default range is the current
 /// month to date (UTC).
 async fn costs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
-    let url = req.url().map_err(respond::internal)?;
     let today = crate::civil::day(now_ms());
     let month_start = format!("{}-01", &today[..7]);
-    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let pairs = uri::query_pairs(&req.inner().url());
     let q = breakdown::parse_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), &month_start, &today)?;
     let (sql, params) = q.sql();
     let params: Vec<worker::wasm_bindgen::JsValue> = params.iter().map(|p| p.as_str().into()).collect();
