@@ -146,7 +146,7 @@ pub async fn own_spend(env: &Env, state: &State, key: &KeyConfig) -> Result<Resp
     let spend = spend::current(env).await;
     let team = key.team.as_deref().map(str::to_ascii_lowercase);
     let budget_json = |b: Option<&Budget>| {
-        b.map(|b| serde_json::json!({"monthly_usd": format_usd(b.monthly_usd.0), "mode": format!("{:?}", b.mode).to_lowercase()}))
+        b.map(|b| serde_json::json!({"monthly_usd": format_usd(b.monthly_usd.0), "mode": format!("{:?}", b.mode).to_ascii_lowercase()}))
     };
     let team_budget = team.as_deref().and_then(|t| state.gateway.config.budgets.teams.get(t));
     respond::json(
