@@ -104,7 +104,7 @@ impl AttemptLog {
 pub fn terminal(deployment: &str, status: u16, class: ErrorClass, body: &[u8], auth: &Auth) -> GatewayError {
     let upstream_message = || {
         let text = String::from_utf8_lossy(body);
-        let message = serde_json::from_str::<serde_json::Value>(&text)
+        let message = serde_json::from_slice::<serde_json::Value>(text.as_bytes())
             .ok()
             .and_then(|v| {
                 // AWS services (Bedrock) put the message at the top: `{"message": "..."}`.

@@ -458,7 +458,7 @@ impl Gateway {
 }
 
 pub fn parse(json: &str) -> Result<Gateway, String> {
-    let config: Config = serde_json::from_str(json).map_err(|e| format!("config is not valid: {e}"))?;
+    let config: Config = serde_json::from_slice(json.as_bytes()).map_err(|e| format!("config is not valid: {e}"))?;
     validate(&config)?;
     let deployment_index = config.deployments.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
     let alias_index = config.aliases.iter().enumerate().map(|(i, a)| (a.name.clone(), i)).collect();

@@ -32,7 +32,7 @@ pub struct ServiceAccount {
 impl ServiceAccount {
     /// The key file as Google issues it; the error never quotes the key.
     pub fn parse(json: &str) -> Result<ServiceAccount, String> {
-        let account: ServiceAccount = serde_json::from_str(json).map_err(|e| {
+        let account: ServiceAccount = serde_json::from_slice(json.as_bytes()).map_err(|e| {
             format!("the service account key is not a Google key file (line {}, column {})", e.line(), e.column())
         })?;
         if !(account.token_uri.starts_with("https://") || account.token_uri.starts_with("http://")) {

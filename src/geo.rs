@@ -56,11 +56,36 @@ pub struct CfFields {
     colo: Option<String>,
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum StrOrNum {
     Num(f64),
     Str(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose buffering costs KBs of wasm.
+impl<'de> serde::Deserialize<'de> for StrOrNum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = StrOrNum;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::Num(n))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::Num(n as f64))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::Num(n as f64))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<StrOrNum, E> {
+                Ok(StrOrNum::Str(s.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl StrOrNum {

@@ -26,6 +26,7 @@ pub mod residency;
 pub mod routing;
 pub mod sse;
 pub mod tags;
+pub mod uri;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

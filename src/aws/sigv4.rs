@@ -241,7 +241,7 @@ fn encode_component(escaped: &str) -> String {
 }
 
 /// Decodes `%XX` escapes; a `%` not followed by two hex digits stays a literal `%`.
-fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn percent_decode(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {

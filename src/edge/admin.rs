@@ -9,6 +9,7 @@ use crate::admin::{self, AdminTokens, ExplainQuery};
 use crate::breakdown::{self, Format};
 use crate::config::{self, Residency};
 use crate::error::GatewayError;
+use crate::uri;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -28,11 +29,11 @@ fn authenticate(req: &Request, env: &Env) -> Result<String, GatewayError> {
 }
 
 fn query_flag(req: &Request, name: &str) -> bool {
-    req.url().ok().is_some_and(|u| u.query_pairs().any(|(k, v)| k == name && (v == "true" || v == "1" || v.is_empty())))
+    uri::query_pairs(&req.inner().url()).iter().any(|(k, v)| k == name && (v == "true" || v == "1" || v.is_empty()))
 }
 
 fn query_u32(req: &Request, name: &str) -> Option<u32> {
-    req.url().ok()?.query_pairs().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
+    uri::query_pairs(&req.inner().url()).into_iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
 }
 
 async fn body_json<T: for<'de> Deserialize<'de>>(req: &mut Request) -> Result<T, GatewayError> {
@@ -61,7 +62,8 @@ async fn fresh_state(env: &Env) -> Result<Rc<State>, GatewayError> {
 }
 
 fn replace_residency(source: &str, residency: &Value) -> Result<String, GatewayError> {
-    let mut doc: Value = serde_json::from_str(source).map_err(|e| GatewayError::internal(e.to_string()))?;
+    let mut doc: Value =
+        serde_json::from_slice(source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
     doc["residency"] = residency.clone();
     Ok(serde_json::to_string_pretty(&doc).expect("a JSON value serialises"))
 }
@@ -151,7 +153,8 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
     match (method, path) {
         (Method::Get, "/admin/config") => {
             let s = state::load(env).await?;
-            let doc: Value = serde_json::from_str(&s.source).map_err(|e| GatewayError::internal(e.to_string()))?;
+            let doc: Value =
+                serde_json::from_slice(s.source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
             respond::json(200, &json!({"version": s.version, "config": doc}))
         }
         (Method::Put, "/admin/config") => {
@@ -174,7 +177,8 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         }
         (Method::Get, "/admin/residency") => {
             let s = state::load(env).await?;
-            let doc: Value = serde_json::from_str(&s.source).map_err(|e| GatewayError::internal(e.to_string()))?;
+            let doc: Value =
+                serde_json::from_slice(s.source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
             respond::json(200, &json!({"version": s.version, "residency": doc["residency"]}))
         }
         (Method::Put, "/admin/residency") | (Method::Post, "/admin/residency/validate") => {
@@ -190,7 +194,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         (Method::Post, "/admin/residency/rollback") => {
             let Rollback { version } = body_json(&mut req).await?;
             let current = fresh_state(env).await?;
-            let old: Value = serde_json::from_str(&version_source(env, version).await?)
+            let old: Value = serde_json::from_slice(version_source(env, version).await?.as_bytes())
                 .map_err(|e| GatewayError::internal(e.to_string()))?;
             let doc = replace_residency(&current.source, &old["residency"])?;
             let action = format!("residency.rollback_to_{version}");
@@ -247,10 +251,9 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
 /// `GET /admin/costs`: the breakdown, as JSON or CSV. The default range is the current
 /// month to date (UTC).
 async fn costs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
-    let url = req.url().map_err(respond::internal)?;
     let today = crate::civil::day(now_ms());
     let month_start = format!("{}-01", &today[..7]);
-    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let pairs = uri::query_pairs(&req.inner().url());
     let q = breakdown::parse_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), &month_start, &today)?;
     let (sql, params) = q.sql();
     let params: Vec<worker::wasm_bindgen::JsValue> = params.iter().map(|p| p.as_str().into()).collect();
@@ -353,7 +356,8 @@ async fn import_litellm(req: &mut Request, env: &Env) -> Result<Response, Gatewa
     let imported =
         crate::litellm::import(&litellm).map_err(|e| GatewayError::bad_request("invalid_litellm_config", e))?;
     let current = state::load(env).await?;
-    let mut config: Value = serde_json::from_str(&current.source).map_err(|e| GatewayError::internal(e.to_string()))?;
+    let mut config: Value =
+        serde_json::from_slice(current.source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
     for part in ["deployments", "aliases", "limits"] {
         config[part] = imported.draft[part].clone();
     }

@@ -70,7 +70,7 @@ fn caller(req: &Request, state: &State) -> Caller {
         .filter(|cf| cf.is_object())
         .and_then(|cf| JSON::stringify(&cf).ok())
         .and_then(|json| json.as_string())
-        .and_then(|json| serde_json::from_str::<CfFields>(&json).ok())
+        .and_then(|json| serde_json::from_slice::<CfFields>(json.as_bytes()).ok())
         .map(Caller::from)
         .unwrap_or_default()
 }
@@ -146,7 +146,7 @@ pub async fn own_spend(env: &Env, state: &State, key: &KeyConfig) -> Result<Resp
     let spend = spend::current(env).await;
     let team = key.team.as_deref().map(str::to_ascii_lowercase);
     let budget_json = |b: Option<&Budget>| {
-        b.map(|b| serde_json::json!({"monthly_usd": format_usd(b.monthly_usd.0), "mode": format!("{:?}", b.mode).to_lowercase()}))
+        b.map(|b| serde_json::json!({"monthly_usd": format_usd(b.monthly_usd.0), "mode": format!("{:?}", b.mode).to_ascii_lowercase()}))
     };
     let team_budget = team.as_deref().and_then(|t| state.gateway.config.budgets.teams.get(t));
     respond::json(

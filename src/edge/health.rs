@@ -32,7 +32,7 @@ fn cache_key(deployment: &str) -> String {
 /// The colo's record of a deployment, into the memo.
 async fn reread(deployment: &str) -> Health {
     let cached = match Cache::default().get(cache_key(deployment), false).await {
-        Ok(Some(mut r)) => r.json::<Health>().await.ok(),
+        Ok(Some(mut r)) => r.bytes().await.ok().and_then(|b| serde_json::from_slice::<Health>(&b).ok()),
         _ => None,
     };
     let health = cached.unwrap_or_default();

@@ -25,7 +25,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let request_id = respond::request_id();
-    let ingress = Ingress::for_path(&req.path());
+    let ingress = Ingress::for_path(crate::uri::path(&req.inner().url()));
     let result = route(req, &env, Rc::new(ctx), ingress, &request_id).await;
     let mut response = result.unwrap_or_else(|e| respond::error(ingress, &e));
     response.headers_mut().set("x-gateway-request-id", &request_id)?;
@@ -39,7 +39,7 @@ async fn route(
     ingress: Ingress,
     request_id: &str,
 ) -> Result<Response, GatewayError> {
-    let path = req.path();
+    let path = crate::uri::path(&req.inner().url()).to_string();
     if path.starts_with("/admin/") {
         return admin::handle(req, env, &path).await;
     }

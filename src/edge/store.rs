@@ -94,7 +94,9 @@ pub async fn put_json(kv: &KvStore, key: &str, value: &impl Serialize) -> Result
 
 pub async fn get_json<T: for<'de> Deserialize<'de>>(kv: &KvStore, key: &str) -> Result<Option<T>, String> {
     match kv.get(key).text().await.map_err(|e| e.to_string())? {
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("`{key}` is not valid: {e}")),
+        Some(text) => {
+            serde_json::from_slice(text.as_bytes()).map(Some).map_err(|e| format!("`{key}` is not valid: {e}"))
+        }
         None => Ok(None),
     }
 }

@@ -496,7 +496,7 @@ pub fn response(req: &ChatRequest, body: &[u8]) -> Result<Vec<u8>, ErrorClass> {
         let input: Value = if call.function.arguments.trim().is_empty() {
             json!({})
         } else {
-            serde_json::from_str(&call.function.arguments).map_err(|_| ErrorClass::Server)?
+            serde_json::from_slice(call.function.arguments.as_bytes()).map_err(|_| ErrorClass::Server)?
         };
         if !input.is_object() {
             return Err(ErrorClass::Server);
@@ -668,7 +668,7 @@ impl StreamState {
         if data == "[DONE]" {
             return self.done(out);
         }
-        let Ok(chunk) = serde_json::from_str::<Chunk>(data) else { return };
+        let Ok(chunk) = serde_json::from_slice::<Chunk>(data.as_bytes()) else { return };
         if let Some(error) = chunk.error {
             return self.fail(&error, out);
         }

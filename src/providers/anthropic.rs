@@ -324,20 +324,43 @@ struct WireMessage {
 
 /// Only the block types a translated request can produce; thinking and server-tool blocks
 /// need request options this provider refuses.
+///
+/// This enum and the other two `type`-tagged ones are read through a flat struct
+/// (`try_from`): serde's internally tagged enums buffer each value and monomorphise every
+/// field type a second time, tens of KB of wasm.
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(try_from = "FlatBlock")]
 enum WireBlock {
-    Text {
-        text: String,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        #[serde(default)]
-        input: Value,
-    },
-    #[serde(other)]
+    Text { text: String },
+    ToolUse { id: String, name: String, input: Value },
     Other,
+}
+
+#[derive(Deserialize)]
+struct FlatBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+    id: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    input: Value,
+}
+
+impl TryFrom<FlatBlock> for WireBlock {
+    type Error = &'static str;
+
+    fn try_from(b: FlatBlock) -> Result<Self, Self::Error> {
+        Ok(match b.kind.as_str() {
+            "text" => WireBlock::Text { text: b.text.ok_or("text block without text")? },
+            "tool_use" => WireBlock::ToolUse {
+                id: b.id.ok_or("tool_use block without id")?,
+                name: b.name.ok_or("tool_use block without name")?,
+                input: b.input,
+            },
+            _ => WireBlock::Other,
+        })
+    }
 }
 
 /// Anthropic's counts: `input_tokens` excludes the cached ones, which are counted apart.
@@ -402,7 +425,7 @@ fn completion(message: &WireMessage, created: u64, usage: Usage) -> Value {
 // Stream: Anthropic events → OpenAI `chat.completion.chunk`s.
 
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(try_from = "FlatEvent")]
 enum WireEvent {
     MessageStart {
         message: StartedMessage,
@@ -417,7 +440,6 @@ enum WireEvent {
     },
     MessageDelta {
         delta: MessageChange,
-        #[serde(default)]
         usage: Option<WireUsage>,
     },
     MessageStop,
@@ -425,8 +447,46 @@ enum WireEvent {
         error: WireError,
     },
     /// `ping`, `content_block_stop`, and event types added after this was written.
-    #[serde(other)]
     Other,
+}
+
+#[derive(Deserialize)]
+struct FlatEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    message: Option<StartedMessage>,
+    index: Option<u64>,
+    content_block: Option<WireBlock>,
+    /// A `WireDelta` in `content_block_delta`, a `MessageChange` in `message_delta`.
+    delta: Option<FlatDelta>,
+    usage: Option<WireUsage>,
+    error: Option<WireError>,
+}
+
+impl TryFrom<FlatEvent> for WireEvent {
+    type Error = &'static str;
+
+    fn try_from(e: FlatEvent) -> Result<Self, &'static str> {
+        const INCOMPLETE: &str = "event without the fields of its type";
+        Ok(match e.kind.as_str() {
+            "message_start" => WireEvent::MessageStart { message: e.message.ok_or(INCOMPLETE)? },
+            "content_block_start" => WireEvent::ContentBlockStart {
+                index: e.index.ok_or(INCOMPLETE)?,
+                content_block: e.content_block.ok_or(INCOMPLETE)?,
+            },
+            "content_block_delta" => WireEvent::ContentBlockDelta {
+                index: e.index.ok_or(INCOMPLETE)?,
+                delta: WireDelta::try_from(e.delta.ok_or(INCOMPLETE)?)?,
+            },
+            "message_delta" => WireEvent::MessageDelta {
+                delta: MessageChange { stop_reason: e.delta.ok_or(INCOMPLETE)?.stop_reason },
+                usage: e.usage,
+            },
+            "message_stop" => WireEvent::MessageStop,
+            "error" => WireEvent::Error { error: e.error.ok_or(INCOMPLETE)? },
+            _ => WireEvent::Other,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -437,22 +497,36 @@ struct StartedMessage {
     usage: WireUsage,
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
 enum WireDelta {
-    TextDelta {
-        text: String,
-    },
-    InputJsonDelta {
-        partial_json: String,
-    },
-    #[serde(other)]
+    TextDelta { text: String },
+    InputJsonDelta { partial_json: String },
     Other,
 }
 
 #[derive(Deserialize)]
+struct FlatDelta {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+    partial_json: Option<String>,
+    stop_reason: Option<String>,
+}
+
+impl TryFrom<FlatDelta> for WireDelta {
+    type Error = &'static str;
+
+    fn try_from(d: FlatDelta) -> Result<Self, &'static str> {
+        Ok(match d.kind.as_deref().ok_or("delta without a type")? {
+            "text_delta" => WireDelta::TextDelta { text: d.text.ok_or("text_delta without text")? },
+            "input_json_delta" => WireDelta::InputJsonDelta {
+                partial_json: d.partial_json.ok_or("input_json_delta without partial_json")?,
+            },
+            _ => WireDelta::Other,
+        })
+    }
+}
+
 struct MessageChange {
-    #[serde(default)]
     stop_reason: Option<String>,
 }
 
@@ -491,7 +565,9 @@ struct StreamState {
 impl StreamTranslator for Translator {
     fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
         self.decoder.push(bytes, |event| {
-            if let Some(event) = event.data.as_deref().and_then(|d| serde_json::from_str::<WireEvent>(d).ok()) {
+            if let Some(event) =
+                event.data.as_deref().and_then(|d| serde_json::from_slice::<WireEvent>(d.as_bytes()).ok())
+            {
                 self.state.on_event(event, out);
             }
         });

@@ -151,7 +151,7 @@ impl Cx<'_> {
         let input: Value = if arguments.trim().is_empty() {
             json!({})
         } else {
-            serde_json::from_str(arguments)
+            serde_json::from_slice(arguments.as_bytes())
                 .map_err(|e| self.invalid(&arguments_path, &format!("is not valid JSON ({e})")))?
         };
         if !input.is_object() {

@@ -615,7 +615,7 @@ impl StreamState {
         if self.done || self.failed {
             return;
         }
-        let Ok(answer) = serde_json::from_str::<WireResponse>(data) else { return };
+        let Ok(answer) = serde_json::from_slice::<WireResponse>(data.as_bytes()) else { return };
         if let Some(error) = &answer.error {
             self.fail(out, error);
             return;

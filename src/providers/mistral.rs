@@ -292,7 +292,7 @@ impl StreamTranslator for Translator {
                 // Comments keep idle connections open; pass them on.
                 None => out.extend_from_slice(event.raw),
                 Some("[DONE]") => self.done(out),
-                Some(data) => match serde_json::from_str::<Value>(data) {
+                Some(data) => match serde_json::from_slice::<Value>(data.as_bytes()) {
                     Ok(chunk) => self.chunk(chunk, out),
                     Err(_) => out.extend_from_slice(event.raw),
                 },

@@ -190,7 +190,7 @@ impl StreamTranslator for PassThrough {
                 out.extend_from_slice(event.raw);
                 return;
             }
-            let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+            let Ok(chunk) = serde_json::from_slice::<Chunk>(data.as_bytes()) else {
                 out.extend_from_slice(event.raw);
                 return;
             };
