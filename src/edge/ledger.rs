@@ -152,7 +152,7 @@ fn event_of(body: &JsValue) -> Result<CostEvent, String> {
         Some(text) => text,
         None => JSON::stringify(body).ok().and_then(|s| s.as_string()).ok_or("not JSON")?,
     };
-    serde_json::from_str(&json).map_err(|e| e.to_string())
+    serde_json::from_slice(json.as_bytes()).map_err(|e| e.to_string())
 }
 
 async fn park(kv: &KvStore, event: &CostEvent) -> Result<(), String> {
