@@ -164,7 +164,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             apply(env, &current, Change { actor: &actor, action: "config.replace", doc, dry_run }).await
         }
         (Method::Get, "/admin/config/versions") => {
-            let versions = store::list_versions(&store::kv(env)?).await?;
+            let versions = store::list_versions(env).await?;
             let active = store::active_version(&store::kv(env)?).await?;
             respond::json(200, &json!({"active": active, "versions": versions}))
         }
@@ -222,7 +222,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         }
         (Method::Get, "/admin/audit") => {
             let rows = store::audit_rows(&store::d1(env)?, query_u32(&req, "limit").unwrap_or(50).min(1000)).await?;
-            respond::json(200, &json!({"entries": rows}))
+            respond::bytes(200, "application/json", format!("{{\"entries\":{rows}}}").into_bytes())
         }
         (m, p) => {
             let known = [
@@ -257,14 +257,10 @@ async fn costs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
     let q = breakdown::parse_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), &month_start, &today)?;
     let (sql, params) = q.sql();
     let params: Vec<worker::wasm_bindgen::JsValue> = params.iter().map(|p| p.as_str().into()).collect();
-    let rows = store::d1(env)?
-        .prepare(sql)
-        .bind(&params)
-        .map_err(respond::internal)?
-        .all()
-        .await
-        .and_then(|r| r.results::<serde_json::Map<String, Value>>())
-        .map_err(respond::internal)?;
+    let stmt = store::d1(env)?.prepare(sql).bind(&params).map_err(respond::internal)?;
+    let rows = store::rows_json(&stmt).await.map_err(|e| GatewayError::internal(format!("Runtime error: {e}")))?;
+    let rows: Vec<serde_json::Map<String, Value>> =
+        serde_json::from_slice(rows.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
     let (rows, totals) = breakdown::present(&q, rows);
     match q.format {
         Format::Csv => respond::bytes(200, "text/csv; charset=utf-8", breakdown::csv(&q, &rows).into_bytes()),
@@ -320,7 +316,7 @@ async fn list_keys(env: &Env) -> Result<Response, GatewayError> {
     let state = state::load(env).await?;
     let from_config: Vec<Value> =
         state.gateway.config.keys.iter().map(|k| json!({"id": k.id, "team": k.team, "source": "config"})).collect();
-    let from_kv: Vec<Value> = keystore::list(&store::kv(env)?)
+    let from_kv: Vec<Value> = keystore::list(env)
         .await?
         .into_iter()
         .map(|m| {
@@ -341,7 +337,7 @@ async fn revoke_key(env: &Env, actor: &str, id: &str) -> Result<Response, Gatewa
             format!("Key `{id}` is defined in the config; remove it there (PUT /admin/config)."),
         ));
     }
-    let meta = keystore::revoke(&store::kv(env)?, id).await?.ok_or_else(|| {
+    let meta = keystore::revoke(env, id).await?.ok_or_else(|| {
         GatewayError::new(404, "invalid_request_error", "key_not_found", format!("No key with id `{id}`."))
     })?;
     audit_key(env, actor, "key.revoke", &format!("key `{id}` revoked")).await?;

@@ -119,30 +119,25 @@ async fn put_index(kv: &KvStore, hash: &str, meta: &KeyMeta) -> Result<(), Gatew
         .map_err(|e| kv_error("writing the key index", e))
 }
 
-pub async fn list(kv: &KvStore) -> Result<Vec<KeyMeta>, GatewayError> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    loop {
-        let mut list = kv.list().prefix(ID_PREFIX.to_string());
-        if let Some(c) = cursor.take() {
-            list = list.cursor(c);
-        }
-        let page = list.execute().await.map_err(|e| kv_error("listing keys", e))?;
-        out.extend(page.keys.into_iter().filter_map(|k| serde_json::from_value(k.metadata?).ok()));
-        if page.list_complete || page.cursor.is_none() {
-            return Ok(out);
-        }
-        cursor = page.cursor;
-    }
+pub async fn list(env: &Env) -> Result<Vec<KeyMeta>, GatewayError> {
+    let metadata = store::list_metadata(env, ID_PREFIX).await.map_err(|e| kv_error("listing keys", e))?;
+    Ok(metadata.iter().filter_map(|m| serde_json::from_slice(m.get().as_bytes()).ok()).collect())
 }
 
 /// Revokes a key created through the API: its record is deleted (so it no longer
 /// authenticates) and the index keeps when and by whom, for the listing.
-pub async fn revoke(kv: &KvStore, id: &str) -> Result<Option<KeyMeta>, GatewayError> {
+pub async fn revoke(env: &Env, id: &str) -> Result<Option<KeyMeta>, GatewayError> {
     let index = format!("{ID_PREFIX}{id}");
-    let (hash, meta) =
-        kv.get(&index).text_with_metadata::<KeyMeta>().await.map_err(|e| kv_error("reading the key index", e))?;
+    let (hash, meta) = store::get_with_metadata(env, &index).await.map_err(|e| kv_error("reading the key index", e))?;
+    let meta = match meta {
+        Some(m) => {
+            Some(serde_json::from_slice::<KeyMeta>(m.as_bytes()).map_err(|e| kv_error("reading the key index", e))?)
+        }
+        None => None,
+    };
     let (Some(hash), Some(mut meta)) = (hash, meta) else { return Ok(None) };
+    let kv = store::kv(env)?;
+    let kv = &kv;
     if meta.revoked_ms.is_some() {
         return Ok(Some(meta));
     }

@@ -302,13 +302,9 @@ pub async fn move_parked(env: &Env) -> Result<usize, String> {
     let kv = store::kv(env).map_err(|e| e.message)?;
     let db = store::d1(env).map_err(|e| e.message)?;
     let mut moved = 0;
-    let mut cursor = None;
+    let mut cursor: Option<String> = None;
     loop {
-        let mut list = kv.list().prefix(PARKED_PREFIX.to_string()).limit(100);
-        if let Some(c) = cursor.take() {
-            list = list.cursor(c);
-        }
-        let page = list.execute().await.map_err(|e| e.to_string())?;
+        let page = store::list_page(env, PARKED_PREFIX, Some(100), cursor.as_deref()).await?;
         let mut events = Vec::with_capacity(page.keys.len());
         for key in &page.keys {
             let Some(body) = kv.get(&key.name).bytes().await.map_err(|e| e.to_string())? else { continue };

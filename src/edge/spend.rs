@@ -143,13 +143,9 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
         let db = &db;
         let from = from.clone();
         async move {
-            db.prepare(sql)
-                .bind(&[JsValue::from_str(&from)])
-                .map_err(|e| e.to_string())?
-                .all()
-                .await
-                .and_then(|r| r.results::<Row>())
-                .map_err(|e| e.to_string())
+            let stmt = db.prepare(sql).bind(&[JsValue::from_str(&from)]).map_err(|e| e.to_string())?;
+            let rows = store::rows_json(&stmt).await?;
+            serde_json::from_slice::<Vec<Row>>(rows.as_bytes()).map_err(|e| e.to_string())
         }
     };
     let teams =
@@ -173,11 +169,9 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
              GROUP BY caller_continent, caller_country, jurisdiction ORDER BY cost_micros DESC",
         )
         .bind(&[JsValue::from_str(&from)])
-        .map_err(|e| e.to_string())?
-        .all()
-        .await
-        .and_then(|r| r.results::<serde_json::Value>())
         .map_err(|e| e.to_string())?;
+    let regions = store::rows_json(&regions).await?;
+    let regions: serde_json::Value = serde_json::from_slice(regions.as_bytes()).map_err(|e| e.to_string())?;
     let snapshot = serde_json::json!({"month": month, "at_ms": now, "rows": regions});
     store::put_json(&kv, &regions_key(&month), &snapshot).await?;
     Ok(spend)

@@ -6,8 +6,11 @@
 
 use crate::error::GatewayError;
 use serde::{Deserialize, Serialize};
-use worker::wasm_bindgen::JsValue;
-use worker::{D1Database, Env, KvStore};
+use serde_json::value::RawValue;
+use worker::js_sys::{Function, Object, Promise, Reflect, JSON};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{D1Database, D1PreparedStatement, Env, KvStore};
 
 pub const KV_BINDING: &str = "GATEWAY_KV";
 pub const D1_BINDING: &str = "LEDGER";
@@ -68,21 +71,94 @@ pub async fn set_active(kv: &KvStore, v: u64) -> Result<(), GatewayError> {
         .map_err(|e| unavailable("activating a config version", e))
 }
 
-pub async fn list_versions(kv: &KvStore) -> Result<Vec<VersionMeta>, GatewayError> {
+pub async fn list_versions(env: &Env) -> Result<Vec<VersionMeta>, GatewayError> {
+    let metadata = list_metadata(env, VERSION_PREFIX).await.map_err(|e| unavailable("listing config versions", e))?;
+    Ok(metadata.iter().filter_map(|m| serde_json::from_slice(m.get().as_bytes()).ok()).collect())
+}
+
+// KV and D1 answers are read as JSON text (the runtime's `JSON.stringify`, then
+// serde_json) rather than through worker's typed helpers, which convert JS values with
+// serde_wasm_bindgen: a second deserializer for every type read that way.
+
+fn js_error(e: JsValue) -> String {
+    format!("js error: {e:?}")
+}
+
+fn stringify(value: &JsValue) -> Result<String, String> {
+    JSON::stringify(value).map_err(js_error)?.as_string().ok_or_else(|| "not JSON".to_string())
+}
+
+/// Calls a method of the KV binding (`env.GATEWAY_KV.<method>(arg)`) and awaits it.
+async fn kv_call(env: &Env, method: &str, arg: &JsValue) -> Result<JsValue, String> {
+    let kv = Reflect::get(env, &JsValue::from_str(KV_BINDING)).map_err(js_error)?;
+    let f: Function = Reflect::get(&kv, &JsValue::from_str(method)).map_err(js_error)?.dyn_into().map_err(js_error)?;
+    let promise = f.call1(&kv, arg).map_err(js_error)?;
+    JsFuture::from(Promise::from(promise)).await.map_err(js_error)
+}
+
+/// One page of `list()`.
+#[derive(Deserialize)]
+pub struct ListPage {
+    pub keys: Vec<ListedKey>,
+    pub list_complete: bool,
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ListedKey {
+    pub name: String,
+    pub metadata: Option<Box<RawValue>>,
+}
+
+/// A page of the keys under `prefix` (at most `limit`, else KV's default of 1000), from
+/// `cursor` on.
+pub async fn list_page(env: &Env, prefix: &str, limit: Option<u32>, cursor: Option<&str>) -> Result<ListPage, String> {
+    let options = Object::new();
+    let set = |k: &str, v: JsValue| Reflect::set(&options, &JsValue::from_str(k), &v).map(drop).map_err(js_error);
+    set("prefix", JsValue::from_str(prefix))?;
+    if let Some(l) = limit {
+        set("limit", JsValue::from_f64(f64::from(l)))?;
+    }
+    if let Some(c) = cursor {
+        set("cursor", JsValue::from_str(c))?;
+    }
+    let page = stringify(&kv_call(env, "list", &options).await?)?;
+    serde_json::from_slice(page.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// The metadata (JSON) of every key under `prefix` that has some, in key order.
+pub async fn list_metadata(env: &Env, prefix: &str) -> Result<Vec<Box<RawValue>>, String> {
     let mut out = Vec::new();
-    let mut cursor = None;
+    let mut cursor: Option<String> = None;
     loop {
-        let mut list = kv.list().prefix(VERSION_PREFIX.to_string());
-        if let Some(c) = cursor.take() {
-            list = list.cursor(c);
-        }
-        let page = list.execute().await.map_err(|e| unavailable("listing config versions", e))?;
-        out.extend(page.keys.into_iter().filter_map(|k| serde_json::from_value(k.metadata?).ok()));
+        let page = list_page(env, prefix, None, cursor.as_deref()).await?;
+        out.extend(page.keys.into_iter().filter_map(|k| k.metadata));
         if page.list_complete || page.cursor.is_none() {
             return Ok(out);
         }
         cursor = page.cursor;
     }
+}
+
+/// A key's value (text) and its metadata (JSON text).
+pub async fn get_with_metadata(env: &Env, key: &str) -> Result<(Option<String>, Option<String>), String> {
+    let pair = kv_call(env, "getWithMetadata", &JsValue::from_str(key)).await?;
+    let value = Reflect::get(&pair, &JsValue::from_str("value")).map_err(js_error)?.as_string();
+    let metadata = Reflect::get(&pair, &JsValue::from_str("metadata")).map_err(js_error)?;
+    let metadata = if metadata.is_null() || metadata.is_undefined() { None } else { Some(stringify(&metadata)?) };
+    Ok((value, metadata))
+}
+
+/// Runs a statement and returns its rows as a JSON array of objects, one per row, keyed
+/// by column name in the query's column order.
+pub async fn rows_json(stmt: &D1PreparedStatement) -> Result<String, String> {
+    let promise = stmt.inner().all().map_err(js_error)?;
+    let result = JsFuture::from(promise).await.map_err(|e| worker::Error::from(e).to_string())?;
+    let rows = Reflect::get(&result, &JsValue::from_str("results")).map_err(js_error)?;
+    if rows.is_null() || rows.is_undefined() {
+        return Ok("[]".to_string());
+    }
+    stringify(&rows)
 }
 
 /// Writes `value` as JSON text. (`KvStore::put` of a struct goes through JS values, where
@@ -141,25 +217,14 @@ pub async fn audit(db: &D1Database, e: &AuditEntry<'_>) -> Result<(), GatewayErr
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AuditRow {
-    pub id: u64,
-    pub ts_ms: u64,
-    pub actor: String,
-    pub action: String,
-    pub old_version: Option<u64>,
-    pub new_version: Option<u64>,
-    pub summary: String,
-}
-
-pub async fn audit_rows(db: &D1Database, limit: u32) -> Result<Vec<AuditRow>, GatewayError> {
-    db.prepare(
-        "SELECT id, ts_ms, actor, action, old_version, new_version, summary FROM audit_log ORDER BY id DESC LIMIT ?1",
-    )
-    .bind(&[JsValue::from_f64(f64::from(limit))])
-    .map_err(|e| unavailable("reading the audit log", e))?
-    .all()
-    .await
-    .and_then(|r| r.results::<AuditRow>())
-    .map_err(|e| unavailable("reading the audit log", e))
+/// The newest `limit` audit rows, as a JSON array of objects (`id`, `ts_ms`, `actor`,
+/// `action`, `old_version`, `new_version`, `summary`).
+pub async fn audit_rows(db: &D1Database, limit: u32) -> Result<String, GatewayError> {
+    let stmt = db
+        .prepare(
+            "SELECT id, ts_ms, actor, action, old_version, new_version, summary FROM audit_log ORDER BY id DESC LIMIT ?1",
+        )
+        .bind(&[JsValue::from_f64(f64::from(limit))])
+        .map_err(|e| unavailable("reading the audit log", e))?;
+    rows_json(&stmt).await.map_err(|e| unavailable("reading the audit log", e))
 }
