@@ -125,10 +125,31 @@ pub fn is_eu_member(country: &str) -> bool {
 
 /// Great-circle distance in kilometres (haversine, mean Earth radius).
 pub fn distance_km(a: [f64; 2], b: [f64; 2]) -> f64 {
+    use trig::{asin, cos, sin};
     let [lat1, lon1] = a.map(f64::to_radians);
     let [lat2, lon2] = b.map(f64::to_radians);
-    let h = ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
-    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+    let h = sin((lat2 - lat1) / 2.0).powi(2) + cos(lat1) * cos(lat2) * sin((lon2 - lon1) / 2.0).powi(2);
+    2.0 * 6371.0 * asin(h.sqrt().min(1.0))
+}
+
+/// In the worker, the runtime's own `Math` functions (fdlibm, as Rust's libm is): the
+/// wasm then carries no copy of them (about 9 KB with their argument reduction).
+#[cfg(target_arch = "wasm32")]
+mod trig {
+    pub use worker::js_sys::Math::{asin, cos, sin};
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod trig {
+    pub fn sin(x: f64) -> f64 {
+        x.sin()
+    }
+    pub fn cos(x: f64) -> f64 {
+        x.cos()
+    }
+    pub fn asin(x: f64) -> f64 {
+        x.asin()
+    }
 }
 
 #[cfg(test)]

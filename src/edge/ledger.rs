@@ -267,7 +267,10 @@ pub async fn consume(batch: MessageBatch<CostEvent>, env: &Env) -> worker::Resul
                 let text = body.as_string().or_else(|| JSON::stringify(&body).ok()?.as_string());
                 if let (Ok(kv), Some(text)) = (store::kv(env), text) {
                     let key = format!("{UNREADABLE_PREFIX}{}-{i}", now_ms());
-                    kv.put_bytes(&key, text.as_bytes()).map_err(|e| worker::Error::RustError(e.to_string()))?.execute().await?;
+                    kv.put_bytes(&key, text.as_bytes())
+                        .map_err(|e| worker::Error::RustError(e.to_string()))?
+                        .execute()
+                        .await?;
                 }
             }
         }
