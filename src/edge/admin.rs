@@ -37,8 +37,11 @@ fn query_u32(req: &Request, name: &str) -> Option<u32> {
 }
 
 async fn body_json<T: for<'de> Deserialize<'de>>(req: &mut Request) -> Result<T, GatewayError> {
-    let bytes = upstream::read_client_body(req, MAX_ADMIN_BODY).await?;
-    serde_json::from_slice(&bytes)
+    json_of(&upstream::read_client_body(req, MAX_ADMIN_BODY).await?)
+}
+
+fn json_of<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
+    serde_json::from_slice(bytes)
         .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid: {e}.")))
 }
 
@@ -182,9 +185,10 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             respond::json(200, &json!({"version": s.version, "residency": doc["residency"]}))
         }
         (Method::Put, "/admin/residency") | (Method::Post, "/admin/residency/validate") => {
-            let residency: Value = body_json(&mut req).await?;
+            let body = upstream::read_client_body(&mut req, MAX_ADMIN_BODY).await?;
+            let residency: Value = json_of(&body)?;
             // Deserialising the part alone gives errors positioned in what the client sent.
-            serde_json::from_value::<Residency>(residency.clone())
+            serde_json::from_slice::<Residency>(&body)
                 .map_err(|e| GatewayError::bad_request("invalid_config", format!("residency is not valid: {e}")))?;
             let current = fresh_state(env).await?;
             let doc = replace_residency(&current.source, &residency)?;
