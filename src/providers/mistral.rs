@@ -15,7 +15,7 @@
 //! which Mistral always sends (it has no `stream_options`).
 
 use super::canonical::{asks_nothing, openai_usage, refused_detail, Cx, ToolChoice, IGNORED};
-use super::openai::{stream_error_event, WireUsage};
+use super::openai::{stream_error_event, usage_of};
 use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
 use crate::chat::ChatRequest;
 use crate::config::Deployment;
@@ -68,8 +68,8 @@ impl Provider for Mistral {
                 normalise_content(content);
             }
         }
-        let usage = answer.get("usage").cloned().and_then(|u| serde_json::from_value::<WireUsage>(u).ok());
-        Ok((answer.to_string().into_bytes(), usage.map(Usage::from)))
+        let usage = answer.get("usage").and_then(usage_of);
+        Ok((answer.to_string().into_bytes(), usage))
     }
 
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
@@ -317,8 +317,8 @@ impl StreamTranslator for Translator {
 
 impl Translator {
     fn chunk(&mut self, mut chunk: Value, out: &mut Vec<u8>) {
-        if let Some(usage) = chunk.get("usage").cloned().and_then(|u| serde_json::from_value::<WireUsage>(u).ok()) {
-            self.usage = Some(usage.into());
+        if let Some(usage) = chunk.get("usage").and_then(usage_of) {
+            self.usage = Some(usage);
         }
         self.identity = Some((chunk["id"].clone(), chunk["model"].clone(), chunk["created"].clone()));
         let choices = chunk.get_mut("choices").and_then(Value::as_array_mut).map(std::mem::take).unwrap_or_default();

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 pub struct OpenAi;
 
 #[derive(Deserialize)]
-pub(super) struct WireUsage {
+struct WireUsage {
     #[serde(default)]
     prompt_tokens: u64,
     #[serde(default)]
@@ -41,6 +41,30 @@ impl From<WireUsage> for Usage {
             cache_write_tokens: 0,
         }
     }
+}
+
+/// OpenAI's usage object already parsed into a JSON value, read as `WireUsage` reads it:
+/// absent counts are 0, and a field of another type makes the whole unreadable. (Without
+/// a second, Value-based copy of its deserializer.)
+pub(super) fn usage_of(u: &Value) -> Option<Usage> {
+    fn count(v: Option<&Value>) -> Option<u64> {
+        v.map_or(Some(0), Value::as_u64)
+    }
+    let u = u.as_object()?;
+    let cached = match u.get("prompt_tokens_details") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(d)) => match d.get("cached_tokens") {
+            None | Some(Value::Null) => None,
+            Some(c) => Some(c.as_u64()?),
+        },
+        Some(_) => return None,
+    };
+    Some(Usage {
+        input_tokens: count(u.get("prompt_tokens"))?,
+        output_tokens: count(u.get("completion_tokens"))?,
+        cached_input_tokens: cached.unwrap_or(0),
+        cache_write_tokens: 0,
+    })
 }
 
 #[derive(Deserialize)]
@@ -253,6 +277,30 @@ mod tests {
             "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn usage_of_reads_a_value_as_wire_usage_reads_text() {
+        for text in [
+            r#"{"prompt_tokens":10,"completion_tokens":3}"#,
+            r#"{"prompt_tokens":10,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":4},"x":1}"#,
+            r#"{"prompt_tokens_details":null}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":null}}"#,
+            r#"{"prompt_tokens_details":{}}"#,
+            r#"{}"#,
+            r#"{"prompt_tokens":"10"}"#,
+            r#"{"prompt_tokens":null}"#,
+            r#"{"prompt_tokens":1.5}"#,
+            r#"{"prompt_tokens":-1}"#,
+            r#"{"prompt_tokens_details":3}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":"4"}}"#,
+            r#"null"#,
+            r#"7"#,
+        ] {
+            let typed = serde_json::from_slice::<WireUsage>(text.as_bytes()).ok().map(Usage::from);
+            let value: Value = serde_json::from_slice(text.as_bytes()).unwrap();
+            assert_eq!(usage_of(&value), typed, "{text}");
+        }
     }
 
     #[test]
