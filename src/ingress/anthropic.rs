@@ -415,44 +415,80 @@ impl OpenAiUsage {
     }
 }
 
-#[derive(Deserialize)]
-struct Completion {
-    #[serde(default)]
-    id: String,
-    choices: Vec<CompletionChoice>,
-    #[serde(default)]
+/// The parts of an OpenAI `chat.completion` the translation reads. The answer is walked
+/// as a `Value` (a non-streamed answer is parsed once, so typed structs would only add a
+/// deserializer each) and checked as a typed parse would check it: `choices` and every
+/// choice's `message` present, tool calls with `id` and `function.name`, and every field
+/// read of its type (or null where it is optional).
+struct Completion<'a> {
+    id: &'a str,
+    choice: Option<(&'a Value, Option<&'a str>)>,
     usage: Option<OpenAiUsage>,
 }
 
-#[derive(Deserialize)]
-struct CompletionChoice {
-    message: Reply,
-    #[serde(default)]
-    finish_reason: Option<String>,
+struct ReplyToolCall<'a> {
+    id: &'a str,
+    name: &'a str,
+    arguments: &'a str,
 }
 
-#[derive(Deserialize)]
-struct Reply {
-    /// A string, or (from some OpenAI-compatible servers) an array of text parts.
-    #[serde(default)]
-    content: Value,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ReplyToolCall>>,
+/// Absent or null: `Some(None)`; a string: `Some(Some(..))`; anything else: `None`.
+fn optional_str<'a>(o: &'a Map<String, Value>, key: &str) -> Option<Option<&'a str>> {
+    match o.get(key) {
+        None | Some(Value::Null) => Some(None),
+        Some(v) => v.as_str().map(Some),
+    }
 }
 
-#[derive(Deserialize)]
-struct ReplyToolCall {
-    id: String,
-    function: ReplyFunction,
+/// Absent: `""`; otherwise it must be a string.
+fn defaulted_str<'a>(o: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    o.get(key).map_or(Some(""), Value::as_str)
 }
 
-#[derive(Deserialize)]
-struct ReplyFunction {
-    name: String,
-    #[serde(default)]
-    arguments: String,
+fn tool_calls(reply: &Map<String, Value>) -> Option<Vec<ReplyToolCall<'_>>> {
+    let calls = match reply.get("tool_calls") {
+        None | Some(Value::Null) => return Some(Vec::new()),
+        Some(calls) => calls.as_array()?,
+    };
+    calls
+        .iter()
+        .map(|call| {
+            let call = call.as_object()?;
+            let function = call.get("function")?.as_object()?;
+            Some(ReplyToolCall {
+                id: call.get("id")?.as_str()?,
+                name: function.get("name")?.as_str()?,
+                arguments: defaulted_str(function, "arguments")?,
+            })
+        })
+        .collect()
+}
+
+fn completion(v: &Value) -> Option<Completion<'_>> {
+    let c = v.as_object()?;
+    let id = defaulted_str(c, "id")?;
+    let mut choice = None;
+    for ch in c.get("choices")?.as_array()? {
+        let ch = ch.as_object()?;
+        let message = ch.get("message")?;
+        let reply = message.as_object()?;
+        optional_str(reply, "refusal")?;
+        tool_calls(reply)?;
+        let finish_reason = optional_str(ch, "finish_reason")?;
+        choice = choice.or(Some((message, finish_reason)));
+    }
+    let usage = match c.get("usage") {
+        None | Some(Value::Null) => None,
+        Some(u) => {
+            let u = crate::providers::openai::usage_of(u)?;
+            Some(OpenAiUsage {
+                prompt_tokens: u.input_tokens,
+                completion_tokens: u.output_tokens,
+                prompt_tokens_details: Some(PromptDetails { cached_tokens: Some(u.cached_input_tokens) }),
+            })
+        }
+    };
+    Some(Completion { id, choice, usage })
 }
 
 /// Anthropic ids start with `msg_`; an answer from Anthropic keeps its own.
@@ -481,35 +517,37 @@ fn text_block(text: &str) -> Value {
 /// one, so such an answer is as unusable as a malformed one (another deployment may do
 /// better).
 pub fn response(req: &ChatRequest, body: &[u8]) -> Result<Vec<u8>, ErrorClass> {
-    let completion: Completion = serde_json::from_slice(body).map_err(|_| ErrorClass::Server)?;
-    let choice = completion.choices.into_iter().next().ok_or(ErrorClass::Server)?;
-    let reply = choice.message;
+    let answer: Value = serde_json::from_slice(body).map_err(|_| ErrorClass::Server)?;
+    let completion = completion(&answer).ok_or(ErrorClass::Server)?;
+    let (message, finish_reason) = completion.choice.ok_or(ErrorClass::Server)?;
+    let reply = message.as_object().ok_or(ErrorClass::Server)?;
     let mut content = Vec::new();
-    match &reply.content {
+    match reply.get("content").unwrap_or(&Value::Null) {
         Value::String(text) if !text.is_empty() => content.push(text_block(text)),
         Value::Array(parts) => content.extend(parts.iter().filter_map(|p| p["text"].as_str()).map(text_block)),
         _ => {}
     }
-    content.extend(reply.refusal.as_deref().filter(|r| !r.is_empty()).map(text_block));
-    for call in reply.tool_calls.unwrap_or_default() {
+    let refusal = optional_str(reply, "refusal").flatten();
+    content.extend(refusal.filter(|r| !r.is_empty()).map(text_block));
+    for call in tool_calls(reply).unwrap_or_default() {
         // A function without arguments may come back as "" rather than "{}".
-        let input: Value = if call.function.arguments.trim().is_empty() {
+        let input: Value = if call.arguments.trim().is_empty() {
             json!({})
         } else {
-            serde_json::from_slice(call.function.arguments.as_bytes()).map_err(|_| ErrorClass::Server)?
+            serde_json::from_slice(call.arguments.as_bytes()).map_err(|_| ErrorClass::Server)?
         };
         if !input.is_object() {
             return Err(ErrorClass::Server);
         }
-        content.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+        content.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}));
     }
     let message = json!({
-        "id": message_id(&completion.id),
+        "id": message_id(completion.id),
         "type": "message",
         "role": "assistant",
         "model": req.model,
         "content": content,
-        "stop_reason": stop_reason(choice.finish_reason.as_deref()),
+        "stop_reason": stop_reason(finish_reason),
         "stop_sequence": null,
         "usage": completion.usage.unwrap_or_default().anthropic(),
     });
@@ -781,6 +819,98 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The typed parse `completion` replaced, kept as the oracle for what it accepts.
+    mod typed {
+        use serde::Deserialize;
+        use serde_json::Value;
+
+        #[derive(Deserialize)]
+        pub struct Completion {
+            #[serde(default)]
+            pub id: String,
+            pub choices: Vec<CompletionChoice>,
+            #[serde(default)]
+            pub usage: Option<super::OpenAiUsage>,
+        }
+        #[derive(Deserialize)]
+        pub struct CompletionChoice {
+            pub message: Reply,
+            #[serde(default)]
+            pub finish_reason: Option<String>,
+        }
+        #[derive(Deserialize)]
+        pub struct Reply {
+            #[serde(default)]
+            pub content: Value,
+            #[serde(default)]
+            pub refusal: Option<String>,
+            #[serde(default)]
+            pub tool_calls: Option<Vec<ReplyToolCall>>,
+        }
+        #[derive(Deserialize)]
+        pub struct ReplyToolCall {
+            pub id: String,
+            pub function: ReplyFunction,
+        }
+        #[derive(Deserialize)]
+        pub struct ReplyFunction {
+            pub name: String,
+            #[serde(default)]
+            pub arguments: String,
+        }
+    }
+
+    #[test]
+    fn completion_accepts_what_the_typed_parse_accepts() {
+        let bodies = [
+            r#"{"id":"c1","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+            r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"t","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"message":{"tool_calls":[{"id":"t","function":{"name":"f"}}]}}],"usage":null}"#,
+            r#"{"choices":[{"message":{"refusal":"no","tool_calls":null}},{"message":{}}]}"#,
+            r#"{"choices":[]}"#,
+            r#"{"id":null,"choices":[]}"#,
+            r#"{"id":3,"choices":[]}"#,
+            r#"{}"#,
+            r#"{"choices":[{}]}"#,
+            r#"{"choices":[{"message":{}},{"message":3}]}"#,
+            r#"{"choices":[{"message":{},"finish_reason":7}]}"#,
+            r#"{"choices":[{"message":{"refusal":1}}]}"#,
+            r#"{"choices":[{"message":{"tool_calls":{}}}]}"#,
+            r#"{"choices":[{"message":{"tool_calls":[{"function":{"name":"f"}}]}}]}"#,
+            r#"{"choices":[{"message":{"tool_calls":[{"id":"t","function":{"name":"f","arguments":null}}]}}]}"#,
+            r#"{"choices":[{"message":{"tool_calls":[{"id":"t","function":{}}]}}]}"#,
+            r#"{"choices":[{"message":{}}],"usage":{"prompt_tokens":"5"}}"#,
+            r#"{"choices":[{"message":{}}],"usage":{"prompt_tokens_details":{"cached_tokens":null}}}"#,
+            r#"{"choices":[{"message":{"content":[{"text":"a"}]}}],"extra":true}"#,
+        ];
+        for body in bodies {
+            let typed = serde_json::from_slice::<typed::Completion>(body.as_bytes()).ok();
+            let value: Value = serde_json::from_slice(body.as_bytes()).unwrap();
+            let walked = completion(&value);
+            assert_eq!(walked.is_some(), typed.is_some(), "{body}");
+            let (Some(t), Some(w)) = (typed, walked) else { continue };
+            assert_eq!(w.id, t.id, "{body}");
+            let first = t.choices.first();
+            assert_eq!(w.choice.map(|c| c.1), first.map(|c| c.finish_reason.as_deref()), "{body}");
+            let usage = |u: Option<OpenAiUsage>| u.unwrap_or_default().anthropic();
+            assert_eq!(usage(w.usage), usage(t.usage), "{body}");
+            if let (Some((message, _)), Some(c)) = (w.choice, first) {
+                let reply = message.as_object().unwrap();
+                assert_eq!(reply.get("content").unwrap_or(&Value::Null), &c.message.content, "{body}");
+                assert_eq!(optional_str(reply, "refusal").flatten(), c.message.refusal.as_deref(), "{body}");
+                let calls: Vec<_> = tool_calls(reply).unwrap().iter().map(|c| (c.id, c.name, c.arguments)).collect();
+                let typed_calls: Vec<_> = c
+                    .message
+                    .tool_calls
+                    .iter()
+                    .flatten()
+                    .map(|c| (c.id.as_str(), c.function.name.as_str(), c.function.arguments.as_str()))
+                    .collect();
+                assert_eq!(calls, typed_calls, "{body}");
+            }
+        }
+    }
     use crate::chat;
     use crate::config::Deployment;
     use crate::providers::{self, anthropic::Anthropic, Auth, Provider};

@@ -46,7 +46,7 @@ impl From<WireUsage> for Usage {
 /// OpenAI's usage object already parsed into a JSON value, read as `WireUsage` reads it:
 /// absent counts are 0, and a field of another type makes the whole unreadable. (Without
 /// a second, Value-based copy of its deserializer.)
-pub(super) fn usage_of(u: &Value) -> Option<Usage> {
+pub(crate) fn usage_of(u: &Value) -> Option<Usage> {
     fn count(v: Option<&Value>) -> Option<u64> {
         v.map_or(Some(0), Value::as_u64)
     }
