@@ -56,6 +56,8 @@ const P = {
   wrangler: path.join(ROOT, "node_modules/.bin/wrangler"),
   mock: path.join(ROOT, "target/release/mock-provider"),
   gatewayBuild: path.resolve(env.BENCH_GATEWAY_BUILD || path.join(ROOT, "build")),
+  // The same build with function names (`make bench-named`), for the profile and twiggy.
+  gatewayNamedBuild: env.BENCH_GATEWAY_BUILD ? null : path.join(ROOT, "target/bench-named"),
   passthroughBuild: path.join(BENCH, "passthrough/build"),
   portkey: path.join(BENCH, "node_modules/@portkey-ai/gateway/build/start-server.js"),
   litellm: path.join(BENCH, ".venv/bin/litellm"),
@@ -251,7 +253,7 @@ function snapshotBuild(from, name) {
 const workerHeaders = (extra = {}) => ({ "MF-CF-Blob": CF, ...extra });
 const gatewayHeaders = () => workerHeaders({ Authorization: `Bearer ${GATEWAY_KEY}` });
 
-let builds; // { gateway, passthrough }
+let builds; // { gateway, gatewayNamed, passthrough }
 
 const DEFS = {
   direct: {
@@ -284,7 +286,7 @@ async function startWorker(def, id, { profile = false } = {}) {
   const port = await freePort();
   const logFile = path.join(LOGS, `${id}${profile ? "-profile" : ""}.log`);
   const gw = def.worker === "gateway";
-  const dir = gw ? builds.gateway : builds.passthrough;
+  const dir = gw ? (profile ? builds.gatewayNamed : builds.gateway) : builds.passthrough;
   const base = `http://127.0.0.1:${port}`;
   const upstreamVars = {
     UPSTREAM_URL: `${upstream.nonStreamBase}/pt/v1/chat/completions`,
@@ -826,7 +828,8 @@ function phaseSize() {
   if (existsSync(P.portkey)) sizes.portkey = { js: gz(P.portkey) };
   const twiggy = path.join(env.CARGO_HOME || path.join(os.homedir(), ".cargo"), "bin/twiggy");
   if (existsSync(twiggy)) {
-    const wasm = path.join(builds.gateway, "index_bg.wasm");
+    // Names for twiggy: the named build's code is the shipped one's, plus a name section.
+    const wasm = path.join(builds.gatewayNamed, "index_bg.wasm");
     sizes.twiggyTop = sh(twiggy, ["top", "-n", "25", wasm]);
     sizes.twiggyVersion = sh(twiggy, ["--version"]);
     sizes.breakdown = sizeBreakdown(sh(twiggy, ["top", "-n", "1000000", "-f", "csv", wasm], { maxBuffer: 256 << 20 }));
@@ -882,6 +885,8 @@ async function main() {
   await describeMachine();
   log(`machine: ${results.machine.nproc} × ${results.machine.cpuModel}, busy ${(results.machine.busyBeforeStart * 100).toFixed(0)}% before the run`);
   builds = { gateway: snapshotBuild(P.gatewayBuild, "gateway"), passthrough: snapshotBuild(P.passthroughBuild, "passthrough") };
+  builds.gatewayNamed = P.gatewayNamedBuild && existsSync(path.join(P.gatewayNamedBuild, "index_bg.wasm"))
+    ? snapshotBuild(P.gatewayNamedBuild, "gateway-named") : builds.gateway;
   await startUpstreams();
   save();
   if (!O.skip.has("probe")) await probeMockUpstream().catch((e) => fail("upstream probe", e));

@@ -52,16 +52,16 @@ pub fn models(state: &State, key: &KeyConfig) -> Result<Response, GatewayError> 
     respond::json(200, &serde_json::json!({"object": "list", "data": data}))
 }
 
-fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).ok().flatten().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+fn header(headers: &Headers, name: &str) -> Option<String> {
+    headers.get(name).ok().flatten().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 /// The caller's location: `request.cf`, or the `x-gateway-geo-*` headers where the
 /// deployment trusts them (local dev and tests, whose `request.cf` is a placeholder).
-fn caller(req: &Request, state: &State) -> Caller {
-    let country = header(req, "x-gateway-geo-country");
+fn caller(req: &Request, headers: &Headers, state: &State) -> Caller {
+    let country = header(headers, "x-gateway-geo-country");
     if state.trust_geo_headers && country.is_some() {
-        return Caller::new(country.as_deref(), header(req, "x-gateway-geo-continent").as_deref(), None);
+        return Caller::new(country.as_deref(), header(headers, "x-gateway-geo-continent").as_deref(), None);
     }
     use worker::js_sys::{Reflect, JSON};
     // Read as JSON rather than through `Cf`'s getters, which panic on a missing field.
@@ -179,6 +179,7 @@ pub async fn handle(
 ) -> Result<Response, GatewayError> {
     let started_ms = now_ms();
     let g = &state.gateway;
+    let headers = req.headers().clone();
     let body = upstream::read_client_body(&mut req, g.config.limits.max_body_bytes).await?;
     let mut chat = ingress.parse(&body)?;
     chat.received_at = started_ms / 1000;
@@ -189,9 +190,9 @@ pub async fn handle(
         .ok_or_else(|| GatewayError::model_not_found(&chat.model))?;
     let tags = tags::resolve(
         key,
-        header(&req, "x-gateway-team").as_deref(),
-        header(&req, "x-gateway-feature").as_deref(),
-        header(&req, "x-gateway-env").as_deref(),
+        header(&headers, "x-gateway-team").as_deref(),
+        header(&headers, "x-gateway-feature").as_deref(),
+        header(&headers, "x-gateway-env").as_deref(),
     )?;
 
     let warnings = budget::check(
@@ -203,8 +204,8 @@ pub async fn handle(
     )?;
     rate_limit(env, key).await?;
 
-    let caller = caller(&req, state);
-    let compliance = header(&req, "x-gateway-compliance").map(|t| t.to_ascii_lowercase());
+    let caller = caller(&req, &headers, state);
+    let compliance = header(&headers, "x-gateway-compliance").map(|t| t.to_ascii_lowercase());
     let subject = Subject {
         caller: &caller,
         compliance: compliance.as_deref(),
@@ -238,7 +239,7 @@ pub async fn handle(
         caller: caller.clone(),
         rule: decision.rule.clone(),
         alias: alias.name.clone(),
-        fail_queue: ledger::queue_fault(env, header(&req, "x-gateway-test-fault").as_deref()),
+        fail_queue: ledger::queue_fault(env, header(&headers, "x-gateway-test-fault").as_deref()),
     };
     let failed = |receipt: &Receipt, e: GatewayError, last: Option<&Deployment>| {
         bill.close(Ending {
@@ -303,20 +304,20 @@ pub async fn handle(
             let breaker = d.health_limits(&limits.health);
             health::update(&ctx, &d.id, breaker, |h| h.failed(now_ms(), breaker));
         };
-        let mut response = match upstream::send(&up, timeout).await {
+        let response = match upstream::send(&up, timeout).await {
             Ok(r) => r,
             Err(class) => {
                 fell_back(&mut receipt, None, class, None);
                 continue;
             }
         };
-        let status = response.status_code();
+        let status = response.status();
         if !(200..300).contains(&status) {
-            let body = upstream::read_all(&mut response, deadline).await.unwrap_or_default();
+            let body = upstream::read_all(&response, deadline).await.unwrap_or_default();
             let class = provider.classify(status, &body);
             if class.falls_back() {
                 fell_back(&mut receipt, Some(status), class, None);
-                retry_after = response.headers().get("retry-after").ok().flatten().and_then(|v| v.parse::<u32>().ok());
+                retry_after = response.header("retry-after").and_then(|v| v.parse::<u32>().ok());
                 // Nothing else to try: wait out a short Retry-After and try this one again.
                 if let (true, false, Some(wait)) = (queue.is_empty(), retried_same, retry_after) {
                     let wait_ms = u64::from(wait) * 1000;
@@ -356,7 +357,7 @@ pub async fn handle(
         } else {
             let ttfb_ms = now_ms() - started_ms;
             let upstream_ttfb = now_ms() - now;
-            let answer = upstream::read_all(&mut response, deadline)
+            let answer = upstream::read_all(&response, deadline)
                 .await
                 .and_then(|b| provider.response(&chat, b))
                 .and_then(|(b, usage)| Ok((ingress.response(&chat, b)?, usage)));

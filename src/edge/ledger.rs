@@ -24,9 +24,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use worker::js_sys::JSON;
 use worker::wasm_bindgen::JsValue;
-use worker::{
-    Context, D1Database, D1PreparedStatement, Delay, Env, KvStore, MessageBatch, QueueContentType, RawMessageBuilder,
-};
+use worker::{Context, D1Database, Delay, Env, KvStore, MessageBatch, QueueContentType, RawMessageBuilder};
 
 pub const QUEUE_BINDING: &str = "COST_EVENTS";
 pub const DEAD_LETTER_QUEUE: &str = "llm-edge-gateway-cost-events-dlq";
@@ -47,11 +45,31 @@ const GATHER_MS: u64 = 20;
 const MAX_BATCH: usize = 100;
 const MAX_BATCH_BYTES: usize = 200_000;
 
+/// A cost event as it travels: its JSON text (what the queue carries, KV parks and D1's
+/// insert reads), and its id.
+struct Event {
+    id: String,
+    json: String,
+}
+
+impl Event {
+    fn of(e: &CostEvent) -> Option<Event> {
+        let json = serde_json::to_string(e).ok()?;
+        Some(Event { id: e.request_id.clone(), json })
+    }
+
+    /// An event from JSON text that claims to be one, checked.
+    fn read(json: String) -> Result<Event, String> {
+        let e: CostEvent = serde_json::from_slice(json.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(Event { id: e.request_id, json })
+    }
+}
+
 /// Events finished in this isolate and not yet taken by a sender; `gathering` while one
 /// request's `wait_until` is about to take them.
 #[derive(Default)]
 struct Outbox {
-    events: Vec<CostEvent>,
+    events: Vec<Event>,
     gathering: bool,
 }
 
@@ -61,6 +79,10 @@ thread_local! {
 
 /// Hands the event over without delaying the response.
 pub fn record(ctx: &Context, env: &Env, event: CostEvent, fail_queue: bool) {
+    let Some(event) = Event::of(&event) else {
+        worker::console_error!("cost event {} could not be serialised", event.request_id);
+        return;
+    };
     if fail_queue {
         ctx.wait_until(deliver(env.clone(), vec![event], true));
         return;
@@ -86,43 +108,32 @@ async fn send_gathered(env: Env) {
         std::mem::take(&mut o.events)
     });
     while !events.is_empty() {
-        let rest = events.split_off(events.len().min(MAX_BATCH));
+        let mut bytes = 0;
+        let fits = events
+            .iter()
+            .take(MAX_BATCH)
+            .take_while(|e| {
+                bytes += e.json.len();
+                bytes <= MAX_BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        let rest = events.split_off(fits);
         deliver(env.clone(), events, false).await;
         events = rest;
     }
 }
 
-/// A batch of events, as queue messages of JSON text, split to the size limit.
-fn messages(events: &[CostEvent]) -> Vec<Vec<JsValue>> {
-    let mut batches = vec![Vec::new()];
-    let mut bytes = 0;
-    for e in events {
-        let Ok(json) = serde_json::to_string(e) else { continue };
-        if bytes + json.len() > MAX_BATCH_BYTES && bytes > 0 {
-            batches.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += json.len();
-        if let Some(batch) = batches.last_mut() {
-            batch.push(JsValue::from_str(&json));
-        }
-    }
-    batches
-}
-
-async fn send(env: &Env, events: &[CostEvent]) -> Result<(), String> {
+async fn send(env: &Env, events: &[Event]) -> Result<(), String> {
     let queue = env.queue(QUEUE_BINDING).map_err(|e| e.to_string())?;
-    for batch in messages(events) {
-        let batch: Vec<_> = batch
-            .into_iter()
-            .map(|m| RawMessageBuilder::new(m).build_with_content_type(QueueContentType::Text))
-            .collect();
-        queue.send_raw_batch(batch).await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    let messages: Vec<_> = events
+        .iter()
+        .map(|e| RawMessageBuilder::new(JsValue::from_str(&e.json)).build_with_content_type(QueueContentType::Text))
+        .collect();
+    queue.send_raw_batch(messages).await.map_err(|e| e.to_string())
 }
 
-async fn deliver(env: Env, events: Vec<CostEvent>, fail_queue: bool) {
+async fn deliver(env: Env, events: Vec<Event>, fail_queue: bool) {
     let sent =
         if fail_queue { Err("queue send failed (injected test fault)".to_string()) } else { send(&env, &events).await };
     let Err(queue_error) = sent else { return };
@@ -140,35 +151,44 @@ async fn deliver(env: Env, events: Vec<CostEvent>, fail_queue: bool) {
         if let Err(kv_error) = parked {
             worker::console_error!(
                 "cost event {} lost: queue: {queue_error}; D1: {d1_error}; KV: {kv_error}",
-                event.request_id
+                event.id
             );
         }
     }
 }
 
-/// A queue message's event: JSON text, or (from a producer before that) a JS object.
-fn event_of(body: &JsValue) -> Result<CostEvent, String> {
-    let json = match body.as_string() {
-        Some(text) => text,
-        None => JSON::stringify(body).ok().and_then(|s| s.as_string()).ok_or("not JSON")?,
-    };
-    serde_json::from_slice(json.as_bytes()).map_err(|e| e.to_string())
+/// A queue message's text: JSON text, or (from a producer before that) a JS object.
+fn message_text(body: &JsValue) -> Option<String> {
+    body.as_string().or_else(|| JSON::stringify(body).ok()?.as_string())
 }
 
-async fn park(kv: &KvStore, event: &CostEvent) -> Result<(), String> {
-    let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-    kv.put_bytes(&format!("{PARKED_PREFIX}{}", event.request_id), &body)
+async fn park(kv: &KvStore, event: &Event) -> Result<(), String> {
+    kv.put_bytes(&format!("{PARKED_PREFIX}{}", event.id), event.json.as_bytes())
         .map_err(|e| e.to_string())?
         .execute()
         .await
         .map_err(|e| e.to_string())
 }
 
+/// A batch's events in one statement, read from one JSON array parameter: D1 allows 100
+/// bound parameters per statement, and binding 30 per event across a statement per event
+/// cost more than the rest of the batch (in the queue consumer's CPU, and in Miniflare's
+/// D1 running beside it).
 const INSERT: &str = "INSERT OR IGNORE INTO cost_events (request_id, ts_ms, day, key_id, team, feature, env, \
 caller_country, caller_continent, caller_colo, residency_rule, jurisdiction, provider, region, deployment, \
 endpoint_host, alias, model, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_micros, priced, \
-status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
+status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail) \
+SELECT json_extract(value, '$.request_id'), json_extract(value, '$.ts_ms'), json_extract(value, '$.day'), \
+json_extract(value, '$.key_id'), json_extract(value, '$.team'), json_extract(value, '$.feature'), \
+json_extract(value, '$.env'), json_extract(value, '$.caller_country'), json_extract(value, '$.caller_continent'), \
+json_extract(value, '$.caller_colo'), json_extract(value, '$.residency_rule'), json_extract(value, '$.jurisdiction'), \
+json_extract(value, '$.provider'), json_extract(value, '$.region'), json_extract(value, '$.deployment'), \
+json_extract(value, '$.endpoint_host'), json_extract(value, '$.alias'), json_extract(value, '$.model'), \
+json_extract(value, '$.input_tokens'), json_extract(value, '$.output_tokens'), json_extract(value, '$.cached_tokens'), \
+json_extract(value, '$.cache_write_tokens'), json_extract(value, '$.cost_micros'), \
+json_extract(value, '$.cost_micros') IS NOT NULL, json_extract(value, '$.status'), json_extract(value, '$.outcome'), \
+json_extract(value, '$.latency_ms'), json_extract(value, '$.ttfb_ms'), json_array_length(value, '$.attempts'), \
+json_extract(value, '$.attempts') FROM json_each(?1)";
 
 /// Rolls up every inserted, not yet rolled-up row: in the same transaction as the
 /// inserts, so a row is counted once however often its batch is delivered.
@@ -188,64 +208,25 @@ unpriced_requests = unpriced_requests + excluded.unpriced_requests";
 
 const MARK_ROLLED_UP: &str = "UPDATE cost_events SET rolled_up = 1 WHERE rolled_up = 0";
 
-fn text(s: &str) -> JsValue {
-    JsValue::from_str(s)
-}
-
-fn opt(s: &Option<String>) -> JsValue {
-    s.as_deref().map_or(JsValue::NULL, JsValue::from_str)
-}
-
-fn num(n: u64) -> JsValue {
-    JsValue::from_f64(n as f64)
-}
-
-fn insert(db: &D1Database, e: &CostEvent) -> Result<D1PreparedStatement, String> {
-    let attempts = serde_json::to_string(&e.attempts).map_err(|err| err.to_string())?;
-    db.prepare(INSERT)
-        .bind(&[
-            text(&e.request_id),
-            num(e.ts_ms),
-            text(&e.day),
-            text(&e.key_id),
-            text(&e.team),
-            text(&e.feature),
-            text(&e.env),
-            opt(&e.caller_country),
-            opt(&e.caller_continent),
-            opt(&e.caller_colo),
-            text(&e.residency_rule),
-            opt(&e.jurisdiction),
-            opt(&e.provider),
-            opt(&e.region),
-            opt(&e.deployment),
-            opt(&e.endpoint_host),
-            text(&e.alias),
-            opt(&e.model),
-            num(e.input_tokens),
-            num(e.output_tokens),
-            num(e.cached_tokens),
-            num(e.cache_write_tokens),
-            e.cost_micros.map_or(JsValue::NULL, num),
-            num(u64::from(e.cost_micros.is_some())),
-            num(u64::from(e.status)),
-            text(e.outcome.as_str()),
-            num(e.latency_ms),
-            e.ttfb_ms.map_or(JsValue::NULL, num),
-            num(e.attempts.len() as u64),
-            text(&attempts),
-        ])
-        .map_err(|err| err.to_string())
+/// Events as one JSON array, for `INSERT`: each is JSON text already (a queue message, a
+/// parked copy, or serialised once here).
+fn json_array<'a>(events: impl Iterator<Item = &'a str>) -> String {
+    let mut array = String::from("[");
+    for (i, e) in events.enumerate() {
+        if i > 0 {
+            array.push(',');
+        }
+        array.push_str(e);
+    }
+    array.push(']');
+    array
 }
 
 /// One D1 batch (one transaction): the inserts, the rollup, the mark.
-pub async fn write_events(db: &D1Database, events: &[CostEvent]) -> Result<(), String> {
-    let mut statements = Vec::with_capacity(events.len() + 2);
-    for e in events {
-        statements.push(insert(db, e)?);
-    }
-    statements.push(db.prepare(ROLLUP));
-    statements.push(db.prepare(MARK_ROLLED_UP));
+async fn write_events(db: &D1Database, events: &[Event]) -> Result<(), String> {
+    let array = json_array(events.iter().map(|e| e.json.as_str()));
+    let insert = db.prepare(INSERT).bind(&[JsValue::from_str(&array)]).map_err(|e| e.to_string())?;
+    let statements = vec![insert, db.prepare(ROLLUP), db.prepare(MARK_ROLLED_UP)];
     let results = db.batch(statements).await.map_err(|e| e.to_string())?;
     match results.iter().find_map(|r| r.error()) {
         Some(error) => Err(error),
@@ -259,12 +240,12 @@ pub async fn consume(batch: MessageBatch<CostEvent>, env: &Env) -> worker::Resul
     let mut events = Vec::new();
     for (i, message) in batch.raw_iter().enumerate() {
         let body = message.body();
-        match event_of(&body) {
+        let text = message_text(&body);
+        match text.clone().ok_or_else(|| "not JSON".to_string()).and_then(Event::read) {
             Ok(e) => events.push(e),
             // Retrying cannot make it readable: kept aside in KV, for a person to look at.
             Err(e) => {
                 worker::console_error!("unreadable cost message kept as {UNREADABLE_PREFIX}…: {e}");
-                let text = body.as_string().or_else(|| JSON::stringify(&body).ok()?.as_string());
                 if let (Ok(kv), Some(text)) = (store::kv(env), text) {
                     let key = format!("{UNREADABLE_PREFIX}{}-{i}", now_ms());
                     kv.put_bytes(&key, text.as_bytes())
@@ -310,8 +291,8 @@ pub async fn move_parked(env: &Env) -> Result<usize, String> {
         let page = store::list_page(env, PARKED_PREFIX, Some(100), cursor.as_deref()).await?;
         let mut events = Vec::with_capacity(page.keys.len());
         for key in &page.keys {
-            let Some(body) = kv.get(&key.name).bytes().await.map_err(|e| e.to_string())? else { continue };
-            match serde_json::from_slice::<CostEvent>(&body) {
+            let Some(body) = kv.get(&key.name).text().await.map_err(|e| e.to_string())? else { continue };
+            match Event::read(body) {
                 Ok(e) => events.push(e),
                 Err(e) => worker::console_error!("parked event {} is unreadable, left in KV: {e}", key.name),
             }
@@ -319,7 +300,7 @@ pub async fn move_parked(env: &Env) -> Result<usize, String> {
         if !events.is_empty() {
             write_events(&db, &events).await?;
             for e in &events {
-                kv.delete(&format!("{PARKED_PREFIX}{}", e.request_id)).await.map_err(|e| e.to_string())?;
+                kv.delete(&format!("{PARKED_PREFIX}{}", e.id)).await.map_err(|e| e.to_string())?;
             }
             moved += events.len();
         }

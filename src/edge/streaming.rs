@@ -37,11 +37,11 @@ pub struct Opened {
 /// Reads the upstream stream until its first content event or the deadline. A failure
 /// carries what the provider reported consumed so far (Anthropic reports the input first).
 pub async fn open(
-    response: &Response,
+    response: &upstream::Answer,
     mut translator: Box<dyn StreamTranslator>,
     deadline: u64,
 ) -> Result<Opened, (ErrorClass, Option<Usage>)> {
-    let rest = upstream::body_stream(response).ok_or((ErrorClass::Server, None))?;
+    let rest = response.body().ok_or((ErrorClass::Server, None))?;
     let mut pieces = Pieces::new(&rest);
     let mut first = Vec::new();
     while !translator.started() {

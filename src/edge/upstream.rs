@@ -11,11 +11,11 @@ use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use std::future::Future;
 use std::time::Duration;
-use worker::js_sys::{Promise, Reflect, Uint8Array};
+use worker::js_sys::{global, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::{ReadableStream, ReadableStreamDefaultReader};
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, Response, ResponseBody};
+use worker::web_sys::{AbortController, ReadableStream, ReadableStreamDefaultReader, RequestInit, WorkerGlobalScope};
+use worker::{Delay, Request};
 
 /// `work`, or `Err(Timeout)` once `timeout_ms` pass.
 async fn within<T>(work: impl Future<Output = Result<T, ErrorClass>>, timeout_ms: u64) -> Result<T, ErrorClass> {
@@ -25,20 +25,43 @@ async fn within<T>(work: impl Future<Output = Result<T, ErrorClass>>, timeout_ms
     }
 }
 
+/// An upstream's answer: the runtime's response, used as is (the `worker` crate's wrapper
+/// reads properties the gateway never looks at).
+pub struct Answer(worker::web_sys::Response);
+
+impl Answer {
+    pub fn status(&self) -> u16 {
+        self.0.status()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.0.headers().get(name).ok().flatten()
+    }
+
+    /// The body's JavaScript stream; `None` for an empty body.
+    pub fn body(&self) -> Option<ReadableStream> {
+        self.0.body()
+    }
+}
+
 /// Sends the request; gives up after `timeout_ms` without a response head.
-pub async fn send(up: &UpstreamRequest, timeout_ms: u64) -> Result<Response, ErrorClass> {
-    let headers = Headers::new();
+pub async fn send(up: &UpstreamRequest, timeout_ms: u64) -> Result<Answer, ErrorClass> {
+    let headers = worker::web_sys::Headers::new().map_err(|_| ErrorClass::BadRequest)?;
     for (name, value) in &up.headers {
         headers.set(name, value).map_err(|_| ErrorClass::BadRequest)?;
     }
-    let body = Uint8Array::from(up.body.as_slice());
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-    let request = Request::new_with_init(&up.url, &init).map_err(|_| ErrorClass::Unreachable)?;
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(request);
-    let sending = async { fetch.send_with_signal(&signal).await.map_err(|_| ErrorClass::Unreachable) };
+    let controller = AbortController::new().map_err(|_| ErrorClass::Unreachable)?;
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers);
+    init.set_body(&Uint8Array::from(up.body.as_slice()));
+    init.set_signal(Some(&controller.signal()));
+    let scope: WorkerGlobalScope = global().unchecked_into();
+    let fetching = scope.fetch_with_str_and_init(&up.url, &init);
+    let sending = async {
+        let response = JsFuture::from(fetching).await.map_err(|_| ErrorClass::Unreachable)?;
+        Ok(Answer(response.unchecked_into()))
+    };
     let outcome = within(sending, timeout_ms).await;
     if outcome.is_err() {
         controller.abort();
@@ -46,24 +69,9 @@ pub async fn send(up: &UpstreamRequest, timeout_ms: u64) -> Result<Response, Err
     outcome
 }
 
-/// The body's JavaScript stream; `None` for an empty body.
-pub fn body_stream(response: &Response) -> Option<ReadableStream> {
-    match response.body() {
-        ResponseBody::Stream(stream) => Some(stream.clone()),
-        _ => None,
-    }
-}
-
 /// A whole upstream body, within the deadline.
-pub async fn read_all(response: &mut Response, deadline_ms: u64) -> Result<Vec<u8>, ErrorClass> {
-    let stream = match response.body() {
-        ResponseBody::Stream(stream) => stream.clone(),
-        ResponseBody::Body(bytes) => return Ok(bytes.clone()),
-        ResponseBody::Empty => return Ok(Vec::new()),
-    };
-    let whole = worker::web_sys::Response::new_with_opt_readable_stream(Some(&stream))
-        .and_then(|r| r.array_buffer())
-        .map_err(|_| ErrorClass::Unreachable)?;
+pub async fn read_all(answer: &Answer, deadline_ms: u64) -> Result<Vec<u8>, ErrorClass> {
+    let whole = answer.0.array_buffer().map_err(|_| ErrorClass::Unreachable)?;
     let reading = async {
         let buffer = JsFuture::from(whole).await.map_err(|_| ErrorClass::Unreachable)?;
         Ok(Uint8Array::new(&buffer).to_vec())
