@@ -241,52 +241,101 @@ pub(super) struct Chunks {
     pub wants_usage: bool,
 }
 
+/// A JSON string, escaped.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Chunks are written straight into the output, not built as `Value`s first: a stream's
+/// every event passes here, and the tree of maps cost more than decoding the upstream.
 impl Chunks {
-    fn envelope(&self, choices: Value) -> Value {
+    /// The chunk up to and including `"choices":`.
+    fn open(&self, out: &mut Vec<u8>) {
         let Identity { id, model, created } = &self.identity;
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices})
+        out.extend_from_slice(b"data: {\"id\":");
+        json_str(out, id);
+        out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        out.extend_from_slice(created.to_string().as_bytes());
+        out.extend_from_slice(b",\"model\":");
+        json_str(out, model);
+        out.extend_from_slice(b",\"choices\":");
     }
 
-    pub fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish_reason: Option<&str>) {
-        let choice = json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason});
-        let mut chunk = self.envelope(json!([choice]));
+    /// One choice whose delta `delta` writes (an object's members, without braces).
+    pub fn chunk(&self, out: &mut Vec<u8>, delta: impl FnOnce(&mut Vec<u8>), finish_reason: Option<&str>) {
+        self.open(out);
+        out.extend_from_slice(b"[{\"index\":0,\"delta\":{");
+        delta(out);
+        out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
+        match finish_reason {
+            Some(reason) => json_str(out, reason),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]");
         // OpenAI puts `usage: null` on every chunk of a stream that will end with usage.
         if self.wants_usage {
-            chunk["usage"] = Value::Null;
+            out.extend_from_slice(b",\"usage\":null");
         }
-        write_event(out, None, &chunk.to_string());
+        out.extend_from_slice(b"}\n\n");
     }
 
     pub fn role(&self, out: &mut Vec<u8>) {
-        self.chunk(out, json!({"role": "assistant", "content": ""}), None);
+        self.chunk(out, |o| o.extend_from_slice(b"\"role\":\"assistant\",\"content\":\"\""), None);
     }
 
     pub fn text(&self, out: &mut Vec<u8>, text: &str) {
-        self.chunk(out, json!({"content": text}), None);
+        self.chunk(
+            out,
+            |o| {
+                o.extend_from_slice(b"\"content\":");
+                json_str(o, text);
+            },
+            None,
+        );
     }
 
     /// The first chunk of tool call number `index` (OpenAI numbers tool calls apart from
     /// text): its id and name, with arguments still to come.
     pub fn tool_call_start(&self, out: &mut Vec<u8>, index: usize, id: &str, name: &str) {
-        let call = json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
-        self.chunk(out, json!({"tool_calls": [call]}), None);
+        self.chunk(
+            out,
+            |o| {
+                o.extend_from_slice(format!("\"tool_calls\":[{{\"index\":{index},\"id\":").as_bytes());
+                json_str(o, id);
+                o.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
+                json_str(o, name);
+                o.extend_from_slice(b",\"arguments\":\"\"}}]");
+            },
+            None,
+        );
     }
 
     pub fn tool_call_arguments(&self, out: &mut Vec<u8>, index: usize, arguments: &str) {
-        let call = json!({"index": index, "function": {"arguments": arguments}});
-        self.chunk(out, json!({"tool_calls": [call]}), None);
+        self.chunk(
+            out,
+            |o| {
+                o.extend_from_slice(
+                    format!("\"tool_calls\":[{{\"index\":{index},\"function\":{{\"arguments\":").as_bytes(),
+                );
+                json_str(o, arguments);
+                o.extend_from_slice(b"}}]");
+            },
+            None,
+        );
     }
 
     pub fn finish(&self, out: &mut Vec<u8>, finish_reason: &str) {
-        self.chunk(out, json!({}), Some(finish_reason));
+        self.chunk(out, |_| {}, Some(finish_reason));
     }
 
     /// OpenAI's ending: the usage chunk when the client asked for it, then `[DONE]`.
     pub fn done(&self, out: &mut Vec<u8>, usage: Usage) {
         if self.wants_usage {
-            let mut last = self.envelope(json!([]));
-            last["usage"] = openai_usage(usage);
-            write_event(out, None, &last.to_string());
+            self.open(out);
+            out.extend_from_slice(b"[],\"usage\":");
+            let _ = serde_json::to_writer(&mut *out, &openai_usage(usage));
+            out.extend_from_slice(b"}\n\n");
         }
         write_event(out, None, "[DONE]");
     }
