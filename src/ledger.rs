@@ -159,6 +159,58 @@ impl CostEvent {
     }
 }
 
+/// Checks that JSON text claiming to be a cost event has every field D1's insert reads,
+/// of the right kind, and returns its request id. Read as a `Value` rather than into a
+/// `CostEvent`: the worker then carries no second event parser just for this check.
+pub fn check_event_json(json: &[u8]) -> Result<String, String> {
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let event = value.as_object().ok_or("not an object")?;
+    let field = |name: &str| event.get(name).unwrap_or(&serde_json::Value::Null);
+    let text = ["request_id", "day", "key_id", "team", "feature", "env", "residency_rule", "alias"];
+    let optional_text = [
+        "caller_country",
+        "caller_continent",
+        "caller_colo",
+        "jurisdiction",
+        "provider",
+        "region",
+        "deployment",
+        "endpoint_host",
+        "model",
+    ];
+    let number =
+        ["ts_ms", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "status", "latency_ms"];
+    let optional_number = ["cost_micros", "ttfb_ms"];
+    let wrong = |name: &str, kind: &str| Err(format!("`{name}` must be {kind}"));
+    for name in text {
+        if !field(name).is_string() {
+            return wrong(name, "a string");
+        }
+    }
+    for name in optional_text {
+        if !(field(name).is_string() || field(name).is_null()) {
+            return wrong(name, "a string or null");
+        }
+    }
+    for name in number {
+        if !field(name).is_u64() {
+            return wrong(name, "a whole number");
+        }
+    }
+    for name in optional_number {
+        if !(field(name).is_u64() || field(name).is_null()) {
+            return wrong(name, "a whole number or null");
+        }
+    }
+    if !matches!(field("outcome").as_str(), Some("ok" | "cut" | "error")) {
+        return wrong("outcome", "ok, cut or error");
+    }
+    if !field("attempts").is_array() {
+        return wrong("attempts", "an array");
+    }
+    Ok(field("request_id").as_str().unwrap_or_default().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +303,42 @@ mod tests {
         assert_eq!(host_of("https://eu.api.openai.com/v1"), "eu.api.openai.com");
         assert_eq!(host_of("http://127.0.0.1:8788/mock-eu/v1"), "127.0.0.1:8788");
         assert_eq!(host_of("no-scheme/x"), "no-scheme");
+    }
+
+    #[test]
+    fn event_json_is_checked_field_by_field() {
+        let d = deployment();
+        let tags = Tags { team: "search".into(), feature: "summarize".into(), env: "qa".into() };
+        let caller = Caller::new(Some("DE"), Some("EU"), None);
+        let mut log = AttemptLog::default();
+        log.succeeded("eu-1", 200);
+        let usage = Usage { input_tokens: 10, output_tokens: 5, ..Usage::default() };
+        let event = CostEvent::new(&facts(Some(&d), Some(usage), Outcome::Ok, &log, &tags, &caller));
+        let json = serde_json::to_vec(&event).unwrap();
+        assert_eq!(check_event_json(&json).unwrap(), event.request_id);
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        v["caller_country"] = serde_json::Value::Null;
+        v["ttfb_ms"] = serde_json::Value::Null;
+        assert!(check_event_json(v.to_string().as_bytes()).is_ok(), "optional fields may be null");
+        for (name, bad) in [
+            ("request_id", serde_json::json!(7)),
+            ("ts_ms", serde_json::json!("soon")),
+            ("status", serde_json::json!(-1)),
+            ("outcome", serde_json::json!("maybe")),
+            ("attempts", serde_json::json!({})),
+            ("model", serde_json::json!(3)),
+            ("cost_micros", serde_json::json!(1.5)),
+        ] {
+            let mut broken = v.clone();
+            broken[name] = bad;
+            let e = check_event_json(broken.to_string().as_bytes()).unwrap_err();
+            assert!(e.contains(name), "{name}: {e}");
+        }
+        let mut missing = v.clone();
+        missing.as_object_mut().unwrap().remove("team");
+        assert!(check_event_json(missing.to_string().as_bytes()).unwrap_err().contains("team"));
+        assert!(check_event_json(b"[1]").is_err());
+        assert!(check_event_json(b"").is_err());
+        assert!(check_event_json(b"{\"request_id\":").is_err());
     }
 }

@@ -16,7 +16,7 @@ use super::store;
 use crate::attempts::AttemptLog;
 use crate::config::Deployment;
 use crate::geo::Caller;
-use crate::ledger::{CostEvent, Facts, Outcome};
+use crate::ledger::{check_event_json, CostEvent, Facts, Outcome};
 use crate::providers::Usage;
 use crate::tags::Tags;
 use std::cell::RefCell;
@@ -60,8 +60,8 @@ impl Event {
 
     /// An event from JSON text that claims to be one, checked.
     fn read(json: String) -> Result<Event, String> {
-        let e: CostEvent = serde_json::from_slice(json.as_bytes()).map_err(|e| e.to_string())?;
-        Ok(Event { id: e.request_id, json })
+        let id = check_event_json(json.as_bytes())?;
+        Ok(Event { id, json })
     }
 }
 
