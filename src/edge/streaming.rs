@@ -206,19 +206,21 @@ pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError>
 
     let chunk = {
         let (relay, slot) = (relay.clone(), slot.clone());
+        // The read result's keys, made once: a JS string per chunk and key adds up.
+        let (done_key, value_key) = (JsValue::from_str("done"), JsValue::from_str("value"));
         Callback::new(move |result: JsValue| {
-            let field = |name: &str| Reflect::get(&result, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+            let field = |key: &JsValue| Reflect::get(&result, key).unwrap_or(JsValue::UNDEFINED);
             with_callbacks(&slot, |callbacks| {
                 let quiet = &callbacks.quiet;
                 let mut relay = relay.borrow_mut();
                 if relay.ended.is_none() {
                     return;
                 }
-                if field("done").is_truthy() {
+                if field(&done_key).is_truthy() {
                     relay.end(quiet);
                     return;
                 }
-                let value = field("value");
+                let value = field(&value_key);
                 if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
                     match relay.translate(bytes) {
                         None => relay.write(&value, quiet),
