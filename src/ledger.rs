@@ -166,40 +166,37 @@ pub fn check_event_json(json: &[u8]) -> Result<String, String> {
     let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
     let event = value.as_object().ok_or("not an object")?;
     let field = |name: &str| event.get(name).unwrap_or(&serde_json::Value::Null);
-    let text = ["request_id", "day", "key_id", "team", "feature", "env", "residency_rule", "alias"];
-    let optional_text = [
-        "caller_country",
-        "caller_continent",
-        "caller_colo",
-        "jurisdiction",
-        "provider",
-        "region",
-        "deployment",
-        "endpoint_host",
-        "model",
+    type Kind = (fn(&serde_json::Value) -> bool, &'static str);
+    let text: Kind = (serde_json::Value::is_string, "a string");
+    let text_or_null: Kind = (|v| v.is_string() || v.is_null(), "a string or null");
+    let number: Kind = (serde_json::Value::is_u64, "a whole number");
+    let number_or_null: Kind = (|v| v.is_u64() || v.is_null(), "a whole number or null");
+    let fields: [(&[&str], Kind); 4] = [
+        (&["request_id", "day", "key_id", "team", "feature", "env", "residency_rule", "alias"], text),
+        (
+            &[
+                "caller_country",
+                "caller_continent",
+                "caller_colo",
+                "jurisdiction",
+                "provider",
+                "region",
+                "deployment",
+                "endpoint_host",
+                "model",
+            ],
+            text_or_null,
+        ),
+        (
+            &["ts_ms", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "status", "latency_ms"],
+            number,
+        ),
+        (&["cost_micros", "ttfb_ms"], number_or_null),
     ];
-    let number =
-        ["ts_ms", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "status", "latency_ms"];
-    let optional_number = ["cost_micros", "ttfb_ms"];
     let wrong = |name: &str, kind: &str| Err(format!("`{name}` must be {kind}"));
-    for name in text {
-        if !field(name).is_string() {
-            return wrong(name, "a string");
-        }
-    }
-    for name in optional_text {
-        if !(field(name).is_string() || field(name).is_null()) {
-            return wrong(name, "a string or null");
-        }
-    }
-    for name in number {
-        if !field(name).is_u64() {
-            return wrong(name, "a whole number");
-        }
-    }
-    for name in optional_number {
-        if !(field(name).is_u64() || field(name).is_null()) {
-            return wrong(name, "a whole number or null");
+    for (names, (fits, kind)) in fields {
+        if let Some(name) = names.iter().find(|name| !fits(field(name))) {
+            return wrong(name, kind);
         }
     }
     if !matches!(field("outcome").as_str(), Some("ok" | "cut" | "error")) {

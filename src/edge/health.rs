@@ -4,7 +4,7 @@
 //! the response through `wait_until`, so it adds no latency, and only when it changes
 //! what the colo knows (`Health::worth_sharing`).
 
-use super::state::now_ms;
+use super::state::{claim, known_then_reread, now_ms};
 use crate::config::HealthLimits;
 use crate::health::Health;
 use std::cell::RefCell;
@@ -46,28 +46,13 @@ async fn reread(deployment: &str) -> Health {
 /// This isolate's view at once; when it is older than the memo's second, the colo's record
 /// is re-read after the response. Only an isolate's first request waits for the cache.
 async fn read(ctx: &Context, deployment: &str) -> Health {
-    let now = now_ms();
     let known = MEMO.with(|m| {
         let mut m = m.borrow_mut();
         let known = m.get_mut(deployment)?;
-        let due = now.saturating_sub(known.at) >= MEMO_MS;
-        if due {
-            known.at = now;
-        }
-        Some((known.health.clone(), due))
+        Some((known.health.clone(), claim(&mut known.at, MEMO_MS)))
     });
-    match known {
-        Some((health, due)) => {
-            if due {
-                let deployment = deployment.to_string();
-                ctx.wait_until(async move {
-                    reread(&deployment).await;
-                });
-            }
-            health
-        }
-        None => reread(deployment).await,
-    }
+    let deployment = deployment.to_string();
+    known_then_reread(ctx, known, move || async move { reread(&deployment).await }).await
 }
 
 /// The health of each deployment, by id.

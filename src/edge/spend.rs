@@ -6,7 +6,7 @@
 //! Staleness: this isolate's own spend counts at once; other isolates' within the cron
 //! interval (5 minutes) plus the queue's batch delay and KV's propagation (about a minute).
 
-use super::state::now_ms;
+use super::state::{claim, known_then_reread, now_ms};
 use super::store;
 use crate::budget::Spend;
 use crate::civil;
@@ -82,29 +82,15 @@ pub async fn current(env: &Env) -> Spend {
 /// The spend for a budget check: this isolate's view at once; when the snapshot is due
 /// for a re-read, that runs after the response. Only an isolate's first request waits.
 pub async fn for_request(env: &Env, ctx: &Context) -> Spend {
-    let now = now_ms();
-    let month = civil::month(now);
+    let month = civil::month(now_ms());
     let known = LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         let local = l.as_mut()?;
-        let due = now.saturating_sub(local.checked_ms) >= RECHECK_MS;
-        if due {
-            local.checked_ms = now;
-        }
+        let due = claim(&mut local.checked_ms, RECHECK_MS);
         Some((effective(local, &month), due))
     });
-    match known {
-        Some((spend, due)) => {
-            if due {
-                let env = env.clone();
-                ctx.wait_until(async move {
-                    reread(&env).await;
-                });
-            }
-            spend
-        }
-        None => reread(env).await,
-    }
+    let env = env.clone();
+    known_then_reread(ctx, known, move || async move { reread(&env).await }).await
 }
 
 async fn reread(env: &Env) -> Spend {

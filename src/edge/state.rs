@@ -10,6 +10,7 @@ use crate::config::{self, Gateway, KeyConfig};
 use crate::error::GatewayError;
 use crate::keys::KeyRing;
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 use worker::{Context, Env};
 
@@ -51,6 +52,39 @@ pub fn now_ms() -> u64 {
     worker::Date::now().as_millis()
 }
 
+/// Whether a memo last checked at `*checked` is due for a re-read (every `every_ms`). A
+/// due memo is claimed by moving its check time, so that one request re-reads, not every
+/// request until the re-read lands.
+pub fn claim(checked: &mut u64, every_ms: u64) -> bool {
+    let now = now_ms();
+    let due = now.saturating_sub(*checked) >= every_ms;
+    if due {
+        *checked = now;
+    }
+    due
+}
+
+/// What an isolate knows, served at once; a re-read that was due runs after the response
+/// (the next request sees it). Only with nothing known yet does the request wait for it.
+pub async fn known_then_reread<T, F: Future<Output = T> + 'static>(
+    ctx: &Context,
+    known: Option<(T, bool)>,
+    reread: impl FnOnce() -> F,
+) -> T {
+    match known {
+        Some((value, due)) => {
+            if due {
+                let reading = reread();
+                ctx.wait_until(async move {
+                    reading.await;
+                });
+            }
+            value
+        }
+        None => reread().await,
+    }
+}
+
 pub fn base_source(env: &Env) -> String {
     var(env, "GATEWAY_CONFIG").filter(|s| !s.trim().is_empty()).unwrap_or_else(|| BUNDLED_CONFIG.to_string())
 }
@@ -90,31 +124,21 @@ async fn load_version(env: &Env, kv: &worker::KvStore, version: u64) -> Result<S
 /// The state for a request: this isolate's, at once; when it is due for a recheck, the
 /// recheck runs after the response, and the next request sees its outcome.
 pub async fn current(env: &Env, ctx: &Context) -> Result<Rc<State>, GatewayError> {
-    let now = now_ms();
-    let claimed = CURRENT.with(|c| {
+    let known = CURRENT.with(|c| {
         let mut c = c.borrow_mut();
         let cached = c.as_mut()?;
-        // Claimed by moving the check time, so that one request rechecks, not every one.
-        let due = now.saturating_sub(cached.checked_ms) >= RECHECK_MS;
-        if due {
-            cached.checked_ms = now;
-        }
-        Some((cached.state.clone(), due))
+        Some((Ok(cached.state.clone()), claim(&mut cached.checked_ms, RECHECK_MS)))
     });
-    match claimed {
-        Some((state, due)) => {
-            if due {
-                let (env, stale) = (env.clone(), state.clone());
-                ctx.wait_until(async move {
-                    if let Err(e) = recheck(&env, Some(stale)).await {
-                        worker::console_error!("config recheck failed: {}", e.message);
-                    }
-                });
-            }
-            Ok(state)
+    let stale = known.as_ref().and_then(|(state, _)| state.as_ref().ok().cloned());
+    let env = env.clone();
+    known_then_reread(ctx, known, move || async move {
+        let checked = recheck(&env, stale).await;
+        if let Err(e) = &checked {
+            worker::console_error!("config recheck failed: {}", e.message);
         }
-        None => recheck(env, None).await,
-    }
+        checked
+    })
+    .await
 }
 
 /// The state, rechecked against KV first when due (the admin API and the cron, which
