@@ -759,7 +759,10 @@ mod tests {
     }
 
     /// What the derived structs made of an answer, in `read_answer`'s shape.
-    fn typed_answer(text: &str) -> Option<(Option<String>, Vec<Value>, Option<String>, Usage)> {
+    /// Text, tool calls, stop reason, usage.
+    type Read = (Option<String>, Vec<Value>, Option<String>, Usage);
+
+    fn typed_answer(text: &str) -> Option<Read> {
         let answer = serde_json::from_str::<WireResponse>(text).ok()?;
         let mut out_text: Option<String> = None;
         let mut calls = Vec::new();
