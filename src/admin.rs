@@ -94,28 +94,44 @@ pub fn config_diff(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-/// A hypothetical request for `POST /admin/residency/explain`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A hypothetical request for `POST /admin/residency/explain`. Read through a `Value` (see
+/// `crate::valueread`) with the checks of the derived `TypedExplainQuery` in the tests:
+/// `model` required, the rest optional, no other field.
+#[derive(Debug, PartialEq)]
 pub struct ExplainQuery {
     pub model: String,
-    #[serde(default)]
     pub country: Option<String>,
-    #[serde(default)]
     pub continent: Option<String>,
-    #[serde(default)]
     pub eu: Option<bool>,
-    #[serde(default)]
     pub latitude: Option<f64>,
-    #[serde(default)]
     pub longitude: Option<f64>,
-    #[serde(default)]
     pub compliance: Option<String>,
-    #[serde(default)]
     pub team: Option<String>,
     /// A key id from the config, whose team and residency policy then apply.
-    #[serde(default)]
     pub key: Option<String>,
+}
+
+const EXPLAIN_FIELDS: &[&str] =
+    &["model", "country", "continent", "eu", "latitude", "longitude", "compliance", "team", "key"];
+
+impl<'de> Deserialize<'de> for ExplainQuery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::valueread::{deny_unknown, object, opt_bool, opt_f64, opt_string};
+        let v = serde_json::Value::deserialize(d)?;
+        let o = object(&v, "struct ExplainQuery")?;
+        deny_unknown(o, EXPLAIN_FIELDS)?;
+        Ok(ExplainQuery {
+            model: opt_string(o, "model")?.ok_or_else(|| serde::de::Error::missing_field("model"))?,
+            country: opt_string(o, "country")?,
+            continent: opt_string(o, "continent")?,
+            eu: opt_bool(o, "eu")?,
+            latitude: opt_f64(o, "latitude")?,
+            longitude: opt_f64(o, "longitude")?,
+            compliance: opt_string(o, "compliance")?,
+            team: opt_string(o, "team")?,
+            key: opt_string(o, "key")?,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -263,6 +279,59 @@ mod tests {
         assert!(diff.contains(&"deployments changed: eu-a".to_string()), "{diff:?}");
         assert!(diff.contains(&"aliases removed: us-only".to_string()), "{diff:?}");
         assert!(diff.iter().any(|l| l.starts_with("limits:")), "{diff:?}");
+    }
+
+    /// The derived reader `ExplainQuery`'s hand-written one replaced, as the reference.
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct TypedExplainQuery {
+        model: String,
+        #[serde(default)]
+        country: Option<String>,
+        #[serde(default)]
+        continent: Option<String>,
+        #[serde(default)]
+        eu: Option<bool>,
+        #[serde(default)]
+        latitude: Option<f64>,
+        #[serde(default)]
+        longitude: Option<f64>,
+        #[serde(default)]
+        compliance: Option<String>,
+        #[serde(default)]
+        team: Option<String>,
+        /// A key id from the config, whose team and residency policy then apply.
+        #[serde(default)]
+        key: Option<String>,
+    }
+
+    #[test]
+    fn explain_query_reads_as_the_derived_struct_did() {
+        for text in [
+            r#"{"model":"chat"}"#,
+            r#"{"model":"chat","country":"JP","continent":"AS","eu":false,"latitude":35,"longitude":139.7,"compliance":"gdpr","team":"t","key":"k"}"#,
+            r#"{"model":"chat","country":null,"eu":null,"latitude":-1}"#,
+            r#"{}"#,
+            r#"{"model":null}"#,
+            r#"{"model":3}"#,
+            r#"{"model":"chat","colour":1}"#,
+            r#"{"model":"chat","eu":"yes"}"#,
+            r#"{"model":"chat","latitude":"35"}"#,
+            r#"{"model":"chat","team":[]}"#,
+            r#"[]"#,
+            r#"null"#,
+        ] {
+            let ours = serde_json::from_str::<ExplainQuery>(text);
+            let typed = serde_json::from_str::<TypedExplainQuery>(text);
+            assert_eq!(ours.is_ok(), typed.is_ok(), "{text}: {ours:?} / {typed:?}");
+            if let (Ok(a), Ok(b)) = (ours, typed) {
+                assert_eq!(
+                    (a.model, a.country, a.continent, a.eu, a.latitude, a.longitude, a.compliance, a.team, a.key),
+                    (b.model, b.country, b.continent, b.eu, b.latitude, b.longitude, b.compliance, b.team, b.key),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

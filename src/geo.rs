@@ -44,8 +44,9 @@ impl Caller {
 
 /// The `request.cf` fields residency reads, as the runtime gives them (strings, with
 /// `isEUCountry` as `"1"`); read leniently, since a missing field must not fail a request.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Read through a `Value` (see `crate::valueread`) with the derived reader's checks (the
+/// tests keep it as `TypedCf`): other fields ignored, a field of another type fails all.
+#[derive(Debug, Default, PartialEq)]
 pub struct CfFields {
     country: Option<String>,
     continent: Option<String>,
@@ -56,35 +57,35 @@ pub struct CfFields {
     colo: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 enum StrOrNum {
     Num(f64),
     Str(String),
 }
 
-/// By hand rather than `#[serde(untagged)]`, whose buffering costs KBs of wasm.
-impl<'de> serde::Deserialize<'de> for StrOrNum {
+impl<'de> serde::Deserialize<'de> for CfFields {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = StrOrNum;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a number or a string")
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<StrOrNum, E> {
-                Ok(StrOrNum::Num(n))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<StrOrNum, E> {
-                Ok(StrOrNum::Num(n as f64))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<StrOrNum, E> {
-                Ok(StrOrNum::Num(n as f64))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<StrOrNum, E> {
-                Ok(StrOrNum::Str(s.to_string()))
-            }
-        }
-        d.deserialize_any(Visitor)
+        use crate::valueread::{object, opt_string, unexpected};
+        use serde_json::Value;
+        let v = Value::deserialize(d)?;
+        let o = object(&v, "struct CfFields")?;
+        let str_or_num = |name: &str| match o.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64().map(StrOrNum::Num)),
+            Some(Value::String(s)) => Ok(Some(StrOrNum::Str(s.clone()))),
+            Some(v) => Err(serde::de::Error::invalid_type(unexpected(v), &"a number or a string")),
+        };
+        Ok(CfFields {
+            country: opt_string(o, "country")?,
+            continent: opt_string(o, "continent")?,
+            // The name the derive's `rename_all = "camelCase"` gave it (the runtime's is
+            // `isEUCountry`, so this reads nothing there; kept as it was).
+            is_eu_country: opt_string(o, "isEuCountry")?,
+            region_code: opt_string(o, "regionCode")?,
+            latitude: str_or_num("latitude")?,
+            longitude: str_or_num("longitude")?,
+            colo: opt_string(o, "colo")?,
+        })
     }
 }
 
@@ -176,6 +177,88 @@ mod tests {
         }
         assert!(Caller::new(Some("JP"), None, None).location_known());
         assert_eq!(Caller::default().label(), "-/-");
+    }
+
+    // The derived reader `CfFields`'s hand-written one replaced, as the reference.
+    /// The `request.cf` fields residency reads, as the runtime gives them (strings, with
+    /// `isEUCountry` as `"1"`); read leniently, since a missing field must not fail a request.
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct TypedCf {
+        country: Option<String>,
+        continent: Option<String>,
+        is_eu_country: Option<String>,
+        region_code: Option<String>,
+        latitude: Option<TypedStrOrNum>,
+        longitude: Option<TypedStrOrNum>,
+        colo: Option<String>,
+    }
+
+    #[derive(Debug)]
+    enum TypedStrOrNum {
+        Num(f64),
+        Str(String),
+    }
+
+    /// By hand rather than `#[serde(untagged)]`, whose buffering costs KBs of wasm.
+    impl<'de> serde::Deserialize<'de> for TypedStrOrNum {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = TypedStrOrNum;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a number or a string")
+                }
+                fn visit_f64<E>(self, n: f64) -> Result<TypedStrOrNum, E> {
+                    Ok(TypedStrOrNum::Num(n))
+                }
+                fn visit_i64<E>(self, n: i64) -> Result<TypedStrOrNum, E> {
+                    Ok(TypedStrOrNum::Num(n as f64))
+                }
+                fn visit_u64<E>(self, n: u64) -> Result<TypedStrOrNum, E> {
+                    Ok(TypedStrOrNum::Num(n as f64))
+                }
+                fn visit_str<E>(self, s: &str) -> Result<TypedStrOrNum, E> {
+                    Ok(TypedStrOrNum::Str(s.to_string()))
+                }
+            }
+            d.deserialize_any(Visitor)
+        }
+    }
+
+    #[test]
+    fn cf_fields_read_as_the_derived_struct_did() {
+        fn plain(n: Option<TypedStrOrNum>) -> Option<StrOrNum> {
+            n.map(|n| match n {
+                TypedStrOrNum::Num(x) => StrOrNum::Num(x),
+                TypedStrOrNum::Str(s) => StrOrNum::Str(s),
+            })
+        }
+        for text in [
+            r#"{"country":"DE","continent":"EU","isEUCountry":"1","colo":"FRA","latitude":"50.1","longitude":8.7,"asn":3320}"#,
+            r#"{"regionCode":"BY","latitude":-3,"longitude":18446744073709551615,"country":null}"#,
+            r#"{}"#,
+            r#"{"country":3}"#,
+            r#"{"latitude":true}"#,
+            r#"{"longitude":[1]}"#,
+            r#"{"isEUCountry":1}"#,
+            r#"{"isEuCountry":"1"}"#,
+            r#"{"isEuCountry":1}"#,
+            r#"null"#,
+            r#"7"#,
+        ] {
+            let ours = serde_json::from_str::<CfFields>(text).ok();
+            let typed = serde_json::from_str::<TypedCf>(text).ok().map(|t| CfFields {
+                country: t.country,
+                continent: t.continent,
+                is_eu_country: t.is_eu_country,
+                region_code: t.region_code,
+                latitude: plain(t.latitude),
+                longitude: plain(t.longitude),
+                colo: t.colo,
+            });
+            assert_eq!(ours, typed, "{text}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod routing;
 pub mod sse;
 pub mod tags;
 pub mod uri;
+pub mod valueread;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

@@ -29,7 +29,15 @@ impl SseDecoder {
     }
 
     /// Feeds bytes; calls `on_event` for every event completed by them, in order.
+    #[inline]
     pub fn push(&mut self, chunk: &[u8], mut on_event: impl FnMut(Event<'_>)) {
+        self.push_dyn(chunk, &mut on_event);
+    }
+
+    /// The one body of [`Self::push`]: not generic, so the wasm holds one copy of the
+    /// scanner instead of one per callback (the callback is an indirect call per event).
+    #[inline(never)]
+    fn push_dyn(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(Event<'_>)) {
         self.buf.extend_from_slice(chunk);
         let buf = &self.buf;
         let mut event_start = 0;

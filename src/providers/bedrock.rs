@@ -133,20 +133,11 @@ impl Provider for Bedrock {
     }
 
     fn response(&self, req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
-        let answer = serde_json::from_slice::<WireResponse>(&body).map_err(|_| ErrorClass::Server)?;
-        let usage = answer.usage.total();
-        let mut text: Option<String> = None;
-        let mut tool_calls = Vec::new();
-        for block in &answer.output.message.content {
-            if let Some(t) = &block.text {
-                text.get_or_insert_with(String::new).push_str(t);
-            }
-            if let Some(call) = &block.tool_use {
-                tool_calls.push(canonical::tool_call(&call.tool_use_id, &call.name, &call.input));
-            }
-        }
+        let body_value: Value = serde_json::from_slice(&body).map_err(|_| ErrorClass::Server)?;
+        let answer = read_answer(&body_value).ok_or(ErrorClass::Server)?;
+        let (usage, text, tool_calls) = (answer.usage, answer.text, answer.tool_calls);
         let identity = identity(req, &body);
-        let completion = identity.completion(text, tool_calls, finish_reason(answer.stop_reason.as_deref()), usage);
+        let completion = identity.completion(text, tool_calls, finish_reason(answer.stop_reason), usage);
         Ok((completion.to_string().into_bytes(), Some(usage)))
     }
 
@@ -422,45 +413,62 @@ fn image(cx: &Cx, path: &str, image: &Value) -> Result<Value, GatewayError> {
 // ---------------------------------------------------------------------------------------
 // Response: Converse → OpenAI `chat.completion`.
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireResponse {
-    output: WireOutput,
-    #[serde(default)]
-    stop_reason: Option<String>,
-    #[serde(default)]
-    usage: WireUsage,
-}
-
-#[derive(Deserialize)]
-struct WireOutput {
-    message: WireMessage,
-}
-
-#[derive(Deserialize)]
-struct WireMessage {
-    #[serde(default)]
-    content: Vec<WireBlock>,
-}
-
-/// A `ContentBlock` union: one member is set. Only text and tool use can answer a
-/// translated request; reasoning needs request fields this provider never sends.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireBlock {
-    #[serde(default)]
+/// A Converse answer as the response needs it.
+struct Answer<'a> {
     text: Option<String>,
-    #[serde(default)]
-    tool_use: Option<WireToolUse>,
+    tool_calls: Vec<Value>,
+    stop_reason: Option<&'a str>,
+    usage: Usage,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireToolUse {
-    tool_use_id: String,
-    name: String,
-    #[serde(default)]
-    input: Value,
+/// Reads a parsed Converse answer (`output.message.content` blocks of `text` or `toolUse`,
+/// `stopReason`, `usage`) with the checks the derived structs in the tests make: required
+/// fields present, every field of its type; `None` where they would fail. Walking the
+/// Value saves the wasm a deserializer per struct on this once-per-request path.
+fn read_answer(v: &Value) -> Option<Answer<'_>> {
+    fn opt_str(v: Option<&Value>) -> Option<Option<&str>> {
+        match v {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => v.as_str().map(Some),
+        }
+    }
+    let v = v.as_object()?;
+    let message = v.get("output")?.as_object()?.get("message")?.as_object()?;
+    let mut text: Option<String> = None;
+    let mut tool_calls = Vec::new();
+    if let Some(content) = message.get("content") {
+        for block in content.as_array()? {
+            let block = block.as_object()?;
+            if let Some(t) = opt_str(block.get("text"))? {
+                text.get_or_insert_with(String::new).push_str(t);
+            }
+            match block.get("toolUse") {
+                None | Some(Value::Null) => {}
+                Some(call) => {
+                    let call = call.as_object()?;
+                    let id = call.get("toolUseId")?.as_str()?;
+                    let name = call.get("name")?.as_str()?;
+                    let input = call.get("input").unwrap_or(&Value::Null);
+                    tool_calls.push(canonical::tool_call(id, name, input));
+                }
+            }
+        }
+    }
+    let stop_reason = opt_str(v.get("stopReason"))?;
+    let usage = match v.get("usage") {
+        None => WireUsage::default(),
+        Some(u) => {
+            let u = u.as_object()?;
+            let count = |name: &str| u.get(name).map_or(Some(0), Value::as_u64);
+            WireUsage {
+                input_tokens: count("inputTokens")?,
+                output_tokens: count("outputTokens")?,
+                cache_read_input_tokens: count("cacheReadInputTokens")?,
+                cache_write_input_tokens: count("cacheWriteInputTokens")?,
+            }
+        }
+    };
+    Some(Answer { text, tool_calls, stop_reason, usage: usage.total() })
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -707,6 +715,100 @@ mod tests {
     use crate::aws::eventstream::{encode, Header};
     use crate::chat;
     use crate::providers::AwsCredentials;
+
+    // The derived structs `read_answer` replaced: the reference it is checked against.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct WireResponse {
+        output: WireOutput,
+        #[serde(default)]
+        stop_reason: Option<String>,
+        #[serde(default)]
+        usage: WireUsage,
+    }
+
+    #[derive(Deserialize)]
+    struct WireOutput {
+        message: WireMessage,
+    }
+
+    #[derive(Deserialize)]
+    struct WireMessage {
+        #[serde(default)]
+        content: Vec<WireBlock>,
+    }
+
+    /// A `ContentBlock` union: one member is set. Only text and tool use can answer a
+    /// translated request; reasoning needs request fields this provider never sends.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct WireBlock {
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        tool_use: Option<WireToolUse>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct WireToolUse {
+        tool_use_id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    }
+
+    /// What the derived structs made of an answer, in `read_answer`'s shape.
+    /// Text, tool calls, stop reason, usage.
+    type Read = (Option<String>, Vec<Value>, Option<String>, Usage);
+
+    fn typed_answer(text: &str) -> Option<Read> {
+        let answer = serde_json::from_str::<WireResponse>(text).ok()?;
+        let mut out_text: Option<String> = None;
+        let mut calls = Vec::new();
+        for block in &answer.output.message.content {
+            if let Some(t) = &block.text {
+                out_text.get_or_insert_with(String::new).push_str(t);
+            }
+            if let Some(call) = &block.tool_use {
+                calls.push(canonical::tool_call(&call.tool_use_id, &call.name, &call.input));
+            }
+        }
+        Some((out_text, calls, answer.stop_reason, answer.usage.total()))
+    }
+
+    #[test]
+    fn read_answer_agrees_with_the_derived_structs() {
+        for text in [
+            r#"{"output":{"message":{"role":"assistant","content":[{"text":"Hi"},{"text":" there"}]}},"stopReason":"end_turn","usage":{"inputTokens":5,"outputTokens":2,"totalTokens":7}}"#,
+            r#"{"output":{"message":{"content":[{"toolUse":{"toolUseId":"t1","name":"f","input":{"a":1}}}]}},"stopReason":"tool_use"}"#,
+            r#"{"output":{"message":{"content":[{"toolUse":{"toolUseId":"t1","name":"f"}},{"text":null,"toolUse":null}]}}}"#,
+            r#"{"output":{"message":{}},"usage":{"cacheReadInputTokens":3,"cacheWriteInputTokens":4}}"#,
+            r#"{"output":{"message":{"content":[]}},"stopReason":null,"x":[1]}"#,
+            r#"{}"#,
+            r#"{"output":{}}"#,
+            r#"{"output":{"message":null}}"#,
+            r#"{"output":{"message":{"content":null}}}"#,
+            r#"{"output":{"message":{"content":{}}}}"#,
+            r#"{"output":{"message":{"content":[7]}}}"#,
+            r#"{"output":{"message":{"content":[{"text":3}]}}}"#,
+            r#"{"output":{"message":{"content":[{"toolUse":{"name":"f"}}]}}}"#,
+            r#"{"output":{"message":{"content":[{"toolUse":{"toolUseId":1,"name":"f"}}]}}}"#,
+            r#"{"output":{"message":{"content":[{"toolUse":7}]}}}"#,
+            r#"{"output":{"message":{}},"stopReason":3}"#,
+            r#"{"output":{"message":{}},"usage":null}"#,
+            r#"{"output":{"message":{}},"usage":{"inputTokens":-1}}"#,
+            r#"{"output":{"message":{}},"usage":{"inputTokens":1.5}}"#,
+            r#"{"output":{"message":{}},"usage":{"outputTokens":null}}"#,
+            r#"{"output":{"message":{}},"usage":7}"#,
+            r#"null"#,
+            r#""x""#,
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let ours = read_answer(&value).map(|a| (a.text, a.tool_calls, a.stop_reason.map(str::to_string), a.usage));
+            assert_eq!(ours, typed_answer(text), "{text}");
+        }
+    }
 
     const MODEL: &str = "eu.anthropic.claude-3-haiku-20240307-v1:0";
 
