@@ -78,9 +78,7 @@ impl<'de> serde::Deserialize<'de> for CfFields {
         Ok(CfFields {
             country: opt_string(o, "country")?,
             continent: opt_string(o, "continent")?,
-            // The name the derive's `rename_all = "camelCase"` gave it (the runtime's is
-            // `isEUCountry`, so this reads nothing there; kept as it was).
-            is_eu_country: opt_string(o, "isEuCountry")?,
+            is_eu_country: opt_string(o, "isEUCountry")?,
             region_code: opt_string(o, "regionCode")?,
             latitude: str_or_num("latitude")?,
             longitude: str_or_num("longitude")?,
@@ -179,88 +177,6 @@ mod tests {
         assert_eq!(Caller::default().label(), "-/-");
     }
 
-    // The derived reader `CfFields`'s hand-written one replaced, as the reference.
-    /// The `request.cf` fields residency reads, as the runtime gives them (strings, with
-    /// `isEUCountry` as `"1"`); read leniently, since a missing field must not fail a request.
-    #[derive(Debug, Default, serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct TypedCf {
-        country: Option<String>,
-        continent: Option<String>,
-        is_eu_country: Option<String>,
-        region_code: Option<String>,
-        latitude: Option<TypedStrOrNum>,
-        longitude: Option<TypedStrOrNum>,
-        colo: Option<String>,
-    }
-
-    #[derive(Debug)]
-    enum TypedStrOrNum {
-        Num(f64),
-        Str(String),
-    }
-
-    /// By hand rather than `#[serde(untagged)]`, whose buffering costs KBs of wasm.
-    impl<'de> serde::Deserialize<'de> for TypedStrOrNum {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct Visitor;
-            impl serde::de::Visitor<'_> for Visitor {
-                type Value = TypedStrOrNum;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a number or a string")
-                }
-                fn visit_f64<E>(self, n: f64) -> Result<TypedStrOrNum, E> {
-                    Ok(TypedStrOrNum::Num(n))
-                }
-                fn visit_i64<E>(self, n: i64) -> Result<TypedStrOrNum, E> {
-                    Ok(TypedStrOrNum::Num(n as f64))
-                }
-                fn visit_u64<E>(self, n: u64) -> Result<TypedStrOrNum, E> {
-                    Ok(TypedStrOrNum::Num(n as f64))
-                }
-                fn visit_str<E>(self, s: &str) -> Result<TypedStrOrNum, E> {
-                    Ok(TypedStrOrNum::Str(s.to_string()))
-                }
-            }
-            d.deserialize_any(Visitor)
-        }
-    }
-
-    #[test]
-    fn cf_fields_read_as_the_derived_struct_did() {
-        fn plain(n: Option<TypedStrOrNum>) -> Option<StrOrNum> {
-            n.map(|n| match n {
-                TypedStrOrNum::Num(x) => StrOrNum::Num(x),
-                TypedStrOrNum::Str(s) => StrOrNum::Str(s),
-            })
-        }
-        for text in [
-            r#"{"country":"DE","continent":"EU","isEUCountry":"1","colo":"FRA","latitude":"50.1","longitude":8.7,"asn":3320}"#,
-            r#"{"regionCode":"BY","latitude":-3,"longitude":18446744073709551615,"country":null}"#,
-            r#"{}"#,
-            r#"{"country":3}"#,
-            r#"{"latitude":true}"#,
-            r#"{"longitude":[1]}"#,
-            r#"{"isEUCountry":1}"#,
-            r#"{"isEuCountry":"1"}"#,
-            r#"{"isEuCountry":1}"#,
-            r#"null"#,
-            r#"7"#,
-        ] {
-            let ours = serde_json::from_str::<CfFields>(text).ok();
-            let typed = serde_json::from_str::<TypedCf>(text).ok().map(|t| CfFields {
-                country: t.country,
-                continent: t.continent,
-                is_eu_country: t.is_eu_country,
-                region_code: t.region_code,
-                latitude: plain(t.latitude),
-                longitude: plain(t.longitude),
-                colo: t.colo,
-            });
-            assert_eq!(ours, typed, "{text}");
-        }
-    }
-
     #[test]
     fn reads_request_cf_leniently() {
         let cf: CfFields = serde_json::from_str(
@@ -273,6 +189,16 @@ mod tests {
         let c = Caller::from(serde_json::from_str::<CfFields>(r#"{"country":"US","latitude":"north"}"#).unwrap());
         assert_eq!((c.eu, c.location), (Some(false), None));
         assert_eq!(Caller::from(CfFields::default()), Caller::default());
+        // The runtime's flag is read, and wins over the member list.
+        let c = Caller::from(serde_json::from_str::<CfFields>(r#"{"country":"GB","isEUCountry":"1"}"#).unwrap());
+        assert_eq!(c.eu, Some(true));
+        let c = Caller::from(
+            serde_json::from_str::<CfFields>(r#"{"regionCode":"BY","latitude":-3,"longitude":18.5}"#).unwrap(),
+        );
+        assert_eq!((c.region_code.as_deref(), c.location), (Some("BY"), Some([-3.0, 18.5])));
+        for wrong in [r#"{"country":3}"#, r#"{"latitude":true}"#, r#"{"longitude":[1]}"#, "null", "7"] {
+            assert!(serde_json::from_str::<CfFields>(wrong).is_err(), "{wrong}");
+        }
     }
 
     #[test]
