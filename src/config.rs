@@ -69,7 +69,7 @@ impl ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
     pub id: String,
@@ -218,7 +218,7 @@ pub enum Sticky {
     User,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Alias {
     pub name: String,
@@ -236,7 +236,7 @@ pub struct Alias {
 
 /// A gateway key. Its secret is never in the config in clear: either its SHA-256 (hex) or
 /// the name of a Worker secret that holds it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     pub id: String,
@@ -303,7 +303,17 @@ pub enum UnknownLocation {
     IgnoreLocation,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl UnknownLocation {
+    /// The name the config uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownLocation::MostRestrictive => "most_restrictive",
+            UnknownLocation::IgnoreLocation => "ignore_location",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub id: String,
@@ -316,7 +326,7 @@ pub struct Rule {
 }
 
 /// Every listed condition must hold; an empty list means "any".
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Conditions {
     #[serde(default)]
@@ -357,7 +367,7 @@ impl Conditions {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     #[serde(default = "default_max_body_bytes")]
