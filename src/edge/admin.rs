@@ -68,7 +68,7 @@ fn replace_residency(source: &str, residency: &Value) -> Result<String, GatewayE
     let mut doc: Value =
         serde_json::from_slice(source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;
     doc["residency"] = residency.clone();
-    Ok(serde_json::to_string_pretty(&doc).expect("a JSON value serialises"))
+    Ok(serde_json::to_string(&doc).expect("a JSON value serialises"))
 }
 
 struct Change<'a> {
@@ -163,7 +163,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         (Method::Put, "/admin/config") => {
             let doc: Value = body_json(&mut req).await?;
             let current = fresh_state(env).await?;
-            let doc = serde_json::to_string_pretty(&doc).expect("a JSON value serialises");
+            let doc = serde_json::to_string(&doc).expect("a JSON value serialises");
             apply(env, &current, Change { actor: &actor, action: "config.replace", doc, dry_run }).await
         }
         (Method::Get, "/admin/config/versions") => {
