@@ -791,7 +791,7 @@ function wasmSections(file) {
 /** twiggy's items (shallow bytes) grouped by where they come from; first matching group wins. */
 function sizeBreakdown(csv) {
   const groups = [
-    ["name section (function and data names)", /^"?""(function|data|local|global|type|module|table|memory|elem)[a-z ]*names"" subsection/],
+    ["name section (function and data names; only in the named twin twiggy reads, not shipped)", /^"?""(function|data|local|global|type|module|table|memory|elem)[a-z ]*names"" subsection/],
     ["the fetch handler's future (one function: everything inlined into it)", /^js_sys::futures::future_to_promise::\{\{closure\}\}::\{\{closure\}\}/],
     ["serde / serde_json (de)serializers", /serde|_::<impl serde/],
     ["Bedrock + AWS SigV4 / event-stream", /providers::bedrock|llm_edge_gateway::aws::/],
