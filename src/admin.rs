@@ -47,11 +47,7 @@ fn section_diff<T: PartialEq>(what: &str, old: &[T], new: &[T], id: impl Fn(&T) 
     let find = |list: &[T], key: &str| list.iter().position(|x| id(x) == key);
     let added: Vec<&str> = new.iter().map(&id).filter(|k| find(old, k).is_none()).collect();
     let removed: Vec<&str> = old.iter().map(&id).filter(|k| find(new, k).is_none()).collect();
-    let changed: Vec<&str> = new
-        .iter()
-        .filter(|n| find(old, id(n)).is_some_and(|i| old[i] != **n))
-        .map(&id)
-        .collect();
+    let changed: Vec<&str> = new.iter().filter(|n| find(old, id(n)).is_some_and(|i| old[i] != **n)).map(&id).collect();
     for (verb, items) in [("added", added), ("removed", removed), ("changed", changed)] {
         if !items.is_empty() {
             out.push(format!("{what} {verb}: {}", items.join(", ")));
