@@ -25,8 +25,10 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let request_id = respond::request_id();
-    let ingress = Ingress::for_path(crate::uri::path(&req.inner().url()));
-    let result = route(req, &env, Rc::new(ctx), ingress, &request_id).await;
+    let url = req.inner().url();
+    let path = crate::uri::path(&url);
+    let ingress = Ingress::for_path(path);
+    let result = route(req, path, &env, Rc::new(ctx), ingress, &request_id).await;
     let mut response = result.unwrap_or_else(|e| respond::error(ingress, &e));
     response.headers_mut().set("x-gateway-request-id", &request_id)?;
     Ok(response)
@@ -34,17 +36,17 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 
 async fn route(
     req: Request,
+    path: &str,
     env: &Env,
     ctx: Rc<Context>,
     ingress: Ingress,
     request_id: &str,
 ) -> Result<Response, GatewayError> {
-    let path = crate::uri::path(&req.inner().url()).to_string();
     if path.starts_with("/admin/") {
-        return admin::handle(req, env, &path).await;
+        return admin::handle(req, env, path).await;
     }
     let method = req.method();
-    let allowed = match path.as_str() {
+    let allowed = match path {
         "/healthz" | "/dashboard" => "GET",
         "/v1/models" | "/v1/spend" => "GET",
         "/v1/chat/completions" | "/v1/messages" => "POST",
@@ -75,7 +77,7 @@ async fn route(
     }
     let state = state::current(env, &ctx).await?;
     let key = keystore::authenticate(env, &state, &req).await?;
-    match path.as_str() {
+    match path {
         "/v1/models" => completions::models(&state, &key),
         "/v1/spend" => completions::own_spend(env, &state, &key).await,
         _ => completions::handle(req, env, ctx, &state, &key, ingress, request_id).await,

@@ -10,6 +10,7 @@ use crate::config::{self, Gateway, KeyConfig};
 use crate::error::GatewayError;
 use crate::keys::KeyRing;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use worker::{Context, Env};
@@ -44,8 +45,19 @@ pub fn var(env: &Env, name: &str) -> Option<String> {
     env.var(name).ok().map(|v| v.to_string())
 }
 
+thread_local! {
+    /// Secrets by name, read once per isolate: a changed secret is a new version of the
+    /// worker, so new isolates; and every request reads those of several deployments.
+    static SECRETS: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+}
+
 pub fn secret(env: &Env, name: &str) -> Option<String> {
-    env.secret(name).ok().map(|v| v.to_string()).filter(|v| !v.is_empty())
+    if let Some(known) = SECRETS.with(|s| s.borrow().get(name).cloned()) {
+        return known;
+    }
+    let value = env.secret(name).ok().map(|v| v.to_string()).filter(|v| !v.is_empty());
+    SECRETS.with(|s| s.borrow_mut().insert(name.to_string(), value.clone()));
+    value
 }
 
 pub fn now_ms() -> u64 {
