@@ -50,14 +50,14 @@ async fn route(
         "/healthz" | "/dashboard" => "GET",
         "/v1/models" | "/v1/spend" => "GET",
         "/v1/chat/completions" | "/v1/messages" => "POST",
-        _ => return Err(GatewayError::not_found(&path)),
+        _ => return Err(GatewayError::not_found(path)),
     };
     let method_ok = match allowed {
         "GET" => matches!(method, Method::Get | Method::Head),
         _ => method == Method::Post,
     };
     if !method_ok {
-        let e = GatewayError::method_not_allowed(method.as_ref(), &path, allowed);
+        let e = GatewayError::method_not_allowed(method.as_ref(), path, allowed);
         let mut response = respond::error(ingress, &e);
         let _ = response.headers_mut().set("allow", if allowed == "GET" { "GET, HEAD" } else { allowed });
         return Ok(response);
