@@ -121,7 +121,9 @@ impl Relay {
     }
 
     fn write(&self, chunk: &JsValue, quiet: &Callback) {
-        // A write fails only once the client has gone, which `gone` handles.
+        // Not awaited: the runtime queues what a slow client has not read yet, and a
+        // model's stream is small and slow next to a client connection. A write fails
+        // only once the client has gone, which `gone` handles.
         let _ = self.client.write_with_chunk(chunk).catch(quiet);
     }
 
