@@ -53,18 +53,15 @@ impl Provider for Anthropic {
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
         let error = serde_json::from_slice::<WireErrorBody>(body).map(|b| b.error).unwrap_or_default();
         let message = error.message.to_ascii_lowercase();
-        match status {
-            _ if error.kind == "overloaded_error" => ErrorClass::Overloaded,
-            429 => ErrorClass::RateLimited,
-            503 | 529 => ErrorClass::Overloaded,
-            408 | 504 => ErrorClass::Timeout,
-            // 402 is Anthropic's billing_error: like bad credentials, the operator's to fix.
-            401..=403 => ErrorClass::Auth,
-            404 => ErrorClass::NotFound,
-            400..=499 if is_context_length(&message) => ErrorClass::ContextLength,
-            400..=499 => ErrorClass::BadRequest,
-            _ => ErrorClass::Server,
+        if error.kind == "overloaded_error" {
+            return ErrorClass::Overloaded;
         }
+        ErrorClass::of_status(status, || match status {
+            // 402 is Anthropic's billing_error: like bad credentials, the operator's to fix.
+            402 => ErrorClass::Auth,
+            _ if is_context_length(&message) => ErrorClass::ContextLength,
+            _ => ErrorClass::BadRequest,
+        })
     }
 
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {

@@ -90,21 +90,15 @@ pub(super) fn method(req: &ChatRequest) -> &'static str {
 pub(super) fn classify(status: u16, body: &[u8]) -> ErrorClass {
     let error = serde_json::from_slice::<WireErrorBody>(body).map(|b| b.error).unwrap_or_default();
     let message = error.message.to_ascii_lowercase();
-    match status {
-        429 => ErrorClass::RateLimited,
-        503 | 529 => ErrorClass::Overloaded,
-        408 | 504 => ErrorClass::Timeout,
-        401 | 403 => ErrorClass::Auth,
-        404 => ErrorClass::NotFound,
+    ErrorClass::of_status(status, || match status {
         // A bad key is INVALID_ARGUMENT ("API key not valid. Please pass a valid API key.").
         400 if message.contains("api key") => ErrorClass::Auth,
         // "The input token count (N) exceeds the maximum number of tokens allowed (M)."
-        400..=499 if message.contains("token count") || message.contains("maximum number of tokens") => {
+        _ if message.contains("token count") || message.contains("maximum number of tokens") => {
             ErrorClass::ContextLength
         }
-        400..=499 => ErrorClass::BadRequest,
-        _ => ErrorClass::Server,
-    }
+        _ => ErrorClass::BadRequest,
+    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -74,19 +74,14 @@ impl Provider for Mistral {
 
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
         let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-        match status {
-            429 => ErrorClass::RateLimited,
-            503 | 529 => ErrorClass::Overloaded,
-            408 | 504 => ErrorClass::Timeout,
-            401 | 403 => ErrorClass::Auth,
-            404 => ErrorClass::NotFound,
+        ErrorClass::of_status(status, || {
             // "Prompt contains N tokens, too large for model with M maximum context length".
-            400..=499 if text.contains("too large for model") || text.contains("context length") => {
+            if text.contains("too large for model") || text.contains("context length") {
                 ErrorClass::ContextLength
+            } else {
+                ErrorClass::BadRequest
             }
-            400..=499 => ErrorClass::BadRequest,
-            _ => ErrorClass::Server,
-        }
+        })
     }
 
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {

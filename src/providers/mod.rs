@@ -59,6 +59,21 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// An upstream status as the providers agree on it: rate limits, overload, timeouts,
+    /// credentials, unknown paths; any other 4xx is what `client_error` makes of the
+    /// provider's body, anything else a server failure.
+    pub fn of_status(status: u16, client_error: impl FnOnce() -> ErrorClass) -> ErrorClass {
+        match status {
+            429 => Self::RateLimited,
+            503 | 529 => Self::Overloaded,
+            408 | 504 => Self::Timeout,
+            401 | 403 => Self::Auth,
+            404 => Self::NotFound,
+            400..=499 => client_error(),
+            _ => Self::Server,
+        }
+    }
+
     /// Whether another deployment may succeed where this one failed. A bad request, bad
     /// credentials or a content filter would fail (or be refused) the same way elsewhere.
     pub fn falls_back(self) -> bool {

@@ -133,19 +133,15 @@ impl Provider for OpenAi {
 
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
         let text = String::from_utf8_lossy(body);
-        match status {
-            429 => ErrorClass::RateLimited,
-            503 | 529 => ErrorClass::Overloaded,
-            408 | 504 => ErrorClass::Timeout,
-            401 | 403 => ErrorClass::Auth,
-            404 => ErrorClass::NotFound,
-            400..=499 if text.contains("context_length_exceeded") => ErrorClass::ContextLength,
-            400..=499 if text.contains("content_filter") || text.contains("content_policy") => {
+        ErrorClass::of_status(status, || {
+            if text.contains("context_length_exceeded") {
+                ErrorClass::ContextLength
+            } else if text.contains("content_filter") || text.contains("content_policy") {
                 ErrorClass::ContentFilter
+            } else {
+                ErrorClass::BadRequest
             }
-            400..=499 => ErrorClass::BadRequest,
-            _ => ErrorClass::Server,
-        }
+        })
     }
 
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
