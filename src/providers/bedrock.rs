@@ -1090,26 +1090,7 @@ mod tests {
             body[field] = value;
             refused(body)
         };
-        for (field, value) in [
-            ("response_format", json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}})),
-            ("response_format", json!({"type": "json_object"})),
-            ("n", json!(2)),
-            ("logprobs", json!(true)),
-            ("top_logprobs", json!(3)),
-            ("presence_penalty", json!(0.5)),
-            ("frequency_penalty", json!(1)),
-            ("seed", json!(7)),
-            ("audio", json!({"voice": "alloy", "format": "wav"})),
-            ("modalities", json!(["text", "audio"])),
-            ("logit_bias", json!({"50256": -100})),
-            ("reasoning_effort", json!("high")),
-            ("store", json!(true)),
-            ("prediction", json!({"type": "content", "content": "x"})),
-            ("web_search_options", json!({})),
-            ("functions", json!([{"name": "f"}])),
-            ("temperature", json!(1.5)),
-            ("x_unknown_option", json!(1)),
-        ] {
+        for (field, value) in canonical::fields_messages_apis_refuse() {
             let e = with(field, value);
             assert_eq!((e.status, e.code), (400, "unsupported_parameter"), "{field}");
             assert!(e.message.contains(&format!("`{field}`")), "{field}: {}", e.message);

@@ -371,3 +371,29 @@ pub(super) fn map_parts(
         Some(_) => Err(cx.invalid(&format!("{path}.content"), "must be a string or an array of content parts")),
     }
 }
+
+/// OpenAI request fields (and values) that Anthropic's Messages API and Bedrock's Converse
+/// have no place for, each of which their translators must refuse by name.
+#[cfg(test)]
+pub(super) fn fields_messages_apis_refuse() -> Vec<(&'static str, Value)> {
+    vec![
+        ("response_format", json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}})),
+        ("response_format", json!({"type": "json_object"})),
+        ("n", json!(2)),
+        ("logprobs", json!(true)),
+        ("top_logprobs", json!(3)),
+        ("presence_penalty", json!(0.5)),
+        ("frequency_penalty", json!(1)),
+        ("seed", json!(7)),
+        ("audio", json!({"voice": "alloy", "format": "wav"})),
+        ("modalities", json!(["text", "audio"])),
+        ("logit_bias", json!({"50256": -100})),
+        ("reasoning_effort", json!("high")),
+        ("store", json!(true)),
+        ("prediction", json!({"type": "content", "content": "x"})),
+        ("web_search_options", json!({})),
+        ("functions", json!([{"name": "f"}])),
+        ("temperature", json!(1.5)),
+        ("x_unknown_option", json!(1)),
+    ]
+}
