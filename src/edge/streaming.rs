@@ -10,7 +10,7 @@
 
 use super::ledger::{Bill, Ending};
 use super::state::now_ms;
-use super::upstream::{self, Pieces};
+use super::upstream::{self, Pieces, ReadResult};
 use crate::attempts::AttemptLog;
 use crate::config::Deployment;
 use crate::error::GatewayError;
@@ -127,15 +127,19 @@ impl Relay {
         let _ = self.client.write_with_chunk(chunk).catch(quiet);
     }
 
+    fn write_bytes(&self, bytes: &[u8], quiet: &Callback) {
+        if !bytes.is_empty() {
+            self.write(&Uint8Array::from(bytes).into(), quiet);
+        }
+    }
+
     /// Ends the client's stream (with an error event when it was cut) and lets the
     /// billing go ahead. Once only.
     fn end(&mut self, quiet: &Callback) {
         let Some(ended) = self.ended.take() else { return };
         let mut out = Vec::new();
         self.finish(&mut out);
-        if !out.is_empty() {
-            self.write(&Uint8Array::from(out.as_slice()).into(), quiet);
-        }
+        self.write_bytes(&out, quiet);
         let _ = self.client.close().catch(quiet);
         let _ = ended.call0(&JsValue::NULL);
     }
@@ -208,26 +212,22 @@ pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError>
 
     let chunk = {
         let (relay, slot) = (relay.clone(), slot.clone());
-        // The read result's keys, made once: a JS string per chunk and key adds up.
-        let (done_key, value_key) = (JsValue::from_str("done"), JsValue::from_str("value"));
+        let read = ReadResult::new();
         Callback::new(move |result: JsValue| {
-            let field = |key: &JsValue| Reflect::get(&result, key).unwrap_or(JsValue::UNDEFINED);
             with_callbacks(&slot, |callbacks| {
                 let quiet = &callbacks.quiet;
                 let mut relay = relay.borrow_mut();
                 if relay.ended.is_none() {
                     return;
                 }
-                if field(&done_key).is_truthy() {
+                let Some(value) = read.chunk(&result) else {
                     relay.end(quiet);
                     return;
-                }
-                let value = field(&value_key);
+                };
                 if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
                     match relay.translate(bytes) {
                         None => relay.write(&value, quiet),
-                        Some(out) if !out.is_empty() => relay.write(&Uint8Array::from(out.as_slice()).into(), quiet),
-                        Some(_) => {}
+                        Some(out) => relay.write_bytes(&out, quiet),
                     }
                 }
                 read_next(&relay, callbacks);
@@ -255,9 +255,7 @@ pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError>
         let _ = r.client.closed().catch(&gone);
         let mut first = Vec::new();
         r.emit(&opened.first, &mut first);
-        if !first.is_empty() {
-            r.write(&Uint8Array::from(first.as_slice()).into(), &quiet);
-        }
+        r.write_bytes(&first, &quiet);
     }
     *slot.borrow_mut() = Some(Callbacks { chunk, failed, _gone: gone, quiet });
     with_callbacks(&slot, |callbacks| read_next(&relay.borrow(), callbacks));

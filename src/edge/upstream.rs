@@ -79,16 +79,36 @@ pub async fn read_all(answer: &Answer, deadline_ms: u64) -> Result<Vec<u8>, Erro
     within(reading, deadline_ms.saturating_sub(now_ms()).max(1)).await
 }
 
+/// What a stream read resolved to, read with keys made once (a JS string per read and
+/// key adds up over a stream).
+pub struct ReadResult {
+    done: JsValue,
+    value: JsValue,
+}
+
+impl ReadResult {
+    pub fn new() -> Self {
+        ReadResult { done: JsValue::from_str("done"), value: JsValue::from_str("value") }
+    }
+
+    /// The chunk a read returned; `None` at the end of the stream.
+    pub fn chunk(&self, result: &JsValue) -> Option<JsValue> {
+        let field = |key: &JsValue| Reflect::get(result, key).unwrap_or(JsValue::UNDEFINED);
+        (!field(&self.done).is_truthy()).then(|| field(&self.value))
+    }
+}
+
 /// Reads a stream piece by piece, for a caller that must look at each piece as it comes
 /// (a stream held until its first content). Dropped unreleased, it cancels the stream, so
 /// an upstream given up on is closed rather than left to the collector.
 pub struct Pieces {
     reader: Option<ReadableStreamDefaultReader>,
+    result: ReadResult,
 }
 
 impl Pieces {
     pub fn new(stream: &ReadableStream) -> Self {
-        Pieces { reader: Some(stream.get_reader().unchecked_into()) }
+        Pieces { reader: Some(stream.get_reader().unchecked_into()), result: ReadResult::new() }
     }
 
     /// The next piece, or `Ok(None)` at the end; a reset connection is `Err(Unreachable)`,
@@ -98,11 +118,7 @@ impl Pieces {
         let read: Promise = reader.read();
         let reading = async {
             let result = JsFuture::from(read).await.map_err(|_| ErrorClass::Unreachable)?;
-            let field = |name: &str| Reflect::get(&result, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
-            if field("done").is_truthy() {
-                return Ok(None);
-            }
-            Ok(Some(Uint8Array::new(&field("value")).to_vec()))
+            Ok(self.result.chunk(&result).map(|chunk| Uint8Array::new(&chunk).to_vec()))
         };
         within(reading, timeout_ms).await
     }
