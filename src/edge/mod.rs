@@ -21,6 +21,7 @@ use std::rc::Rc;
 use worker::{event, Context, Env, MessageBatch, Method, Request, Response, ScheduleContext, ScheduledEvent};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
+const SNAPSHOT_ATTEMPTS: u32 = 3;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -93,8 +94,17 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(n) => worker::console_log!("moved {n} parked cost events to D1"),
         Err(e) => worker::console_error!("parked cost events not moved: {e}"),
     }
-    if let Err(e) = spend::refresh(&env).await {
-        worker::console_error!("spend snapshot not refreshed: {e}");
+    // D1 fails transiently (and, locally, while another process holds the database); a
+    // snapshot missed now would otherwise wait five minutes for the next cron.
+    for attempt in 1..=SNAPSHOT_ATTEMPTS {
+        match spend::refresh(&env).await {
+            Ok(_) => break,
+            Err(e) if attempt < SNAPSHOT_ATTEMPTS => {
+                worker::console_warn!("spend snapshot not refreshed (attempt {attempt}), retrying: {e}");
+                worker::Delay::from(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => worker::console_error!("spend snapshot not refreshed: {e}"),
+        }
     }
     if let Err(e) = state::load(&env).await {
         worker::console_error!("config invalid: {}", e.message);
