@@ -84,9 +84,9 @@ dev: tools worker
 	CI=true $(WRANGLER) d1 migrations apply llm-edge-gateway --local --env dev --persist-to $(STATE)
 	cargo build -q -p mock-provider
 	@set -m; target/debug/mock-provider --port $(MOCK_PORT) & mock=$$!; \
-	trap 'kill $$mock 2>/dev/null' EXIT INT TERM; \
 	$(WRANGLER) dev --env dev --ip 127.0.0.1 --port $(DEV_PORT) --persist-to $(STATE) \
-		--var "GATEWAY_CONFIG:$$(cat config/demo.json)"
+		--show-interactive-dev-session=false --var "GATEWAY_CONFIG:$$(cat config/demo.json)" </dev/null & dev=$$!; \
+	trap 'kill -TERM -$$dev -$$mock 2>/dev/null' EXIT INT TERM; wait $$dev
 
 ## make test: unit tests, then the end-to-end tests (which start the mock and workerd).
 test: tools worker
