@@ -298,13 +298,13 @@ pub async fn handle(
             }
         };
         let up = provider.build(d, &chat, &auth)?;
-        let deadline = now + timeout;
+        let mut deadline = upstream::Deadline::after(timeout);
         let fell_back = |receipt: &mut Receipt, status: Option<u16>, class: ErrorClass, consumed: Option<Usage>| {
             receipt.log.failed_after(&d.id, status, class, consumed);
             let breaker = d.health_limits(&limits.health);
             health::update(&ctx, &d.id, breaker, |h| h.failed(now_ms(), breaker));
         };
-        let response = match upstream::send(&up, timeout).await {
+        let response = match upstream::send(&up, &mut deadline).await {
             Ok(r) => r,
             Err(class) => {
                 fell_back(&mut receipt, None, class, None);
@@ -313,7 +313,7 @@ pub async fn handle(
         };
         let status = response.status();
         if !(200..300).contains(&status) {
-            let body = upstream::read_all(&response, deadline).await.unwrap_or_default();
+            let body = upstream::read_all(&response, &mut deadline).await.unwrap_or_default();
             let class = provider.classify(status, &body);
             if class.falls_back() {
                 fell_back(&mut receipt, Some(status), class, None);
@@ -341,7 +341,7 @@ pub async fn handle(
             return failed(&receipt, attempts::terminal(&d.id, status, class, &body, &auth), Some(d));
         }
         if chat.stream {
-            match streaming::open(&response, provider.stream(&chat), deadline).await {
+            match streaming::open(&response, provider.stream(&chat), &mut deadline).await {
                 Ok(opened) => {
                     receipt.log.succeeded(&d.id, status);
                     let ttfb_ms = now_ms() - started_ms;
@@ -357,7 +357,7 @@ pub async fn handle(
         } else {
             let ttfb_ms = now_ms() - started_ms;
             let upstream_ttfb = now_ms() - now;
-            let answer = upstream::read_all(&response, deadline)
+            let answer = upstream::read_all(&response, &mut deadline)
                 .await
                 .and_then(|b| provider.response(&chat, b))
                 .and_then(|(b, usage)| Ok((ingress.response(&chat, b)?, usage)));

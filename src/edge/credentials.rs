@@ -85,9 +85,10 @@ async fn exchange(account: &ServiceAccount, now: u64, timeout_ms: u64) -> Result
         body: gcp::token_request_body(&gcp::assertion(&input, &signature)).into_bytes(),
     };
     let unreachable = |class| (class, format!("the token endpoint {} did not answer", account.token_uri));
-    let response = upstream::send(&request, timeout_ms).await.map_err(unreachable)?;
+    let mut deadline = upstream::Deadline::after(timeout_ms);
+    let response = upstream::send(&request, &mut deadline).await.map_err(unreachable)?;
     let status = response.status();
-    let body = upstream::read_all(&response, now_ms() + timeout_ms).await.map_err(unreachable)?;
+    let body = upstream::read_all(&response, &mut deadline).await.map_err(unreachable)?;
     if status != 200 {
         // Google's token errors (`invalid_grant`, …) name no secret.
         let why = format!("the token endpoint answered {status}: {}", String::from_utf8_lossy(&body));

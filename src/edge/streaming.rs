@@ -9,8 +9,7 @@
 //! the runtime more than anything the gateway does (BENCHMARKS.md, CPU per chunk).
 
 use super::ledger::{Bill, Ending};
-use super::state::now_ms;
-use super::upstream::{self, Pieces, ReadResult};
+use super::upstream::{self, Deadline, Pieces, ReadResult};
 use crate::attempts::AttemptLog;
 use crate::config::Deployment;
 use crate::error::GatewayError;
@@ -39,14 +38,13 @@ pub struct Opened {
 pub async fn open(
     response: &upstream::Answer,
     mut translator: Box<dyn StreamTranslator>,
-    deadline: u64,
+    deadline: &mut Deadline,
 ) -> Result<Opened, (ErrorClass, Option<Usage>)> {
     let rest = response.body().ok_or((ErrorClass::Server, None))?;
     let mut pieces = Pieces::new(&rest);
     let mut first = Vec::new();
     while !translator.started() {
-        let left = deadline.saturating_sub(now_ms()).max(1);
-        match pieces.next(left).await {
+        match pieces.next(deadline).await {
             Ok(Some(chunk)) => translator.push(&chunk, &mut first),
             Ok(None) => return Err((ErrorClass::Server, translator.usage())),
             Err(class) => return Err((class, translator.usage())),

@@ -4,12 +4,12 @@
 //! pulled into wasm is a promise round trip (and, with a deadline, a timer), which cost
 //! more CPU than everything the gateway decides about a request.
 
-use super::state::now_ms;
 use crate::error::GatewayError;
 use crate::providers::{ErrorClass, UpstreamRequest};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 use worker::js_sys::{global, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -17,11 +17,23 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{AbortController, ReadableStream, ReadableStreamDefaultReader, RequestInit, WorkerGlobalScope};
 use worker::{Delay, Request};
 
-/// `work`, or `Err(Timeout)` once `timeout_ms` pass.
-async fn within<T>(work: impl Future<Output = Result<T, ErrorClass>>, timeout_ms: u64) -> Result<T, ErrorClass> {
-    match select(Box::pin(work), Delay::from(Duration::from_millis(timeout_ms))).await {
-        Either::Left((outcome, _)) => outcome,
-        Either::Right(_) => Err(ErrorClass::Timeout),
+/// One attempt's time limit, shared by everything the attempt waits for (the response
+/// head, then the body or the stream's first content): one runtime timer per attempt
+/// rather than one per wait.
+pub struct Deadline(Pin<Box<Delay>>);
+
+impl Deadline {
+    pub fn after(timeout_ms: u64) -> Self {
+        Deadline(Box::pin(Delay::from(Duration::from_millis(timeout_ms))))
+    }
+
+    /// `work`, or `Err(Timeout)` once the deadline has passed. Only within the task that
+    /// first waited on it: the timer wakes that task.
+    async fn within<T>(&mut self, work: impl Future<Output = Result<T, ErrorClass>>) -> Result<T, ErrorClass> {
+        match select(Box::pin(work), self.0.as_mut()).await {
+            Either::Left((outcome, _)) => outcome,
+            Either::Right(_) => Err(ErrorClass::Timeout),
+        }
     }
 }
 
@@ -44,8 +56,8 @@ impl Answer {
     }
 }
 
-/// Sends the request; gives up after `timeout_ms` without a response head.
-pub async fn send(up: &UpstreamRequest, timeout_ms: u64) -> Result<Answer, ErrorClass> {
+/// Sends the request; gives up at the deadline without a response head.
+pub async fn send(up: &UpstreamRequest, deadline: &mut Deadline) -> Result<Answer, ErrorClass> {
     let headers = worker::web_sys::Headers::new().map_err(|_| ErrorClass::BadRequest)?;
     for (name, value) in &up.headers {
         headers.set(name, value).map_err(|_| ErrorClass::BadRequest)?;
@@ -62,7 +74,7 @@ pub async fn send(up: &UpstreamRequest, timeout_ms: u64) -> Result<Answer, Error
         let response = JsFuture::from(fetching).await.map_err(|_| ErrorClass::Unreachable)?;
         Ok(Answer(response.unchecked_into()))
     };
-    let outcome = within(sending, timeout_ms).await;
+    let outcome = deadline.within(sending).await;
     if outcome.is_err() {
         controller.abort();
     }
@@ -70,13 +82,13 @@ pub async fn send(up: &UpstreamRequest, timeout_ms: u64) -> Result<Answer, Error
 }
 
 /// A whole upstream body, within the deadline.
-pub async fn read_all(answer: &Answer, deadline_ms: u64) -> Result<Vec<u8>, ErrorClass> {
+pub async fn read_all(answer: &Answer, deadline: &mut Deadline) -> Result<Vec<u8>, ErrorClass> {
     let whole = answer.0.array_buffer().map_err(|_| ErrorClass::Unreachable)?;
     let reading = async {
         let buffer = JsFuture::from(whole).await.map_err(|_| ErrorClass::Unreachable)?;
         Ok(Uint8Array::new(&buffer).to_vec())
     };
-    within(reading, deadline_ms.saturating_sub(now_ms()).max(1)).await
+    deadline.within(reading).await
 }
 
 /// What a stream read resolved to, read with keys made once (a JS string per read and
@@ -112,15 +124,15 @@ impl Pieces {
     }
 
     /// The next piece, or `Ok(None)` at the end; a reset connection is `Err(Unreachable)`,
-    /// none within `timeout_ms` is `Err(Timeout)`.
-    pub async fn next(&mut self, timeout_ms: u64) -> Result<Option<Vec<u8>>, ErrorClass> {
+    /// none before the deadline is `Err(Timeout)`.
+    pub async fn next(&mut self, deadline: &mut Deadline) -> Result<Option<Vec<u8>>, ErrorClass> {
         let Some(reader) = &self.reader else { return Ok(None) };
         let read: Promise = reader.read();
         let reading = async {
             let result = JsFuture::from(read).await.map_err(|_| ErrorClass::Unreachable)?;
             Ok(self.result.chunk(&result).map(|chunk| Uint8Array::new(&chunk).to_vec()))
         };
-        within(reading, timeout_ms).await
+        deadline.within(reading).await
     }
 
     /// Gives the stream back, unlocked, for the rest to be piped elsewhere. Only between
