@@ -1,7 +1,9 @@
-//! Reading small, cold JSON objects from a parsed `serde_json::Value` inside a hand-written
-//! `Deserialize`, instead of a derived one: the derive makes a struct deserializer (1–4 KB
-//! of wasm each) for every type, while `Value`'s is in the wasm anyway. The errors are
-//! serde's own (`invalid type: …, expected a string`, `unknown field …`, `missing field …`).
+//! Reading small, cold JSON objects from a parsed `serde_json::Value`, instead of through a
+//! derived `Deserialize`: the derive makes a struct deserializer (1–9 KB of wasm each) for
+//! every type, while `Value`'s is in the wasm anyway. The errors are serde's own
+//! (`invalid type: …, expected a string`, `unknown field …`, `missing field …`); those of
+//! [`FromValue`] also say where (`deployments[2].price`), which a `Value` no longer knows
+//! by line and column.
 
 use serde::de::{Error, Unexpected};
 use serde_json::{Map, Value};
@@ -57,4 +59,149 @@ pub fn unexpected(v: &Value) -> Unexpected<'_> {
         Value::Array(_) => Unexpected::Seq,
         Value::Object(_) => Unexpected::Map,
     }
+}
+
+/// A type read from a JSON value (the config's types). `at` is where the value sits in the
+/// document (`deployments[2].price`), so an error names the field as well as the problem.
+pub trait FromValue: Sized {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String>;
+}
+
+type SerdeError = serde_json::Error;
+
+/// `e` prefixed with where it happened, unless that is the document itself.
+pub fn fail(at: &str, e: impl std::fmt::Display) -> String {
+    if at.is_empty() {
+        e.to_string()
+    } else {
+        format!("{at}: {e}")
+    }
+}
+
+pub fn invalid_type(v: &Value, at: &str, expected: &'static str) -> String {
+    fail(at, SerdeError::invalid_type(unexpected(v), &expected))
+}
+
+fn join(at: &str, name: &str) -> String {
+    if at.is_empty() {
+        name.to_string()
+    } else {
+        format!("{at}.{name}")
+    }
+}
+
+/// The fields of an object read as a struct with `#[serde(deny_unknown_fields)]`.
+pub struct Fields<'v> {
+    map: &'v Map<String, Value>,
+    at: String,
+}
+
+impl<'v> Fields<'v> {
+    pub fn of(v: &'v Value, at: &str, known: &'static [&'static str]) -> Result<Self, String> {
+        let map = v.as_object().ok_or_else(|| invalid_type(v, at, "an object"))?;
+        if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(fail(at, SerdeError::unknown_field(k, known)));
+        }
+        Ok(Fields { map, at: at.to_string() })
+    }
+
+    pub fn req<T: FromValue>(&self, name: &'static str) -> Result<T, String> {
+        match self.map.get(name) {
+            Some(v) => T::from_value(v, &join(&self.at, name)),
+            None => Err(fail(&self.at, SerdeError::missing_field(name))),
+        }
+    }
+
+    /// An `Option` field: absent and `null` are both `None`.
+    pub fn opt<T: FromValue>(&self, name: &str) -> Result<Option<T>, String> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => T::from_value(v, &join(&self.at, name)).map(Some),
+        }
+    }
+
+    /// A `#[serde(default)]` field: `default` when absent; `null` is read like any value.
+    pub fn or<T: FromValue>(&self, name: &str, default: T) -> Result<T, String> {
+        match self.map.get(name) {
+            None => Ok(default),
+            Some(v) => T::from_value(v, &join(&self.at, name)),
+        }
+    }
+}
+
+impl FromValue for String {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        v.as_str().map(str::to_string).ok_or_else(|| invalid_type(v, at, "a string"))
+    }
+}
+
+impl FromValue for bool {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        v.as_bool().ok_or_else(|| invalid_type(v, at, "a boolean"))
+    }
+}
+
+impl FromValue for f64 {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        v.as_f64().ok_or_else(|| invalid_type(v, at, "f64"))
+    }
+}
+
+/// An unsigned integer up to `max`, refused as serde refuses it for the type `expected`.
+fn unsigned(v: &Value, at: &str, expected: &'static str, max: u64) -> Result<u64, String> {
+    match v.as_u64() {
+        Some(n) if n <= max => Ok(n),
+        _ if v.is_i64() || v.is_u64() => Err(fail(at, SerdeError::invalid_value(unexpected(v), &expected))),
+        _ => Err(invalid_type(v, at, expected)),
+    }
+}
+
+impl FromValue for u32 {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        unsigned(v, at, "u32", u32::MAX.into()).map(|n| n as u32)
+    }
+}
+
+impl FromValue for u64 {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        unsigned(v, at, "u64", u64::MAX)
+    }
+}
+
+impl FromValue for usize {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        unsigned(v, at, "usize", usize::MAX as u64).map(|n| n as usize)
+    }
+}
+
+impl<T: FromValue> FromValue for Vec<T> {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        let items = v.as_array().ok_or_else(|| invalid_type(v, at, "a sequence"))?;
+        items.iter().enumerate().map(|(i, item)| T::from_value(item, &format!("{at}[{i}]"))).collect()
+    }
+}
+
+impl<T: FromValue> FromValue for std::collections::BTreeMap<String, T> {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        let map = v.as_object().ok_or_else(|| invalid_type(v, at, "a map"))?;
+        map.iter().map(|(k, item)| Ok((k.clone(), T::from_value(item, &join(at, k))?))).collect()
+    }
+}
+
+impl FromValue for [f64; 2] {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        let expected = "an array of length 2";
+        match v.as_array().map(Vec::as_slice) {
+            Some([a, b]) => Ok([f64::from_value(a, &format!("{at}[0]"))?, f64::from_value(b, &format!("{at}[1]"))?]),
+            Some(items) => Err(fail(at, SerdeError::invalid_length(items.len(), &expected))),
+            None => Err(invalid_type(v, at, expected)),
+        }
+    }
+}
+
+/// A unit variant of an enum with `#[serde(rename_all = "snake_case")]`: the index of its
+/// name in `names`.
+pub fn variant(v: &Value, at: &str, names: &'static [&'static str]) -> Result<usize, String> {
+    let name = v.as_str().ok_or_else(|| invalid_type(v, at, "a string"))?;
+    names.iter().position(|n| *n == name).ok_or_else(|| fail(at, SerdeError::unknown_variant(name, names)))
 }

@@ -10,6 +10,7 @@ use crate::breakdown::{self, Format};
 use crate::config::{self, Residency};
 use crate::error::GatewayError;
 use crate::uri;
+use crate::valueread::FromValue;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -187,8 +188,8 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         (Method::Put, "/admin/residency") | (Method::Post, "/admin/residency/validate") => {
             let body = upstream::read_client_body(&mut req, MAX_ADMIN_BODY).await?;
             let residency: Value = json_of(&body)?;
-            // Deserialising the part alone gives errors positioned in what the client sent.
-            serde_json::from_slice::<Residency>(&body)
+            // Reading the part alone gives errors located in what the client sent.
+            Residency::from_value(&residency, "")
                 .map_err(|e| GatewayError::bad_request("invalid_config", format!("residency is not valid: {e}")))?;
             let current = fresh_state(env).await?;
             let doc = replace_residency(&current.source, &residency)?;

@@ -819,6 +819,7 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::valueread::FromValue;
 
     /// The typed parse `completion` replaced, kept as the oracle for what it accepts.
     mod typed {
@@ -1159,10 +1160,13 @@ mod tests {
     }
 
     fn deployment(provider: &str) -> Deployment {
-        serde_json::from_value(json!({
-            "id": "d", "provider": provider, "model": "upstream-model", "base_url": "https://example.com/v1",
-            "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
-        }))
+        Deployment::from_value(
+            &json!({
+                "id": "d", "provider": provider, "model": "upstream-model", "base_url": "https://example.com/v1",
+                "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
+            }),
+            "",
+        )
         .unwrap()
     }
 
