@@ -5,7 +5,7 @@
 use crate::error::GatewayError;
 use crate::pricing::{format_usd, parse_usd};
 use crate::valueread::{fail, variant, Fields, FromValue};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -56,13 +56,20 @@ impl FromValue for Budget {
 
 /// Month-to-date spend in micro-dollars, as the cron's snapshot (plus what this isolate
 /// has billed since) has it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Spend {
     pub month: String,
     pub teams: BTreeMap<String, u64>,
     pub keys: BTreeMap<String, u64>,
     /// When the snapshot was taken (Unix ms).
     pub at_ms: u64,
+}
+
+impl FromValue for Spend {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(Spend { month: f.req("month")?, teams: f.req("teams")?, keys: f.req("keys")?, at_ms: f.req("at_ms")? })
+    }
 }
 
 impl Spend {

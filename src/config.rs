@@ -834,7 +834,7 @@ pub(crate) mod tests {
             |v| v["surprise"] = 1.into(),
             "config is not valid: unknown field `surprise`, expected one of `deployments`, ",
         );
-        let key = serde_json::from_str::<KeyConfig>(r#"{"id": "k", "colour": "red"}"#).unwrap_err().to_string();
+        let key = KeyConfig::from_value(&serde_json::json!({"id": "k", "colour": "red"}), "").unwrap_err();
         assert!(key.starts_with("unknown field `colour`, expected one of `id`, `sha256`, "), "{key}");
         rejects(
             |v| v["residency"] = serde_json::json!([]),

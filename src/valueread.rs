@@ -1,52 +1,19 @@
-//! Reading small, cold JSON objects from a parsed `serde_json::Value`, instead of through a
-//! derived `Deserialize`: the derive makes a struct deserializer (1–9 KB of wasm each) for
-//! every type, while `Value`'s is in the wasm anyway. The errors are serde's own
-//! (`invalid type: …, expected a string`, `unknown field …`, `missing field …`); those of
-//! [`FromValue`] also say where (`deployments[2].price`), which a `Value` no longer knows
-//! by line and column.
+//! Reading JSON into the types the gateway stores and is sent (config, admin bodies, KV
+//! records) from a parsed `serde_json::Value`, instead of through a derived `Deserialize`:
+//! the derive makes a struct deserializer (1–9 KB of wasm each) for every type, while
+//! `Value`'s is in the wasm anyway. The errors are serde's own (`invalid type: …, expected
+//! a string`, `unknown field …`, `missing field …`), and say where (`deployments[2].price`),
+//! which a `Value` no longer knows by line and column.
 
 use serde::de::{Error, Unexpected};
 use serde_json::{Map, Value};
 
-/// The object a type is read from.
-pub fn object<'v, E: Error>(v: &'v Value, expected: &'static str) -> Result<&'v Map<String, Value>, E> {
-    v.as_object().ok_or_else(|| E::invalid_type(unexpected(v), &expected))
+/// A type read from a JSON value. `at` is where the value sits in the document, for errors.
+pub trait FromValue: Sized {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String>;
 }
 
-/// A field missing or `null` is `None`, as `#[serde(default)] Option<String>` reads it.
-pub fn opt_string<E: Error>(o: &Map<String, Value>, name: &str) -> Result<Option<String>, E> {
-    match o.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(E::invalid_type(unexpected(v), &"a string")),
-    }
-}
-
-pub fn opt_f64<E: Error>(o: &Map<String, Value>, name: &str) -> Result<Option<f64>, E> {
-    match o.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(v) => Err(E::invalid_type(unexpected(v), &"f64")),
-    }
-}
-
-pub fn opt_bool<E: Error>(o: &Map<String, Value>, name: &str) -> Result<Option<bool>, E> {
-    match o.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(E::invalid_type(unexpected(v), &"a boolean")),
-    }
-}
-
-/// `#[serde(deny_unknown_fields)]`.
-pub fn deny_unknown<E: Error>(o: &Map<String, Value>, fields: &'static [&'static str]) -> Result<(), E> {
-    match o.keys().find(|k| !fields.contains(&k.as_str())) {
-        Some(k) => Err(E::unknown_field(k, fields)),
-        None => Ok(()),
-    }
-}
-
-pub fn unexpected(v: &Value) -> Unexpected<'_> {
+fn unexpected(v: &Value) -> Unexpected<'_> {
     match v {
         Value::Null => Unexpected::Unit,
         Value::Bool(b) => Unexpected::Bool(*b),
@@ -59,12 +26,6 @@ pub fn unexpected(v: &Value) -> Unexpected<'_> {
         Value::Array(_) => Unexpected::Seq,
         Value::Object(_) => Unexpected::Map,
     }
-}
-
-/// A type read from a JSON value (the config's types). `at` is where the value sits in the
-/// document (`deployments[2].price`), so an error names the field as well as the problem.
-pub trait FromValue: Sized {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String>;
 }
 
 type SerdeError = serde_json::Error;
@@ -90,19 +51,26 @@ fn join(at: &str, name: &str) -> String {
     }
 }
 
-/// The fields of an object read as a struct with `#[serde(deny_unknown_fields)]`.
+/// The fields of an object read as a struct.
 pub struct Fields<'v> {
     map: &'v Map<String, Value>,
     at: String,
 }
 
 impl<'v> Fields<'v> {
-    pub fn of(v: &'v Value, at: &str, known: &'static [&'static str]) -> Result<Self, String> {
+    /// `v` as an object whose other fields are ignored (serde's default).
+    pub fn any(v: &'v Value, at: &str) -> Result<Self, String> {
         let map = v.as_object().ok_or_else(|| invalid_type(v, at, "an object"))?;
-        if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(fail(at, SerdeError::unknown_field(k, known)));
-        }
         Ok(Fields { map, at: at.to_string() })
+    }
+
+    /// `v` as an object with none but the `known` fields (`#[serde(deny_unknown_fields)]`).
+    pub fn of(v: &'v Value, at: &str, known: &'static [&'static str]) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        match f.map.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(fail(at, SerdeError::unknown_field(k, known))),
+            None => Ok(f),
+        }
     }
 
     pub fn req<T: FromValue>(&self, name: &'static str) -> Result<T, String> {
@@ -126,6 +94,12 @@ impl<'v> Fields<'v> {
             None => Ok(default),
             Some(v) => T::from_value(v, &join(&self.at, name)),
         }
+    }
+}
+
+impl FromValue for Value {
+    fn from_value(v: &Value, _: &str) -> Result<Self, String> {
+        Ok(v.clone())
     }
 }
 

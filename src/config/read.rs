@@ -157,13 +157,6 @@ impl FromValue for KeyConfig {
     }
 }
 
-/// Keys also arrive alone: in `POST /admin/keys` and in their KV records.
-impl<'de> serde::Deserialize<'de> for KeyConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        KeyConfig::from_value(&Value::deserialize(d)?, "").map_err(serde::de::Error::custom)
-    }
-}
-
 impl FromValue for Budgets {
     fn from_value(v: &Value, at: &str) -> Result<Self, String> {
         Ok(Budgets { teams: Fields::of(v, at, &["teams"])?.or("teams", BTreeMap::new())? })

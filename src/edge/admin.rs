@@ -10,8 +10,7 @@ use crate::breakdown::{self, Format};
 use crate::config::{self, Residency};
 use crate::error::GatewayError;
 use crate::uri;
-use crate::valueread::FromValue;
-use serde::Deserialize;
+use crate::valueread::{Fields, FromValue};
 use serde_json::{json, Value};
 use std::rc::Rc;
 use worker::{Env, Method, Request, Response};
@@ -37,12 +36,14 @@ fn query_u32(req: &Request, name: &str) -> Option<u32> {
     uri::query_pairs(&req.inner().url()).into_iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
 }
 
-async fn body_json<T: for<'de> Deserialize<'de>>(req: &mut Request) -> Result<T, GatewayError> {
+async fn body_json<T: FromValue>(req: &mut Request) -> Result<T, GatewayError> {
     json_of(&upstream::read_client_body(req, MAX_ADMIN_BODY).await?)
 }
 
-fn json_of<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
+fn json_of<T: FromValue>(bytes: &[u8]) -> Result<T, GatewayError> {
     serde_json::from_slice(bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|v: Value| T::from_value(&v, ""))
         .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid: {e}.")))
 }
 
@@ -130,10 +131,14 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
     )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Rollback {
     version: u64,
+}
+
+impl FromValue for Rollback {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        Ok(Rollback { version: Fields::of(v, at, &["version"])?.req("version")? })
+    }
 }
 
 async fn version_source(env: &Env, version: u64) -> Result<String, GatewayError> {

@@ -10,6 +10,8 @@ use super::state::{claim, known_then_reread, now_ms};
 use super::store;
 use crate::budget::Spend;
 use crate::civil;
+use crate::valueread::{Fields, FromValue};
+use serde_json::Value;
 use std::cell::RefCell;
 use worker::wasm_bindgen::JsValue;
 use worker::{Context, Env};
@@ -112,10 +114,16 @@ async fn reread(env: &Env) -> Spend {
     })
 }
 
-#[derive(serde::Deserialize)]
 struct Row {
     name: String,
     micros: u64,
+}
+
+impl FromValue for Row {
+    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(Row { name: f.req("name")?, micros: f.req("micros")? })
+    }
 }
 
 /// The cron's part: this month's spend per team (from the rollup) and per key (from the
@@ -131,7 +139,8 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
         async move {
             let stmt = db.prepare(sql).bind(&[JsValue::from_str(&from)]).map_err(|e| e.to_string())?;
             let rows = store::rows_json(&stmt).await?;
-            serde_json::from_slice::<Vec<Row>>(rows.as_bytes()).map_err(|e| e.to_string())
+            let rows: Value = serde_json::from_slice(rows.as_bytes()).map_err(|e| e.to_string())?;
+            Vec::<Row>::from_value(&rows, "")
         }
     };
     let teams =
@@ -157,7 +166,7 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
         .bind(&[JsValue::from_str(&from)])
         .map_err(|e| e.to_string())?;
     let regions = store::rows_json(&regions).await?;
-    let regions: serde_json::Value = serde_json::from_slice(regions.as_bytes()).map_err(|e| e.to_string())?;
+    let regions: Value = serde_json::from_slice(regions.as_bytes()).map_err(|e| e.to_string())?;
     let snapshot = serde_json::json!({"month": month, "at_ms": now, "rows": regions});
     store::put_json(&kv, &regions_key(&month), &snapshot).await?;
     Ok(spend)
@@ -169,9 +178,9 @@ fn regions_key(month: &str) -> String {
 
 /// The cron's regional breakdown of this month (caller continent and country, and the
 /// jurisdiction that served them), read from KV without touching D1.
-pub async fn regions(env: &Env) -> Result<serde_json::Value, String> {
+pub async fn regions(env: &Env) -> Result<Value, String> {
     let month = civil::month(now_ms());
     let kv = store::kv(env).map_err(|e| e.message)?;
-    let snapshot = store::get_json::<serde_json::Value>(&kv, &regions_key(&month)).await?;
+    let snapshot = store::get_json::<Value>(&kv, &regions_key(&month)).await?;
     Ok(snapshot.unwrap_or_else(|| serde_json::json!({"month": month, "at_ms": null, "rows": []})))
 }
