@@ -158,7 +158,12 @@ impl<T: FromValue> FromValue for Vec<T> {
 impl<T: FromValue> FromValue for std::collections::BTreeMap<String, T> {
     fn from_value(v: &Value, at: &str) -> Result<Self, String> {
         let map = v.as_object().ok_or_else(|| invalid_type(v, at, "a map"))?;
-        map.iter().map(|(k, item)| Ok((k.clone(), T::from_value(item, &join(at, k))?))).collect()
+        // Inserted one by one: collecting would sort first, with a sort compiled per `T`.
+        let mut out = std::collections::BTreeMap::new();
+        for (k, item) in map {
+            out.insert(k.clone(), T::from_value(item, &join(at, k))?);
+        }
+        Ok(out)
     }
 }
 

@@ -149,12 +149,10 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
         "SELECT key_id AS name, SUM(COALESCE(cost_micros, 0)) AS micros FROM cost_events WHERE day >= ?1 GROUP BY key_id",
     )
     .await?;
-    let spend = Spend {
-        month: month.clone(),
-        teams: teams.into_iter().map(|r| (r.name, r.micros)).collect(),
-        keys: keys.into_iter().map(|r| (r.name, r.micros)).collect(),
-        at_ms: now,
-    };
+    let mut spend = Spend { month: month.clone(), at_ms: now, ..Spend::default() };
+    // Inserted, not collected: a collect sorts first, with a sort compiled per call site.
+    spend.teams.extend(teams.into_iter().map(|r| (r.name, r.micros)));
+    spend.keys.extend(keys.into_iter().map(|r| (r.name, r.micros)));
     let kv = store::kv(env).map_err(|e| e.message)?;
     store::put_json(&kv, &snapshot_key(&month), &spend).await?;
     let regions = db
