@@ -6,7 +6,7 @@ use crate::config::{Config, Gateway, Residency, Rule};
 use crate::geo::{distance_km, Caller};
 use crate::keys::sha256_hex;
 use crate::residency::{self, Subject};
-use crate::valueread::{Fields, FromValue};
+use crate::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -113,7 +113,7 @@ const EXPLAIN_FIELDS: &[&str] =
     &["model", "country", "continent", "eu", "latitude", "longitude", "compliance", "team", "key"];
 
 impl FromValue for ExplainQuery {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, EXPLAIN_FIELDS)?;
         Ok(ExplainQuery {
             model: f.req("model")?,
@@ -317,8 +317,7 @@ mod tests {
             r#"[]"#,
             r#"null"#,
         ] {
-            let ours =
-                serde_json::from_str(text).map_err(|e| e.to_string()).and_then(|v| ExplainQuery::from_value(&v, ""));
+            let ours = serde_json::from_str(text).map_err(|e| e.to_string()).and_then(|v| ExplainQuery::read(&v));
             let typed = serde_json::from_str::<TypedExplainQuery>(text);
             assert_eq!(ours.is_ok(), typed.is_ok(), "{text}: {ours:?} / {typed:?}");
             if let (Ok(a), Ok(b)) = (ours, typed) {
@@ -334,11 +333,10 @@ mod tests {
     #[test]
     fn explain_lists_kept_and_dropped_candidates() {
         let g = sample();
-        let q = ExplainQuery::from_value(
-            &serde_json::json!({"model": "chat", "country": "JP", "continent": "AS", "latitude": 35.7, "longitude": 139.7}),
-            "",
-        )
-        .unwrap();
+        let q = serde_json::json!({
+            "model": "chat", "country": "JP", "continent": "AS", "latitude": 35.7, "longitude": 139.7
+        });
+        let q = ExplainQuery::read(&q).unwrap();
         let e = explain(&g, &q).unwrap();
         assert_eq!((e.rule.as_str(), e.allowed.as_str(), e.caller.as_str()), ("apac-callers", "apac", "JP/AS"));
         let kept: Vec<(&str, Option<usize>)> =
@@ -349,11 +347,11 @@ mod tests {
         let dropped = e.candidates.iter().find(|c| c.deployment == "eu-a").unwrap();
         assert!(dropped.order.is_none() && dropped.reason.contains("not allowed by rule `apac-callers`"));
 
-        let q = ExplainQuery::from_value(&serde_json::json!({"model": "chat", "key": "k2"}), "").unwrap();
+        let q = ExplainQuery::read(&serde_json::json!({"model": "chat", "key": "k2"})).unwrap();
         let e = explain(&g, &q).unwrap();
         assert_eq!((e.rule.as_str(), e.allowed.as_str(), e.location_known), ("eu-callers", "eu", false));
-        let bad = ExplainQuery::from_value(&serde_json::json!({"model": "nope"}), "").unwrap();
+        let bad = ExplainQuery::read(&serde_json::json!({"model": "nope"})).unwrap();
         assert_eq!(explain(&g, &bad).unwrap_err().status, 404);
-        assert!(ExplainQuery::from_value(&serde_json::json!({"model": "chat", "colour": 1}), "").is_err());
+        assert!(ExplainQuery::read(&serde_json::json!({"model": "chat", "colour": 1})).is_err());
     }
 }

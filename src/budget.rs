@@ -4,7 +4,7 @@
 
 use crate::error::GatewayError;
 use crate::pricing::{format_usd, parse_usd};
-use crate::valueread::{fail, variant, Fields, FromValue};
+use crate::valueread::{fail, variant, At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ pub enum Mode {
 }
 
 impl FromValue for Mode {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         Ok([Mode::Hard, Mode::Soft][variant(v, at, &["hard", "soft"])?])
     }
 }
@@ -36,7 +36,7 @@ impl Serialize for Usd {
 }
 
 impl FromValue for Usd {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         parse_usd(&String::from_value(v, at)?).map(Usd).map_err(|e| fail(at, e))
     }
 }
@@ -48,7 +48,7 @@ pub struct Budget {
 }
 
 impl FromValue for Budget {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, &["monthly_usd", "mode"])?;
         Ok(Budget { monthly_usd: f.req("monthly_usd")?, mode: f.or("mode", Mode::default())? })
     }
@@ -66,7 +66,7 @@ pub struct Spend {
 }
 
 impl FromValue for Spend {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(Spend { month: f.req("month")?, teams: f.req("teams")?, keys: f.req("keys")?, at_ms: f.req("at_ms")? })
     }
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn budgets_parse_from_config() {
-        let read = |json: Value| Budget::from_value(&json, "budget");
+        let read = |json: Value| Budget::from_value(&json, At::Field(&At::Root, "budget"));
         let b = read(serde_json::json!({"monthly_usd": "2400.50"})).unwrap();
         assert_eq!(b, Budget { monthly_usd: Usd(2_400_500_000), mode: Mode::Hard });
         assert_eq!(

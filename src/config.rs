@@ -396,7 +396,7 @@ impl Gateway {
 
 pub fn parse(json: &str) -> Result<Gateway, String> {
     let doc: Value = serde_json::from_slice(json.as_bytes()).map_err(|e| format!("config is not valid: {e}"))?;
-    let config = Config::from_value(&doc, "").map_err(|e| format!("config is not valid: {e}"))?;
+    let config = Config::read(&doc).map_err(|e| format!("config is not valid: {e}"))?;
     validate(&config)?;
     let deployment_index = config.deployments.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
     let alias_index = config.aliases.iter().enumerate().map(|(i, a)| (a.name.clone(), i)).collect();
@@ -834,7 +834,7 @@ pub(crate) mod tests {
             |v| v["surprise"] = 1.into(),
             "config is not valid: unknown field `surprise`, expected one of `deployments`, ",
         );
-        let key = KeyConfig::from_value(&serde_json::json!({"id": "k", "colour": "red"}), "").unwrap_err();
+        let key = KeyConfig::read(&serde_json::json!({"id": "k", "colour": "red"})).unwrap_err();
         assert!(key.starts_with("unknown field `colour`, expected one of `id`, `sha256`, "), "{key}");
         rejects(
             |v| v["residency"] = serde_json::json!([]),

@@ -8,7 +8,7 @@
 //! PKCS #8 block, `private_key_id`, `token_uri`). The RSA signature itself is the shell's
 //! (WebCrypto), as are the clock and the network.
 
-use crate::valueread::{Fields, FromValue};
+use crate::valueread::{At, Fields, FromValue};
 use serde_json::{json, Value};
 
 /// Vertex AI's calls need the Cloud Platform scope.
@@ -29,7 +29,7 @@ pub struct ServiceAccount {
 }
 
 impl FromValue for ServiceAccount {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(ServiceAccount {
             client_email: f.req("client_email")?,
@@ -51,7 +51,7 @@ impl ServiceAccount {
         if !doc.is_object() {
             return Err(not_a_key("not a JSON object".into()));
         }
-        let account = ServiceAccount::from_value(&doc, "").map_err(not_a_key)?;
+        let account = ServiceAccount::read(&doc).map_err(not_a_key)?;
         if !(account.token_uri.starts_with("https://") || account.token_uri.starts_with("http://")) {
             return Err("the service account key's token_uri is not an http(s) URL".into());
         }
@@ -112,7 +112,7 @@ impl AccessToken {
 /// The token endpoint's answer.
 pub fn parse_token_response(body: &[u8], now_unix: u64) -> Result<AccessToken, String> {
     let read = |answer: &Value| -> Result<AccessToken, String> {
-        let f = Fields::any(answer, "")?;
+        let f = Fields::any(answer, At::Root)?;
         Ok(AccessToken { token: f.req("access_token")?, expires_at_unix: now_unix + f.req::<u64>("expires_in")? })
     };
     serde_json::from_slice(body)

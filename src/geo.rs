@@ -2,7 +2,7 @@
 //! (or, only where `TRUST_GEO_HEADERS` is on, from the `x-gateway-geo-*` headers); the
 //! residency rules read nothing else.
 
-use crate::valueread::{invalid_type, Fields, FromValue};
+use crate::valueread::{invalid_type, At, Fields, FromValue};
 use serde_json::Value;
 
 /// ISO 3166-1 alpha-2 codes of the EU member states, for callers whose EU membership is
@@ -66,7 +66,7 @@ enum StrOrNum {
 }
 
 impl FromValue for StrOrNum {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         match v {
             Value::Number(n) => Ok(StrOrNum::Num(n.as_f64().unwrap_or_default())),
             Value::String(s) => Ok(StrOrNum::Str(s.clone())),
@@ -76,7 +76,7 @@ impl FromValue for StrOrNum {
 }
 
 impl FromValue for CfFields {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(CfFields {
             country: f.opt("country")?,
@@ -93,7 +93,7 @@ impl FromValue for CfFields {
 /// What the request handler reads `request.cf` with.
 impl<'de> serde::Deserialize<'de> for CfFields {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        CfFields::from_value(&Value::deserialize(d)?, "").map_err(serde::de::Error::custom)
+        CfFields::read(&Value::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 

@@ -4,7 +4,7 @@
 //! the colo's cache.
 
 use crate::config::HealthLimits;
-use crate::valueread::{Fields, FromValue};
+use crate::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ pub struct Health {
 }
 
 impl FromValue for Health {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(Health {
             failures: f.req("failures")?,
@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(h.ttfb_ms, Some(100));
         h.succeeded(500);
         assert_eq!(h.ttfb_ms, Some(200));
-        let back = Health::from_value(&serde_json::to_value(&h).unwrap(), "").unwrap();
+        let back = Health::read(&serde_json::to_value(&h).unwrap()).unwrap();
         assert_eq!(back, h);
     }
 }

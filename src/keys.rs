@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn alias_allow_list() {
-        let mut k = KeyConfig::from_value(&serde_json::json!({"id": "k", "sha256": "x"}), "").unwrap();
+        let mut k = KeyConfig::read(&serde_json::json!({"id": "k", "sha256": "x"})).unwrap();
         assert!(may_use(&k, "anything"));
         k.aliases = Some(vec!["fast".into()]);
         assert!(may_use(&k, "fast") && !may_use(&k, "slow"));

@@ -215,10 +215,10 @@ mod tests {
     use crate::valueread::FromValue;
 
     fn deployment() -> Deployment {
-        Deployment::from_value(&serde_json::json!({
+        Deployment::read(&serde_json::json!({
             "id": "eu-1", "provider": "openai", "model": "gpt-x", "base_url": "https://user@eu.api.example.com:8443/v1?x=1",
             "jurisdiction": "eu", "region": "eu-central-1", "price": {"input": "3", "output": "15"}
-        }), "")
+        }))
         .unwrap()
     }
 

@@ -3,7 +3,7 @@
 //! rounded once, half up, to the micro-dollar.
 
 use crate::providers::Usage;
-use crate::valueread::{fail, invalid_type, Fields, FromValue};
+use crate::valueread::{fail, invalid_type, At, Fields, FromValue};
 use serde_json::Value;
 
 /// USD per million tokens, held as micro-dollars per million tokens.
@@ -13,7 +13,7 @@ pub struct PerMtok(pub u64);
 /// A decimal string (`"0.075"`) so that no price passes through a float; whole numbers may
 /// also be JSON integers.
 impl FromValue for PerMtok {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         match v {
             Value::Number(n) if n.is_u64() => n
                 .as_u64()
@@ -55,7 +55,7 @@ pub struct Price {
 }
 
 impl FromValue for Price {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, &["input", "output", "cached_input", "cache_write"])?;
         Ok(Price {
             input: f.req("input")?,
@@ -111,7 +111,7 @@ mod tests {
         }
         assert_eq!(format_usd(12_345_678), "12.345678");
         assert_eq!(format_usd(5), "0.000005");
-        let read = |json: Value| Price::from_value(&json, "price");
+        let read = |json: Value| Price::from_value(&json, At::Field(&At::Root, "price"));
         let p = read(serde_json::json!({"input": 5, "output": "25.00", "cached_input": "0.50"})).unwrap();
         assert_eq!(
             (p.input, p.output, p.cached_input),

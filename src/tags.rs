@@ -66,7 +66,7 @@ mod tests {
     use crate::valueread::FromValue;
 
     fn key(team: Option<&str>, env: Option<&str>) -> KeyConfig {
-        KeyConfig::from_value(&serde_json::json!({"id": "k", "sha256": "x", "team": team, "env": env}), "").unwrap()
+        KeyConfig::read(&serde_json::json!({"id": "k", "sha256": "x", "team": team, "env": env})).unwrap()
     }
 
     #[test]

@@ -10,7 +10,32 @@ use serde_json::{Map, Value};
 
 /// A type read from a JSON value. `at` is where the value sits in the document, for errors.
 pub trait FromValue: Sized {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String>;
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String>;
+
+    /// The whole document as this type.
+    fn read(v: &Value) -> Result<Self, String> {
+        Self::from_value(v, At::Root)
+    }
+}
+
+/// Where a value sits in the document (`deployments[2].price`). Written out only for an
+/// error, so reading allocates no path.
+#[derive(Clone, Copy)]
+pub enum At<'a> {
+    Root,
+    Field(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, usize),
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            At::Root => Ok(()),
+            At::Field(At::Root, name) => f.write_str(name),
+            At::Field(parent, name) => write!(f, "{parent}.{name}"),
+            At::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
 }
 
 fn unexpected(v: &Value) -> Unexpected<'_> {
@@ -31,41 +56,32 @@ fn unexpected(v: &Value) -> Unexpected<'_> {
 type SerdeError = serde_json::Error;
 
 /// `e` prefixed with where it happened, unless that is the document itself.
-pub fn fail(at: &str, e: impl std::fmt::Display) -> String {
-    if at.is_empty() {
-        e.to_string()
-    } else {
-        format!("{at}: {e}")
+pub fn fail(at: At<'_>, e: impl std::fmt::Display) -> String {
+    match at {
+        At::Root => e.to_string(),
+        _ => format!("{at}: {e}"),
     }
 }
 
-pub fn invalid_type(v: &Value, at: &str, expected: &'static str) -> String {
+pub fn invalid_type(v: &Value, at: At<'_>, expected: &'static str) -> String {
     fail(at, SerdeError::invalid_type(unexpected(v), &expected))
 }
 
-fn join(at: &str, name: &str) -> String {
-    if at.is_empty() {
-        name.to_string()
-    } else {
-        format!("{at}.{name}")
-    }
-}
-
 /// The fields of an object read as a struct.
-pub struct Fields<'v> {
+pub struct Fields<'v, 'a> {
     map: &'v Map<String, Value>,
-    at: String,
+    at: At<'a>,
 }
 
-impl<'v> Fields<'v> {
+impl<'v, 'a> Fields<'v, 'a> {
     /// `v` as an object whose other fields are ignored (serde's default).
-    pub fn any(v: &'v Value, at: &str) -> Result<Self, String> {
+    pub fn any(v: &'v Value, at: At<'a>) -> Result<Self, String> {
         let map = v.as_object().ok_or_else(|| invalid_type(v, at, "an object"))?;
-        Ok(Fields { map, at: at.to_string() })
+        Ok(Fields { map, at })
     }
 
     /// `v` as an object with none but the `known` fields (`#[serde(deny_unknown_fields)]`).
-    pub fn of(v: &'v Value, at: &str, known: &'static [&'static str]) -> Result<Self, String> {
+    pub fn of(v: &'v Value, at: At<'a>, known: &'static [&'static str]) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         match f.map.keys().find(|k| !known.contains(&k.as_str())) {
             Some(k) => Err(fail(at, SerdeError::unknown_field(k, known))),
@@ -75,8 +91,8 @@ impl<'v> Fields<'v> {
 
     pub fn req<T: FromValue>(&self, name: &'static str) -> Result<T, String> {
         match self.map.get(name) {
-            Some(v) => T::from_value(v, &join(&self.at, name)),
-            None => Err(fail(&self.at, SerdeError::missing_field(name))),
+            Some(v) => T::from_value(v, At::Field(&self.at, name)),
+            None => Err(fail(self.at, SerdeError::missing_field(name))),
         }
     }
 
@@ -84,7 +100,7 @@ impl<'v> Fields<'v> {
     pub fn opt<T: FromValue>(&self, name: &str) -> Result<Option<T>, String> {
         match self.map.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => T::from_value(v, &join(&self.at, name)).map(Some),
+            Some(v) => T::from_value(v, At::Field(&self.at, name)).map(Some),
         }
     }
 
@@ -92,37 +108,37 @@ impl<'v> Fields<'v> {
     pub fn or<T: FromValue>(&self, name: &str, default: T) -> Result<T, String> {
         match self.map.get(name) {
             None => Ok(default),
-            Some(v) => T::from_value(v, &join(&self.at, name)),
+            Some(v) => T::from_value(v, At::Field(&self.at, name)),
         }
     }
 }
 
 impl FromValue for Value {
-    fn from_value(v: &Value, _: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, _: At<'_>) -> Result<Self, String> {
         Ok(v.clone())
     }
 }
 
 impl FromValue for String {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         v.as_str().map(str::to_string).ok_or_else(|| invalid_type(v, at, "a string"))
     }
 }
 
 impl FromValue for bool {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         v.as_bool().ok_or_else(|| invalid_type(v, at, "a boolean"))
     }
 }
 
 impl FromValue for f64 {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         v.as_f64().ok_or_else(|| invalid_type(v, at, "f64"))
     }
 }
 
 /// An unsigned integer up to `max`, refused as serde refuses it for the type `expected`.
-fn unsigned(v: &Value, at: &str, expected: &'static str, max: u64) -> Result<u64, String> {
+fn unsigned(v: &Value, at: At<'_>, expected: &'static str, max: u64) -> Result<u64, String> {
     match v.as_u64() {
         Some(n) if n <= max => Ok(n),
         _ if v.is_i64() || v.is_u64() => Err(fail(at, SerdeError::invalid_value(unexpected(v), &expected))),
@@ -131,47 +147,52 @@ fn unsigned(v: &Value, at: &str, expected: &'static str, max: u64) -> Result<u64
 }
 
 impl FromValue for u32 {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         unsigned(v, at, "u32", u32::MAX.into()).map(|n| n as u32)
     }
 }
 
 impl FromValue for u64 {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         unsigned(v, at, "u64", u64::MAX)
     }
 }
 
 impl FromValue for usize {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         unsigned(v, at, "usize", usize::MAX as u64).map(|n| n as usize)
     }
 }
 
 impl<T: FromValue> FromValue for Vec<T> {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let items = v.as_array().ok_or_else(|| invalid_type(v, at, "a sequence"))?;
-        items.iter().enumerate().map(|(i, item)| T::from_value(item, &format!("{at}[{i}]"))).collect()
+        // A loop: a collect into `Result` compiles its iterator adapters per `T`, larger.
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            out.push(T::from_value(item, At::Index(&at, i))?);
+        }
+        Ok(out)
     }
 }
 
 impl<T: FromValue> FromValue for std::collections::BTreeMap<String, T> {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let map = v.as_object().ok_or_else(|| invalid_type(v, at, "a map"))?;
         // Inserted one by one: collecting would sort first, with a sort compiled per `T`.
         let mut out = std::collections::BTreeMap::new();
         for (k, item) in map {
-            out.insert(k.clone(), T::from_value(item, &join(at, k))?);
+            out.insert(k.clone(), T::from_value(item, At::Field(&at, k))?);
         }
         Ok(out)
     }
 }
 
 impl FromValue for [f64; 2] {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let expected = "an array of length 2";
         match v.as_array().map(Vec::as_slice) {
-            Some([a, b]) => Ok([f64::from_value(a, &format!("{at}[0]"))?, f64::from_value(b, &format!("{at}[1]"))?]),
+            Some([a, b]) => Ok([f64::from_value(a, At::Index(&at, 0))?, f64::from_value(b, At::Index(&at, 1))?]),
             Some(items) => Err(fail(at, SerdeError::invalid_length(items.len(), &expected))),
             None => Err(invalid_type(v, at, expected)),
         }
@@ -180,7 +201,7 @@ impl FromValue for [f64; 2] {
 
 /// A unit variant of an enum with `#[serde(rename_all = "snake_case")]`: the index of its
 /// name in `names`.
-pub fn variant(v: &Value, at: &str, names: &'static [&'static str]) -> Result<usize, String> {
+pub fn variant(v: &Value, at: At<'_>, names: &'static [&'static str]) -> Result<usize, String> {
     let name = v.as_str().ok_or_else(|| invalid_type(v, at, "a string"))?;
     names.iter().position(|n| *n == name).ok_or_else(|| fail(at, SerdeError::unknown_variant(name, names)))
 }

@@ -3,11 +3,11 @@
 //! as `None` for an optional field, no unknown field.
 
 use super::*;
-use crate::valueread::{variant, Fields, FromValue};
+use crate::valueread::{variant, At, Fields, FromValue};
 use serde_json::Value;
 
 impl FromValue for Config {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, &["deployments", "aliases", "keys", "residency", "limits", "budgets"])?;
         Ok(Config {
             deployments: f.req("deployments")?,
@@ -21,7 +21,7 @@ impl FromValue for Config {
 }
 
 impl FromValue for ProviderKind {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         use ProviderKind::*;
         let names = &["openai", "anthropic", "bedrock", "azure_openai", "mistral", "gemini", "vertex"];
         Ok([Openai, Anthropic, Bedrock, AzureOpenai, Mistral, Gemini, Vertex][variant(v, at, names)?])
@@ -54,7 +54,7 @@ const DEPLOYMENT_FIELDS: &[&str] = &[
 ];
 
 impl FromValue for Deployment {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, DEPLOYMENT_FIELDS)?;
         Ok(Deployment {
             id: f.req("id")?,
@@ -84,7 +84,7 @@ impl FromValue for Deployment {
 }
 
 impl FromValue for Capabilities {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, &["vision", "tools", "json_mode", "context_window"])?;
         Ok(Capabilities {
             vision: f.or("vision", true)?,
@@ -96,7 +96,7 @@ impl FromValue for Capabilities {
 }
 
 impl FromValue for AzureDeploymentType {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         use AzureDeploymentType::*;
         Ok([Global, DataZoneEu, DataZoneUs, Regional]
             [variant(v, at, &["global", "data_zone_eu", "data_zone_us", "regional"])?])
@@ -104,26 +104,26 @@ impl FromValue for AzureDeploymentType {
 }
 
 impl FromValue for VertexPublisher {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         Ok([VertexPublisher::Google, VertexPublisher::Anthropic][variant(v, at, &["google", "anthropic"])?])
     }
 }
 
 impl FromValue for Strategy {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         use Strategy::*;
         Ok([Priority, Weighted, Latency, Cost][variant(v, at, &["priority", "weighted", "latency", "cost"])?])
     }
 }
 
 impl FromValue for Sticky {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         Ok([Sticky::None, Sticky::Caller, Sticky::User][variant(v, at, &["none", "caller", "user"])?])
     }
 }
 
 impl FromValue for Alias {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, &["name", "description", "strategy", "deployments", "weights", "sticky"])?;
         Ok(Alias {
             name: f.req("name")?,
@@ -140,7 +140,7 @@ const KEY_FIELDS: &[&str] =
     &["id", "sha256", "secret", "team", "feature", "env", "aliases", "residency", "budget", "rate_limit"];
 
 impl FromValue for KeyConfig {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, KEY_FIELDS)?;
         Ok(KeyConfig {
             id: f.req("id")?,
@@ -158,13 +158,13 @@ impl FromValue for KeyConfig {
 }
 
 impl FromValue for Budgets {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         Ok(Budgets { teams: Fields::of(v, at, &["teams"])?.or("teams", BTreeMap::new())? })
     }
 }
 
 impl FromValue for Residency {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, &["unknown_location", "compliance_tags", "distance_band_km", "rules"])?;
         Ok(Residency {
             unknown_location: f.or("unknown_location", UnknownLocation::default())?,
@@ -176,14 +176,14 @@ impl FromValue for Residency {
 }
 
 impl FromValue for UnknownLocation {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let names = &["most_restrictive", "ignore_location"];
         Ok([UnknownLocation::MostRestrictive, UnknownLocation::IgnoreLocation][variant(v, at, names)?])
     }
 }
 
 impl FromValue for Rule {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, &["id", "description", "when", "allow"])?;
         Ok(Rule {
             id: f.req("id")?,
@@ -195,7 +195,7 @@ impl FromValue for Rule {
 }
 
 impl FromValue for Conditions {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, &["countries", "continents", "eu", "compliance", "teams", "keys"])?;
         Ok(Conditions {
             countries: f.or("countries", Vec::new())?,
@@ -209,7 +209,7 @@ impl FromValue for Conditions {
 }
 
 impl FromValue for Limits {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let names = &["max_body_bytes", "max_attempts", "total_deadline_ms", "max_retry_after_ms", "health"];
         let f = Fields::of(v, at, names)?;
         Ok(Limits {
@@ -223,7 +223,7 @@ impl FromValue for Limits {
 }
 
 impl FromValue for HealthLimits {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::of(v, at, &["failure_threshold", "window_ms", "cooldown_ms"])?;
         Ok(HealthLimits {
             failure_threshold: f.or("failure_threshold", default_failure_threshold())?,

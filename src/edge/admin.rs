@@ -10,7 +10,7 @@ use crate::breakdown::{self, Format};
 use crate::config::{self, Residency};
 use crate::error::GatewayError;
 use crate::uri;
-use crate::valueread::{Fields, FromValue};
+use crate::valueread::{At, Fields, FromValue};
 use serde_json::{json, Value};
 use std::rc::Rc;
 use worker::{Env, Method, Request, Response};
@@ -43,7 +43,7 @@ async fn body_json<T: FromValue>(req: &mut Request) -> Result<T, GatewayError> {
 fn json_of<T: FromValue>(bytes: &[u8]) -> Result<T, GatewayError> {
     serde_json::from_slice(bytes)
         .map_err(|e| e.to_string())
-        .and_then(|v: Value| T::from_value(&v, ""))
+        .and_then(|v: Value| T::read(&v))
         .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid: {e}.")))
 }
 
@@ -136,7 +136,7 @@ struct Rollback {
 }
 
 impl FromValue for Rollback {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         Ok(Rollback { version: Fields::of(v, at, &["version"])?.req("version")? })
     }
 }
@@ -194,7 +194,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             let body = upstream::read_client_body(&mut req, MAX_ADMIN_BODY).await?;
             let residency: Value = json_of(&body)?;
             // Reading the part alone gives errors located in what the client sent.
-            Residency::from_value(&residency, "")
+            Residency::read(&residency)
                 .map_err(|e| GatewayError::bad_request("invalid_config", format!("residency is not valid: {e}")))?;
             let current = fresh_state(env).await?;
             let doc = replace_residency(&current.source, &residency)?;

@@ -33,12 +33,9 @@ fn cache_key(deployment: &str) -> String {
 /// The colo's record of a deployment, into the memo.
 async fn reread(deployment: &str) -> Health {
     let cached = match Cache::default().get(cache_key(deployment), false).await {
-        Ok(Some(mut r)) => r
-            .bytes()
-            .await
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .and_then(|v| Health::from_value(&v, "").ok()),
+        Ok(Some(mut r)) => {
+            r.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()).and_then(|v| Health::read(&v).ok())
+        }
         _ => None,
     };
     let health = cached.unwrap_or_default();

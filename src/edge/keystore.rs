@@ -10,7 +10,7 @@ use super::store;
 use crate::config::KeyConfig;
 use crate::error::GatewayError;
 use crate::keys::{self, sha256_hex};
-use crate::valueread::{Fields, FromValue};
+use crate::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -29,7 +29,7 @@ pub struct KeyRecord {
 }
 
 impl FromValue for KeyRecord {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(KeyRecord { key: f.req("key")?, created_ms: f.req("created_ms")?, created_by: f.req("created_by")? })
     }
@@ -46,7 +46,7 @@ pub struct KeyMeta {
 }
 
 impl FromValue for KeyMeta {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(KeyMeta {
             id: f.req("id")?,
@@ -143,7 +143,7 @@ async fn put_index(kv: &KvStore, hash: &str, meta: &KeyMeta) -> Result<(), Gatew
 
 pub async fn list(env: &Env) -> Result<Vec<KeyMeta>, GatewayError> {
     let metadata = store::list_metadata(env, ID_PREFIX).await.map_err(|e| kv_error("listing keys", e))?;
-    Ok(metadata.iter().filter_map(|m| KeyMeta::from_value(m, "").ok()).collect())
+    Ok(metadata.iter().filter_map(|m| KeyMeta::read(m).ok()).collect())
 }
 
 /// Revokes a key created through the API: its record is deleted (so it no longer
@@ -154,7 +154,7 @@ pub async fn revoke(env: &Env, id: &str) -> Result<Option<KeyMeta>, GatewayError
     let meta = match meta {
         Some(m) => {
             let m: Value = serde_json::from_slice(m.as_bytes()).map_err(|e| kv_error("reading the key index", e))?;
-            Some(KeyMeta::from_value(&m, "").map_err(|e| kv_error("reading the key index", e))?)
+            Some(KeyMeta::read(&m).map_err(|e| kv_error("reading the key index", e))?)
         }
         None => None,
     };

@@ -10,7 +10,7 @@ use super::state::{claim, known_then_reread, now_ms};
 use super::store;
 use crate::budget::Spend;
 use crate::civil;
-use crate::valueread::{Fields, FromValue};
+use crate::valueread::{At, Fields, FromValue};
 use serde_json::Value;
 use std::cell::RefCell;
 use worker::wasm_bindgen::JsValue;
@@ -120,7 +120,7 @@ struct Row {
 }
 
 impl FromValue for Row {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(Row { name: f.req("name")?, micros: f.req("micros")? })
     }
@@ -140,7 +140,7 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
             let stmt = db.prepare(sql).bind(&[JsValue::from_str(&from)]).map_err(|e| e.to_string())?;
             let rows = store::rows_json(&stmt).await?;
             let rows: Value = serde_json::from_slice(rows.as_bytes()).map_err(|e| e.to_string())?;
-            Vec::<Row>::from_value(&rows, "")
+            Vec::<Row>::read(&rows)
         }
     };
     let teams =

@@ -5,7 +5,7 @@
 //! silently overwriting the other.
 
 use crate::error::GatewayError;
-use crate::valueread::{Fields, FromValue};
+use crate::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 use worker::js_sys::{Function, Object, Promise, Reflect, JSON};
@@ -56,7 +56,7 @@ pub struct VersionMeta {
 }
 
 impl FromValue for VersionMeta {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(VersionMeta {
             version: f.req("version")?,
@@ -87,7 +87,7 @@ pub async fn set_active(kv: &KvStore, v: u64) -> Result<(), GatewayError> {
 
 pub async fn list_versions(env: &Env) -> Result<Vec<VersionMeta>, GatewayError> {
     let metadata = list_metadata(env, VERSION_PREFIX).await.map_err(|e| unavailable("listing config versions", e))?;
-    Ok(metadata.iter().filter_map(|m| VersionMeta::from_value(m, "").ok()).collect())
+    Ok(metadata.iter().filter_map(|m| VersionMeta::read(m).ok()).collect())
 }
 
 // KV and D1 answers are read as JSON text (the runtime's `JSON.stringify`, then
@@ -118,7 +118,7 @@ pub struct ListPage {
 }
 
 impl FromValue for ListPage {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(ListPage { keys: f.req("keys")?, list_complete: f.req("list_complete")?, cursor: f.opt("cursor")? })
     }
@@ -130,7 +130,7 @@ pub struct ListedKey {
 }
 
 impl FromValue for ListedKey {
-    fn from_value(v: &Value, at: &str) -> Result<Self, String> {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
         let f = Fields::any(v, at)?;
         Ok(ListedKey { name: f.req("name")?, metadata: f.opt("metadata")? })
     }
@@ -150,7 +150,7 @@ pub async fn list_page(env: &Env, prefix: &str, limit: Option<u32>, cursor: Opti
     }
     let page = stringify(&kv_call(env, "list", &options).await?)?;
     let page: Value = serde_json::from_slice(page.as_bytes()).map_err(|e| e.to_string())?;
-    ListPage::from_value(&page, "")
+    ListPage::read(&page)
 }
 
 /// The metadata of every key under `prefix` that has some, in key order.
@@ -199,7 +199,7 @@ pub async fn get_json<T: FromValue>(kv: &KvStore, key: &str) -> Result<Option<T>
     let Some(text) = kv.get(key).text().await.map_err(|e| e.to_string())? else { return Ok(None) };
     serde_json::from_slice(text.as_bytes())
         .map_err(|e| e.to_string())
-        .and_then(|v: Value| T::from_value(&v, ""))
+        .and_then(|v: Value| T::read(&v))
         .map(Some)
         .map_err(|e| format!("`{key}` is not valid: {e}"))
 }

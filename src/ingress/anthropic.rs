@@ -1160,13 +1160,10 @@ mod tests {
     }
 
     fn deployment(provider: &str) -> Deployment {
-        Deployment::from_value(
-            &json!({
-                "id": "d", "provider": provider, "model": "upstream-model", "base_url": "https://example.com/v1",
-                "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
-            }),
-            "",
-        )
+        Deployment::read(&json!({
+            "id": "d", "provider": provider, "model": "upstream-model", "base_url": "https://example.com/v1",
+            "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
+        }))
         .unwrap()
     }
 

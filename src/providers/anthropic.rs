@@ -670,10 +670,10 @@ mod tests {
     use crate::valueread::FromValue;
 
     fn deployment() -> Deployment {
-        Deployment::from_value(&json!({
+        Deployment::read(&json!({
             "id": "claude-eu", "provider": "anthropic", "model": "claude-sonnet-4-5",
             "base_url": "https://api.anthropic.com/v1", "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
-        }), "")
+        }))
         .unwrap()
     }
 

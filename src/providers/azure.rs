@@ -122,7 +122,7 @@ mod tests {
     fn deployment(edit: impl FnOnce(&mut Value)) -> Deployment {
         let mut d = deployment_json();
         edit(&mut d);
-        Deployment::from_value(&d, "").unwrap()
+        Deployment::read(&d).unwrap()
     }
 
     fn auth() -> Auth {

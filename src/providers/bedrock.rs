@@ -823,7 +823,7 @@ mod tests {
     }
 
     fn deployment() -> Deployment {
-        Deployment::from_value(&deployment_json(), "").unwrap()
+        Deployment::read(&deployment_json()).unwrap()
     }
 
     /// 2025-06-15T12:00:00Z.

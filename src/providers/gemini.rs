@@ -684,7 +684,7 @@ pub(super) mod tests {
     }
 
     fn deployment() -> Deployment {
-        Deployment::from_value(&deployment_json(), "").unwrap()
+        Deployment::read(&deployment_json()).unwrap()
     }
 
     pub fn parse(body: Value) -> ChatRequest {

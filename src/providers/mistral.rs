@@ -379,14 +379,11 @@ mod tests {
     use crate::valueread::FromValue;
 
     fn deployment() -> Deployment {
-        Deployment::from_value(
-            &json!({
-                "id": "mistral-eu", "provider": "mistral", "model": "mistral-small-latest",
-                "base_url": "https://api.mistral.ai/v1", "api_key_secret": "MISTRAL_API_KEY",
-                "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
-            }),
-            "",
-        )
+        Deployment::read(&json!({
+            "id": "mistral-eu", "provider": "mistral", "model": "mistral-small-latest",
+            "base_url": "https://api.mistral.ai/v1", "api_key_secret": "MISTRAL_API_KEY",
+            "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
+        }))
         .unwrap()
     }
 

@@ -269,13 +269,10 @@ mod tests {
     use crate::valueread::FromValue;
 
     fn deployment() -> Deployment {
-        Deployment::from_value(
-            &serde_json::json!({
-                "id": "d", "provider": "openai", "model": "gpt-4.1-mini", "base_url": "https://eu.api.openai.com/v1",
-                "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
-            }),
-            "",
-        )
+        Deployment::read(&serde_json::json!({
+            "id": "d", "provider": "openai", "model": "gpt-4.1-mini", "base_url": "https://eu.api.openai.com/v1",
+            "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
+        }))
         .unwrap()
     }
 

@@ -180,7 +180,7 @@ mod tests {
     }
 
     fn deployment(publisher: &str) -> Deployment {
-        Deployment::from_value(&deployment_json(publisher), "").unwrap()
+        Deployment::read(&deployment_json(publisher)).unwrap()
     }
 
     fn auth() -> Auth {
