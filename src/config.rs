@@ -7,8 +7,7 @@ mod read;
 
 use crate::budget::Budget;
 use crate::pricing::Price;
-use crate::valueread::FromValue;
-use serde_json::Value;
+use crate::valueread::{self, FromValue};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Jurisdictions a deployment may declare. `global` is for endpoints that may process
@@ -395,7 +394,7 @@ impl Gateway {
 }
 
 pub fn parse(json: &str) -> Result<Gateway, String> {
-    let doc: Value = serde_json::from_slice(json.as_bytes()).map_err(|e| format!("config is not valid: {e}"))?;
+    let doc = valueread::parse(json.as_bytes()).map_err(|e| format!("config is not valid: {e}"))?;
     let config = Config::read(&doc).map_err(|e| format!("config is not valid: {e}"))?;
     validate(&config)?;
     let deployment_index = config.deployments.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
@@ -834,6 +833,8 @@ pub(crate) mod tests {
             |v| v["surprise"] = 1.into(),
             "config is not valid: unknown field `surprise`, expected one of `deployments`, ",
         );
+        let twice = parse(&sample().replacen(r#""region":"#, r#""region":"x","region":"#, 1)).unwrap_err();
+        assert!(twice.starts_with("config is not valid: duplicate field `region` at line 1 column "), "{twice}");
         let key = KeyConfig::read(&serde_json::json!({"id": "k", "colour": "red"})).unwrap_err();
         assert!(key.starts_with("unknown field `colour`, expected one of `id`, `sha256`, "), "{key}");
         rejects(

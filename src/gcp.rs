@@ -8,7 +8,7 @@
 //! PKCS #8 block, `private_key_id`, `token_uri`). The RSA signature itself is the shell's
 //! (WebCrypto), as are the clock and the network.
 
-use crate::valueread::{At, Fields, FromValue};
+use crate::valueread::{self, At, Fields, FromValue};
 use serde_json::{json, Value};
 
 /// Vertex AI's calls need the Cloud Platform scope.
@@ -46,7 +46,7 @@ impl ServiceAccount {
     /// string (a type error quotes the value only when a string was not expected).
     pub fn parse(json: &str) -> Result<ServiceAccount, String> {
         let not_a_key = |why: String| format!("the service account key is not a Google key file ({why})");
-        let doc: Value = serde_json::from_slice(json.as_bytes())
+        let doc = valueread::parse(json.as_bytes())
             .map_err(|e| not_a_key(format!("line {}, column {}", e.line(), e.column())))?;
         if !doc.is_object() {
             return Err(not_a_key("not a JSON object".into()));
@@ -115,7 +115,7 @@ pub fn parse_token_response(body: &[u8], now_unix: u64) -> Result<AccessToken, S
         let f = Fields::any(answer, At::Root)?;
         Ok(AccessToken { token: f.req("access_token")?, expires_at_unix: now_unix + f.req::<u64>("expires_in")? })
     };
-    serde_json::from_slice(body)
+    valueread::parse(body)
         .map_err(|e| e.to_string())
         .and_then(|answer| read(&answer))
         .map_err(|why| format!("the token endpoint's answer is not a token ({why})"))

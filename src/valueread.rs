@@ -205,3 +205,93 @@ pub fn variant(v: &Value, at: At<'_>, names: &'static [&'static str]) -> Result<
     let name = v.as_str().ok_or_else(|| invalid_type(v, at, "a string"))?;
     names.iter().position(|n| *n == name).ok_or_else(|| fail(at, SerdeError::unknown_variant(name, names)))
 }
+
+/// A JSON document as a `Value`, refusing an object that names a key twice (`duplicate
+/// field `allow` at line 3 column 20`), where `serde_json` would keep the last: a derived
+/// reader refused a struct's field given twice, and a typo is better refused than half
+/// read.
+pub fn parse(json: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<Unique>(json).map(|u| u.0)
+}
+
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(s.into())
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(s.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Unique(item) = map.next_value()?;
+            match out.entry(key) {
+                serde_json::map::Entry::Occupied(e) => {
+                    return Err(A::Error::custom(format_args!("duplicate field `{}`", e.key())))
+                }
+                serde_json::map::Entry::Vacant(e) => e.insert(item),
+            };
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_reads_what_serde_json_reads_and_refuses_a_key_named_twice() {
+        let text = r#"{"a": [1, -2, 3.5, 1e300, 18446744073709551615, "x\"\u00e9", true, null, {}, []], "b": {"c": {"d": "e"}}}"#;
+        assert_eq!(parse(text.as_bytes()).unwrap(), serde_json::from_str::<Value>(text).unwrap());
+        let twice = parse(br#"{"b": {"c": 1, "c": 2}}"#).unwrap_err().to_string();
+        assert_eq!(twice, "duplicate field `c` at line 1 column 22");
+        assert!(parse(b"[1,").is_err());
+    }
+}
