@@ -6,7 +6,9 @@ use crate::config::{Config, Gateway, Residency, Rule};
 use crate::geo::{distance_km, Caller};
 use crate::keys::sha256_hex;
 use crate::residency::{self, Subject};
-use serde::{Deserialize, Serialize};
+use crate::valueread::{At, Fields, FromValue};
+use serde::Serialize;
+use serde_json::Value;
 
 /// Admin tokens from the `ADMIN_TOKEN` secret: `label:token` pairs separated by commas
 /// (`compliance:s3cret,platform:t0ken`), or one bare token labelled `admin`. The label is
@@ -110,22 +112,19 @@ pub struct ExplainQuery {
 const EXPLAIN_FIELDS: &[&str] =
     &["model", "country", "continent", "eu", "latitude", "longitude", "compliance", "team", "key"];
 
-impl<'de> Deserialize<'de> for ExplainQuery {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use crate::valueread::{deny_unknown, object, opt_bool, opt_f64, opt_string};
-        let v = serde_json::Value::deserialize(d)?;
-        let o = object(&v, "struct ExplainQuery")?;
-        deny_unknown(o, EXPLAIN_FIELDS)?;
+impl FromValue for ExplainQuery {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::of(v, at, EXPLAIN_FIELDS)?;
         Ok(ExplainQuery {
-            model: opt_string(o, "model")?.ok_or_else(|| serde::de::Error::missing_field("model"))?,
-            country: opt_string(o, "country")?,
-            continent: opt_string(o, "continent")?,
-            eu: opt_bool(o, "eu")?,
-            latitude: opt_f64(o, "latitude")?,
-            longitude: opt_f64(o, "longitude")?,
-            compliance: opt_string(o, "compliance")?,
-            team: opt_string(o, "team")?,
-            key: opt_string(o, "key")?,
+            model: f.req("model")?,
+            country: f.opt("country")?,
+            continent: f.opt("continent")?,
+            eu: f.opt("eu")?,
+            latitude: f.opt("latitude")?,
+            longitude: f.opt("longitude")?,
+            compliance: f.opt("compliance")?,
+            team: f.opt("team")?,
+            key: f.opt("key")?,
         })
     }
 }
@@ -214,6 +213,7 @@ pub fn explain(g: &Gateway, q: &ExplainQuery) -> Result<Explained, crate::error:
 mod tests {
     use super::*;
     use crate::config;
+    use serde::Deserialize;
 
     #[test]
     fn admin_tokens_carry_labels() {
@@ -317,7 +317,7 @@ mod tests {
             r#"[]"#,
             r#"null"#,
         ] {
-            let ours = serde_json::from_str::<ExplainQuery>(text);
+            let ours = serde_json::from_str(text).map_err(|e| e.to_string()).and_then(|v| ExplainQuery::read(&v));
             let typed = serde_json::from_str::<TypedExplainQuery>(text);
             assert_eq!(ours.is_ok(), typed.is_ok(), "{text}: {ours:?} / {typed:?}");
             if let (Ok(a), Ok(b)) = (ours, typed) {
@@ -333,10 +333,10 @@ mod tests {
     #[test]
     fn explain_lists_kept_and_dropped_candidates() {
         let g = sample();
-        let q: ExplainQuery = serde_json::from_value(serde_json::json!({
+        let q = serde_json::json!({
             "model": "chat", "country": "JP", "continent": "AS", "latitude": 35.7, "longitude": 139.7
-        }))
-        .unwrap();
+        });
+        let q = ExplainQuery::read(&q).unwrap();
         let e = explain(&g, &q).unwrap();
         assert_eq!((e.rule.as_str(), e.allowed.as_str(), e.caller.as_str()), ("apac-callers", "apac", "JP/AS"));
         let kept: Vec<(&str, Option<usize>)> =
@@ -347,11 +347,11 @@ mod tests {
         let dropped = e.candidates.iter().find(|c| c.deployment == "eu-a").unwrap();
         assert!(dropped.order.is_none() && dropped.reason.contains("not allowed by rule `apac-callers`"));
 
-        let q: ExplainQuery = serde_json::from_value(serde_json::json!({"model": "chat", "key": "k2"})).unwrap();
+        let q = ExplainQuery::read(&serde_json::json!({"model": "chat", "key": "k2"})).unwrap();
         let e = explain(&g, &q).unwrap();
         assert_eq!((e.rule.as_str(), e.allowed.as_str(), e.location_known), ("eu-callers", "eu", false));
-        let bad: ExplainQuery = serde_json::from_value(serde_json::json!({"model": "nope"})).unwrap();
+        let bad = ExplainQuery::read(&serde_json::json!({"model": "nope"})).unwrap();
         assert_eq!(explain(&g, &bad).unwrap_err().status, 404);
-        assert!(serde_json::from_value::<ExplainQuery>(serde_json::json!({"model": "chat", "colour": 1})).is_err());
+        assert!(ExplainQuery::read(&serde_json::json!({"model": "chat", "colour": 1})).is_err());
     }
 }

@@ -4,10 +4,12 @@
 
 use crate::error::GatewayError;
 use crate::pricing::{format_usd, parse_usd};
-use serde::{Deserialize, Deserializer, Serialize};
+use crate::valueread::{fail, variant, At, Fields, FromValue};
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Refuse requests once the month's spend reaches the cap.
@@ -15,6 +17,12 @@ pub enum Mode {
     Hard,
     /// Serve them, with `x-gateway-budget-warning`.
     Soft,
+}
+
+impl FromValue for Mode {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        Ok([Mode::Hard, Mode::Soft][variant(v, at, &["hard", "soft"])?])
+    }
 }
 
 /// USD as a decimal string, held in micro-dollars.
@@ -27,30 +35,41 @@ impl Serialize for Usd {
     }
 }
 
-impl<'de> Deserialize<'de> for Usd {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_usd(&s).map(Usd).map_err(serde::de::Error::custom)
+impl FromValue for Usd {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        parse_usd(&String::from_value(v, at)?).map(Usd).map_err(|e| fail(at, e))
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Budget {
     pub monthly_usd: Usd,
-    #[serde(default)]
     pub mode: Mode,
+}
+
+impl FromValue for Budget {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::of(v, at, &["monthly_usd", "mode"])?;
+        Ok(Budget { monthly_usd: f.req("monthly_usd")?, mode: f.or("mode", Mode::default())? })
+    }
 }
 
 /// Month-to-date spend in micro-dollars, as the cron's snapshot (plus what this isolate
 /// has billed since) has it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Spend {
     pub month: String,
     pub teams: BTreeMap<String, u64>,
     pub keys: BTreeMap<String, u64>,
     /// When the snapshot was taken (Unix ms).
     pub at_ms: u64,
+}
+
+impl FromValue for Spend {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(Spend { month: f.req("month")?, teams: f.req("teams")?, keys: f.req("keys")?, at_ms: f.req("at_ms")? })
+    }
 }
 
 impl Spend {
@@ -145,10 +164,18 @@ mod tests {
 
     #[test]
     fn budgets_parse_from_config() {
-        let b: Budget = serde_json::from_str(r#"{"monthly_usd": "2400.50"}"#).unwrap();
+        let read = |json: Value| Budget::from_value(&json, At::Field(&At::Root, "budget"));
+        let b = read(serde_json::json!({"monthly_usd": "2400.50"})).unwrap();
         assert_eq!(b, Budget { monthly_usd: Usd(2_400_500_000), mode: Mode::Hard });
-        assert!(serde_json::from_str::<Budget>(r#"{"monthly_usd": 10}"#).is_err());
+        assert_eq!(
+            read(serde_json::json!({"monthly_usd": 10})).unwrap_err(),
+            "budget.monthly_usd: invalid type: integer `10`, expected a string"
+        );
         assert_eq!(serde_json::to_string(&b).unwrap(), r#"{"monthly_usd":"2400.500000","mode":"hard"}"#);
-        assert!(serde_json::from_str::<Budget>(r#"{"monthly_usd": "1", "mode": "sometimes"}"#).is_err());
+        assert_eq!(
+            read(serde_json::json!({"monthly_usd": "1", "mode": "sometimes"})).unwrap_err(),
+            "budget.mode: unknown variant `sometimes`, expected `hard` or `soft`"
+        );
+        assert!(read(serde_json::json!({"monthly_usd": "1.0000001"})).unwrap_err().starts_with("budget.monthly_usd: "));
     }
 }

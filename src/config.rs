@@ -3,9 +3,11 @@
 //! typo is a load-time error naming the offending entry instead of a surprise in
 //! production. Unknown fields are rejected for the same reason.
 
+mod read;
+
 use crate::budget::Budget;
 use crate::pricing::Price;
-use serde::Deserialize;
+use crate::valueread::{self, FromValue};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Jurisdictions a deployment may declare. `global` is for endpoints that may process
@@ -20,22 +22,17 @@ const CONTINENTS: &[&str] = &["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub deployments: Vec<Deployment>,
     pub aliases: Vec<Alias>,
-    #[serde(default)]
     pub keys: Vec<KeyConfig>,
     pub residency: Residency,
-    #[serde(default)]
     pub limits: Limits,
-    #[serde(default)]
     pub budgets: Budgets,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     /// OpenAI's Chat Completions wire format (api.openai.com and its regional hosts, and
     /// any OpenAI-compatible server).
@@ -69,8 +66,7 @@ impl ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     pub id: String,
     pub provider: ProviderKind,
@@ -79,57 +75,42 @@ pub struct Deployment {
     /// Everything before the provider's operation path, e.g. `https://eu.api.openai.com/v1`.
     pub base_url: String,
     /// Name of the Worker secret holding the provider key; none for keyless endpoints.
-    #[serde(default)]
     pub api_key_secret: Option<String>,
     /// Bedrock: the AWS region requests are signed for (required for bedrock deployments).
-    #[serde(default)]
     pub aws_region: Option<String>,
     /// Bedrock with SigV4: the Worker secrets holding the AWS credentials, in place of
     /// `api_key_secret` (a Bedrock API key).
-    #[serde(default)]
     pub aws_access_key_id_secret: Option<String>,
-    #[serde(default)]
     pub aws_secret_access_key_secret: Option<String>,
     /// Only for temporary (STS) credentials.
-    #[serde(default)]
     pub aws_session_token_secret: Option<String>,
     /// Azure OpenAI (required): a dated API version such as `2024-10-21`, which calls the
     /// deployment named by `model` at `/openai/deployments/{model}/chat/completions`, or
     /// `v1` for the `/openai/v1/chat/completions` API, which takes the model in the body.
-    #[serde(default)]
     pub api_version: Option<String>,
     /// Azure OpenAI (required): where the deployment processes requests, which its URL
     /// does not show.
-    #[serde(default)]
     pub azure_deployment_type: Option<AzureDeploymentType>,
     /// Vertex AI (required): the Google Cloud project and location in the request path.
-    #[serde(default)]
     pub gcp_project: Option<String>,
-    #[serde(default)]
     pub gcp_location: Option<String>,
     /// Vertex AI (required): whose models `model` names, which decides the wire format.
-    #[serde(default)]
     pub vertex_publisher: Option<VertexPublisher>,
     /// Vertex AI (required): the Worker secret holding the service account's JSON key.
-    #[serde(default)]
     pub gcp_service_account_secret: Option<String>,
     pub jurisdiction: String,
     /// Provider region name, reported in `x-gateway-region`.
     pub region: String,
     /// Latitude and longitude of the region, for nearest-first ordering.
-    #[serde(default)]
     pub location: Option<[f64; 2]>,
     /// Time allowed for the upstream to send its response head (and, for streams, the
     /// first event) before the gateway gives up on this deployment.
-    #[serde(default = "default_first_byte_timeout_ms")]
     pub first_byte_timeout_ms: u32,
     /// USD per million tokens, as decimal strings; required, so no request is ever costed
     /// at a silent $0. Regional price differences go in each regional deployment.
     pub price: Price,
-    #[serde(default)]
     pub capabilities: Capabilities,
     /// This deployment's circuit breaker, instead of `limits.health`.
-    #[serde(default)]
     pub health: Option<HealthLimits>,
 }
 
@@ -142,22 +123,13 @@ impl Deployment {
 /// What a deployment can do, for capability routing: a request with images goes only to
 /// vision-capable deployments, with tools only to tool-capable ones, a long prompt only
 /// where it fits. Everything is assumed possible unless the config says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Capabilities {
-    #[serde(default = "yes")]
     pub vision: bool,
-    #[serde(default = "yes")]
     pub tools: bool,
-    #[serde(default = "yes")]
     pub json_mode: bool,
     /// Tokens of prompt plus answer; unknown when absent.
-    #[serde(default)]
     pub context_window: Option<u64>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for Capabilities {
@@ -167,8 +139,7 @@ impl Default for Capabilities {
 }
 
 /// Azure OpenAI's deployment types, by where they may process a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AzureDeploymentType {
     /// Global Standard / Global Provisioned: any Azure region worldwide.
     Global,
@@ -180,8 +151,7 @@ pub enum AzureDeploymentType {
     Regional,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VertexPublisher {
     Google,
     Anthropic,
@@ -191,8 +161,7 @@ fn default_first_byte_timeout_ms() -> u32 {
     30_000
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
     /// Ordered failover: the deployments in the order listed.
     #[default]
@@ -206,8 +175,7 @@ pub enum Strategy {
 }
 
 /// What keeps a weighted draw stable across requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sticky {
     /// A fresh draw per request.
     #[default]
@@ -218,71 +186,50 @@ pub enum Sticky {
     User,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Alias {
     pub name: String,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub strategy: Strategy,
     pub deployments: Vec<String>,
     /// For `weighted`: deployment id → weight (relative; e.g. 90 and 10).
-    #[serde(default)]
     pub weights: BTreeMap<String, u32>,
-    #[serde(default)]
     pub sticky: Sticky,
 }
 
 /// A gateway key. Its secret is never in the config in clear: either its SHA-256 (hex) or
 /// the name of a Worker secret that holds it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
 pub struct KeyConfig {
     pub id: String,
-    #[serde(default)]
     pub sha256: Option<String>,
-    #[serde(default)]
     pub secret: Option<String>,
-    #[serde(default)]
     pub team: Option<String>,
-    #[serde(default)]
     pub feature: Option<String>,
-    #[serde(default)]
     pub env: Option<String>,
     /// Aliases this key may use; all when absent.
-    #[serde(default)]
     pub aliases: Option<Vec<String>>,
     /// Jurisdictions this key's requests may reach; it can only narrow the rules' answer.
-    #[serde(default)]
     pub residency: Option<Vec<String>>,
-    #[serde(default)]
     pub budget: Option<Budget>,
     /// Name of the rate-limiting binding (wrangler.toml `[[ratelimits]]`) whose limit
     /// applies to this key, counted per key.
-    #[serde(default)]
     pub rate_limit: Option<String>,
 }
 
 /// Budgets that are not a key's own.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct Budgets {
-    #[serde(default)]
     pub teams: BTreeMap<String, Budget>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Residency {
-    #[serde(default)]
     pub unknown_location: UnknownLocation,
     /// Compliance tag → the jurisdictions a request carrying it may reach.
-    #[serde(default)]
     pub compliance_tags: BTreeMap<String, Vec<String>>,
     /// Candidates closer than this to each other count as equally near, so the alias's
     /// own order decides between them.
-    #[serde(default = "default_distance_band_km")]
     pub distance_band_km: f64,
     pub rules: Vec<Rule>,
 }
@@ -292,8 +239,7 @@ fn default_distance_band_km() -> f64 {
 }
 
 /// What to do when the caller's location is unknown or anonymised (`XX`, Tor's `T1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnknownLocation {
     /// Of the rules that could match the caller wherever they are, the one allowing the
     /// fewest jurisdictions applies.
@@ -313,33 +259,23 @@ impl UnknownLocation {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub id: String,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub when: Conditions,
     /// Allowed jurisdictions, or `["any"]`.
     pub allow: Vec<String>,
 }
 
 /// Every listed condition must hold; an empty list means "any".
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Conditions {
-    #[serde(default)]
     pub countries: Vec<String>,
-    #[serde(default)]
     pub continents: Vec<String>,
-    #[serde(default)]
     pub eu: Option<bool>,
-    #[serde(default)]
     pub compliance: Vec<String>,
-    #[serde(default)]
     pub teams: Vec<String>,
-    #[serde(default)]
     pub keys: Vec<String>,
 }
 
@@ -367,22 +303,16 @@ impl Conditions {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// Upper bound on upstream attempts for one client request.
-    #[serde(default = "default_max_attempts")]
     pub max_attempts: usize,
     /// Upper bound on the time spent trying upstreams before the answer starts, so a
     /// failing provider cannot become a retry storm.
-    #[serde(default = "default_total_deadline_ms")]
     pub total_deadline_ms: u64,
     /// A `Retry-After` longer than this is not waited for on the same deployment.
-    #[serde(default = "default_max_retry_after_ms")]
     pub max_retry_after_ms: u64,
-    #[serde(default)]
     pub health: HealthLimits,
 }
 
@@ -396,14 +326,10 @@ fn default_max_retry_after_ms() -> u64 {
 
 /// The circuit breaker: a deployment with `failure_threshold` failures within
 /// `window_ms` is skipped for `cooldown_ms`, then probed by a single request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthLimits {
-    #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
-    #[serde(default = "default_window_ms")]
     pub window_ms: u64,
-    #[serde(default = "default_cooldown_ms")]
     pub cooldown_ms: u64,
 }
 
@@ -468,7 +394,8 @@ impl Gateway {
 }
 
 pub fn parse(json: &str) -> Result<Gateway, String> {
-    let config: Config = serde_json::from_slice(json.as_bytes()).map_err(|e| format!("config is not valid: {e}"))?;
+    let doc = valueread::parse(json.as_bytes()).map_err(|e| format!("config is not valid: {e}"))?;
+    let config = Config::read(&doc).map_err(|e| format!("config is not valid: {e}"))?;
     validate(&config)?;
     let deployment_index = config.deployments.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
     let alias_index = config.aliases.iter().enumerate().map(|(i, a)| (a.name.clone(), i)).collect();
@@ -806,13 +733,19 @@ pub(crate) mod tests {
         rejects(|v| v["deployments"][0]["base_url"] = "ftp://x".into(), "base_url");
         rejects(|v| v["deployments"][0]["base_url"] = "http://x/v1/".into(), "must not end");
         rejects(|v| v["deployments"][0]["location"] = serde_json::json!([91, 0]), "latitude");
-        rejects(|v| v["deployments"][0]["surprise"] = 1.into(), "unknown field `surprise`");
+        rejects(
+            |v| v["deployments"][0]["surprise"] = 1.into(),
+            "config is not valid: deployments[0]: unknown field `surprise`, expected one of `id`, `provider`, ",
+        );
         rejects(|v| v["deployments"][0]["provider"] = "anthropic".into(), "anthropic needs api_key_secret");
         rejects(
             |v| v["deployments"][0].as_object_mut().unwrap().remove("price").map(drop).unwrap(),
-            "missing field `price`",
+            "config is not valid: deployments[0]: missing field `price`",
         );
-        rejects(|v| v["deployments"][0]["price"]["input"] = 0.5.into(), "price");
+        rejects(
+            |v| v["deployments"][0]["price"]["input"] = 0.5.into(),
+            "deployments[0].price.input: invalid type: floating point `0.5`, expected a price",
+        );
         rejects(|v| v["keys"][0]["sha256"] = "XYZ".into(), "64 lowercase hex");
         rejects(|v| v["keys"][1]["sha256"] = "a".repeat(64).into(), "exactly one of");
         rejects(|v| v["keys"][0]["aliases"] = serde_json::json!(["nope"]), "unknown alias `nope`");
@@ -864,6 +797,76 @@ pub(crate) mod tests {
         );
         rejects(|v| v["residency"]["compliance_tags"]["Bad Tag"] = serde_json::json!(["eu"]), "lowercase");
         rejects(|v| v["residency"]["rules"] = serde_json::json!([]), "rules is empty");
+    }
+
+    #[test]
+    fn read_errors_name_the_field_and_what_was_expected() {
+        rejects(
+            |v| v["residency"]["rules"][1]["when"]["eu"] = "yes".into(),
+            "residency.rules[1].when.eu: invalid type: string \"yes\", expected a boolean",
+        );
+        rejects(
+            |v| v["aliases"][0]["strategy"] = "fastest".into(),
+            "aliases[0].strategy: unknown variant `fastest`, expected one of `priority`, `weighted`, `latency`, `cost`",
+        );
+        rejects(
+            |v| v["deployments"][0]["first_byte_timeout_ms"] = (-1).into(),
+            "deployments[0].first_byte_timeout_ms: invalid value: integer `-1`, expected u32",
+        );
+        rejects(
+            |v| v["deployments"][0]["location"] = serde_json::json!([1]),
+            "deployments[0].location: invalid length 1, expected an array of length 2",
+        );
+        rejects(
+            |v| v["keys"][1]["budget"] = serde_json::json!({"monthly_usd": "1", "mode": 1}),
+            "keys[1].budget.mode: invalid type: integer `1`, expected a string",
+        );
+        rejects(
+            |v| v["residency"]["compliance_tags"]["gdpr"][0] = 1.into(),
+            "residency.compliance_tags.gdpr[0]: invalid type: integer `1`",
+        );
+        rejects(
+            |v| v["limits"] = serde_json::json!({"max_attempts": null}),
+            "limits.max_attempts: invalid type: null, expected usize",
+        );
+        rejects(
+            |v| v["surprise"] = 1.into(),
+            "config is not valid: unknown field `surprise`, expected one of `deployments`, ",
+        );
+        let twice = parse(&sample().replacen(r#""region":"#, r#""region":"x","region":"#, 1)).unwrap_err();
+        assert!(twice.starts_with("config is not valid: duplicate field `region` at line 1 column "), "{twice}");
+        let key = KeyConfig::read(&serde_json::json!({"id": "k", "colour": "red"})).unwrap_err();
+        assert!(key.starts_with("unknown field `colour`, expected one of `id`, `sha256`, "), "{key}");
+        rejects(
+            |v| v["residency"] = serde_json::json!([]),
+            "config is not valid: residency: invalid type: sequence, expected an object",
+        );
+    }
+
+    #[test]
+    fn read_fills_in_defaults_and_takes_null_as_none() {
+        let g = with(|v| {
+            v["deployments"][0]["api_key_secret"] = serde_json::Value::Null;
+            v["deployments"][0]["capabilities"] = serde_json::json!({"vision": false});
+            v["keys"][0]["budget"] = serde_json::json!({"monthly_usd": "5"});
+        })
+        .unwrap();
+        let d = g.deployment("eu-a").unwrap();
+        assert_eq!((d.api_key_secret.as_deref(), d.health, d.first_byte_timeout_ms), (None, None, 30_000));
+        assert_eq!(d.capabilities, Capabilities { vision: false, ..Capabilities::default() });
+        assert_eq!(d.location, Some([50.1, 8.7]));
+        let a = g.alias("chat").unwrap();
+        assert_eq!(
+            (a.strategy, a.sticky, a.weights.len(), a.description.as_deref()),
+            (Strategy::Priority, Sticky::None, 0, None)
+        );
+        let budget = g.config.keys[0].budget.unwrap();
+        assert_eq!((budget.monthly_usd.0, budget.mode), (5_000_000, crate::budget::Mode::Hard));
+        let r = &g.config.residency;
+        assert_eq!((r.unknown_location, r.distance_band_km), (UnknownLocation::MostRestrictive, 1000.0));
+        assert_eq!(r.rules[3].when, Conditions::default());
+        assert_eq!(g.config.limits, Limits::default());
+        assert!(g.config.budgets.teams.is_empty());
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! PKCS #8 block, `private_key_id`, `token_uri`). The RSA signature itself is the shell's
 //! (WebCrypto), as are the clock and the network.
 
-use serde::Deserialize;
-use serde_json::json;
+use crate::valueread::{self, At, Fields, FromValue};
+use serde_json::{json, Value};
 
 /// Vertex AI's calls need the Cloud Platform scope.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -20,21 +20,38 @@ const LIFETIME_SECS: u64 = 3600;
 /// A token is replaced this long before it expires, so none expires in flight.
 pub const REFRESH_MARGIN_SECS: u64 = 300;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ServiceAccount {
     pub client_email: String,
     pub private_key: String,
-    #[serde(default)]
     pub private_key_id: Option<String>,
     pub token_uri: String,
 }
 
+impl FromValue for ServiceAccount {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(ServiceAccount {
+            client_email: f.req("client_email")?,
+            private_key: f.req("private_key")?,
+            private_key_id: f.opt("private_key_id")?,
+            token_uri: f.req("token_uri")?,
+        })
+    }
+}
+
 impl ServiceAccount {
-    /// The key file as Google issues it; the error never quotes the key.
+    /// The key file as Google issues it. The error never quotes the key: it says where a
+    /// syntax error is, and names a field that is missing or not a string, quoting no
+    /// string (a type error quotes the value only when a string was not expected).
     pub fn parse(json: &str) -> Result<ServiceAccount, String> {
-        let account: ServiceAccount = serde_json::from_slice(json.as_bytes()).map_err(|e| {
-            format!("the service account key is not a Google key file (line {}, column {})", e.line(), e.column())
-        })?;
+        let not_a_key = |why: String| format!("the service account key is not a Google key file ({why})");
+        let doc = valueread::parse(json.as_bytes())
+            .map_err(|e| not_a_key(format!("line {}, column {}", e.line(), e.column())))?;
+        if !doc.is_object() {
+            return Err(not_a_key("not a JSON object".into()));
+        }
+        let account = ServiceAccount::read(&doc).map_err(not_a_key)?;
         if !(account.token_uri.starts_with("https://") || account.token_uri.starts_with("http://")) {
             return Err("the service account key's token_uri is not an http(s) URL".into());
         }
@@ -94,14 +111,14 @@ impl AccessToken {
 
 /// The token endpoint's answer.
 pub fn parse_token_response(body: &[u8], now_unix: u64) -> Result<AccessToken, String> {
-    #[derive(Deserialize)]
-    struct Answer {
-        access_token: String,
-        expires_in: u64,
-    }
-    let answer: Answer =
-        serde_json::from_slice(body).map_err(|e| format!("the token endpoint's answer is not a token ({e})"))?;
-    Ok(AccessToken { token: answer.access_token, expires_at_unix: now_unix + answer.expires_in })
+    let read = |answer: &Value| -> Result<AccessToken, String> {
+        let f = Fields::any(answer, At::Root)?;
+        Ok(AccessToken { token: f.req("access_token")?, expires_at_unix: now_unix + f.req::<u64>("expires_in")? })
+    };
+    valueread::parse(body)
+        .map_err(|e| e.to_string())
+        .and_then(|answer| read(&answer))
+        .map_err(|why| format!("the token endpoint's answer is not a token ({why})"))
 }
 
 /// The bytes of a PEM block labelled `label`.
@@ -204,6 +221,9 @@ mod tests {
         assert!(der.windows(rsa_oid.len()).any(|w| w == rsa_oid), "PKCS #8 wraps an RSA key");
         assert!(der.len() > 1100, "a 2048-bit key");
         assert!(ServiceAccount::parse("{}").unwrap_err().contains("not a Google key file"));
+        for leak in [r#""-----BEGIN PRIVATE KEY-----""#, r#"{"client_email": "a", "private_key": ["-----BEGIN"]}"#] {
+            assert!(!ServiceAccount::parse(leak).unwrap_err().contains("BEGIN"), "{leak}");
+        }
         let mut bad =
             serde_json::to_value(json!({"client_email": "a", "private_key": "b", "token_uri": "ftp://x"})).unwrap();
         assert!(ServiceAccount::parse(&bad.to_string()).unwrap_err().contains("token_uri"));

@@ -2,6 +2,9 @@
 //! (or, only where `TRUST_GEO_HEADERS` is on, from the `x-gateway-geo-*` headers); the
 //! residency rules read nothing else.
 
+use crate::valueread::{invalid_type, At, Fields, FromValue};
+use serde_json::Value;
+
 /// ISO 3166-1 alpha-2 codes of the EU member states, for callers whose EU membership is
 /// not given by `request.cf` (the trusted-header path).
 const EU_MEMBERS: &[&str] = &[
@@ -43,9 +46,8 @@ impl Caller {
 }
 
 /// The `request.cf` fields residency reads, as the runtime gives them (strings, with
-/// `isEUCountry` as `"1"`); read leniently, since a missing field must not fail a request.
-/// Read through a `Value` (see `crate::valueread`) with the derived reader's checks (the
-/// tests keep it as `TypedCf`): other fields ignored, a field of another type fails all.
+/// `isEUCountry` as `"1"`); read leniently, since a missing field must not fail a request:
+/// other fields ignored, a field of another type fails all.
 #[derive(Debug, Default, PartialEq)]
 pub struct CfFields {
     country: Option<String>,
@@ -63,27 +65,35 @@ enum StrOrNum {
     Str(String),
 }
 
+impl FromValue for StrOrNum {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        match v {
+            Value::Number(n) => Ok(StrOrNum::Num(n.as_f64().unwrap_or_default())),
+            Value::String(s) => Ok(StrOrNum::Str(s.clone())),
+            _ => Err(invalid_type(v, at, "a number or a string")),
+        }
+    }
+}
+
+impl FromValue for CfFields {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(CfFields {
+            country: f.opt("country")?,
+            continent: f.opt("continent")?,
+            is_eu_country: f.opt("isEUCountry")?,
+            region_code: f.opt("regionCode")?,
+            latitude: f.opt("latitude")?,
+            longitude: f.opt("longitude")?,
+            colo: f.opt("colo")?,
+        })
+    }
+}
+
+/// What the request handler reads `request.cf` with.
 impl<'de> serde::Deserialize<'de> for CfFields {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use crate::valueread::{object, opt_string, unexpected};
-        use serde_json::Value;
-        let v = Value::deserialize(d)?;
-        let o = object(&v, "struct CfFields")?;
-        let str_or_num = |name: &str| match o.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64().map(StrOrNum::Num)),
-            Some(Value::String(s)) => Ok(Some(StrOrNum::Str(s.clone()))),
-            Some(v) => Err(serde::de::Error::invalid_type(unexpected(v), &"a number or a string")),
-        };
-        Ok(CfFields {
-            country: opt_string(o, "country")?,
-            continent: opt_string(o, "continent")?,
-            is_eu_country: opt_string(o, "isEUCountry")?,
-            region_code: opt_string(o, "regionCode")?,
-            latitude: str_or_num("latitude")?,
-            longitude: str_or_num("longitude")?,
-            colo: opt_string(o, "colo")?,
-        })
+        CfFields::read(&Value::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 

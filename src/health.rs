@@ -4,9 +4,11 @@
 //! the colo's cache.
 
 use crate::config::HealthLimits;
-use serde::{Deserialize, Serialize};
+use crate::valueread::{At, Fields, FromValue};
+use serde::Serialize;
+use serde_json::Value;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// Times (Unix ms) of recent failures, oldest first.
     pub failures: Vec<u64>,
@@ -16,6 +18,18 @@ pub struct Health {
     pub probe_until: Option<u64>,
     /// Smoothed time to first byte of successful calls.
     pub ttfb_ms: Option<u64>,
+}
+
+impl FromValue for Health {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(Health {
+            failures: f.req("failures")?,
+            open_until: f.opt("open_until")?,
+            probe_until: f.opt("probe_until")?,
+            ttfb_ms: f.opt("ttfb_ms")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +173,7 @@ mod tests {
         assert_eq!(h.ttfb_ms, Some(100));
         h.succeeded(500);
         assert_eq!(h.ttfb_ms, Some(200));
-        let back: Health = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        let back = Health::read(&serde_json::to_value(&h).unwrap()).unwrap();
         assert_eq!(back, h);
     }
 }

@@ -72,6 +72,7 @@ pub fn may_use(key: &KeyConfig, alias: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config;
+    use crate::valueread::FromValue;
 
     #[test]
     fn sha256_matches_the_standard_vectors() {
@@ -105,7 +106,7 @@ mod tests {
 
     #[test]
     fn alias_allow_list() {
-        let mut k: KeyConfig = serde_json::from_str(r#"{"id":"k","sha256":"x"}"#).unwrap();
+        let mut k = KeyConfig::read(&serde_json::json!({"id": "k", "sha256": "x"})).unwrap();
         assert!(may_use(&k, "anything"));
         k.aliases = Some(vec!["fast".into()]);
         assert!(may_use(&k, "fast") && !may_use(&k, "slow"));

@@ -212,9 +212,10 @@ pub fn check_event_json(json: &[u8]) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::providers::ErrorClass;
+    use crate::valueread::FromValue;
 
     fn deployment() -> Deployment {
-        serde_json::from_value(serde_json::json!({
+        Deployment::read(&serde_json::json!({
             "id": "eu-1", "provider": "openai", "model": "gpt-x", "base_url": "https://user@eu.api.example.com:8443/v1?x=1",
             "jurisdiction": "eu", "region": "eu-central-1", "price": {"input": "3", "output": "15"}
         }))

@@ -180,7 +180,11 @@ pub fn import(litellm: &Value) -> Result<Imported, String> {
         .into_iter()
         .map(|(name, ids)| {
             if strategy == "weighted" && ids.len() > 1 {
-                let weights: Map<String, Value> = ids.iter().map(|id| (id.clone(), json!(1))).collect();
+                // Inserted, not collected: a collect sorts first, with a sort compiled per call site.
+                let mut weights = Map::new();
+                for id in &ids {
+                    weights.insert(id.clone(), json!(1));
+                }
                 json!({"name": name, "strategy": "weighted", "deployments": ids, "weights": weights})
             } else {
                 json!({"name": name, "strategy": if strategy == "weighted" { "priority" } else { strategy }, "deployments": ids})

@@ -3,30 +3,26 @@
 //! rounded once, half up, to the micro-dollar.
 
 use crate::providers::Usage;
-use serde::{Deserialize, Deserializer};
+use crate::valueread::{fail, invalid_type, At, Fields, FromValue};
+use serde_json::Value;
 
 /// USD per million tokens, held as micro-dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PerMtok(pub u64);
 
-impl<'de> Deserialize<'de> for PerMtok {
-    /// A decimal string (`"0.075"`) so that no price passes through a float; whole numbers
-    /// may also be JSON integers.
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Usd;
-        impl serde::de::Visitor<'_> for Usd {
-            type Value = PerMtok;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a price in USD per million tokens as a decimal string like \"3.00\"")
-            }
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<PerMtok, E> {
-                n.checked_mul(1_000_000).map(PerMtok).ok_or_else(|| E::custom("price too large"))
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<PerMtok, E> {
-                parse_usd(s).map(PerMtok).map_err(E::custom)
-            }
+/// A decimal string (`"0.075"`) so that no price passes through a float; whole numbers may
+/// also be JSON integers.
+impl FromValue for PerMtok {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        match v {
+            Value::Number(n) if n.is_u64() => n
+                .as_u64()
+                .and_then(|n| n.checked_mul(1_000_000))
+                .map(PerMtok)
+                .ok_or_else(|| fail(at, "price too large")),
+            Value::String(s) => parse_usd(s).map(PerMtok).map_err(|e| fail(at, e)),
+            _ => Err(invalid_type(v, at, "a price in USD per million tokens as a decimal string like \"3.00\"")),
         }
-        d.deserialize_any(Usd)
     }
 }
 
@@ -48,17 +44,26 @@ pub fn format_usd(micros: u64) -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Price {
     pub input: PerMtok,
     pub output: PerMtok,
     /// Cache reads; billed at `input` when absent.
-    #[serde(default)]
     pub cached_input: Option<PerMtok>,
     /// Cache writes, where the provider bills them (Anthropic: 1.25× input); `input` when absent.
-    #[serde(default)]
     pub cache_write: Option<PerMtok>,
+}
+
+impl FromValue for Price {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::of(v, at, &["input", "output", "cached_input", "cache_write"])?;
+        Ok(Price {
+            input: f.req("input")?,
+            output: f.req("output")?,
+            cached_input: f.opt("cached_input")?,
+            cache_write: f.opt("cache_write")?,
+        })
+    }
 }
 
 /// The cost of `usage` at `price`, in micro-dollars. `usage.input_tokens` includes the
@@ -106,13 +111,17 @@ mod tests {
         }
         assert_eq!(format_usd(12_345_678), "12.345678");
         assert_eq!(format_usd(5), "0.000005");
-        let p: Price = serde_json::from_str(r#"{"input": 5, "output": "25.00", "cached_input": "0.50"}"#).unwrap();
+        let read = |json: Value| Price::from_value(&json, At::Field(&At::Root, "price"));
+        let p = read(serde_json::json!({"input": 5, "output": "25.00", "cached_input": "0.50"})).unwrap();
         assert_eq!(
             (p.input, p.output, p.cached_input),
             (PerMtok(5_000_000), PerMtok(25_000_000), Some(PerMtok(500_000)))
         );
-        assert!(serde_json::from_str::<Price>(r#"{"input": 1.5, "output": "1"}"#).is_err(), "floats are refused");
-        assert!(serde_json::from_str::<Price>(r#"{"input": "1", "output": "1", "typo": "1"}"#).is_err());
+        let float = read(serde_json::json!({"input": 1.5, "output": "1"})).unwrap_err();
+        assert!(float.starts_with("price.input: invalid type: floating point `1.5`, expected a price"), "{float}");
+        let typo = read(serde_json::json!({"input": "1", "output": "1", "typo": "1"})).unwrap_err();
+        assert!(typo.starts_with("price: unknown field `typo`"), "{typo}");
+        assert!(read(serde_json::json!({"input": u64::MAX, "output": "1"})).unwrap_err().contains("price too large"));
     }
 
     #[test]

@@ -63,9 +63,10 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::valueread::FromValue;
 
     fn key(team: Option<&str>, env: Option<&str>) -> KeyConfig {
-        serde_json::from_value(serde_json::json!({"id": "k", "sha256": "x", "team": team, "env": env})).unwrap()
+        KeyConfig::read(&serde_json::json!({"id": "k", "sha256": "x", "team": team, "env": env})).unwrap()
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::breakdown::{self, Format};
 use crate::config::{self, Residency};
 use crate::error::GatewayError;
 use crate::uri;
-use serde::Deserialize;
+use crate::valueread::{self, At, Fields, FromValue};
 use serde_json::{json, Value};
 use std::rc::Rc;
 use worker::{Env, Method, Request, Response};
@@ -36,13 +36,23 @@ fn query_u32(req: &Request, name: &str) -> Option<u32> {
     uri::query_pairs(&req.inner().url()).into_iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
 }
 
-async fn body_json<T: for<'de> Deserialize<'de>>(req: &mut Request) -> Result<T, GatewayError> {
-    json_of(&upstream::read_client_body(req, MAX_ADMIN_BODY).await?)
+fn invalid_body(e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::bad_request("invalid_json", format!("The request body is not valid: {e}."))
 }
 
-fn json_of<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, GatewayError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid: {e}.")))
+/// A request as one of the admin API's types; an object that names a key twice is refused.
+async fn body_json<T: FromValue>(req: &mut Request) -> Result<T, GatewayError> {
+    let body = upstream::read_client_body(req, MAX_ADMIN_BODY).await?;
+    valueread::parse(&body).map_err(|e| e.to_string()).and_then(|v| T::read(&v)).map_err(invalid_body)
+}
+
+/// A document taken whole (a config, a LiteLLM config): of a key named twice, the last.
+async fn body_document(req: &mut Request) -> Result<Value, GatewayError> {
+    document_of(&upstream::read_client_body(req, MAX_ADMIN_BODY).await?)
+}
+
+fn document_of(bytes: &[u8]) -> Result<Value, GatewayError> {
+    serde_json::from_slice(bytes).map_err(invalid_body)
 }
 
 /// The state as KV has it now, not as this isolate last saw it: a change must build on
@@ -129,10 +139,14 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
     )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Rollback {
     version: u64,
+}
+
+impl FromValue for Rollback {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        Ok(Rollback { version: Fields::of(v, at, &["version"])?.req("version")? })
+    }
 }
 
 async fn version_source(env: &Env, version: u64) -> Result<String, GatewayError> {
@@ -161,7 +175,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             respond::json(200, &json!({"version": s.version, "config": doc}))
         }
         (Method::Put, "/admin/config") => {
-            let doc: Value = body_json(&mut req).await?;
+            let doc = body_document(&mut req).await?;
             let current = fresh_state(env).await?;
             let doc = serde_json::to_string(&doc).expect("a JSON value serialises");
             apply(env, &current, Change { actor: &actor, action: "config.replace", doc, dry_run }).await
@@ -186,9 +200,12 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         }
         (Method::Put, "/admin/residency") | (Method::Post, "/admin/residency/validate") => {
             let body = upstream::read_client_body(&mut req, MAX_ADMIN_BODY).await?;
-            let residency: Value = json_of(&body)?;
-            // Deserialising the part alone gives errors positioned in what the client sent.
-            serde_json::from_slice::<Residency>(&body)
+            let residency = document_of(&body)?;
+            // Read alone, the part's errors are located in what the client sent; parsed again
+            // for that, which also refuses a key named twice.
+            valueread::parse(&body)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Residency::read(&v))
                 .map_err(|e| GatewayError::bad_request("invalid_config", format!("residency is not valid: {e}")))?;
             let current = fresh_state(env).await?;
             let doc = replace_residency(&current.source, &residency)?;
@@ -352,7 +369,7 @@ async fn revoke_key(env: &Env, actor: &str, id: &str) -> Result<Response, Gatewa
 /// this gateway's config — the current one with LiteLLM's deployments, aliases and limits —
 /// with notes on what did not map and whether the draft is valid yet. Nothing is applied.
 async fn import_litellm(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
-    let litellm: Value = body_json(req).await?;
+    let litellm = body_document(req).await?;
     let imported =
         crate::litellm::import(&litellm).map_err(|e| GatewayError::bad_request("invalid_litellm_config", e))?;
     let current = state::load(env).await?;

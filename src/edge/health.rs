@@ -7,6 +7,7 @@
 use super::state::{claim, known_then_reread, now_ms};
 use crate::config::HealthLimits;
 use crate::health::Health;
+use crate::valueread::FromValue;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -32,7 +33,9 @@ fn cache_key(deployment: &str) -> String {
 /// The colo's record of a deployment, into the memo.
 async fn reread(deployment: &str) -> Health {
     let cached = match Cache::default().get(cache_key(deployment), false).await {
-        Ok(Some(mut r)) => r.bytes().await.ok().and_then(|b| serde_json::from_slice::<Health>(&b).ok()),
+        Ok(Some(mut r)) => {
+            r.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()).and_then(|v| Health::read(&v).ok())
+        }
         _ => None,
     };
     let health = cached.unwrap_or_default();

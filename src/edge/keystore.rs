@@ -10,7 +10,9 @@ use super::store;
 use crate::config::KeyConfig;
 use crate::error::GatewayError;
 use crate::keys::{self, sha256_hex};
-use serde::{Deserialize, Serialize};
+use crate::valueread::{At, Fields, FromValue};
+use serde::Serialize;
+use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use worker::{Env, KvStore, Request};
@@ -19,21 +21,41 @@ pub const MEMO_MS: u64 = 2_000;
 const KEY_PREFIX: &str = "key:";
 const ID_PREFIX: &str = "keyid:";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct KeyRecord {
     pub key: KeyConfig,
     pub created_ms: u64,
     pub created_by: String,
 }
 
+impl FromValue for KeyRecord {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(KeyRecord { key: f.req("key")?, created_ms: f.req("created_ms")?, created_by: f.req("created_by")? })
+    }
+}
+
 /// What the id index shows without reading each record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct KeyMeta {
     pub id: String,
     pub team: Option<String>,
     pub created_ms: u64,
     pub created_by: String,
     pub revoked_ms: Option<u64>,
+}
+
+impl FromValue for KeyMeta {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(KeyMeta {
+            id: f.req("id")?,
+            team: f.opt("team")?,
+            created_ms: f.req("created_ms")?,
+            created_by: f.req("created_by")?,
+            revoked_ms: f.opt("revoked_ms")?,
+        })
+    }
 }
 
 thread_local! {
@@ -121,7 +143,7 @@ async fn put_index(kv: &KvStore, hash: &str, meta: &KeyMeta) -> Result<(), Gatew
 
 pub async fn list(env: &Env) -> Result<Vec<KeyMeta>, GatewayError> {
     let metadata = store::list_metadata(env, ID_PREFIX).await.map_err(|e| kv_error("listing keys", e))?;
-    Ok(metadata.iter().filter_map(|m| serde_json::from_slice(m.get().as_bytes()).ok()).collect())
+    Ok(metadata.iter().filter_map(|m| KeyMeta::read(m).ok()).collect())
 }
 
 /// Revokes a key created through the API: its record is deleted (so it no longer
@@ -131,7 +153,8 @@ pub async fn revoke(env: &Env, id: &str) -> Result<Option<KeyMeta>, GatewayError
     let (hash, meta) = store::get_with_metadata(env, &index).await.map_err(|e| kv_error("reading the key index", e))?;
     let meta = match meta {
         Some(m) => {
-            Some(serde_json::from_slice::<KeyMeta>(m.as_bytes()).map_err(|e| kv_error("reading the key index", e))?)
+            let m: Value = serde_json::from_slice(m.as_bytes()).map_err(|e| kv_error("reading the key index", e))?;
+            Some(KeyMeta::read(&m).map_err(|e| kv_error("reading the key index", e))?)
         }
         None => None,
     };

@@ -10,6 +10,8 @@ use super::state::{claim, known_then_reread, now_ms};
 use super::store;
 use crate::budget::Spend;
 use crate::civil;
+use crate::valueread::{At, Fields, FromValue};
+use serde_json::Value;
 use std::cell::RefCell;
 use worker::wasm_bindgen::JsValue;
 use worker::{Context, Env};
@@ -112,10 +114,16 @@ async fn reread(env: &Env) -> Spend {
     })
 }
 
-#[derive(serde::Deserialize)]
 struct Row {
     name: String,
     micros: u64,
+}
+
+impl FromValue for Row {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(Row { name: f.req("name")?, micros: f.req("micros")? })
+    }
 }
 
 /// The cron's part: this month's spend per team (from the rollup) and per key (from the
@@ -131,7 +139,8 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
         async move {
             let stmt = db.prepare(sql).bind(&[JsValue::from_str(&from)]).map_err(|e| e.to_string())?;
             let rows = store::rows_json(&stmt).await?;
-            serde_json::from_slice::<Vec<Row>>(rows.as_bytes()).map_err(|e| e.to_string())
+            let rows: Value = serde_json::from_slice(rows.as_bytes()).map_err(|e| e.to_string())?;
+            Vec::<Row>::read(&rows)
         }
     };
     let teams =
@@ -140,12 +149,10 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
         "SELECT key_id AS name, SUM(COALESCE(cost_micros, 0)) AS micros FROM cost_events WHERE day >= ?1 GROUP BY key_id",
     )
     .await?;
-    let spend = Spend {
-        month: month.clone(),
-        teams: teams.into_iter().map(|r| (r.name, r.micros)).collect(),
-        keys: keys.into_iter().map(|r| (r.name, r.micros)).collect(),
-        at_ms: now,
-    };
+    let mut spend = Spend { month: month.clone(), at_ms: now, ..Spend::default() };
+    // Inserted, not collected: a collect sorts first, with a sort compiled per call site.
+    spend.teams.extend(teams.into_iter().map(|r| (r.name, r.micros)));
+    spend.keys.extend(keys.into_iter().map(|r| (r.name, r.micros)));
     let kv = store::kv(env).map_err(|e| e.message)?;
     store::put_json(&kv, &snapshot_key(&month), &spend).await?;
     let regions = db
@@ -157,7 +164,7 @@ pub async fn refresh(env: &Env) -> Result<Spend, String> {
         .bind(&[JsValue::from_str(&from)])
         .map_err(|e| e.to_string())?;
     let regions = store::rows_json(&regions).await?;
-    let regions: serde_json::Value = serde_json::from_slice(regions.as_bytes()).map_err(|e| e.to_string())?;
+    let regions: Value = serde_json::from_slice(regions.as_bytes()).map_err(|e| e.to_string())?;
     let snapshot = serde_json::json!({"month": month, "at_ms": now, "rows": regions});
     store::put_json(&kv, &regions_key(&month), &snapshot).await?;
     Ok(spend)
@@ -169,9 +176,9 @@ fn regions_key(month: &str) -> String {
 
 /// The cron's regional breakdown of this month (caller continent and country, and the
 /// jurisdiction that served them), read from KV without touching D1.
-pub async fn regions(env: &Env) -> Result<serde_json::Value, String> {
+pub async fn regions(env: &Env) -> Result<Value, String> {
     let month = civil::month(now_ms());
     let kv = store::kv(env).map_err(|e| e.message)?;
-    let snapshot = store::get_json::<serde_json::Value>(&kv, &regions_key(&month)).await?;
+    let snapshot = store::get_json::<Value>(&kv, &regions_key(&month)).await?;
     Ok(snapshot.unwrap_or_else(|| serde_json::json!({"month": month, "at_ms": null, "rows": []})))
 }

@@ -5,8 +5,9 @@
 //! silently overwriting the other.
 
 use crate::error::GatewayError;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use crate::valueread::{At, Fields, FromValue};
+use serde::Serialize;
+use serde_json::Value;
 use worker::js_sys::{Function, Object, Promise, Reflect, JSON};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
@@ -45,13 +46,26 @@ pub async fn load_version(kv: &KvStore, v: u64) -> Result<Option<String>, Gatewa
 }
 
 /// What the version list shows without reading each document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct VersionMeta {
     pub version: u64,
     pub ts_ms: u64,
     pub actor: String,
     pub action: String,
     pub changes: Vec<String>,
+}
+
+impl FromValue for VersionMeta {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(VersionMeta {
+            version: f.req("version")?,
+            ts_ms: f.req("ts_ms")?,
+            actor: f.req("actor")?,
+            action: f.req("action")?,
+            changes: f.req("changes")?,
+        })
+    }
 }
 
 pub async fn put_version(kv: &KvStore, doc: &str, meta: &VersionMeta) -> Result<(), GatewayError> {
@@ -73,7 +87,7 @@ pub async fn set_active(kv: &KvStore, v: u64) -> Result<(), GatewayError> {
 
 pub async fn list_versions(env: &Env) -> Result<Vec<VersionMeta>, GatewayError> {
     let metadata = list_metadata(env, VERSION_PREFIX).await.map_err(|e| unavailable("listing config versions", e))?;
-    Ok(metadata.iter().filter_map(|m| serde_json::from_slice(m.get().as_bytes()).ok()).collect())
+    Ok(metadata.iter().filter_map(|m| VersionMeta::read(m).ok()).collect())
 }
 
 // KV and D1 answers are read as JSON text (the runtime's `JSON.stringify`, then
@@ -97,17 +111,29 @@ async fn kv_call(env: &Env, method: &str, arg: &JsValue) -> Result<JsValue, Stri
 }
 
 /// One page of `list()`.
-#[derive(Deserialize)]
 pub struct ListPage {
     pub keys: Vec<ListedKey>,
     pub list_complete: bool,
     pub cursor: Option<String>,
 }
 
-#[derive(Deserialize)]
+impl FromValue for ListPage {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(ListPage { keys: f.req("keys")?, list_complete: f.req("list_complete")?, cursor: f.opt("cursor")? })
+    }
+}
+
 pub struct ListedKey {
     pub name: String,
-    pub metadata: Option<Box<RawValue>>,
+    pub metadata: Option<Value>,
+}
+
+impl FromValue for ListedKey {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let f = Fields::any(v, at)?;
+        Ok(ListedKey { name: f.req("name")?, metadata: f.opt("metadata")? })
+    }
 }
 
 /// A page of the keys under `prefix` (at most `limit`, else KV's default of 1000), from
@@ -123,11 +149,12 @@ pub async fn list_page(env: &Env, prefix: &str, limit: Option<u32>, cursor: Opti
         set("cursor", JsValue::from_str(c))?;
     }
     let page = stringify(&kv_call(env, "list", &options).await?)?;
-    serde_json::from_slice(page.as_bytes()).map_err(|e| e.to_string())
+    let page: Value = serde_json::from_slice(page.as_bytes()).map_err(|e| e.to_string())?;
+    ListPage::read(&page)
 }
 
-/// The metadata (JSON) of every key under `prefix` that has some, in key order.
-pub async fn list_metadata(env: &Env, prefix: &str) -> Result<Vec<Box<RawValue>>, String> {
+/// The metadata of every key under `prefix` that has some, in key order.
+pub async fn list_metadata(env: &Env, prefix: &str) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -168,13 +195,13 @@ pub async fn put_json(kv: &KvStore, key: &str, value: &impl Serialize) -> Result
     kv.put_bytes(key, &body).map_err(|e| e.to_string())?.execute().await.map_err(|e| e.to_string())
 }
 
-pub async fn get_json<T: for<'de> Deserialize<'de>>(kv: &KvStore, key: &str) -> Result<Option<T>, String> {
-    match kv.get(key).text().await.map_err(|e| e.to_string())? {
-        Some(text) => {
-            serde_json::from_slice(text.as_bytes()).map(Some).map_err(|e| format!("`{key}` is not valid: {e}"))
-        }
-        None => Ok(None),
-    }
+pub async fn get_json<T: FromValue>(kv: &KvStore, key: &str) -> Result<Option<T>, String> {
+    let Some(text) = kv.get(key).text().await.map_err(|e| e.to_string())? else { return Ok(None) };
+    serde_json::from_slice(text.as_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|v: Value| T::read(&v))
+        .map(Some)
+        .map_err(|e| format!("`{key}` is not valid: {e}"))
 }
 
 pub struct AuditEntry<'a> {

@@ -76,11 +76,11 @@ fn string<'v>(path: &str, value: Option<&'v Value>) -> Result<&'v str, GatewayEr
 pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}.")))?;
-    let Value::Object(body) = value else {
+    let Value::Object(mut body) = value else {
         return Err(GatewayError::bad_request("invalid_json", "The request body must be a JSON object."));
     };
     // A null field is an absent one.
-    let body: Map<String, Value> = body.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    body.retain(|_, v| !v.is_null());
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(_) => return Err(invalid("model", "must be a non-empty string")),
@@ -819,6 +819,7 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::valueread::FromValue;
 
     /// The typed parse `completion` replaced, kept as the oracle for what it accepts.
     mod typed {
@@ -1159,7 +1160,7 @@ mod tests {
     }
 
     fn deployment(provider: &str) -> Deployment {
-        serde_json::from_value(json!({
+        Deployment::read(&json!({
             "id": "d", "provider": provider, "model": "upstream-model", "base_url": "https://example.com/v1",
             "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
         }))

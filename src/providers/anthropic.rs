@@ -667,9 +667,10 @@ fn stream_error(error: &WireError) -> GatewayError {
 mod tests {
     use super::*;
     use crate::chat;
+    use crate::valueread::FromValue;
 
     fn deployment() -> Deployment {
-        serde_json::from_value(json!({
+        Deployment::read(&json!({
             "id": "claude-eu", "provider": "anthropic", "model": "claude-sonnet-4-5",
             "base_url": "https://api.anthropic.com/v1", "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
         }))

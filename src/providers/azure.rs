@@ -107,6 +107,7 @@ mod tests {
     use super::*;
     use crate::chat;
     use crate::providers::StreamEnd;
+    use crate::valueread::FromValue;
     use serde_json::{json, Value};
 
     fn deployment_json() -> Value {
@@ -121,7 +122,7 @@ mod tests {
     fn deployment(edit: impl FnOnce(&mut Value)) -> Deployment {
         let mut d = deployment_json();
         edit(&mut d);
-        serde_json::from_value(d).unwrap()
+        Deployment::read(&d).unwrap()
     }
 
     fn auth() -> Auth {

@@ -715,6 +715,7 @@ mod tests {
     use crate::aws::eventstream::{encode, Header};
     use crate::chat;
     use crate::providers::AwsCredentials;
+    use crate::valueread::FromValue;
 
     // The derived structs `read_answer` replaced: the reference it is checked against.
     #[derive(Deserialize)]
@@ -822,7 +823,7 @@ mod tests {
     }
 
     fn deployment() -> Deployment {
-        serde_json::from_value(deployment_json()).unwrap()
+        Deployment::read(&deployment_json()).unwrap()
     }
 
     /// 2025-06-15T12:00:00Z.

@@ -673,6 +673,7 @@ impl StreamState {
 pub(super) mod tests {
     use super::*;
     use crate::chat;
+    use crate::valueread::FromValue;
 
     fn deployment_json() -> Value {
         json!({
@@ -683,7 +684,7 @@ pub(super) mod tests {
     }
 
     fn deployment() -> Deployment {
-        serde_json::from_value(deployment_json()).unwrap()
+        Deployment::read(&deployment_json()).unwrap()
     }
 
     pub fn parse(body: Value) -> ChatRequest {

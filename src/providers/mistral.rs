@@ -376,9 +376,10 @@ impl Translator {
 mod tests {
     use super::*;
     use crate::chat;
+    use crate::valueread::FromValue;
 
     fn deployment() -> Deployment {
-        serde_json::from_value(json!({
+        Deployment::read(&json!({
             "id": "mistral-eu", "provider": "mistral", "model": "mistral-small-latest",
             "base_url": "https://api.mistral.ai/v1", "api_key_secret": "MISTRAL_API_KEY",
             "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}

@@ -266,9 +266,10 @@ pub fn stream_error_event(error: &crate::error::GatewayError) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::chat;
+    use crate::valueread::FromValue;
 
     fn deployment() -> Deployment {
-        serde_json::from_value(serde_json::json!({
+        Deployment::read(&serde_json::json!({
             "id": "d", "provider": "openai", "model": "gpt-4.1-mini", "base_url": "https://eu.api.openai.com/v1",
             "jurisdiction": "eu", "region": "eu", "price": {"input": "1", "output": "1"}
         }))

@@ -167,6 +167,7 @@ mod tests {
     use super::*;
     use crate::providers::gemini::tests::{answer, data, parse, run_with, user, RECORDED};
     use crate::providers::{for_deployment, StreamEnd};
+    use crate::valueread::FromValue;
     use serde_json::{json, Value};
 
     fn deployment_json(publisher: &str) -> Value {
@@ -179,7 +180,7 @@ mod tests {
     }
 
     fn deployment(publisher: &str) -> Deployment {
-        serde_json::from_value(deployment_json(publisher)).unwrap()
+        Deployment::read(&deployment_json(publisher)).unwrap()
     }
 
     fn auth() -> Auth {
