@@ -90,11 +90,11 @@ impl FromValue for CfFields {
     }
 }
 
-/// What the request handler reads `request.cf` with.
-impl<'de> serde::Deserialize<'de> for CfFields {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        CfFields::read(&Value::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
+impl CfFields {
+    /// The fields read, by their names in `request.cf`: the shell copies only these out
+    /// of the runtime's object (it has some thirty).
+    pub const NAMES: [&'static str; 7] =
+        ["country", "continent", "isEUCountry", "regionCode", "latitude", "longitude", "colo"];
 }
 
 impl StrOrNum {
@@ -187,28 +187,39 @@ mod tests {
         assert_eq!(Caller::default().label(), "-/-");
     }
 
+    fn cf(json: &str) -> Result<CfFields, String> {
+        CfFields::read(&serde_json::from_str(json).unwrap())
+    }
+
     #[test]
     fn reads_request_cf_leniently() {
-        let cf: CfFields = serde_json::from_str(
-            r#"{"country":"DE","continent":"EU","isEUCountry":"1","colo":"FRA","latitude":"50.1","longitude":8.7,"asn":3320}"#,
-        )
-        .unwrap();
-        let c = Caller::from(cf);
+        let c = Caller::from(
+            cf(r#"{"country":"DE","continent":"EU","isEUCountry":"1","colo":"FRA","latitude":"50.1","longitude":8.7,"asn":3320}"#)
+                .unwrap(),
+        );
         assert_eq!((c.country.as_deref(), c.eu, c.location), (Some("DE"), Some(true), Some([50.1, 8.7])));
         assert_eq!(c.colo.as_deref(), Some("FRA"));
-        let c = Caller::from(serde_json::from_str::<CfFields>(r#"{"country":"US","latitude":"north"}"#).unwrap());
+        let c = Caller::from(cf(r#"{"country":"US","latitude":"north"}"#).unwrap());
         assert_eq!((c.eu, c.location), (Some(false), None));
         assert_eq!(Caller::from(CfFields::default()), Caller::default());
         // The runtime's flag is read, and wins over the member list.
-        let c = Caller::from(serde_json::from_str::<CfFields>(r#"{"country":"GB","isEUCountry":"1"}"#).unwrap());
-        assert_eq!(c.eu, Some(true));
-        let c = Caller::from(
-            serde_json::from_str::<CfFields>(r#"{"regionCode":"BY","latitude":-3,"longitude":18.5}"#).unwrap(),
-        );
+        assert_eq!(Caller::from(cf(r#"{"country":"GB","isEUCountry":"1"}"#).unwrap()).eu, Some(true));
+        let c = Caller::from(cf(r#"{"regionCode":"BY","latitude":-3,"longitude":18.5}"#).unwrap());
         assert_eq!((c.region_code.as_deref(), c.location), (Some("BY"), Some([-3.0, 18.5])));
         for wrong in [r#"{"country":3}"#, r#"{"latitude":true}"#, r#"{"longitude":[1]}"#, "null", "7"] {
-            assert!(serde_json::from_str::<CfFields>(wrong).is_err(), "{wrong}");
+            assert!(cf(wrong).is_err(), "{wrong}");
         }
+    }
+
+    #[test]
+    fn names_every_field_it_reads() {
+        let all: serde_json::Map<String, Value> =
+            CfFields::NAMES.iter().map(|n| (n.to_string(), Value::from("1"))).collect();
+        let read = CfFields::read(&Value::Object(all)).unwrap();
+        assert!(read.country.is_some() && read.continent.is_some() && read.is_eu_country.is_some());
+        assert!(
+            read.region_code.is_some() && read.latitude.is_some() && read.longitude.is_some() && read.colo.is_some()
+        );
     }
 
     #[test]

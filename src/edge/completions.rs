@@ -63,16 +63,27 @@ fn caller(req: &Request, headers: &Headers, state: &State) -> Caller {
     if state.trust_geo_headers && country.is_some() {
         return Caller::new(country.as_deref(), header(headers, "x-gateway-geo-continent").as_deref(), None);
     }
-    use worker::js_sys::{Reflect, JSON};
-    // Read as JSON rather than through `Cf`'s getters, which panic on a missing field.
-    Reflect::get(req.inner(), &"cf".into())
-        .ok()
-        .filter(|cf| cf.is_object())
-        .and_then(|cf| JSON::stringify(&cf).ok())
-        .and_then(|json| json.as_string())
-        .and_then(|json| serde_json::from_slice::<CfFields>(json.as_bytes()).ok())
-        .map(Caller::from)
-        .unwrap_or_default()
+    use crate::valueread::FromValue;
+    use serde_json::Value;
+    use worker::js_sys::Reflect;
+    // Field by field rather than through `Cf`'s getters, which panic on a missing field,
+    // or a JSON copy of the whole object.
+    let Some(cf) = Reflect::get(req.inner(), &"cf".into()).ok().filter(|cf| cf.is_object()) else {
+        return Caller::default();
+    };
+    let mut fields = serde_json::Map::new();
+    for name in CfFields::NAMES {
+        let v = Reflect::get(&cf, &name.into()).unwrap_or_default();
+        let v = match (v.as_string(), v.as_f64()) {
+            (Some(s), _) => Value::String(s),
+            (_, Some(n)) => Value::from(n),
+            _ if v.is_null() || v.is_undefined() => continue,
+            // Of no type `CfFields` accepts: the whole object is unreadable, as before.
+            _ => Value::Bool(v.is_truthy()),
+        };
+        fields.insert(name.to_string(), v);
+    }
+    CfFields::read(&Value::Object(fields)).map(Caller::from).unwrap_or_default()
 }
 
 /// Where a request is going and what has been decided about it, for the response headers.
