@@ -208,6 +208,36 @@ pub fn check_event_json(json: &[u8]) -> Result<String, String> {
     Ok(field("request_id").as_str().unwrap_or_default().to_string())
 }
 
+/// The cost events in one queue message's text: a JSON array of event texts (what an
+/// isolate packs its gathered events into), or a single event (what producers before
+/// that sent). Each comes back as its own text, for `check_event_json`.
+pub fn events_in_message(text: &str) -> Result<Vec<&str>, String> {
+    if !text.trim_start().starts_with('[') {
+        return Ok(vec![text]);
+    }
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok(items.into_iter().map(|item| item.get()).collect())
+}
+
+/// Consecutive runs of at most `max_items` items whose texts, joined into a JSON array,
+/// stay within `max_bytes` (an item larger than that goes alone): queue messages within
+/// the message size limit, D1 parameters within the value size limit.
+pub fn pack(lens: &[usize], max_bytes: usize, max_items: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 2);
+    for (i, len) in lens.iter().enumerate() {
+        if i > start && (bytes + len + 1 > max_bytes || i - start == max_items) {
+            runs.push(start..i);
+            (start, bytes) = (i, 2);
+        }
+        bytes += len + 1;
+    }
+    if start < lens.len() {
+        runs.push(start..lens.len());
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +368,39 @@ mod tests {
         assert!(check_event_json(b"[1]").is_err());
         assert!(check_event_json(b"").is_err());
         assert!(check_event_json(b"{\"request_id\":").is_err());
+    }
+
+    #[test]
+    fn a_message_holds_one_event_or_an_array_of_them() {
+        assert_eq!(events_in_message(r#"{"request_id":"a"}"#), Ok(vec![r#"{"request_id":"a"}"#]));
+        assert_eq!(
+            events_in_message(r#" [{"request_id":"a"}, {"request_id":"b","x":[1,{"y":"]"}]}]"#),
+            Ok(vec![r#"{"request_id":"a"}"#, r#"{"request_id":"b","x":[1,{"y":"]"}]}"#])
+        );
+        assert_eq!(events_in_message("[]"), Ok(vec![]));
+        assert!(events_in_message(r#"[{"request_id":"a"},"#).is_err());
+        // Not an array: passed on whole, for the event check to refuse.
+        assert_eq!(events_in_message("7"), Ok(vec!["7"]));
+    }
+
+    #[test]
+    fn packs_within_the_limit_and_never_drops_an_item() {
+        assert!(pack(&[], 100, 10).is_empty());
+        assert_eq!(pack(&[10, 10, 10], 100, 10), vec![0..3]);
+        // "[" + 40 + "," + 40 + "]" is 83: a third 40 would make 124.
+        assert_eq!(pack(&[40, 40, 40, 40, 40], 100, 10), vec![0..2, 2..4, 4..5]);
+        assert_eq!(pack(&[500, 10, 500], 100, 10), vec![0..1, 1..2, 2..3], "an oversized item goes alone");
+        assert_eq!(pack(&[1; 7], 100, 3), vec![0..3, 3..6, 6..7], "at most max_items");
+        for (max, items) in [(1, 60), (50, 60), (97, 2), (98, 60), (99, 5), (1000, 60), (1000, 7)] {
+            let lens: Vec<usize> = (0..60).map(|i| (i * 37) % 90 + 1).collect();
+            let runs = pack(&lens, max, items);
+            assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), lens.len());
+            assert!(runs.windows(2).all(|w| w[0].end == w[1].start) && runs[0].start == 0);
+            for r in &runs {
+                let joined = 2 + lens[r.clone()].iter().sum::<usize>() + r.len() - 1;
+                assert!(joined <= max || r.len() == 1, "{r:?} at {max}: {joined}");
+                assert!(r.len() <= items);
+            }
+        }
     }
 }

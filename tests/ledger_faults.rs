@@ -55,6 +55,7 @@ fn every_request_lands_exactly_once_whatever_fails() {
     break_d1();
     let parked = ask(&team, Some("queue"));
     eventually("the parked event", || g.kv_keys("ledger:parked:").contains(&format!("ledger:parked:{parked}")));
+    let parked_copy = g.kv_get(&format!("ledger:parked:{parked}")).expect("the parked event's text");
 
     // 3. The queue works but its consumer cannot write: retried, then dead-lettered, then
     //    parked by the dead-letter consumer.
@@ -83,4 +84,15 @@ fn every_request_lands_exactly_once_whatever_fails() {
     ));
     // 10 input tokens at $3 and 2 output tokens at $15 per million: 60 micro-dollars each.
     assert_eq!(rollup[0], json!({"requests": 4, "cost": 240}) as Value);
+
+    // An event delivered again (here: parked again, as a redelivered dead letter would be)
+    // is neither inserted nor counted twice.
+    g.kv_put(&format!("ledger:parked:{parked}"), &parked_copy);
+    g.run_cron();
+    eventually("the cron to move the copy", || g.kv_keys("ledger:parked:").is_empty());
+    assert_eq!(rows_for(&parked), 1);
+    let again = g.d1(&format!(
+        "SELECT SUM(requests) AS requests, SUM(cost_micros) AS cost FROM cost_daily WHERE team = '{team}'"
+    ));
+    assert_eq!(again[0], json!({"requests": 4, "cost": 240}) as Value);
 }

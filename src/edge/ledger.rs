@@ -1,22 +1,22 @@
 //! Getting cost events into D1, exactly once, off the request path.
 //!
 //! A request hands its event over after its response (for a stream, after the last byte).
-//! Events finished within `GATHER_MS` of each other in an isolate go to the Queue in one
-//! `sendBatch`, sent from the `wait_until` of the request that finished first (which keeps
-//! the isolate alive until they are sent), as JSON text; the queue consumer writes each
-//! batch to D1 in one transaction. If the send fails the events are written to D1
+//! Events finished within `GATHER_MS` of each other in an isolate go to the Queue packed
+//! into one message (a JSON array of them), sent from the `wait_until` of the request that
+//! finished first (which keeps the isolate alive until they are sent); the queue consumer
+//! writes each batch of messages to D1 in one transaction. If the send fails the events are written to D1
 //! directly; if that fails too they are parked in KV, and the cron moves parked events to
 //! D1. A batch whose D1 write keeps failing reaches the dead-letter queue, whose consumer
 //! parks it likewise.
-//! Inserts are idempotent on request id and the rollup only counts rows inserted and not
-//! yet rolled up, so redelivery never doubles a request.
+//! Inserts are idempotent on request id and the rollup only counts events not yet in the
+//! table, in the same transaction, so redelivery never doubles a request.
 
 use super::state::{now_ms, var};
 use super::store;
 use crate::attempts::AttemptLog;
 use crate::config::Deployment;
 use crate::geo::Caller;
-use crate::ledger::{check_event_json, CostEvent, Facts, Outcome};
+use crate::ledger::{check_event_json, events_in_message, pack, CostEvent, Facts, Outcome};
 use crate::providers::Usage;
 use crate::tags::Tags;
 use std::cell::RefCell;
@@ -41,9 +41,16 @@ pub fn queue_fault(env: &Env, header: Option<&str>) -> bool {
 /// How long the first event of a batch waits for others. Under load, one queue call then
 /// carries many events; alone, an event reaches the queue this much later.
 const GATHER_MS: u64 = 20;
-/// Queues' `sendBatch` takes at most 100 messages and 256 KB.
-const MAX_BATCH: usize = 100;
-const MAX_BATCH_BYTES: usize = 200_000;
+/// The events gathered go to the queue packed, several to a message: Queue operations
+/// are billed per message (per 64 KB of it), and each message costs the queue and the
+/// consumer work of its own. A message carries at most 128 KB; and at most
+/// `MESSAGE_EVENTS` events, so that the consumer's batch of `max_batch_size = 4`
+/// messages (wrangler.toml) is at most 100 events, one short D1 transaction that does
+/// not hold the database's single writer for long.
+const MAX_MESSAGE_BYTES: usize = 120_000;
+const MESSAGE_EVENTS: usize = 25;
+/// D1 takes a value of up to 2 MB: the bound JSON array of one insert stays well below.
+const MAX_INSERT_BYTES: usize = 1_000_000;
 
 /// A cost event as it travels: its JSON text (what the queue carries, KV parks and D1's
 /// insert reads), and its id.
@@ -107,30 +114,19 @@ async fn send_gathered(env: Env) {
         o.gathering = false;
         std::mem::take(&mut o.events)
     });
-    while !events.is_empty() {
-        let mut bytes = 0;
-        let fits = events
-            .iter()
-            .take(MAX_BATCH)
-            .take_while(|e| {
-                bytes += e.json.len();
-                bytes <= MAX_BATCH_BYTES
-            })
-            .count()
-            .max(1);
-        let rest = events.split_off(fits);
-        deliver(env.clone(), events, false).await;
-        events = rest;
+    let lens: Vec<usize> = events.iter().map(|e| e.json.len()).collect();
+    for run in pack(&lens, MAX_MESSAGE_BYTES, MESSAGE_EVENTS) {
+        let message: Vec<Event> = events.drain(..run.len()).collect();
+        deliver(env.clone(), message, false).await;
     }
 }
 
+/// The events as one message.
 async fn send(env: &Env, events: &[Event]) -> Result<(), String> {
     let queue = env.queue(QUEUE_BINDING).map_err(|e| e.to_string())?;
-    let messages: Vec<_> = events
-        .iter()
-        .map(|e| RawMessageBuilder::new(JsValue::from_str(&e.json)).build_with_content_type(QueueContentType::Text))
-        .collect();
-    queue.send_raw_batch(messages).await.map_err(|e| e.to_string())
+    let text = json_array(events.iter().map(|e| e.json.as_str()));
+    let message = RawMessageBuilder::new(JsValue::from_str(&text)).build_with_content_type(QueueContentType::Text);
+    queue.send_raw_batch([message]).await.map_err(|e| e.to_string())
 }
 
 async fn deliver(env: Env, events: Vec<Event>, fail_queue: bool) {
@@ -173,11 +169,11 @@ async fn park(kv: &KvStore, event: &Event) -> Result<(), String> {
 /// A batch's events in one statement, read from one JSON array parameter: D1 allows 100
 /// bound parameters per statement, and binding 30 per event across a statement per event
 /// cost more than the rest of the batch (in the queue consumer's CPU, and in Miniflare's
-/// D1 running beside it).
+/// D1 running beside it). Rows go in already counted in the rollup (`rolled_up = 1`).
 const INSERT: &str = "INSERT OR IGNORE INTO cost_events (request_id, ts_ms, day, key_id, team, feature, env, \
 caller_country, caller_continent, caller_colo, residency_rule, jurisdiction, provider, region, deployment, \
 endpoint_host, alias, model, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_micros, priced, \
-status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail) \
+status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail, rolled_up) \
 SELECT json_extract(value, '$.request_id'), json_extract(value, '$.ts_ms'), json_extract(value, '$.day'), \
 json_extract(value, '$.key_id'), json_extract(value, '$.team'), json_extract(value, '$.feature'), \
 json_extract(value, '$.env'), json_extract(value, '$.caller_country'), json_extract(value, '$.caller_continent'), \
@@ -188,25 +184,32 @@ json_extract(value, '$.input_tokens'), json_extract(value, '$.output_tokens'), j
 json_extract(value, '$.cache_write_tokens'), json_extract(value, '$.cost_micros'), \
 json_extract(value, '$.cost_micros') IS NOT NULL, json_extract(value, '$.status'), json_extract(value, '$.outcome'), \
 json_extract(value, '$.latency_ms'), json_extract(value, '$.ttfb_ms'), json_array_length(value, '$.attempts'), \
-json_extract(value, '$.attempts') FROM json_each(?1)";
+json_extract(value, '$.attempts'), 1 FROM json_each(?1)";
 
-/// Rolls up every inserted, not yet rolled-up row: in the same transaction as the
-/// inserts, so a row is counted once however often its batch is delivered.
+/// Adds to the daily rollup the events of the same parameter that are not in
+/// `cost_events` yet: run just before their `INSERT`, in the same transaction, so an
+/// event is counted once however often its batch is delivered. (Counting from the
+/// parameter, rather than from rows marked after the insert, spares D1 a second write of
+/// every row.)
 const ROLLUP: &str = "INSERT INTO cost_daily (day, team, feature, env, caller_country, caller_continent, \
 jurisdiction, provider, region, deployment, model, requests, input_tokens, output_tokens, cached_tokens, \
 cost_micros, unpriced_requests) \
-SELECT day, team, feature, env, COALESCE(caller_country, '-'), COALESCE(caller_continent, '-'), \
-COALESCE(jurisdiction, '-'), COALESCE(provider, '-'), COALESCE(region, '-'), COALESCE(deployment, '-'), \
-COALESCE(model, '-'), COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), \
-SUM(COALESCE(cost_micros, 0)), SUM(priced = 0) \
-FROM cost_events WHERE rolled_up = 0 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \
+SELECT json_extract(value, '$.day'), json_extract(value, '$.team'), json_extract(value, '$.feature'), \
+json_extract(value, '$.env'), COALESCE(json_extract(value, '$.caller_country'), '-'), \
+COALESCE(json_extract(value, '$.caller_continent'), '-'), COALESCE(json_extract(value, '$.jurisdiction'), '-'), \
+COALESCE(json_extract(value, '$.provider'), '-'), COALESCE(json_extract(value, '$.region'), '-'), \
+COALESCE(json_extract(value, '$.deployment'), '-'), COALESCE(json_extract(value, '$.model'), '-'), COUNT(*), \
+SUM(json_extract(value, '$.input_tokens')), SUM(json_extract(value, '$.output_tokens')), \
+SUM(json_extract(value, '$.cached_tokens')), SUM(COALESCE(json_extract(value, '$.cost_micros'), 0)), \
+SUM(json_extract(value, '$.cost_micros') IS NULL) \
+FROM json_each(?1) WHERE NOT EXISTS \
+(SELECT 1 FROM cost_events WHERE request_id = json_extract(value, '$.request_id')) \
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \
 ON CONFLICT (day, team, feature, env, caller_country, caller_continent, jurisdiction, provider, region, \
 deployment, model) DO UPDATE SET requests = requests + excluded.requests, \
 input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens, \
 cached_tokens = cached_tokens + excluded.cached_tokens, cost_micros = cost_micros + excluded.cost_micros, \
 unpriced_requests = unpriced_requests + excluded.unpriced_requests";
-
-const MARK_ROLLED_UP: &str = "UPDATE cost_events SET rolled_up = 1 WHERE rolled_up = 0";
 
 /// Events as one JSON array, for `INSERT`: each is JSON text already (a queue message, a
 /// parked copy, or serialised once here).
@@ -222,11 +225,20 @@ fn json_array<'a>(events: impl Iterator<Item = &'a str>) -> String {
     array
 }
 
-/// One D1 batch (one transaction): the inserts, the rollup, the mark.
+/// One D1 batch (one transaction): per part of the events, the rollup of those not yet
+/// recorded, then their insert. An event delivered twice in one batch is taken once, as
+/// the rollup, reading the table, would count both copies.
 async fn write_events(db: &D1Database, events: &[Event]) -> Result<(), String> {
-    let array = json_array(events.iter().map(|e| e.json.as_str()));
-    let insert = db.prepare(INSERT).bind(&[JsValue::from_str(&array)]).map_err(|e| e.to_string())?;
-    let statements = vec![insert, db.prepare(ROLLUP), db.prepare(MARK_ROLLED_UP)];
+    let mut seen = std::collections::HashSet::new();
+    let events: Vec<&Event> = events.iter().filter(|e| seen.insert(e.id.as_str())).collect();
+    let lens: Vec<usize> = events.iter().map(|e| e.json.len()).collect();
+    let mut statements = Vec::new();
+    for run in pack(&lens, MAX_INSERT_BYTES, usize::MAX) {
+        let array = JsValue::from_str(&json_array(events[run].iter().map(|e| e.json.as_str())));
+        for sql in [ROLLUP, INSERT] {
+            statements.push(db.prepare(sql).bind(std::slice::from_ref(&array)).map_err(|e| e.to_string())?);
+        }
+    }
     let results = db.batch(statements).await.map_err(|e| e.to_string())?;
     match results.iter().find_map(|r| r.error()) {
         Some(error) => Err(error),
@@ -238,22 +250,30 @@ async fn write_events(db: &D1Database, events: &[Event]) -> Result<(), String> {
 /// failure); the dead-letter queue's are parked for the cron.
 pub async fn consume(batch: MessageBatch<CostEvent>, env: &Env) -> worker::Result<()> {
     let mut events = Vec::new();
-    for (i, message) in batch.raw_iter().enumerate() {
-        let body = message.body();
-        let text = message_text(&body);
-        match text.clone().ok_or_else(|| "not JSON".to_string()).and_then(Event::read) {
-            Ok(e) => events.push(e),
-            // Retrying cannot make it readable: kept aside in KV, for a person to look at.
-            Err(e) => {
-                worker::console_error!("unreadable cost message kept as {UNREADABLE_PREFIX}…: {e}");
-                if let (Ok(kv), Some(text)) = (store::kv(env), text) {
-                    let key = format!("{UNREADABLE_PREFIX}{}-{i}", now_ms());
-                    kv.put_bytes(&key, text.as_bytes())
-                        .map_err(|e| worker::Error::RustError(e.to_string()))?
-                        .execute()
-                        .await?;
+    let mut unreadable = Vec::new();
+    for message in batch.raw_iter() {
+        let Some(text) = message_text(&message.body()) else {
+            unreadable.push(("not JSON".to_string(), String::new()));
+            continue;
+        };
+        match events_in_message(&text) {
+            Ok(items) => {
+                for item in items {
+                    match Event::read(item.to_string()) {
+                        Ok(e) => events.push(e),
+                        Err(why) => unreadable.push((why, item.to_string())),
+                    }
                 }
             }
+            Err(why) => unreadable.push((why, text)),
+        }
+    }
+    // Retrying cannot make them readable: kept aside in KV, for a person to look at.
+    for (i, (why, text)) in unreadable.iter().enumerate() {
+        worker::console_error!("unreadable cost event kept as {UNREADABLE_PREFIX}…: {why}");
+        if let (Ok(kv), false) = (store::kv(env), text.is_empty()) {
+            let key = format!("{UNREADABLE_PREFIX}{}-{i}", now_ms());
+            kv.put_bytes(&key, text.as_bytes()).map_err(|e| worker::Error::RustError(e.to_string()))?.execute().await?;
         }
     }
     if batch.queue() == DEAD_LETTER_QUEUE {

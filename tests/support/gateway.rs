@@ -440,6 +440,18 @@ impl Gateway {
         (out.status.success() && !text.trim().is_empty() && text.trim() != "Value not found").then_some(text)
     }
 
+    /// Writes a value into the local KV namespace, through wrangler.
+    pub fn kv_put(&self, key: &str, value: &str) {
+        let out = local_store(|| {
+            let mut c = wrangler();
+            c.args(["kv", "key", "put", "--binding", "GATEWAY_KV", "--local", "--env", "test", key, value])
+                .arg("--persist-to")
+                .arg(&self.state_dir);
+            c
+        });
+        assert!(out.status.success(), "kv key put failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Runs the cron (`scheduled`) handler now, as wrangler dev allows.
     pub fn run_cron(&self) {
         let r = http::send("GET", &self.url("/cdn-cgi/handler/scheduled"), &[], None).expect("scheduled handler runs");
