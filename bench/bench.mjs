@@ -9,7 +9,7 @@
 //
 // Knobs (environment): BENCH_DURATION (s per measurement, 3), BENCH_WARMUP (s, 1),
 // BENCH_RUNS (3), BENCH_CONCURRENCY ("1,16,64"), BENCH_DEV_CONCURRENCY ("16": the dev
-// server's levels), BENCH_STREAMS (streamed requests per contender and run, 3),
+// server's levels), BENCH_STREAMS (streamed requests per contender and run, 8),
 // BENCH_SOAK_REQUESTS (50000), BENCH_SOAK_MAX_SECONDS (100), BENCH_ONLY (contender ids),
 // BENCH_SKIP (phases: startup, load, stream, cpu, soak, profile, micro, size),
 // BENCH_GATEWAY_BUILD (another build directory to measure, e.g. an experiment's),
@@ -38,7 +38,7 @@ const O = {
   runs: num(env.BENCH_RUNS, 3),
   concurrency: (env.BENCH_CONCURRENCY || "1,16,64").split(",").map(Number),
   devConcurrency: (env.BENCH_DEV_CONCURRENCY || "16").split(",").map(Number),
-  streams: num(env.BENCH_STREAMS, 3),
+  streams: num(env.BENCH_STREAMS, 8),
   soak: num(env.BENCH_SOAK_REQUESTS, 50000),
   soakMaxSeconds: num(env.BENCH_SOAK_MAX_SECONDS, 100),
   only: env.BENCH_ONLY ? env.BENCH_ONLY.split(",") : null,
