@@ -8,8 +8,8 @@
 //! directly; if that fails too they are parked in KV, and the cron moves parked events to
 //! D1. A batch whose D1 write keeps failing reaches the dead-letter queue, whose consumer
 //! parks it likewise.
-//! Inserts are idempotent on request id and the rollup only counts events not yet in the
-//! table, in the same transaction, so redelivery never doubles a request.
+//! Inserts are idempotent on request id and the rollup only counts rows inserted and not
+//! yet rolled up, so redelivery never doubles a request.
 
 use super::state::{now_ms, var};
 use super::store;
@@ -169,11 +169,11 @@ async fn park(kv: &KvStore, event: &Event) -> Result<(), String> {
 /// A batch's events in one statement, read from one JSON array parameter: D1 allows 100
 /// bound parameters per statement, and binding 30 per event across a statement per event
 /// cost more than the rest of the batch (in the queue consumer's CPU, and in Miniflare's
-/// D1 running beside it). Rows go in already counted in the rollup (`rolled_up = 1`).
+/// D1 running beside it).
 const INSERT: &str = "INSERT OR IGNORE INTO cost_events (request_id, ts_ms, day, key_id, team, feature, env, \
 caller_country, caller_continent, caller_colo, residency_rule, jurisdiction, provider, region, deployment, \
 endpoint_host, alias, model, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_micros, priced, \
-status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail, rolled_up) \
+status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail) \
 SELECT json_extract(value, '$.request_id'), json_extract(value, '$.ts_ms'), json_extract(value, '$.day'), \
 json_extract(value, '$.key_id'), json_extract(value, '$.team'), json_extract(value, '$.feature'), \
 json_extract(value, '$.env'), json_extract(value, '$.caller_country'), json_extract(value, '$.caller_continent'), \
@@ -184,32 +184,25 @@ json_extract(value, '$.input_tokens'), json_extract(value, '$.output_tokens'), j
 json_extract(value, '$.cache_write_tokens'), json_extract(value, '$.cost_micros'), \
 json_extract(value, '$.cost_micros') IS NOT NULL, json_extract(value, '$.status'), json_extract(value, '$.outcome'), \
 json_extract(value, '$.latency_ms'), json_extract(value, '$.ttfb_ms'), json_array_length(value, '$.attempts'), \
-json_extract(value, '$.attempts'), 1 FROM json_each(?1)";
+json_extract(value, '$.attempts') FROM json_each(?1)";
 
-/// Adds to the daily rollup the events of the same parameter that are not in
-/// `cost_events` yet: run just before their `INSERT`, in the same transaction, so an
-/// event is counted once however often its batch is delivered. (Counting from the
-/// parameter, rather than from rows marked after the insert, spares D1 a second write of
-/// every row.)
+/// Rolls up every inserted, not yet rolled-up row: in the same transaction as the
+/// inserts, so a row is counted once however often its batch is delivered.
 const ROLLUP: &str = "INSERT INTO cost_daily (day, team, feature, env, caller_country, caller_continent, \
 jurisdiction, provider, region, deployment, model, requests, input_tokens, output_tokens, cached_tokens, \
 cost_micros, unpriced_requests) \
-SELECT json_extract(value, '$.day'), json_extract(value, '$.team'), json_extract(value, '$.feature'), \
-json_extract(value, '$.env'), COALESCE(json_extract(value, '$.caller_country'), '-'), \
-COALESCE(json_extract(value, '$.caller_continent'), '-'), COALESCE(json_extract(value, '$.jurisdiction'), '-'), \
-COALESCE(json_extract(value, '$.provider'), '-'), COALESCE(json_extract(value, '$.region'), '-'), \
-COALESCE(json_extract(value, '$.deployment'), '-'), COALESCE(json_extract(value, '$.model'), '-'), COUNT(*), \
-SUM(json_extract(value, '$.input_tokens')), SUM(json_extract(value, '$.output_tokens')), \
-SUM(json_extract(value, '$.cached_tokens')), SUM(COALESCE(json_extract(value, '$.cost_micros'), 0)), \
-SUM(json_extract(value, '$.cost_micros') IS NULL) \
-FROM json_each(?1) WHERE NOT EXISTS \
-(SELECT 1 FROM cost_events WHERE request_id = json_extract(value, '$.request_id')) \
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \
+SELECT day, team, feature, env, COALESCE(caller_country, '-'), COALESCE(caller_continent, '-'), \
+COALESCE(jurisdiction, '-'), COALESCE(provider, '-'), COALESCE(region, '-'), COALESCE(deployment, '-'), \
+COALESCE(model, '-'), COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), \
+SUM(COALESCE(cost_micros, 0)), SUM(priced = 0) \
+FROM cost_events WHERE rolled_up = 0 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \
 ON CONFLICT (day, team, feature, env, caller_country, caller_continent, jurisdiction, provider, region, \
 deployment, model) DO UPDATE SET requests = requests + excluded.requests, \
 input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens, \
 cached_tokens = cached_tokens + excluded.cached_tokens, cost_micros = cost_micros + excluded.cost_micros, \
 unpriced_requests = unpriced_requests + excluded.unpriced_requests";
+
+const MARK_ROLLED_UP: &str = "UPDATE cost_events SET rolled_up = 1 WHERE rolled_up = 0";
 
 /// Events as one JSON array, for `INSERT`: each is JSON text already (a queue message, a
 /// parked copy, or serialised once here).
@@ -225,20 +218,16 @@ fn json_array<'a>(events: impl Iterator<Item = &'a str>) -> String {
     array
 }
 
-/// One D1 batch (one transaction): per part of the events, the rollup of those not yet
-/// recorded, then their insert. An event delivered twice in one batch is taken once, as
-/// the rollup, reading the table, would count both copies.
+/// One D1 batch (one transaction): the inserts (one per up to 1 MB of events), the
+/// rollup, the mark.
 async fn write_events(db: &D1Database, events: &[Event]) -> Result<(), String> {
-    let mut seen = std::collections::HashSet::new();
-    let events: Vec<&Event> = events.iter().filter(|e| seen.insert(e.id.as_str())).collect();
     let lens: Vec<usize> = events.iter().map(|e| e.json.len()).collect();
     let mut statements = Vec::new();
     for run in pack(&lens, MAX_INSERT_BYTES, usize::MAX) {
-        let array = JsValue::from_str(&json_array(events[run].iter().map(|e| e.json.as_str())));
-        for sql in [ROLLUP, INSERT] {
-            statements.push(db.prepare(sql).bind(std::slice::from_ref(&array)).map_err(|e| e.to_string())?);
-        }
+        let array = json_array(events[run].iter().map(|e| e.json.as_str()));
+        statements.push(db.prepare(INSERT).bind(&[JsValue::from_str(&array)]).map_err(|e| e.to_string())?);
     }
+    statements.extend([db.prepare(ROLLUP), db.prepare(MARK_ROLLED_UP)]);
     let results = db.batch(statements).await.map_err(|e| e.to_string())?;
     match results.iter().find_map(|r| r.error()) {
         Some(error) => Err(error),
