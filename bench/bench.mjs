@@ -268,6 +268,9 @@ const DEFS = {
   },
   "pt-miniflare": { label: "pass-through worker, Miniflare", group: "miniflare", runtime: "miniflare", worker: "passthrough" },
   "gw-miniflare": { label: "gateway, Miniflare (KV, D1, queue)", group: "miniflare", runtime: "miniflare", worker: "gateway" },
+  // Non-streamed load only: the same with the queue's consumer (and its D1 writes) off
+  // the worker's thread, as on Cloudflare; every event is still queued.
+  "gw-miniflare-queued": { label: "gateway, Miniflare, events queued, no consumer on its thread", group: "miniflare", runtime: "miniflare", worker: "gateway", noConsumer: true, loadOnly: true },
   "pt-workerd": { label: "pass-through worker, raw workerd", group: "workerd", runtime: "workerd", worker: "passthrough" },
   "gw-workerd": { label: "gateway, raw workerd (stub KV, queue, cache)", group: "workerd", runtime: "workerd", worker: "gateway" },
   // Streams only: its non-streamed path is the pass-through's.
@@ -305,6 +308,7 @@ async function startWorker(def, id, { profile = false } = {}) {
     if (gw) {
       args.push("--wrangler-config", path.join(ROOT, "wrangler.toml"), "--env", "test", "--migrations", path.join(ROOT, "migrations"),
         "--persist", stateDir, "--var-file", `GATEWAY_CONFIG=${configFile}`, "--var", `BENCH_PROVIDER_KEY=${PROVIDER_KEY}`);
+      if (def.noConsumer) args.push("--queue-consumers", "off");
     } else {
       for (const [k, v] of Object.entries(upstreamVars)) args.push("--var", `${k}=${v}`);
     }
@@ -540,7 +544,7 @@ const wanted = (id) => !O.only || O.only.includes(id);
 const ids = Object.keys(DEFS).filter(wanted);
 
 async function phaseStartup() {
-  const startupIds = ids.filter((id) => id !== "direct" && !DEFS[id].dev && !DEFS[id].streamsOnly);
+  const startupIds = ids.filter((id) => id !== "direct" && !DEFS[id].dev && !DEFS[id].streamsOnly && !DEFS[id].loadOnly);
   for (let run = 1; run <= O.runs; run++) {
     for (const id of startupIds) {
       try {
@@ -612,7 +616,7 @@ async function phaseLoad(insts) {
 
 async function phaseStream(insts) {
   for (let run = 1; run <= O.runs; run++) {
-    for (const inst of insts) {
+    for (const inst of insts.filter((i) => !i.def.loadOnly)) {
       for (let i = 0; i < O.streams; i++) {
         const r = await measureStream(inst.streamUrl, { headers: inst.streamHeaders, body: STREAM_BODY });
         results.stream.push({ id: inst.id, run, ...r });
@@ -627,7 +631,7 @@ async function phaseStream(insts) {
 
 /** CPU per streamed request (100 chunks, no delay), for the per-chunk cost. */
 async function phaseCpuStream(insts) {
-  for (const inst of insts.filter((i) => !i.def.dev && i.id !== "direct")) {
+  for (const inst of insts.filter((i) => !i.def.dev && !i.def.loadOnly && i.id !== "direct")) {
     const args = { script: P.wrkScript, url: inst.streamUrl, bodyFile: P.fastStreamBody, headers: inst.streamHeaders, connections: 4 };
     try {
       await wrk({ ...args, seconds: O.warmup });

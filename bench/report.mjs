@@ -98,6 +98,11 @@ export function targets(results) {
   const mf16 = g("gw-miniflare", 16);
   add("Miniflare, c=16: gateway req/s ≥ 2× Portkey's", mf16 && g("portkey", 16) ? `${int(mf16.rps)} vs ${int(g("portkey", 16).rps)} = ${ratio(mf16.rps, g("portkey", 16).rps)}` : "–",
     mf16 && g("portkey", 16) ? mf16.rps >= 2 * g("portkey", 16).rps : null);
+  const q16 = g("gw-miniflare-queued", 16);
+  if (q16 && g("portkey", 16)) {
+    add("…the same with every event queued but the consumer off the worker's thread (as on Cloudflare)", `${int(q16.rps)} vs ${int(g("portkey", 16).rps)} = ${ratio(q16.rps, g("portkey", 16).rps)}`,
+      q16.rps >= 2 * g("portkey", 16).rps, "on Miniflare the queue's consumer and its D1 writes otherwise run on the gateway's thread");
+  }
   add("Miniflare, c=16: gateway ≈ 85% of the pass-through worker's req/s", mf16 && g("pt-miniflare", 16) ? `${pct(mf16.rps, g("pt-miniflare", 16).rps)} (${int(mf16.rps)} vs ${int(g("pt-miniflare", 16).rps)})` : "–",
     mf16 && g("pt-miniflare", 16) ? mf16.rps >= 0.85 * g("pt-miniflare", 16).rps : null);
   const o1 = g("gw-miniflare", 1) && g("direct", 1) ? g("gw-miniflare", 1).p50Ms - g("direct", 1).p50Ms : null;
@@ -132,8 +137,8 @@ export function targets(results) {
   return t;
 }
 
-const ORDER = ["direct", "pt-workerd", "relay-workerd", "gw-workerd", "pt-miniflare", "gw-miniflare", "portkey", "litellm", "pt-wrangler", "gw-wrangler"];
-const PT_OF = { "gw-workerd": "pt-workerd", "gw-miniflare": "pt-miniflare", "gw-wrangler": "pt-wrangler" };
+const ORDER = ["direct", "pt-workerd", "relay-workerd", "gw-workerd", "pt-miniflare", "gw-miniflare", "gw-miniflare-queued", "portkey", "litellm", "pt-wrangler", "gw-wrangler"];
+const PT_OF = { "gw-workerd": "pt-workerd", "gw-miniflare": "pt-miniflare", "gw-miniflare-queued": "pt-miniflare", "gw-wrangler": "pt-wrangler" };
 
 export function render(results) {
   const L = aggregateLoad(results);

@@ -3,7 +3,8 @@
 // KV, D1 and Queues, without `wrangler dev`'s Node.js proxy in front.
 //
 //   node bench/run-miniflare.mjs --dir DIR --port N [--wrangler-config FILE --env NAME]
-//        [--migrations DIR] [--persist DIR] [--var NAME=VALUE]... [--var-file NAME=FILE]...
+//        [--migrations DIR] [--persist DIR] [--queue-consumers off] [--var NAME=VALUE]...
+//        [--var-file NAME=FILE]...
 //
 // With --wrangler-config the bindings are wrangler's own reading of that file and
 // environment (KV, D1, queue producers and consumers, vars, ...), so they stay what
@@ -33,6 +34,7 @@ function parseArgs(argv) {
       case "--env": args.env = value; break;
       case "--migrations": args.migrations = value; break;
       case "--persist": args.persist = value; break;
+      case "--queue-consumers": args.queueConsumers = value; break;
       case "--compatibility-date": args.compatibilityDate = value; break;
       case "--var": { const [k, v] = pair(); args.vars[k] = v; break; }
       case "--var-file": { const [k, f] = pair(); args.varFiles[k] = f; break; }
@@ -59,6 +61,9 @@ async function main() {
     const { unstable_getMiniflareWorkerOptions } = await import("wrangler");
     const { workerOptions } = unstable_getMiniflareWorkerOptions(args.wranglerConfig, args.env);
     worker = { ...workerOptions };
+    // `--queue-consumers off`: the events stay queued, as on Cloudflare, where the
+    // consumer runs in invocations of its own rather than on the requests' thread.
+    if (args.queueConsumers === "off") delete worker.queueConsumers;
   }
   const vars = { ...(worker.bindings ?? {}), ...args.vars };
   for (const [name, file] of Object.entries(args.varFiles)) vars[name] = readFileSync(file, "utf8");
