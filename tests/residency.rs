@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::sync::Mutex;
-use support::gateway::{gateway, ADMIN_PLATFORM};
+use support::gateway::{gateway, ADMIN_COMPLIANCE, ADMIN_PLATFORM};
 use support::nonce;
 
 /// Config changes build on the latest version; running them one at a time keeps each
@@ -160,6 +160,19 @@ fn invalid_rules_are_refused_with_a_pointer_to_the_rule() {
     assert!(r.text().contains("`shadowed` can never match"), "{}", r.text());
     let r = gateway().admin("PUT", "/admin/residency", Some(&json!({"rules": [], "bogus": 1})));
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("unknown field `bogus`"));
+    // Sent as text: a key named twice is refused, not read as its last; text that is not
+    // JSON is an invalid body.
+    let g = gateway();
+    let auth = format!("Bearer {ADMIN_COMPLIANCE}");
+    let put = |body: &str| {
+        support::http::send("PUT", &g.url("/admin/residency"), &[("authorization", &auth)], Some(body.as_bytes()))
+            .unwrap()
+    };
+    let r = put(r#"{"rules": [{"id": "twice", "allow": ["eu"], "allow": ["any"]}]}"#);
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("invalid_config")), "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("duplicate field `allow`"), "{}", r.text());
+    let r = put(r#"{"rules": ["#);
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("invalid_json")), "{}", r.text());
     assert_eq!(current_residency().0, before);
 }
 

@@ -48,11 +48,7 @@ async fn body_json<T: FromValue>(req: &mut Request) -> Result<T, GatewayError> {
 
 /// A document taken whole (a config, a LiteLLM config): of a key named twice, the last.
 async fn body_document(req: &mut Request) -> Result<Value, GatewayError> {
-    document_of(&upstream::read_client_body(req, MAX_ADMIN_BODY).await?)
-}
-
-fn document_of(bytes: &[u8]) -> Result<Value, GatewayError> {
-    serde_json::from_slice(bytes).map_err(invalid_body)
+    serde_json::from_slice(&upstream::read_client_body(req, MAX_ADMIN_BODY).await?).map_err(invalid_body)
 }
 
 /// The state as KV has it now, not as this isolate last saw it: a change must build on
@@ -200,13 +196,15 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
         }
         (Method::Put, "/admin/residency") | (Method::Post, "/admin/residency/validate") => {
             let body = upstream::read_client_body(&mut req, MAX_ADMIN_BODY).await?;
-            let residency = document_of(&body)?;
-            // Read alone, the part's errors are located in what the client sent; parsed again
-            // for that, which also refuses a key named twice.
-            valueread::parse(&body)
-                .map_err(|e| e.to_string())
-                .and_then(|v| Residency::read(&v))
-                .map_err(|e| GatewayError::bad_request("invalid_config", format!("residency is not valid: {e}")))?;
+            let invalid =
+                |e: String| GatewayError::bad_request("invalid_config", format!("residency is not valid: {e}"));
+            // Read alone, the part's errors are located in what the client sent. Text that
+            // is not JSON is an invalid body; a key named twice (the parser's one data
+            // error) makes invalid rules.
+            let residency =
+                valueread::parse(&body)
+                    .map_err(|e| if e.is_data() { invalid(e.to_string()) } else { invalid_body(e) })?;
+            Residency::read(&residency).map_err(invalid)?;
             let current = fresh_state(env).await?;
             let doc = replace_residency(&current.source, &residency)?;
             let dry_run = dry_run || path.ends_with("/validate");
