@@ -2,12 +2,12 @@
 //!
 //! A request hands its event over after its response (for a stream, after the last byte).
 //! Events finished within `GATHER_MS` of each other in an isolate go to the Queue packed
-//! into one message (a JSON array of them), sent from the `wait_until` of the request that
+//! into messages (JSON arrays of them), sent from the `wait_until` of the request that
 //! finished first (which keeps the isolate alive until they are sent); the queue consumer
-//! writes each batch of messages to D1 in one transaction. If the send fails the events are written to D1
-//! directly; if that fails too they are parked in KV, and the cron moves parked events to
-//! D1. A batch whose D1 write keeps failing reaches the dead-letter queue, whose consumer
-//! parks it likewise.
+//! writes each batch of messages to D1 in one transaction. If the send fails the events
+//! are written to D1 directly; if that fails too they are parked in KV, and the cron moves
+//! parked events to D1. A batch whose D1 write keeps failing reaches the dead-letter
+//! queue, whose consumer parks it likewise.
 //! Inserts are idempotent on request id and the rollup only counts rows inserted and not
 //! yet rolled up, so redelivery never doubles a request.
 
@@ -114,8 +114,7 @@ async fn send_gathered(env: Env) {
         o.gathering = false;
         std::mem::take(&mut o.events)
     });
-    let lens: Vec<usize> = events.iter().map(|e| e.json.len()).collect();
-    for run in pack(&lens, MAX_MESSAGE_BYTES, MESSAGE_EVENTS) {
+    for run in runs(&events, MAX_MESSAGE_BYTES, MESSAGE_EVENTS) {
         let message: Vec<Event> = events.drain(..run.len()).collect();
         deliver(env.clone(), message, false).await;
     }
@@ -204,6 +203,12 @@ unpriced_requests = unpriced_requests + excluded.unpriced_requests";
 
 const MARK_ROLLED_UP: &str = "UPDATE cost_events SET rolled_up = 1 WHERE rolled_up = 0";
 
+/// The runs of `events` that fit one JSON array each (`ledger::pack`).
+fn runs(events: &[Event], max_bytes: usize, max_items: usize) -> Vec<std::ops::Range<usize>> {
+    let lens: Vec<usize> = events.iter().map(|e| e.json.len()).collect();
+    pack(&lens, max_bytes, max_items)
+}
+
 /// Events as one JSON array, for `INSERT`: each is JSON text already (a queue message, a
 /// parked copy, or serialised once here).
 fn json_array<'a>(events: impl Iterator<Item = &'a str>) -> String {
@@ -221,9 +226,8 @@ fn json_array<'a>(events: impl Iterator<Item = &'a str>) -> String {
 /// One D1 batch (one transaction): the inserts (one per up to 1 MB of events), the
 /// rollup, the mark.
 async fn write_events(db: &D1Database, events: &[Event]) -> Result<(), String> {
-    let lens: Vec<usize> = events.iter().map(|e| e.json.len()).collect();
     let mut statements = Vec::new();
-    for run in pack(&lens, MAX_INSERT_BYTES, usize::MAX) {
+    for run in runs(events, MAX_INSERT_BYTES, usize::MAX) {
         let array = json_array(events[run].iter().map(|e| e.json.as_str()));
         statements.push(db.prepare(INSERT).bind(&[JsValue::from_str(&array)]).map_err(|e| e.to_string())?);
     }
