@@ -145,7 +145,10 @@ pub fn test_config() -> Value {
         us("seeing"),
     ];
     let mut dead = deployment("dead", "us", "us-east-1", [39.0, -77.5]);
-    dead["base_url"] = json!(format!("http://127.0.0.1:{}/dead/v1", free_port()));
+    // Port 1: nothing listens there and an unprivileged process cannot. A port that was
+    // free when the config was written could be handed out again (once, wrangler dev
+    // itself was given it, and the "dead" deployment answered 404).
+    dead["base_url"] = json!("http://127.0.0.1:1/dead/v1");
     let mut claude_eu = deployment("claude-eu", "eu", "eu-central-1", [50.1, 8.7]);
     claude_eu["provider"] = json!("anthropic");
     claude_eu["api_key_secret"] = json!("TEST_PROVIDER_KEY");
