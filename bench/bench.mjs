@@ -275,6 +275,9 @@ const DEFS = {
   "gw-workerd": { label: "gateway, raw workerd (stub KV, queue, cache)", group: "workerd", runtime: "workerd", worker: "gateway" },
   // Streams only: its non-streamed path is the pass-through's.
   "relay-workerd": { label: "pass-through reading each chunk into wasm, raw workerd", group: "workerd", runtime: "workerd", worker: "passthrough", relay: true, streamsOnly: true },
+  // Streams only: the relay above, started only once the first content has arrived.
+  "held-workerd": { label: "pass-through holding its answer until the first content, then as relay-workerd, raw workerd", group: "workerd", runtime: "workerd", worker: "passthrough", held: true, streamsOnly: true },
+  "held-miniflare": { label: "pass-through holding its answer until the first content, then as relay-workerd, Miniflare", group: "miniflare", runtime: "miniflare", worker: "passthrough", held: true, streamsOnly: true },
   portkey: { label: `Portkey gateway (Node ${process.version})`, group: "peer", runtime: "portkey" },
   litellm: { label: "LiteLLM proxy (1 worker)", group: "peer", runtime: "litellm" },
   "pt-wrangler": { label: "pass-through worker, wrangler dev (DEV SERVER)", group: "dev", runtime: "wrangler", worker: "passthrough", dev: true },
@@ -414,7 +417,7 @@ const worker :Workerd.Worker = (
   const inst = {
     proc, port, base, logFile, stateDir,
     url: `${base}/v1/chat/completions`,
-    streamUrl: gw ? `${base}/v1/chat/completions` : `${base}/${def.relay ? "relay" : "stream"}/v1/chat/completions`,
+    streamUrl: gw ? `${base}/v1/chat/completions` : `${base}/${def.held ? "held" : def.relay ? "relay" : "stream"}/v1/chat/completions`,
     headers: gw ? gatewayHeaders() : workerHeaders(),
     streamHeaders: gw ? gatewayHeaders() : workerHeaders(),
     pids: () => tree(rootPid),

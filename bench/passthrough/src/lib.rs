@@ -7,7 +7,9 @@
 //! read into wasm by a promise callback and written, unchanged, to an
 //! `IdentityTransformStream` — the gateway's relay with nothing of the gateway in it: the
 //! floor for any worker that must see every chunk of a stream, as the gateway must (to
-//! bill it, and to end a cut stream with an error event).
+//! bill it, and to end a cut stream with an error event). Under `/held/` the same relay
+//! starts only once a chunk with content has arrived, as the gateway's does (so that it
+//! can still fall back): the floor for a worker that holds its answer until then.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -24,7 +26,8 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     if path == "/healthz" {
         return Response::ok("ok");
     }
-    let relay = path.starts_with("/relay/");
+    let held = path.starts_with("/held/");
+    let relay = held || path.starts_with("/relay/");
     let var = if relay || path.starts_with("/stream/") { "UPSTREAM_STREAM_URL" } else { "UPSTREAM_URL" };
     let upstream = env.var(var)?.to_string();
     let body = req.bytes().await?;
@@ -35,7 +38,8 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let response = Fetch::Request(Request::new_with_init(&upstream, &init)?).send().await?;
     match response.body() {
         ResponseBody::Stream(stream) if relay => {
-            let readable = relay_each_chunk(stream, &ctx)?;
+            let first = if held { until_content(stream).await? } else { Vec::new() };
+            let readable = relay_each_chunk(stream, &first, &ctx)?;
             Ok(Response::builder().with_headers(response.headers().clone()).stream(readable))
         }
         _ => Ok(response),
@@ -44,10 +48,34 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
 
 type Callback = Closure<dyn FnMut(JsValue)>;
 
-fn relay_each_chunk(stream: &ReadableStream, ctx: &Context) -> Result<ReadableStream> {
+/// The stream's chunks up to and including the first that carries content.
+async fn until_content(stream: &ReadableStream) -> Result<Vec<u8>> {
+    let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let mut seen = Vec::new();
+    loop {
+        let result = JsFuture::from(reader.read()).await?;
+        if Reflect::get(&result, &"done".into())?.is_truthy() {
+            break;
+        }
+        let chunk: Uint8Array = Reflect::get(&result, &"value".into())?.unchecked_into();
+        let start = seen.len();
+        seen.extend(chunk.to_vec());
+        // Non-empty content: the stream's opening chunk carries `"content":""`.
+        if seen[start..].windows(12).any(|w| w.starts_with(b"\"content\":\"") && w[11] != b'"') {
+            break;
+        }
+    }
+    reader.release_lock();
+    Ok(seen)
+}
+
+fn relay_each_chunk(stream: &ReadableStream, first: &[u8], ctx: &Context) -> Result<ReadableStream> {
     let ctor: Function = Reflect::get(&global(), &"IdentityTransformStream".into())?.unchecked_into();
     let pipe: TransformStream = Reflect::construct(&ctor, &Array::new())?.unchecked_into();
     let writer = pipe.writable().get_writer()?;
+    if !first.is_empty() {
+        let _ = writer.write_with_chunk(&Uint8Array::from(first).into());
+    }
     let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
     let mut resolve = None;
     let done = Promise::new(&mut |res, _| resolve = Some(res));
