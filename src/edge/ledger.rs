@@ -2,8 +2,9 @@
 //!
 //! A request hands its event over after its response (for a stream, after the last byte).
 //! Events finished within `GATHER_MS` of each other in an isolate go to the Queue packed
-//! into messages (JSON arrays of them), sent from the `wait_until` of the request that
-//! finished first (which keeps the isolate alive until they are sent); the queue consumer
+//! into messages (JSON arrays of them), the messages in one `sendBatch`, sent from the
+//! `wait_until` of the request that finished first (which keeps the isolate alive until
+//! they are sent); the queue consumer
 //! writes each batch of messages to D1 in one transaction. If the send fails the events
 //! are written to D1 directly; if that fails too they are parked in KV, and the cron moves
 //! parked events to D1. A batch whose D1 write keeps failing reaches the dead-letter
@@ -39,8 +40,11 @@ pub fn queue_fault(env: &Env, header: Option<&str>) -> bool {
 }
 
 /// How long the first event of a batch waits for others. Under load, one queue call then
-/// carries many events; alone, an event reaches the queue this much later.
-const GATHER_MS: u64 = 20;
+/// carries many events; alone, an event reaches the queue this much later, which nothing
+/// waits for: the consumer's own batching waits longer. Each queue call costs the sending
+/// isolate more than the events it carries (on Miniflare at c=16, 100 ms took 3% off the
+/// CPU per request that 20 ms cost; BENCHMARKS.md).
+const GATHER_MS: u64 = 100;
 /// The events gathered go to the queue packed, several to a message: Queue operations
 /// are billed per message (per 64 KB of it), and each message costs the queue and the
 /// consumer work of its own. A message carries at most 128 KB; and at most
@@ -49,6 +53,9 @@ const GATHER_MS: u64 = 20;
 /// not hold the database's single writer for long.
 const MAX_MESSAGE_BYTES: usize = 120_000;
 const MESSAGE_EVENTS: usize = 25;
+/// One `sendBatch` carries at most 100 messages and 256 KB in all.
+const BATCH_MESSAGES: usize = 100;
+const MAX_BATCH_BYTES: usize = 250_000;
 /// D1 takes a value of up to 2 MB: the bound JSON array of one insert stays well below.
 const MAX_INSERT_BYTES: usize = 1_000_000;
 
@@ -114,18 +121,20 @@ async fn send_gathered(env: Env) {
         o.gathering = false;
         std::mem::take(&mut o.events)
     });
-    for run in runs(&events, MAX_MESSAGE_BYTES, MESSAGE_EVENTS) {
-        let message: Vec<Event> = events.drain(..run.len()).collect();
-        deliver(env.clone(), message, false).await;
+    for run in runs(&events, MAX_BATCH_BYTES, MESSAGE_EVENTS * BATCH_MESSAGES) {
+        let batch: Vec<Event> = events.drain(..run.len()).collect();
+        deliver(env.clone(), batch, false).await;
     }
 }
 
-/// The events as one message.
+/// The events as messages of one `sendBatch`.
 async fn send(env: &Env, events: &[Event]) -> Result<(), String> {
     let queue = env.queue(QUEUE_BINDING).map_err(|e| e.to_string())?;
-    let text = json_array(events.iter().map(|e| e.json.as_str()));
-    let message = RawMessageBuilder::new(JsValue::from_str(&text)).build_with_content_type(QueueContentType::Text);
-    queue.send_raw_batch([message]).await.map_err(|e| e.to_string())
+    let messages = runs(events, MAX_MESSAGE_BYTES, MESSAGE_EVENTS).into_iter().map(|run| {
+        let text = json_array(events[run].iter().map(|e| e.json.as_str()));
+        RawMessageBuilder::new(JsValue::from_str(&text)).build_with_content_type(QueueContentType::Text)
+    });
+    queue.send_raw_batch(messages).await.map_err(|e| e.to_string())
 }
 
 async fn deliver(env: Env, events: Vec<Event>, fail_queue: bool) {
