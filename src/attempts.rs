@@ -17,7 +17,7 @@ pub struct Attempt {
     pub consumed: Option<Usage>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AttemptLog {
     pub attempts: Vec<Attempt>,
 }

@@ -41,14 +41,15 @@ fn invalid_body(e: impl std::fmt::Display) -> GatewayError {
 }
 
 /// A request as one of the admin API's types; an object that names a key twice is refused.
-async fn body_json<T: FromValue>(req: &mut Request) -> Result<T, GatewayError> {
-    let body = upstream::read_client_body(req, MAX_ADMIN_BODY).await?;
+async fn body_json<T: FromValue>(req: &Request) -> Result<T, GatewayError> {
+    let body = upstream::read_client_body(req.inner(), req.headers(), MAX_ADMIN_BODY).await?;
     valueread::parse(&body).map_err(|e| e.to_string()).and_then(|v| T::read(&v)).map_err(invalid_body)
 }
 
 /// A document taken whole (a config, a LiteLLM config): of a key named twice, the last.
-async fn body_document(req: &mut Request) -> Result<Value, GatewayError> {
-    serde_json::from_slice(&upstream::read_client_body(req, MAX_ADMIN_BODY).await?).map_err(invalid_body)
+async fn body_document(req: &Request) -> Result<Value, GatewayError> {
+    serde_json::from_slice(&upstream::read_client_body(req.inner(), req.headers(), MAX_ADMIN_BODY).await?)
+        .map_err(invalid_body)
 }
 
 /// The state as KV has it now, not as this isolate last saw it: a change must build on
@@ -159,7 +160,7 @@ async fn version_source(env: &Env, version: u64) -> Result<String, GatewayError>
     })
 }
 
-pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response, GatewayError> {
+pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, GatewayError> {
     let actor = authenticate(&req, env)?;
     let method = req.method();
     let dry_run = query_flag(&req, "dry_run");
@@ -171,7 +172,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             respond::json(200, &json!({"version": s.version, "config": doc}))
         }
         (Method::Put, "/admin/config") => {
-            let doc = body_document(&mut req).await?;
+            let doc = body_document(&req).await?;
             let current = fresh_state(env).await?;
             let doc = serde_json::to_string(&doc).expect("a JSON value serialises");
             apply(env, &current, Change { actor: &actor, action: "config.replace", doc, dry_run }).await
@@ -182,7 +183,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             respond::json(200, &json!({"active": active, "versions": versions}))
         }
         (Method::Post, "/admin/config/rollback") => {
-            let Rollback { version } = body_json(&mut req).await?;
+            let Rollback { version } = body_json(&req).await?;
             let current = fresh_state(env).await?;
             let doc = version_source(env, version).await?;
             let action = format!("config.rollback_to_{version}");
@@ -195,7 +196,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             respond::json(200, &json!({"version": s.version, "residency": doc["residency"]}))
         }
         (Method::Put, "/admin/residency") | (Method::Post, "/admin/residency/validate") => {
-            let body = upstream::read_client_body(&mut req, MAX_ADMIN_BODY).await?;
+            let body = upstream::read_client_body(req.inner(), req.headers(), MAX_ADMIN_BODY).await?;
             let invalid =
                 |e: String| GatewayError::bad_request("invalid_config", format!("residency is not valid: {e}"));
             // Read alone, the part's errors are located in what the client sent. Text that
@@ -211,7 +212,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             apply(env, &current, Change { actor: &actor, action: "residency.replace", doc, dry_run }).await
         }
         (Method::Post, "/admin/residency/rollback") => {
-            let Rollback { version } = body_json(&mut req).await?;
+            let Rollback { version } = body_json(&req).await?;
             let current = fresh_state(env).await?;
             let old: Value = serde_json::from_slice(version_source(env, version).await?.as_bytes())
                 .map_err(|e| GatewayError::internal(e.to_string()))?;
@@ -220,7 +221,7 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
             apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run }).await
         }
         (Method::Post, "/admin/residency/explain") => {
-            let q: ExplainQuery = body_json(&mut req).await?;
+            let q: ExplainQuery = body_json(&req).await?;
             let s = state::load(env).await?;
             let mut explained = serde_json::to_value(admin::explain(&s.gateway, &q)?).expect("plain data serialises");
             explained["version"] = json!(s.version);
@@ -233,8 +234,8 @@ pub async fn handle(mut req: Request, env: &Env, path: &str) -> Result<Response,
                 .map_err(|e| GatewayError::new(503, "service_unavailable", "store_unavailable", e))?;
             respond::json(200, &snapshot)
         }
-        (Method::Post, "/admin/keys") => create_key(&mut req, env, &actor).await,
-        (Method::Post, "/admin/config/import/litellm") => import_litellm(&mut req, env).await,
+        (Method::Post, "/admin/keys") => create_key(&req, env, &actor).await,
+        (Method::Post, "/admin/config/import/litellm") => import_litellm(&req, env).await,
         (Method::Get, "/admin/keys") => list_keys(env).await,
         (Method::Delete, p) if p.starts_with("/admin/keys/") => {
             revoke_key(env, &actor, &p["/admin/keys/".len()..]).await
@@ -300,7 +301,7 @@ async fn audit_key(env: &Env, actor: &str, action: &str, summary: &str) -> Resul
 
 /// `POST /admin/keys`: the body is a key without its secret (`id`, `team`, `feature`, `env`,
 /// `aliases`, `residency`, `budget`, `rate_limit`); the answer carries the secret, once.
-async fn create_key(req: &mut Request, env: &Env, actor: &str) -> Result<Response, GatewayError> {
+async fn create_key(req: &Request, env: &Env, actor: &str) -> Result<Response, GatewayError> {
     let key: crate::config::KeyConfig = body_json(req).await?;
     if key.sha256.is_some() || key.secret.is_some() {
         return Err(GatewayError::bad_request(
@@ -366,7 +367,7 @@ async fn revoke_key(env: &Env, actor: &str, id: &str) -> Result<Response, Gatewa
 /// `POST /admin/config/import/litellm`: a LiteLLM proxy config (as JSON) becomes a draft of
 /// this gateway's config — the current one with LiteLLM's deployments, aliases and limits —
 /// with notes on what did not map and whether the draft is valid yet. Nothing is applied.
-async fn import_litellm(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+async fn import_litellm(req: &Request, env: &Env) -> Result<Response, GatewayError> {
     let litellm = body_document(req).await?;
     let imported =
         crate::litellm::import(&litellm).map_err(|e| GatewayError::bad_request("invalid_litellm_config", e))?;

@@ -9,8 +9,8 @@ use super::respond;
 use super::spend;
 use super::state::now_ms;
 use super::state::State;
-use super::streaming::{self, Committed};
-use super::upstream;
+use super::streaming::{self, Committed, Outlet};
+use super::upstream::{self, Deadline};
 use crate::attempts::{self, AttemptLog};
 use crate::budget::{self, Budget};
 use crate::config::{Deployment, KeyConfig};
@@ -28,7 +28,7 @@ use crate::tags;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
-use worker::{Context, Delay, Env, Headers, Request, Response};
+use worker::{web_sys, Context, Delay, Env, Headers, Response};
 
 pub fn models(state: &State, key: &KeyConfig) -> Result<Response, GatewayError> {
     let data: Vec<serde_json::Value> = state
@@ -58,7 +58,7 @@ fn header(headers: &Headers, name: &str) -> Option<String> {
 
 /// The caller's location: `request.cf`, or the `x-gateway-geo-*` headers where the
 /// deployment trusts them (local dev and tests, whose `request.cf` is a placeholder).
-fn caller(req: &Request, headers: &Headers, state: &State) -> Caller {
+fn caller(req: &web_sys::Request, headers: &Headers, state: &State) -> Caller {
     let country = header(headers, "x-gateway-geo-country");
     if state.trust_geo_headers && country.is_some() {
         return Caller::new(country.as_deref(), header(headers, "x-gateway-geo-continent").as_deref(), None);
@@ -68,7 +68,7 @@ fn caller(req: &Request, headers: &Headers, state: &State) -> Caller {
     use worker::js_sys::Reflect;
     // Field by field rather than through `Cf`'s getters, which panic on a missing field,
     // or a JSON copy of the whole object.
-    let Some(cf) = Reflect::get(req.inner(), &"cf".into()).ok().filter(|cf| cf.is_object()) else {
+    let Some(cf) = Reflect::get(req, &"cf".into()).ok().filter(|cf| cf.is_object()) else {
         return Caller::default();
     };
     let mut fields = serde_json::Map::new();
@@ -98,17 +98,28 @@ struct Receipt {
 
 impl Receipt {
     fn headers(&self, served_by: Option<&Deployment>) -> Headers {
+        self.headers_with(&self.log, served_by)
+    }
+
+    /// The headers of an answer from `d` that has not come yet (a stream's first content).
+    fn headers_if_served(&self, d: &Deployment, status: u16) -> Headers {
+        let mut log = self.log.clone();
+        log.succeeded(&d.id, status);
+        self.headers_with(&log, Some(d))
+    }
+
+    fn headers_with(&self, log: &AttemptLog, served_by: Option<&Deployment>) -> Headers {
         let h = Headers::new();
         let _ = h.set("x-gateway-rule", &self.rule);
-        let _ = h.set("x-gateway-attempts", &self.log.count().to_string());
+        let _ = h.set("x-gateway-attempts", &log.count().to_string());
         if !self.skipped.is_empty() {
             let _ = h.set("x-gateway-skipped", &format!("{} (failing, cooling down)", self.skipped.join(", ")));
         }
         if !self.warnings.is_empty() {
             let _ = h.set("x-gateway-budget-warning", &self.warnings.join("; "));
         }
-        if self.log.count() > 0 {
-            let _ = h.set("x-gateway-tried", &self.log.summary());
+        if log.count() > 0 {
+            let _ = h.set("x-gateway-tried", &log.summary());
         }
         if let Some(d) = served_by {
             let _ = h.set("x-gateway-provider", d.provider.as_str());
@@ -179,8 +190,10 @@ pub async fn own_spend(env: &Env, state: &State, key: &KeyConfig) -> Result<Resp
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn handle(
-    mut req: Request,
+    req: &web_sys::Request,
+    headers: &Headers,
     env: &Env,
     ctx: Rc<Context>,
     state: &State,
@@ -190,8 +203,7 @@ pub async fn handle(
 ) -> Result<Response, GatewayError> {
     let started_ms = now_ms();
     let g = &state.gateway;
-    let headers = req.headers().clone();
-    let body = upstream::read_client_body(&mut req, g.config.limits.max_body_bytes).await?;
+    let body = upstream::read_client_body(req, headers, g.config.limits.max_body_bytes).await?;
     let mut chat = ingress.parse(&body)?;
     chat.received_at = started_ms / 1000;
     drop(body);
@@ -201,9 +213,9 @@ pub async fn handle(
         .ok_or_else(|| GatewayError::model_not_found(&chat.model))?;
     let tags = tags::resolve(
         key,
-        header(&headers, "x-gateway-team").as_deref(),
-        header(&headers, "x-gateway-feature").as_deref(),
-        header(&headers, "x-gateway-env").as_deref(),
+        header(headers, "x-gateway-team").as_deref(),
+        header(headers, "x-gateway-feature").as_deref(),
+        header(headers, "x-gateway-env").as_deref(),
     )?;
 
     let warnings = budget::check(
@@ -215,8 +227,8 @@ pub async fn handle(
     )?;
     rate_limit(env, key).await?;
 
-    let caller = caller(&req, &headers, state);
-    let compliance = header(&headers, "x-gateway-compliance").map(|t| t.to_ascii_lowercase());
+    let caller = caller(req, headers, state);
+    let compliance = header(headers, "x-gateway-compliance").map(|t| t.to_ascii_lowercase());
     let subject = Subject {
         caller: &caller,
         compliance: compliance.as_deref(),
@@ -250,7 +262,7 @@ pub async fn handle(
         caller: caller.clone(),
         rule: decision.rule.clone(),
         alias: alias.name.clone(),
-        fail_queue: ledger::queue_fault(env, header(&headers, "x-gateway-test-fault").as_deref()),
+        fail_queue: ledger::queue_fault(env, header(headers, "x-gateway-test-fault").as_deref()),
     };
     let failed = |receipt: &Receipt, e: GatewayError, last: Option<&Deployment>| {
         bill.close(Ending {
@@ -309,7 +321,11 @@ pub async fn handle(
             }
         };
         let up = provider.build(d, &chat, &auth)?;
-        let mut deadline = upstream::Deadline::after(timeout);
+        let deadline = if chat.stream { Deadline::for_stream(timeout) } else { Ok(Deadline::for_answer(timeout)) };
+        let Ok(mut deadline) = deadline else {
+            receipt.log.failed(&d.id, None, ErrorClass::Unreachable);
+            continue;
+        };
         let fell_back = |receipt: &mut Receipt, status: Option<u16>, class: ErrorClass, consumed: Option<Usage>| {
             receipt.log.failed_after(&d.id, status, class, consumed);
             let breaker = d.health_limits(&limits.health);
@@ -352,16 +368,16 @@ pub async fn handle(
             return failed(&receipt, attempts::terminal(&d.id, status, class, &body, &auth), Some(d));
         }
         if chat.stream {
+            let outlet = Outlet::new(receipt.headers_if_served(d, status))?;
             match streaming::open(&response, provider.stream(&chat), &mut deadline).await {
                 Ok(opened) => {
                     receipt.log.succeeded(&d.id, status);
                     let ttfb_ms = now_ms() - started_ms;
                     health::update(&ctx, &d.id, d.health_limits(&limits.health), |h| h.succeeded(now_ms() - now));
-                    let headers = receipt.headers(Some(d));
                     let encoder = ingress.stream(&chat);
                     let committed =
                         Committed { opened, bill, deployment: d.clone(), attempts: receipt.log, ttfb_ms, encoder };
-                    return streaming::respond(committed, headers);
+                    return Ok(streaming::respond(committed, outlet));
                 }
                 Err((class, consumed)) => fell_back(&mut receipt, Some(status), class, consumed),
             }

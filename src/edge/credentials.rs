@@ -85,7 +85,7 @@ async fn exchange(account: &ServiceAccount, now: u64, timeout_ms: u64) -> Result
         body: gcp::token_request_body(&gcp::assertion(&input, &signature)).into_bytes(),
     };
     let unreachable = |class| (class, format!("the token endpoint {} did not answer", account.token_uri));
-    let mut deadline = upstream::Deadline::after(timeout_ms);
+    let mut deadline = upstream::Deadline::for_answer(timeout_ms);
     let response = upstream::send(&request, &mut deadline).await.map_err(unreachable)?;
     let status = response.status();
     let body = upstream::read_all(&response, &mut deadline).await.map_err(unreachable)?;

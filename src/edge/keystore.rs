@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use worker::{Env, KvStore, Request};
+use worker::{Env, Headers, KvStore};
 
 pub const MEMO_MS: u64 = 2_000;
 const KEY_PREFIX: &str = "key:";
@@ -81,8 +81,7 @@ async fn lookup(kv: &KvStore, hash: &str) -> Result<Option<KeyConfig>, GatewayEr
 }
 
 /// The key a request presents: from the config (by hash or Worker secret), else from KV.
-pub async fn authenticate(env: &Env, state: &State, req: &Request) -> Result<KeyConfig, GatewayError> {
-    let h = req.headers();
+pub async fn authenticate(env: &Env, state: &State, h: &Headers) -> Result<KeyConfig, GatewayError> {
     let authorization = h.get("authorization").ok().flatten();
     let x_api_key = h.get("x-api-key").ok().flatten();
     let presented = keys::presented(authorization.as_deref(), x_api_key.as_deref());

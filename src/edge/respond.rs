@@ -2,6 +2,8 @@
 
 use crate::error::GatewayError;
 use crate::ingress::Ingress;
+use worker::js_sys::{global, Function, Reflect};
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{Headers, Response};
 
 pub fn json(status: u16, value: &impl serde::Serialize) -> Result<Response, GatewayError> {
@@ -31,15 +33,17 @@ pub fn internal(e: worker::Error) -> GatewayError {
     GatewayError::internal(format!("Runtime error: {e}"))
 }
 
+thread_local! {
+    /// `crypto` and its `randomUUID`, looked up once per isolate rather than per request.
+    static RANDOM_UUID: Option<(JsValue, Function)> = Reflect::get(&global(), &"crypto".into())
+        .and_then(|crypto| Ok((crypto.clone(), Reflect::get(&crypto, &"randomUUID".into())?.dyn_into::<Function>()?)))
+        .ok();
+}
+
 /// 32 hex digits from the runtime's CSPRNG-backed `crypto.randomUUID()`.
 pub fn request_id() -> String {
-    let uuid = worker::js_sys::Reflect::get(&worker::js_sys::global(), &"crypto".into())
-        .and_then(|crypto| {
-            let f = worker::js_sys::Reflect::get(&crypto, &"randomUUID".into())?;
-            worker::js_sys::Function::from(f).call0(&crypto)
-        })
-        .ok()
-        .and_then(|v| v.as_string())
+    let uuid = RANDOM_UUID
+        .with(|f| f.as_ref().and_then(|(crypto, uuid)| uuid.call0(crypto).ok()?.as_string()))
         .unwrap_or_default();
-    uuid.replace('-', "")
+    uuid.chars().filter(|c| *c != '-').collect()
 }

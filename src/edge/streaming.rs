@@ -187,11 +187,31 @@ pub struct Committed {
     pub encoder: Option<Box<dyn StreamEncoder>>,
 }
 
-pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError> {
+fn relay_error(e: JsValue) -> GatewayError {
+    GatewayError::internal(format!("Could not relay the stream: {e:?}"))
+}
+
+/// The client's response, made while the upstream is still silent: after a pause, the
+/// runtime's work to make a response would otherwise land on the path to the first token
+/// (BENCHMARKS.md, time to first token). Dropped unused when the attempt falls back.
+pub struct Outlet {
+    client: WritableStreamDefaultWriter,
+    response: Response,
+}
+
+impl Outlet {
+    pub fn new(headers: Headers) -> Result<Outlet, GatewayError> {
+        let pipe = identity_stream().map_err(relay_error)?;
+        let client = pipe.writable().get_writer().map_err(relay_error)?;
+        let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
+        let _ = headers.set("cache-control", "no-cache");
+        Ok(Outlet { client, response: ResponseBuilder::new().with_headers(headers).stream(pipe.readable()) })
+    }
+}
+
+pub fn respond(c: Committed, outlet: Outlet) -> Response {
     let Committed { opened, bill, deployment, attempts, ttfb_ms, encoder } = c;
-    let relay_error = |e: JsValue| GatewayError::internal(format!("Could not relay the stream: {e:?}"));
-    let pipe = identity_stream().map_err(relay_error)?;
-    let client = pipe.writable().get_writer().map_err(relay_error)?;
+    let Outlet { client, response } = outlet;
     let upstream: ReadableStreamDefaultReader = opened.rest.get_reader().unchecked_into();
     let mut resolve = None;
     let ended = Promise::new(&mut |res, _| resolve = Some(res));
@@ -277,7 +297,5 @@ pub fn respond(c: Committed, headers: Headers) -> Result<Response, GatewayError>
         slot.borrow_mut().take();
     });
 
-    let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
-    let _ = headers.set("cache-control", "no-cache");
-    Ok(ResponseBuilder::new().with_headers(headers).stream(pipe.readable()))
+    response
 }

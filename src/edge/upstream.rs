@@ -14,25 +14,56 @@ use std::time::Duration;
 use worker::js_sys::{global, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::{AbortController, ReadableStream, ReadableStreamDefaultReader, RequestInit, WorkerGlobalScope};
+use worker::web_sys::{
+    AbortController, AbortSignal, ReadableStream, ReadableStreamDefaultReader, RequestInit, WorkerGlobalScope,
+};
 use worker::{Delay, Request};
 
 /// One attempt's time limit, shared by everything the attempt waits for (the response
-/// head, then the body or the stream's first content): one runtime timer per attempt
-/// rather than one per wait.
-pub struct Deadline(Pin<Box<Delay>>);
+/// head, then the body or the stream's first content).
+pub enum Deadline {
+    /// For a whole answer: the runtime's `AbortSignal.timeout`, which ends the call and its
+    /// body at the deadline with no timer, callback or future of ours (those cost about 3%
+    /// of a non-streamed request's CPU; BENCHMARKS.md).
+    Signal(AbortSignal),
+    /// For a stream, whose limit ends at its first content, and a signal's cannot be called
+    /// off: one timer, and a controller that ends the call when the timer fires first.
+    Timer(Pin<Box<Delay>>, AbortController),
+}
 
 impl Deadline {
-    pub fn after(timeout_ms: u64) -> Self {
-        Deadline(Box::pin(Delay::from(Duration::from_millis(timeout_ms))))
+    pub fn for_answer(timeout_ms: u64) -> Self {
+        Deadline::Signal(AbortSignal::timeout_with_u32(u32::try_from(timeout_ms).unwrap_or(u32::MAX)))
     }
 
-    /// `work`, or `Err(Timeout)` once the deadline has passed. Only within the task that
-    /// first waited on it: the timer wakes that task.
+    pub fn for_stream(timeout_ms: u64) -> Result<Self, ErrorClass> {
+        let controller = AbortController::new().map_err(|_| ErrorClass::Unreachable)?;
+        Ok(Deadline::Timer(Box::pin(Delay::from(Duration::from_millis(timeout_ms))), controller))
+    }
+
+    fn signal(&self) -> AbortSignal {
+        match self {
+            Deadline::Signal(signal) => signal.clone(),
+            Deadline::Timer(_, controller) => controller.signal(),
+        }
+    }
+
+    /// `work`, or `Err(Timeout)` once the deadline has passed. A timer wakes only the task
+    /// that first waited on it.
     async fn within<T>(&mut self, work: impl Future<Output = Result<T, ErrorClass>>) -> Result<T, ErrorClass> {
-        match select(Box::pin(work), self.0.as_mut()).await {
-            Either::Left((outcome, _)) => outcome,
-            Either::Right(_) => Err(ErrorClass::Timeout),
+        match self {
+            // The signal fails the runtime's promise that `work` waits for, and says why.
+            Deadline::Signal(signal) => match work.await {
+                Err(_) if signal.aborted() => Err(ErrorClass::Timeout),
+                outcome => outcome,
+            },
+            Deadline::Timer(timer, controller) => match select(Box::pin(work), timer.as_mut()).await {
+                Either::Left((outcome, _)) => outcome,
+                Either::Right(_) => {
+                    controller.abort();
+                    Err(ErrorClass::Timeout)
+                }
+            },
         }
     }
 }
@@ -62,23 +93,18 @@ pub async fn send(up: &UpstreamRequest, deadline: &mut Deadline) -> Result<Answe
     for (name, value) in &up.headers {
         headers.set(name, value).map_err(|_| ErrorClass::BadRequest)?;
     }
-    let controller = AbortController::new().map_err(|_| ErrorClass::Unreachable)?;
     let init = RequestInit::new();
     init.set_method("POST");
     init.set_headers(&headers);
     init.set_body(&Uint8Array::from(up.body.as_slice()));
-    init.set_signal(Some(&controller.signal()));
+    init.set_signal(Some(&deadline.signal()));
     let scope: WorkerGlobalScope = global().unchecked_into();
     let fetching = scope.fetch_with_str_and_init(&up.url, &init);
     let sending = async {
         let response = JsFuture::from(fetching).await.map_err(|_| ErrorClass::Unreachable)?;
         Ok(Answer(response.unchecked_into()))
     };
-    let outcome = deadline.within(sending).await;
-    if outcome.is_err() {
-        controller.abort();
-    }
-    outcome
+    deadline.within(sending).await
 }
 
 /// A whole upstream body, within the deadline.
@@ -157,17 +183,23 @@ impl Drop for Pieces {
 /// being buffered — but only once the rest is read and discarded, because answering
 /// before the runtime has finished handing the body over fails the request stream (and,
 /// under `wrangler dev`, other requests in flight with it).
-pub async fn read_client_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, GatewayError> {
+pub async fn read_client_body(
+    req: &worker::web_sys::Request,
+    headers: &worker::Headers,
+    limit: usize,
+) -> Result<Vec<u8>, GatewayError> {
     let unreadable =
         |e: worker::Error| GatewayError::bad_request("invalid_body", format!("Could not read the request body: {e}"));
-    let declared = req.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
+    let declared = headers.get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n <= limit) {
-        let body = req.bytes().await.map_err(unreadable)?;
+        let whole = req.array_buffer().map_err(|e| unreadable(e.into()))?;
+        let buffer = JsFuture::from(whole).await.map_err(|e| unreadable(e.into()))?;
+        let body = Uint8Array::new(&buffer).to_vec();
         return if body.len() > limit { Err(GatewayError::payload_too_large(limit)) } else { Ok(body) };
     }
     let mut too_large = declared.is_some();
     let mut body = Vec::new();
-    let Ok(mut stream) = req.stream() else {
+    let Ok(mut stream) = Request::from(Clone::clone(req)).stream() else {
         return Ok(body);
     };
     while let Some(chunk) = stream.next().await {
