@@ -59,31 +59,39 @@ fn header(headers: &Headers, name: &str) -> Option<String> {
 /// The caller's location: `request.cf`, or the `x-gateway-geo-*` headers where the
 /// deployment trusts them (local dev and tests, whose `request.cf` is a placeholder).
 fn caller(req: &web_sys::Request, headers: &Headers, state: &State) -> Caller {
-    let country = header(headers, "x-gateway-geo-country");
-    if state.trust_geo_headers && country.is_some() {
-        return Caller::new(country.as_deref(), header(headers, "x-gateway-geo-continent").as_deref(), None);
+    if state.trust_geo_headers {
+        if let Some(country) = header(headers, "x-gateway-geo-country") {
+            return Caller::new(Some(&country), header(headers, "x-gateway-geo-continent").as_deref(), None);
+        }
     }
     use crate::valueread::FromValue;
     use serde_json::Value;
     use worker::js_sys::Reflect;
+    use worker::wasm_bindgen::JsValue;
+    thread_local! {
+        /// The property names as JavaScript strings, made once per isolate.
+        static KEYS: (JsValue, Vec<JsValue>) =
+            (JsValue::from_str("cf"), CfFields::NAMES.iter().map(|n| JsValue::from_str(n)).collect());
+    }
     // Field by field rather than through `Cf`'s getters, which panic on a missing field,
     // or a JSON copy of the whole object.
-    let Some(cf) = Reflect::get(req, &"cf".into()).ok().filter(|cf| cf.is_object()) else {
-        return Caller::default();
-    };
-    let mut fields = serde_json::Map::new();
-    for name in CfFields::NAMES {
-        let v = Reflect::get(&cf, &name.into()).unwrap_or_default();
-        let v = match (v.as_string(), v.as_f64()) {
-            (Some(s), _) => Value::String(s),
-            (_, Some(n)) => Value::from(n),
-            _ if v.is_null() || v.is_undefined() => continue,
-            // Of no type `CfFields` accepts: the whole object is unreadable, as before.
-            _ => Value::Bool(v.is_truthy()),
-        };
-        fields.insert(name.to_string(), v);
-    }
-    CfFields::read(&Value::Object(fields)).map(Caller::from).unwrap_or_default()
+    let fields = KEYS.with(|(cf_key, keys)| {
+        let cf = Reflect::get(req, cf_key).ok().filter(|cf| cf.is_object())?;
+        let mut fields = serde_json::Map::new();
+        for (name, key) in CfFields::NAMES.iter().zip(keys) {
+            let v = Reflect::get(&cf, key).unwrap_or_default();
+            let v = match (v.as_string(), v.as_f64()) {
+                (Some(s), _) => Value::String(s),
+                (_, Some(n)) => Value::from(n),
+                _ if v.is_null() || v.is_undefined() => continue,
+                // Of no type `CfFields` accepts: the whole object is unreadable, as before.
+                _ => Value::Bool(v.is_truthy()),
+            };
+            fields.insert(name.to_string(), v);
+        }
+        Some(fields)
+    });
+    fields.and_then(|f| CfFields::read(&Value::Object(f)).ok()).map(Caller::from).unwrap_or_default()
 }
 
 /// Where a request is going and what has been decided about it, for the response headers.
@@ -262,7 +270,7 @@ pub async fn handle(
         caller: caller.clone(),
         rule: decision.rule.clone(),
         alias: alias.name.clone(),
-        fail_queue: ledger::queue_fault(env, header(headers, "x-gateway-test-fault").as_deref()),
+        fail_queue: ledger::queue_fault(state.allow_test_faults, headers),
     };
     let failed = |receipt: &Receipt, e: GatewayError, last: Option<&Deployment>| {
         bill.close(Ending {

@@ -12,7 +12,7 @@
 //! Inserts are idempotent on request id and the rollup only counts rows inserted and not
 //! yet rolled up, so redelivery never doubles a request.
 
-use super::state::{now_ms, var};
+use super::state::now_ms;
 use super::store;
 use crate::attempts::AttemptLog;
 use crate::config::Deployment;
@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use worker::js_sys::JSON;
 use worker::wasm_bindgen::JsValue;
-use worker::{Context, D1Database, Delay, Env, KvStore, MessageBatch, QueueContentType, RawMessageBuilder};
+use worker::{Context, D1Database, Delay, Env, Headers, KvStore, MessageBatch, QueueContentType, RawMessageBuilder};
 
 pub const QUEUE_BINDING: &str = "COST_EVENTS";
 pub const DEAD_LETTER_QUEUE: &str = "llm-edge-gateway-cost-events-dlq";
@@ -34,9 +34,9 @@ const UNREADABLE_PREFIX: &str = "ledger:unreadable:";
 
 /// Per-request fault injection for the ledger's fallback paths, honoured only where
 /// `ALLOW_TEST_FAULTS = "true"` (the test environment): `x-gateway-test-fault: queue`
-/// makes the queue send fail.
-pub fn queue_fault(env: &Env, header: Option<&str>) -> bool {
-    header == Some("queue") && var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true")
+/// makes the queue send fail. The header is not read elsewhere.
+pub fn queue_fault(allowed: bool, headers: &Headers) -> bool {
+    allowed && headers.get("x-gateway-test-fault").ok().flatten().as_deref() == Some("queue")
 }
 
 /// How long the first event of a batch waits for others. Under load, one queue call then

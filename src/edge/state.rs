@@ -30,6 +30,8 @@ pub struct State {
     keys: KeyRing,
     /// `TRUST_GEO_HEADERS = "true"`: local dev and tests only.
     pub trust_geo_headers: bool,
+    /// `ALLOW_TEST_FAULTS = "true"`: the test environment only.
+    pub allow_test_faults: bool,
 }
 
 struct Cached {
@@ -112,6 +114,7 @@ pub fn build(env: &Env, version: u64, source: String) -> Result<State, GatewayEr
         gateway,
         keys,
         trust_geo_headers: var(env, "TRUST_GEO_HEADERS").as_deref() == Some("true"),
+        allow_test_faults: var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true"),
     })
 }
 
