@@ -13,7 +13,8 @@ use crate::uri;
 use crate::valueread::{self, At, Fields, FromValue};
 use serde_json::{json, Value};
 use std::rc::Rc;
-use worker::{Env, Method, Request, Response};
+use worker::web_sys::Response;
+use worker::{Env, Method, Request};
 
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
 

@@ -28,7 +28,8 @@ use crate::tags;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
-use worker::{web_sys, Context, Delay, Env, Headers, Response};
+use worker::web_sys::{self, Response};
+use worker::{Context, Delay, Env, Headers};
 
 pub fn models(state: &State, key: &KeyConfig) -> Result<Response, GatewayError> {
     let data: Vec<serde_json::Value> = state
@@ -139,8 +140,8 @@ impl Receipt {
     }
 
     fn error(&self, ingress: Ingress, e: &GatewayError) -> Response {
-        let mut response = respond::error(ingress, e);
-        let h = response.headers_mut();
+        let response = respond::error(ingress, e);
+        let h = response.headers();
         for (name, value) in self.headers(None).entries() {
             let _ = h.set(&name, &value);
         }
@@ -413,10 +414,7 @@ pub async fn handle(
                     if let Some(micros) = cost {
                         let _ = headers.set("x-gateway-cost-usd", &format_usd(micros));
                     }
-                    return Ok(Response::from_bytes(body)
-                        .map_err(respond::internal)?
-                        .with_status(status)
-                        .with_headers(headers));
+                    return respond::with_bytes(status, &headers, body);
                 }
                 Err(class) => fell_back(&mut receipt, Some(status), class, None),
             }

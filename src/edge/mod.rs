@@ -19,7 +19,8 @@ use crate::ingress::Ingress;
 use crate::ledger::CostEvent;
 use std::rc::Rc;
 use worker::web_sys;
-use worker::{event, Context, Env, Headers, MessageBatch, Request, Response, ScheduleContext, ScheduledEvent};
+use worker::web_sys::Response;
+use worker::{event, Context, Env, Headers, MessageBatch, Request, ScheduleContext, ScheduledEvent};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 const SNAPSHOT_ATTEMPTS: u32 = 3;
@@ -33,8 +34,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     let path = crate::uri::path(&url);
     let ingress = Ingress::for_path(path);
     let result = route(req, path, &env, Rc::new(ctx), ingress, &request_id).await;
-    let mut response = result.unwrap_or_else(|e| respond::error(ingress, &e));
-    response.headers_mut().set("x-gateway-request-id", &request_id)?;
+    let response = result.unwrap_or_else(|e| respond::error(ingress, &e));
+    response.headers().set("x-gateway-request-id", &request_id)?;
     Ok(response)
 }
 
@@ -62,8 +63,8 @@ async fn route(
     };
     if !method_ok {
         let e = GatewayError::method_not_allowed(&method, path, allowed);
-        let mut response = respond::error(ingress, &e);
-        let _ = response.headers_mut().set("allow", if allowed == "GET" { "GET, HEAD" } else { allowed });
+        let response = respond::error(ingress, &e);
+        let _ = response.headers().set("allow", if allowed == "GET" { "GET, HEAD" } else { allowed });
         return Ok(response);
     }
     if path == "/healthz" {
@@ -72,8 +73,8 @@ async fn route(
     if path == "/dashboard" {
         // The page itself holds no data: it asks for the admin token and calls the
         // breakdown API with it.
-        let mut page = respond::bytes(200, "text/html; charset=utf-8", DASHBOARD.as_bytes().to_vec())?;
-        let _ = page.headers_mut().set(
+        let page = respond::bytes(200, "text/html; charset=utf-8", DASHBOARD.as_bytes().to_vec())?;
+        let _ = page.headers().set(
             "content-security-policy",
             "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
         );

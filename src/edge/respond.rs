@@ -4,7 +4,35 @@ use crate::error::GatewayError;
 use crate::ingress::Ingress;
 use worker::js_sys::{global, Function, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{Headers, Response};
+use worker::web_sys::{ReadableStream, Response, ResponseInit};
+use worker::Headers;
+
+/// The runtime's response, made directly: the `worker` crate's builder makes a headers
+/// object that it then drops, and copies a body into a JavaScript array before the
+/// runtime copies it again.
+fn response(status: u16, headers: &Headers, body: Body<'_>) -> Result<Response, GatewayError> {
+    let init = ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(&headers.0);
+    match body {
+        Body::Bytes(bytes) => Response::new_with_opt_u8_array_and_init(Some(bytes), &init),
+        Body::Stream(stream) => Response::new_with_opt_readable_stream_and_init(Some(stream), &init),
+    }
+    .map_err(|e| GatewayError::internal(format!("Runtime error: {e:?}")))
+}
+
+enum Body<'a> {
+    Bytes(&'a mut [u8]),
+    Stream(&'a ReadableStream),
+}
+
+pub fn with_bytes(status: u16, headers: &Headers, mut body: Vec<u8>) -> Result<Response, GatewayError> {
+    response(status, headers, Body::Bytes(&mut body))
+}
+
+pub fn with_stream(headers: &Headers, stream: &ReadableStream) -> Result<Response, GatewayError> {
+    response(200, headers, Body::Stream(stream))
+}
 
 pub fn json(status: u16, value: &impl serde::Serialize) -> Result<Response, GatewayError> {
     let body = serde_json::to_vec(value).map_err(|e| GatewayError::internal(e.to_string()))?;
@@ -14,7 +42,7 @@ pub fn json(status: u16, value: &impl serde::Serialize) -> Result<Response, Gate
 pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Result<Response, GatewayError> {
     let headers = Headers::new();
     let _ = headers.set("content-type", content_type);
-    Ok(Response::from_bytes(body).map_err(internal)?.with_status(status).with_headers(headers))
+    with_bytes(status, &headers, body)
 }
 
 pub fn error(ingress: Ingress, e: &GatewayError) -> Response {
@@ -23,10 +51,8 @@ pub fn error(ingress: Ingress, e: &GatewayError) -> Response {
     if let Some(s) = e.retry_after {
         let _ = headers.set("retry-after", &s.to_string());
     }
-    Response::from_bytes(ingress.error_body(e).into_bytes())
-        .expect("a byte body is always accepted")
-        .with_status(e.status)
-        .with_headers(headers)
+    with_bytes(e.status, &headers, ingress.error_body(e).into_bytes())
+        .expect("an error's status is always one the runtime accepts")
 }
 
 pub fn internal(e: worker::Error) -> GatewayError {

@@ -9,6 +9,7 @@
 //! the runtime more than anything the gateway does (BENCHMARKS.md, CPU per chunk).
 
 use super::ledger::{Bill, Ending};
+use super::respond;
 use super::upstream::{self, Deadline, Pieces, ReadResult};
 use crate::attempts::AttemptLog;
 use crate::config::Deployment;
@@ -22,8 +23,9 @@ use worker::js_sys::{global, Array, Function, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys::Response;
 use worker::web_sys::{ReadableStream, ReadableStreamDefaultReader, TransformStream, WritableStreamDefaultWriter};
-use worker::{Headers, Response, ResponseBuilder};
+use worker::Headers;
 
 /// An upstream stream that has shown its first content: from here on the client is
 /// committed to this deployment.
@@ -205,7 +207,7 @@ impl Outlet {
         let client = pipe.writable().get_writer().map_err(relay_error)?;
         let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
         let _ = headers.set("cache-control", "no-cache");
-        Ok(Outlet { client, response: ResponseBuilder::new().with_headers(headers).stream(pipe.readable()) })
+        Ok(Outlet { client, response: respond::with_stream(&headers, &pipe.readable())? })
     }
 }
 
