@@ -174,8 +174,8 @@ async fn rate_limit(env: &Env, key: &KeyConfig) -> Result<(), GatewayError> {
 
 /// `GET /v1/spend`: the key's own month-to-date spend, and its team's, with their budgets.
 pub async fn own_spend(env: &Env, state: &State, key: &KeyConfig) -> Result<Response, GatewayError> {
-    let spend = spend::current(env).await;
     let team = key.team.as_deref().map(str::to_ascii_lowercase);
+    let spend = spend::current(env, &key.id, team.as_deref().unwrap_or_default()).await;
     let budget_json = |b: Option<&Budget>| {
         b.map(|b| serde_json::json!({"monthly_usd": format_usd(b.monthly_usd.0), "mode": format!("{:?}", b.mode).to_ascii_lowercase()}))
     };
@@ -228,7 +228,7 @@ pub async fn handle(
     )?;
 
     let warnings = budget::check(
-        &spend::for_request(env, &ctx).await,
+        &spend::for_request(env, &ctx, &key.id, &tags.team).await,
         &key.id,
         key.budget.as_ref(),
         &tags.team,

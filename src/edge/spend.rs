@@ -42,9 +42,7 @@ pub fn note(team: &str, key: &str, micros: u64) {
     // One entry per minute, team and key: the list stays small however many requests an
     // isolate serves between two snapshots.
     let minute = now - now % 60_000;
-    LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
-        let local = l.get_or_insert_with(|| Local { snapshot: Spend::default(), checked_ms: 0, billed: Vec::new() });
+    with_local(|local| {
         match local.billed.iter_mut().rev().take(16).find(|(ts, t, k, _)| *ts == minute && t == team && k == key) {
             Some(entry) => entry.3 += micros,
             None => local.billed.push((minute, team.to_string(), key.to_string(), micros)),
@@ -52,66 +50,89 @@ pub fn note(team: &str, key: &str, micros: u64) {
     });
 }
 
-fn effective(local: &Local, month: &str) -> Spend {
-    let mut spend = if local.snapshot.month == month {
-        local.snapshot.clone()
-    } else {
-        Spend { month: month.to_string(), ..Spend::default() }
-    };
+/// What `key` and `team` have spent this month: the snapshot's figures and what this
+/// isolate billed since. Only those two: the snapshot holds every key and team, and a
+/// copy of it per request would cost in proportion to how many there are.
+fn effective(local: &Local, month: &str, key: &str, team: &str) -> Spend {
+    let mut spend = Spend { month: month.to_string(), ..Spend::default() };
+    if local.snapshot.month == month {
+        spend.at_ms = local.snapshot.at_ms;
+        if let Some(micros) = local.snapshot.keys.get(key) {
+            spend.keys.insert(key.to_string(), *micros);
+        }
+        if let Some(micros) = local.snapshot.teams.get(team) {
+            spend.teams.insert(team.to_string(), *micros);
+        }
+    }
     let since = spend.at_ms;
     // A minute that overlaps the snapshot counts whole: budgets err on the side of stopping.
-    for (_, team, key, micros) in
-        local.billed.iter().filter(|(ts, ..)| ts + 60_000 > since && civil::month(*ts) == month)
+    for (_, t, k, micros) in local
+        .billed
+        .iter()
+        .filter(|(ts, t, k, _)| ts + 60_000 > since && (t == team || k == key) && civil::month(*ts) == month)
     {
-        spend.add(team, key, *micros);
+        spend.add(t, k, *micros);
     }
     spend
 }
 
-/// The spend as of now, the snapshot re-read first when due (`/v1/spend`).
-pub async fn current(env: &Env) -> Spend {
+/// `key`'s and `team`'s spend as of now, the snapshot re-read first when due (`/v1/spend`).
+pub async fn current(env: &Env, key: &str, team: &str) -> Spend {
     let now = now_ms();
     let month = civil::month(now);
     let fresh = LOCAL.with(|l| {
-        l.borrow().as_ref().filter(|l| now.saturating_sub(l.checked_ms) < RECHECK_MS).map(|l| effective(l, &month))
+        l.borrow()
+            .as_ref()
+            .filter(|l| now.saturating_sub(l.checked_ms) < RECHECK_MS)
+            .map(|l| effective(l, &month, key, team))
     });
     match fresh {
         Some(spend) => spend,
-        None => reread(env).await,
+        None => {
+            reread(env).await;
+            with_local(|l| effective(l, &month, key, team))
+        }
     }
 }
 
-/// The spend for a budget check: this isolate's view at once; when the snapshot is due
-/// for a re-read, that runs after the response. Only an isolate's first request waits.
-pub async fn for_request(env: &Env, ctx: &Context) -> Spend {
+/// `key`'s and `team`'s spend for a budget check: this isolate's view at once; when the
+/// snapshot is due for a re-read, that runs after the response. Only an isolate's first
+/// request waits.
+pub async fn for_request(env: &Env, ctx: &Context, key: &str, team: &str) -> Spend {
     let month = civil::month(now_ms());
     let known = LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         let local = l.as_mut()?;
         let due = claim(&mut local.checked_ms, RECHECK_MS);
-        Some((effective(local, &month), due))
+        Some(((), due))
     });
     let env = env.clone();
-    known_then_reread(ctx, known, move || async move { reread(&env).await }).await
+    known_then_reread(ctx, known, move || async move { reread(&env).await }).await;
+    with_local(|l| effective(l, &month, key, team))
 }
 
-async fn reread(env: &Env) -> Spend {
+fn with_local<T>(f: impl FnOnce(&mut Local) -> T) -> T {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        f(l.get_or_insert_with(|| Local { snapshot: Spend::default(), checked_ms: 0, billed: Vec::new() }))
+    })
+}
+
+/// The month's snapshot from KV, into this isolate's view.
+async fn reread(env: &Env) {
     let now = now_ms();
     let month = civil::month(now);
     let snapshot = match store::kv(env) {
         Ok(kv) => store::get_json::<Spend>(&kv, &snapshot_key(&month)).await.ok().flatten(),
         Err(_) => None,
     };
-    LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
-        let local = l.get_or_insert_with(|| Local { snapshot: Spend::default(), checked_ms: 0, billed: Vec::new() });
+    with_local(|local| {
         if let Some(s) = snapshot {
             local.billed.retain(|(ts, ..)| ts + 60_000 > s.at_ms);
             local.snapshot = s;
         }
         local.checked_ms = now;
-        effective(local, &month)
-    })
+    });
 }
 
 struct Row {
