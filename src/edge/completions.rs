@@ -140,12 +140,7 @@ impl Receipt {
     }
 
     fn error(&self, ingress: Ingress, e: &GatewayError) -> Response {
-        let response = respond::error(ingress, e);
-        let h = response.headers();
-        for (name, value) in self.headers(None).entries() {
-            let _ = h.set(&name, &value);
-        }
-        response
+        respond::error_with(ingress, e, self.headers(None))
     }
 }
 

@@ -7,31 +7,22 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::web_sys::{ReadableStream, Response, ResponseInit};
 use worker::Headers;
 
-/// The runtime's response, made directly: the `worker` crate's builder makes a headers
-/// object that it then drops, and copies a body into a JavaScript array before the
-/// runtime copies it again.
-fn response(status: u16, headers: &Headers, body: Body<'_>) -> Result<Response, GatewayError> {
+/// The init of a response made directly by the runtime: the `worker` crate's builder
+/// makes a headers object that it then drops, and copies a body into a JavaScript array
+/// before the runtime copies it again.
+fn init(status: u16, headers: &Headers) -> ResponseInit {
     let init = ResponseInit::new();
     init.set_status(status);
     init.set_headers(&headers.0);
-    match body {
-        Body::Bytes(bytes) => Response::new_with_opt_u8_array_and_init(Some(bytes), &init),
-        Body::Stream(stream) => Response::new_with_opt_readable_stream_and_init(Some(stream), &init),
-    }
-    .map_err(|e| GatewayError::internal(format!("Runtime error: {e:?}")))
-}
-
-enum Body<'a> {
-    Bytes(&'a mut [u8]),
-    Stream(&'a ReadableStream),
+    init
 }
 
 pub fn with_bytes(status: u16, headers: &Headers, mut body: Vec<u8>) -> Result<Response, GatewayError> {
-    response(status, headers, Body::Bytes(&mut body))
+    Response::new_with_opt_u8_array_and_init(Some(&mut body), &init(status, headers)).map_err(|e| internal(e.into()))
 }
 
 pub fn with_stream(headers: &Headers, stream: &ReadableStream) -> Result<Response, GatewayError> {
-    response(200, headers, Body::Stream(stream))
+    Response::new_with_opt_readable_stream_and_init(Some(stream), &init(200, headers)).map_err(|e| internal(e.into()))
 }
 
 pub fn json(status: u16, value: &impl serde::Serialize) -> Result<Response, GatewayError> {
@@ -46,7 +37,11 @@ pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Result<Response,
 }
 
 pub fn error(ingress: Ingress, e: &GatewayError) -> Response {
-    let headers = Headers::new();
+    error_with(ingress, e, Headers::new())
+}
+
+/// An error response with headers of the caller's besides.
+pub fn error_with(ingress: Ingress, e: &GatewayError, headers: Headers) -> Response {
     let _ = headers.set("content-type", "application/json");
     if let Some(s) = e.retry_after {
         let _ = headers.set("retry-after", &s.to_string());
