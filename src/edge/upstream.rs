@@ -107,13 +107,15 @@ pub async fn send(up: &UpstreamRequest, deadline: &mut Deadline) -> Result<Answe
     deadline.within(sending).await
 }
 
+/// A body read whole, from the runtime's `arrayBuffer()`.
+async fn whole(array_buffer: Result<Promise, JsValue>) -> Result<Vec<u8>, JsValue> {
+    let buffer = JsFuture::from(array_buffer?).await?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
 /// A whole upstream body, within the deadline.
 pub async fn read_all(answer: &Answer, deadline: &mut Deadline) -> Result<Vec<u8>, ErrorClass> {
-    let whole = answer.0.array_buffer().map_err(|_| ErrorClass::Unreachable)?;
-    let reading = async {
-        let buffer = JsFuture::from(whole).await.map_err(|_| ErrorClass::Unreachable)?;
-        Ok(Uint8Array::new(&buffer).to_vec())
-    };
+    let reading = async { whole(answer.0.array_buffer()).await.map_err(|_| ErrorClass::Unreachable) };
     deadline.within(reading).await
 }
 
@@ -192,9 +194,7 @@ pub async fn read_client_body(
         |e: worker::Error| GatewayError::bad_request("invalid_body", format!("Could not read the request body: {e}"));
     let declared = headers.get("content-length").ok().flatten().and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n <= limit) {
-        let whole = req.array_buffer().map_err(|e| unreadable(e.into()))?;
-        let buffer = JsFuture::from(whole).await.map_err(|e| unreadable(e.into()))?;
-        let body = Uint8Array::new(&buffer).to_vec();
+        let body = whole(req.array_buffer()).await.map_err(|e| unreadable(e.into()))?;
         return if body.len() > limit { Err(GatewayError::payload_too_large(limit)) } else { Ok(body) };
     }
     let mut too_large = declared.is_some();
