@@ -4,11 +4,10 @@
 //! Events finished within `GATHER_MS` of each other in an isolate go to the Queue packed
 //! into messages (JSON arrays of them), the messages in one `sendBatch`, sent from the
 //! `wait_until` of the request that finished first (which keeps the isolate alive until
-//! they are sent); the queue consumer
-//! writes each batch of messages to D1 in one transaction. If the send fails the events
-//! are written to D1 directly; if that fails too they are parked in KV, and the cron moves
-//! parked events to D1. A batch whose D1 write keeps failing reaches the dead-letter
-//! queue, whose consumer parks it likewise.
+//! they are sent); the queue consumer writes each batch of messages to D1 in one
+//! transaction. If the send fails the events are written to D1 directly; if that fails
+//! too they are parked in KV, and the cron moves parked events to D1. A batch whose D1
+//! write keeps failing reaches the dead-letter queue, whose consumer parks it likewise.
 //! Inserts are idempotent on request id and the rollup only counts rows inserted and not
 //! yet rolled up, so redelivery never doubles a request.
 
