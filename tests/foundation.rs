@@ -404,22 +404,24 @@ fn a_slow_first_byte_falls_back_and_so_does_a_stream_that_dies_before_content() 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-gateway-tried"), Some("eu-1:- timeout, eu-2:200 ok"));
 
+    // A stream from eu-1 scripted with `fault`: it ends with [DONE]; its x-gateway-tried
+    // and x-gateway-deployment.
+    let stream_with = |label: &str, fault: &str| {
+        let n = nonce(label);
+        script("eu-1", &n, fault);
+        let s = gateway().chat_stream(&ask_stream("chat", &n), &[("x-gateway-geo-country", "DE")]);
+        assert_eq!(s.status, 200);
+        let seen =
+            (s.header("x-gateway-tried").map(str::to_string), s.header("x-gateway-deployment").map(str::to_string));
+        let data = sse_data_lines(&String::from_utf8(s.collect().unwrap()).unwrap());
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+        seen
+    };
     // A stream's deadline is a timer of the gateway's, not the runtime's signal.
-    let n = nonce("slow-stream");
-    script("eu-1", &n, "first_byte_delay_ms=4000");
-    let s = gateway().chat_stream(&ask_stream("chat", &n), &[("x-gateway-geo-country", "DE")]);
-    assert_eq!(s.status, 200);
-    assert_eq!(s.header("x-gateway-tried"), Some("eu-1:- timeout, eu-2:200 ok"));
-    let data = sse_data_lines(&String::from_utf8(s.collect().unwrap()).unwrap());
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-
-    let n = nonce("dies-early");
-    script("eu-1", &n, "cut_after=0");
-    let s = gateway().chat_stream(&ask_stream("chat", &n), &[("x-gateway-geo-country", "DE")]);
-    assert_eq!(s.status, 200);
-    assert_eq!(s.header("x-gateway-deployment"), Some("eu-2"));
-    let data = sse_data_lines(&String::from_utf8(s.collect().unwrap()).unwrap());
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let (tried, _) = stream_with("slow-stream", "first_byte_delay_ms=4000");
+    assert_eq!(tried.as_deref(), Some("eu-1:- timeout, eu-2:200 ok"));
+    let (_, deployment) = stream_with("dies-early", "cut_after=0");
+    assert_eq!(deployment.as_deref(), Some("eu-2"));
 }
 
 #[test]
