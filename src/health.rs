@@ -18,6 +18,8 @@ pub struct Health {
     pub probe_until: Option<u64>,
     /// Smoothed time to first byte of successful calls.
     pub ttfb_ms: Option<u64>,
+    /// When the breaker last changed (Unix ms): of two views, the later one wins.
+    pub changed_ms: Option<u64>,
 }
 
 impl FromValue for Health {
@@ -28,6 +30,7 @@ impl FromValue for Health {
             open_until: f.opt("open_until")?,
             probe_until: f.opt("probe_until")?,
             ttfb_ms: f.opt("ttfb_ms")?,
+            changed_ms: f.opt("changed_ms")?,
         })
     }
 }
@@ -53,6 +56,7 @@ impl Health {
             Some(_) if self.probe_until.is_some_and(|p| now < p) => Admission::Skip,
             Some(_) => {
                 self.probe_until = Some(now + probe_timeout_ms);
+                self.changed_ms = Some(now);
                 Admission::Probe
             }
         }
@@ -60,7 +64,10 @@ impl Health {
 
     /// A success closes the breaker and feeds the latency estimate (weight 1/4 to the
     /// newest, so one slow answer does not swing the order).
-    pub fn succeeded(&mut self, ttfb_ms: u64) {
+    pub fn succeeded(&mut self, now: u64, ttfb_ms: u64) {
+        if !self.failures.is_empty() || self.open_until.is_some() || self.probe_until.is_some() {
+            self.changed_ms = Some(now);
+        }
         self.failures.clear();
         self.open_until = None;
         self.probe_until = None;
@@ -71,6 +78,14 @@ impl Health {
     }
 
     /// A failure that counts against the deployment (one that made the gateway fall back).
+    /// Whether this isolate's view changed after the colo's record: a record read back
+    /// can be older than the view, which may have changed after the read was asked for, or
+    /// whose report may still be on the way. On a tie the colo's record is the one to
+    /// keep, for the latency the colo's other isolates measured.
+    pub fn is_later_than(&self, colo: &Health) -> bool {
+        self.changed_ms > colo.changed_ms
+    }
+
     /// Whether this view differs enough from `shared` (what the colo was last told) to tell
     /// it again: any change to the breaker, or a latency that moved by more than a fifth
     /// (and at least 5 ms). Writing after every request cost a cache write per request,
@@ -88,6 +103,7 @@ impl Health {
     }
 
     pub fn failed(&mut self, now: u64, limits: &HealthLimits) {
+        self.changed_ms = Some(now);
         if self.open_until.is_some() {
             // The probe failed: another full cool-down.
             self.open_until = Some(now + limits.cooldown_ms);
@@ -130,7 +146,7 @@ mod tests {
         assert_eq!(h.admit(5_002, 1_000), Admission::Probe);
         assert_eq!(h.admit(5_003, 1_000), Admission::Skip, "one probe at a time");
         assert_eq!(h.admit(6_003, 1_000), Admission::Probe, "a probe that never reported is replaced");
-        h.succeeded(80);
+        h.succeeded(6_003, 80);
         assert_eq!(h.admit(6_004, 1_000), Admission::Try);
         assert_eq!((h.open_until, h.failures.len()), (None, 0));
     }
@@ -153,9 +169,9 @@ mod tests {
         let shared = Health { ttfb_ms: Some(100), ..Health::default() };
         let mut h = shared.clone();
         assert!(!h.worth_sharing(&shared));
-        h.succeeded(110);
+        h.succeeded(2, 110);
         assert!(!h.worth_sharing(&shared), "a small drift stays local");
-        h.succeeded(400);
+        h.succeeded(3, 400);
         assert!(h.worth_sharing(&shared), "a fifth or more is shared");
         let mut h = shared.clone();
         h.failed(1, &LIMITS);
@@ -167,11 +183,33 @@ mod tests {
     }
 
     #[test]
+    fn the_later_view_is_kept() {
+        let mut local = Health::default();
+        for t in 0..3 {
+            local.failed(t, &LIMITS);
+        }
+        assert_eq!(local.admit(5_002, 1_000), Admission::Probe);
+        local.succeeded(5_050, 40);
+        // The colo still holds the open breaker this isolate reported before its probe.
+        let colo = Health { open_until: Some(5_002), changed_ms: Some(2), ..Health::default() };
+        assert!(local.is_later_than(&colo), "a record older than the view");
+        let tripped = Health { open_until: Some(12_000), changed_ms: Some(7_000), ..Health::default() };
+        assert!(!local.is_later_than(&tripped), "another isolate tripped it since");
+        // Records written before the field existed, and latency-only successes, never
+        // count as changes, so the colo's latency is adopted.
+        let steady = Health { ttfb_ms: Some(30), ..Health::default() };
+        let mut mine = Health::default();
+        mine.succeeded(9_000, 90);
+        assert_eq!(mine.changed_ms, None);
+        assert!(!mine.is_later_than(&steady));
+    }
+
+    #[test]
     fn latency_is_smoothed() {
         let mut h = Health::default();
-        h.succeeded(100);
+        h.succeeded(1, 100);
         assert_eq!(h.ttfb_ms, Some(100));
-        h.succeeded(500);
+        h.succeeded(2, 500);
         assert_eq!(h.ttfb_ms, Some(200));
         let back = Health::read(&serde_json::to_value(&h).unwrap()).unwrap();
         assert_eq!(back, h);

@@ -223,7 +223,7 @@ pub async fn handle(
     )?;
 
     let warnings = budget::check(
-        &spend::for_request(env, &ctx, &key.id, &tags.team).await,
+        &spend::for_request(env, &key.id, &tags.team).await,
         &key.id,
         key.budget.as_ref(),
         &tags.team,
@@ -247,7 +247,7 @@ pub async fn handle(
     let residency_bound = (!candidates.dropped.is_empty()).then(|| decision.rule.clone());
     routing::fit(&mut candidates, &routing::needs(&chat));
     let limits = &g.config.limits;
-    let health = health::read_all(&ctx, candidates.kept.iter().map(|d| d.id.as_str())).await;
+    let health = health::read_all(candidates.kept.iter().map(|d| d.id.as_str())).await;
     let ttfb: HashMap<String, u64> = health.iter().filter_map(|(id, h)| Some((id.clone(), h.ttfb_ms?))).collect();
     let random = u64::from_str_radix(request_id.get(..16).unwrap_or("0"), 16).unwrap_or(0);
     let user = chat.body.get("user").and_then(serde_json::Value::as_str);
@@ -377,7 +377,9 @@ pub async fn handle(
                 Ok(opened) => {
                     receipt.log.succeeded(&d.id, status);
                     let ttfb_ms = now_ms() - started_ms;
-                    health::update(&ctx, &d.id, d.health_limits(&limits.health), |h| h.succeeded(now_ms() - now));
+                    health::update(&ctx, &d.id, d.health_limits(&limits.health), |h| {
+                        h.succeeded(now_ms(), now_ms() - now)
+                    });
                     let encoder = ingress.stream(&chat);
                     let committed =
                         Committed { opened, bill, deployment: d.clone(), attempts: receipt.log, ttfb_ms, encoder };
@@ -395,7 +397,9 @@ pub async fn handle(
             match answer {
                 Ok((body, usage)) => {
                     receipt.log.succeeded(&d.id, status);
-                    health::update(&ctx, &d.id, d.health_limits(&limits.health), |h| h.succeeded(upstream_ttfb));
+                    health::update(&ctx, &d.id, d.health_limits(&limits.health), |h| {
+                        h.succeeded(now_ms(), upstream_ttfb)
+                    });
                     let cost = bill.close(Ending {
                         served_by: Some(d),
                         usage,

@@ -30,7 +30,7 @@ fn cache_key(deployment: &str) -> String {
     format!("https://health.llm-edge-gateway.internal/{deployment}")
 }
 
-/// The colo's record of a deployment, into the memo.
+/// The colo's record of a deployment, into the memo unless this isolate's view is later.
 async fn reread(deployment: &str) -> Health {
     let cached = match Cache::default().get(cache_key(deployment), false).await {
         Ok(Some(mut r)) => {
@@ -38,31 +38,37 @@ async fn reread(deployment: &str) -> Health {
         }
         _ => None,
     };
-    let health = cached.unwrap_or_default();
+    let colo = cached.unwrap_or_default();
     MEMO.with(|m| {
-        let known = Known { health: health.clone(), at: now_ms(), shared: health.clone() };
-        m.borrow_mut().insert(deployment.to_string(), known)
-    });
-    health
+        let mut m = m.borrow_mut();
+        let at = now_ms();
+        let known = match m.remove(deployment) {
+            Some(mine) if mine.health.is_later_than(&colo) => Known { at, ..mine },
+            _ => Known { health: colo.clone(), at, shared: colo },
+        };
+        let health = known.health.clone();
+        m.insert(deployment.to_string(), known);
+        health
+    })
 }
 
 /// This isolate's view at once; when it is older than the memo's second, the colo's record
 /// is re-read after the response. Only an isolate's first request waits for the cache.
-async fn read(ctx: &Context, deployment: &str) -> Health {
+async fn read(deployment: &str) -> Health {
     let known = MEMO.with(|m| {
         let mut m = m.borrow_mut();
         let known = m.get_mut(deployment)?;
         Some((known.health.clone(), claim(&mut known.at, MEMO_MS)))
     });
     let deployment = deployment.to_string();
-    known_then_reread(ctx, known, move || async move { reread(&deployment).await }).await
+    known_then_reread(known, move || async move { reread(&deployment).await }).await
 }
 
 /// The health of each deployment, by id.
-pub async fn read_all<'a>(ctx: &Context, ids: impl Iterator<Item = &'a str>) -> HashMap<String, Health> {
+pub async fn read_all<'a>(ids: impl Iterator<Item = &'a str>) -> HashMap<String, Health> {
     let mut out = HashMap::new();
     for id in ids {
-        out.insert(id.to_string(), read(ctx, id).await);
+        out.insert(id.to_string(), read(id).await);
     }
     out
 }

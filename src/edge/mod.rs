@@ -33,8 +33,10 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     let url = req.url();
     let path = crate::uri::path(&url);
     let ingress = Ingress::for_path(path);
-    let result = route(req, path, &env, Rc::new(ctx), ingress, &request_id).await;
+    let ctx = Rc::new(ctx);
+    let result = route(req, path, &env, ctx.clone(), ingress, &request_id).await;
     let response = result.unwrap_or_else(|e| respond::error(ingress, &e));
+    state::after_response(&ctx);
     response.headers().set("x-gateway-request-id", &request_id)?;
     Ok(response)
 }
@@ -80,7 +82,7 @@ async fn route(
         );
         return Ok(page);
     }
-    let state = state::current(env, &ctx).await?;
+    let state = state::current(env).await?;
     let headers = Headers(req.headers());
     let key = keystore::authenticate(env, &state, &headers).await?;
     match path {

@@ -14,7 +14,7 @@ use crate::valueread::{At, Fields, FromValue};
 use serde_json::Value;
 use std::cell::RefCell;
 use worker::wasm_bindgen::JsValue;
-use worker::{Context, Env};
+use worker::Env;
 
 const RECHECK_MS: u64 = 10_000;
 
@@ -98,7 +98,7 @@ pub async fn current(env: &Env, key: &str, team: &str) -> Spend {
 /// `key`'s and `team`'s spend for a budget check: this isolate's view at once; when the
 /// snapshot is due for a re-read, that runs after the response. Only an isolate's first
 /// request waits.
-pub async fn for_request(env: &Env, ctx: &Context, key: &str, team: &str) -> Spend {
+pub async fn for_request(env: &Env, key: &str, team: &str) -> Spend {
     let month = civil::month(now_ms());
     let known = LOCAL.with(|l| {
         let mut l = l.borrow_mut();
@@ -107,7 +107,7 @@ pub async fn for_request(env: &Env, ctx: &Context, key: &str, team: &str) -> Spe
         Some(((), due))
     });
     let env = env.clone();
-    known_then_reread(ctx, known, move || async move { reread(&env).await }).await;
+    known_then_reread(known, move || async move { reread(&env).await }).await;
     with_local(|l| effective(l, &month, key, team))
 }
 

@@ -12,6 +12,7 @@ use crate::keys::KeyRing;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use worker::{Context, Env};
 
@@ -78,10 +79,18 @@ pub fn claim(checked: &mut u64, every_ms: u64) -> bool {
     due
 }
 
+type Later = Pin<Box<dyn Future<Output = ()>>>;
+
+thread_local! {
+    /// Re-reads that were due, waiting for the response under way: started at once, they
+    /// would take the runtime's thread (and, locally, the KV and cache services that share
+    /// it) from the request on its way to the upstream and to the first token.
+    static AFTER_RESPONSE: RefCell<Vec<Later>> = const { RefCell::new(Vec::new()) };
+}
+
 /// What an isolate knows, served at once; a re-read that was due runs after the response
 /// (the next request sees it). Only with nothing known yet does the request wait for it.
-pub async fn known_then_reread<T, F: Future<Output = T> + 'static>(
-    ctx: &Context,
+pub async fn known_then_reread<T: 'static, F: Future<Output = T> + 'static>(
     known: Option<(T, bool)>,
     reread: impl FnOnce() -> F,
 ) -> T {
@@ -89,13 +98,25 @@ pub async fn known_then_reread<T, F: Future<Output = T> + 'static>(
         Some((value, due)) => {
             if due {
                 let reading = reread();
-                ctx.wait_until(async move {
-                    reading.await;
+                AFTER_RESPONSE.with(|a| {
+                    a.borrow_mut().push(Box::pin(async move {
+                        reading.await;
+                    }))
                 });
             }
             value
         }
         None => reread().await,
+    }
+}
+
+/// Starts the re-reads put off until a response was made; `fetch` calls it with each.
+pub fn after_response(ctx: &Context) {
+    let due = AFTER_RESPONSE.with(|a| std::mem::take(&mut *a.borrow_mut()));
+    if !due.is_empty() {
+        ctx.wait_until(async move {
+            futures_util::future::join_all(due).await;
+        });
     }
 }
 
@@ -138,7 +159,7 @@ async fn load_version(env: &Env, kv: &worker::KvStore, version: u64) -> Result<S
 
 /// The state for a request: this isolate's, at once; when it is due for a recheck, the
 /// recheck runs after the response, and the next request sees its outcome.
-pub async fn current(env: &Env, ctx: &Context) -> Result<Rc<State>, GatewayError> {
+pub async fn current(env: &Env) -> Result<Rc<State>, GatewayError> {
     let known = CURRENT.with(|c| {
         let mut c = c.borrow_mut();
         let cached = c.as_mut()?;
@@ -146,7 +167,7 @@ pub async fn current(env: &Env, ctx: &Context) -> Result<Rc<State>, GatewayError
     });
     let stale = known.as_ref().and_then(|(state, _)| state.as_ref().ok().cloned());
     let env = env.clone();
-    known_then_reread(ctx, known, move || async move {
+    known_then_reread(known, move || async move {
         let checked = recheck(&env, stale).await;
         if let Err(e) = &checked {
             worker::console_error!("config recheck failed: {}", e.message);
