@@ -275,6 +275,8 @@ const DEFS = {
   "gw-workerd": { label: "gateway, raw workerd (stub KV, queue, cache)", group: "workerd", runtime: "workerd", worker: "gateway" },
   // Streams only: its non-streamed path is the pass-through's.
   "relay-workerd": { label: "pass-through reading each chunk into wasm, raw workerd", group: "workerd", runtime: "workerd", worker: "passthrough", relay: true, streamsOnly: true },
+  // Streams only: the relay above written in JavaScript, to tell wasm's share from the runtime's.
+  "relay-js-workerd": { label: "the same relay in JavaScript, raw workerd", group: "workerd", runtime: "workerd", worker: "js-relay", relay: true, streamsOnly: true },
   // Streams only: the relay above, started only once the first content has arrived.
   "held-workerd": { label: "pass-through holding its answer until the first content, then as relay-workerd, raw workerd", group: "workerd", runtime: "workerd", worker: "passthrough", held: true, streamsOnly: true },
   "held-miniflare": { label: "pass-through holding its answer until the first content, then as relay-workerd, Miniflare", group: "miniflare", runtime: "miniflare", worker: "passthrough", held: true, streamsOnly: true },
@@ -336,8 +338,13 @@ async function startWorker(def, id, { profile = false } = {}) {
     });
   } else if (def.runtime === "workerd") {
     const capnp = path.join(stateDir, "config.capnp");
-    copyFileSync(path.join(dir, "index.js"), path.join(stateDir, "index.js"));
-    copyFileSync(path.join(dir, "index_bg.wasm"), path.join(stateDir, "index_bg.wasm"));
+    const js = def.worker === "js-relay";
+    if (js) {
+      copyFileSync(path.join(BENCH, "passthrough/relay.js"), path.join(stateDir, "relay.js"));
+    } else {
+      copyFileSync(path.join(dir, "index.js"), path.join(stateDir, "index.js"));
+      copyFileSync(path.join(dir, "index_bg.wasm"), path.join(stateDir, "index_bg.wasm"));
+    }
     const text = (name, value) => `(name = "${name}", text = "${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}")`;
     const bindings = gw
       ? [`(name = "GATEWAY_CONFIG", text = embed "gateway-config.json")`, text("TRUST_GEO_HEADERS", "true"),
@@ -383,8 +390,8 @@ const config :Workerd.Config = (
 );
 const worker :Workerd.Worker = (
   modules = [
-    (name = "index.js", esModule = embed "index.js"),
-    (name = "index_bg.wasm", wasm = embed "index_bg.wasm"),
+    ${js ? '(name = "relay.js", esModule = embed "relay.js"),' : `(name = "index.js", esModule = embed "index.js"),
+    (name = "index_bg.wasm", wasm = embed "index_bg.wasm"),`}
   ],
   compatibilityDate = "2026-04-20",
   bindings = [ ${bindings.join(",\n    ")} ],

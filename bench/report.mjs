@@ -121,10 +121,14 @@ export function targets(results) {
   // (relay-workerd: the pass-through's non-streamed path, so its per-request CPU is pt's).
   const relayStream = cpu("relay-workerd")?.workerdCpuUsPerStream;
   const floor = relayStream && ptCpu ? (relayStream - ptCpu) / 100 : null;
+  const jsStream = cpu("relay-js-workerd")?.workerdCpuUsPerStream;
   add("CPU per streamed chunk ≤ 20 µs", perChunk === null ? "–" : `${f(perChunk, 1)} µs ((${int(gwStream)} µs per 100-chunk stream − ${int(gwCpu)} µs per request) / 100)` +
-    (floor === null ? "" : `; a worker that only reads each chunk into wasm and writes it on costs ${f(floor, 1)} µs per chunk on the same runtime, so the gateway's own share is ${f(perChunk - floor, 1)} µs`),
+    (floor === null ? "" : `; a worker that only reads each chunk into wasm and writes it on costs ${f(floor, 1)} µs per chunk on the same runtime, so the gateway's own share is ${f(perChunk - floor, 1)} µs`) +
+    (jsStream && relayStream ? `; the same relay in JavaScript costs ${int(jsStream)} µs per stream against wasm's ${int(relayStream)}` : ""),
     perChunk === null ? null : perChunk <= 20,
-    floor !== null && floor > 20 ? "the runtime's floor for seeing each chunk is above the target: relay-workerd" : "");
+    floor !== null && floor > 20
+      ? `the runtime's floor for seeing each chunk is above the target: relay-workerd${jsStream ? ", and in JavaScript relay-js-workerd" : ""}`
+      : "");
   const ptSoak = soakVerdict(results.soak["pt-workerd"]);
   const beyond = soak && ptSoak ? soak.perRequest - ptSoak.perRequest : null;
   add(`Memory flat across ${int(results.options.soak)} requests`,
@@ -142,7 +146,7 @@ export function targets(results) {
   return t;
 }
 
-const ORDER = ["direct", "pt-workerd", "relay-workerd", "held-workerd", "gw-workerd", "pt-miniflare", "held-miniflare", "gw-miniflare", "gw-miniflare-queued", "portkey", "litellm", "pt-wrangler", "gw-wrangler"];
+const ORDER = ["direct", "pt-workerd", "relay-workerd", "relay-js-workerd", "held-workerd", "gw-workerd", "pt-miniflare", "held-miniflare", "gw-miniflare", "gw-miniflare-queued", "portkey", "litellm", "pt-wrangler", "gw-wrangler"];
 const PT_OF = { "gw-workerd": "pt-workerd", "gw-miniflare": "pt-miniflare", "gw-miniflare-queued": "pt-miniflare", "gw-wrangler": "pt-wrangler" };
 
 export function render(results) {
