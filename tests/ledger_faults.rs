@@ -95,4 +95,31 @@ fn every_request_lands_exactly_once_whatever_fails() {
         "SELECT SUM(requests) AS requests, SUM(cost_micros) AS cost FROM cost_daily WHERE team = '{team}'"
     ));
     assert_eq!(again[0], json!({"requests": 4, "cost": 240}) as Value);
+
+    // Parked values as the cron meets them: groups of events in one value, more values than
+    // one run moves, and a value that holds no cost event, moved aside so that it cannot
+    // hold back the values after it.
+    let original: Value = serde_json::from_str(&parked_copy).unwrap();
+    let event = |id: &str| {
+        let mut e = original.clone();
+        e["request_id"] = json!(id);
+        e.to_string()
+    };
+    let ids: Vec<String> = (0..40).map(|i| nonce(&format!("parked-group-{i}"))).collect();
+    let mut values: Vec<(String, String)> = ids
+        .chunks(2)
+        .map(|p| (format!("ledger:parked:{}", p[0]), format!("[{},{}]", event(&p[0]), event(&p[1]))))
+        .collect();
+    values.push(("ledger:parked:0-not-an-event".to_string(), "{\"hello\": 1}".to_string()));
+    g.kv_put_many(&values);
+    g.run_cron();
+    assert_eq!(g.kv_keys("ledger:parked:").len(), 5, "a run moves 16 values: the unreadable one and 15 groups");
+    assert!(g.kv_get("ledger:unreadable:0-not-an-event").is_some_and(|v| v.contains("hello")));
+    g.run_cron();
+    assert!(g.kv_keys("ledger:parked:").is_empty());
+    let list = ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
+    let moved = g.d1(&format!(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT request_id) AS ids FROM cost_events WHERE request_id IN ({list})"
+    ));
+    assert_eq!((moved[0]["n"].as_u64(), moved[0]["ids"].as_u64()), (Some(40), Some(40)));
 }

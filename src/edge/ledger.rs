@@ -145,18 +145,16 @@ async fn deliver(env: Env, events: Vec<Event>, fail_queue: bool) {
         Err(e) => Err(e.message),
     };
     let Err(d1_error) = written else { return };
-    let kv = store::kv(&env);
-    for event in &events {
-        let parked = match &kv {
-            Ok(kv) => park(kv, event).await,
-            Err(e) => Err(e.message.clone()),
-        };
-        if let Err(kv_error) = parked {
-            worker::console_error!(
-                "cost event {} lost: queue: {queue_error}; D1: {d1_error}; KV: {kv_error}",
-                event.id
-            );
-        }
+    let parked = match store::kv(&env) {
+        Ok(kv) => park(&kv, &events).await,
+        Err(e) => Err(e.message),
+    };
+    if let Err(kv_error) = parked {
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        worker::console_error!(
+            "cost events {} lost: queue: {queue_error}; D1: {d1_error}; KV: {kv_error}",
+            ids.join(", ")
+        );
     }
 }
 
@@ -165,12 +163,20 @@ fn message_text(body: &JsValue) -> Option<String> {
     body.as_string().or_else(|| JSON::stringify(body).ok()?.as_string())
 }
 
-async fn park(kv: &KvStore, event: &Event) -> Result<(), String> {
-    kv.put_bytes(&format!("{PARKED_PREFIX}{}", event.id), event.json.as_bytes())
-        .map_err(|e| e.to_string())?
-        .execute()
-        .await
-        .map_err(|e| e.to_string())
+/// Parks events in KV for the cron, as few values as one insert each takes (usually one):
+/// KV allows a Free plan 1,000 writes a day. A value is named after its first event, so a
+/// batch parked again (a redelivered dead letter) replaces its own copy.
+async fn park(kv: &KvStore, events: &[Event]) -> Result<(), String> {
+    for run in runs(events, MAX_INSERT_BYTES, usize::MAX) {
+        let group = &events[run];
+        let text = match group {
+            [one] => one.json.clone(),
+            _ => json_array(group.iter().map(|e| e.json.as_str())),
+        };
+        let key = format!("{PARKED_PREFIX}{}", group[0].id);
+        kv.put_bytes(&key, text.as_bytes()).map_err(|e| e.to_string())?.execute().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// A batch's events in one statement, read from one JSON array parameter: D1 allows 100
@@ -279,9 +285,7 @@ pub async fn consume(batch: MessageBatch<CostEvent>, env: &Env) -> worker::Resul
     }
     if batch.queue() == DEAD_LETTER_QUEUE {
         let kv = store::kv(env).map_err(|e| worker::Error::RustError(e.message))?;
-        for e in &events {
-            park(&kv, e).await.map_err(worker::Error::RustError)?;
-        }
+        park(&kv, &events).await.map_err(worker::Error::RustError)?;
         batch.ack_all();
         return Ok(());
     }
@@ -301,35 +305,52 @@ pub async fn consume(batch: MessageBatch<CostEvent>, env: &Env) -> worker::Resul
     Ok(())
 }
 
-/// The cron's part: parked events to D1, in batches; each is deleted from KV only once
-/// its batch is written. Returns how many moved.
+/// Parked values a cron run moves at most: each costs a KV read and a delete, and an
+/// invocation on the Free plan makes at most 50 subrequests (the rest of the cron takes a
+/// few). A value holds up to 1 MB of events, so a run still moves thousands.
+const PARKED_PER_RUN: u32 = 16;
+
+/// The cron's part: parked events to D1, in one batch; each value is deleted from KV only
+/// once its events are written. A value that does not hold cost events is moved aside
+/// under `ledger:unreadable:`, so that it cannot hold back the values after it. Returns
+/// how many events moved.
 pub async fn move_parked(env: &Env) -> Result<usize, String> {
     let kv = store::kv(env).map_err(|e| e.message)?;
     let db = store::d1(env).map_err(|e| e.message)?;
-    let mut moved = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = store::list_page(env, PARKED_PREFIX, Some(100), cursor.as_deref()).await?;
-        let mut events = Vec::with_capacity(page.keys.len());
-        for key in &page.keys {
-            let Some(body) = kv.get(&key.name).text().await.map_err(|e| e.to_string())? else { continue };
-            match Event::read(body) {
-                Ok(e) => events.push(e),
-                Err(e) => worker::console_error!("parked event {} is unreadable, left in KV: {e}", key.name),
+    let page = store::list_page(env, PARKED_PREFIX, Some(PARKED_PER_RUN), None).await?;
+    let mut events = Vec::new();
+    let mut moved_keys = Vec::with_capacity(page.keys.len());
+    for key in &page.keys {
+        let Some(text) = kv.get(&key.name).text().await.map_err(|e| e.to_string())? else { continue };
+        match parked_events(&text) {
+            Ok(mut group) => {
+                events.append(&mut group);
+                moved_keys.push(key.name.clone());
+            }
+            Err(why) => {
+                worker::console_error!("parked value {} is unreadable, moved to {UNREADABLE_PREFIX}: {why}", key.name);
+                let aside = format!("{UNREADABLE_PREFIX}{}", &key.name[PARKED_PREFIX.len()..]);
+                kv.put_bytes(&aside, text.as_bytes())
+                    .map_err(|e| e.to_string())?
+                    .execute()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                kv.delete(&key.name).await.map_err(|e| e.to_string())?;
             }
         }
-        if !events.is_empty() {
-            write_events(&db, &events).await?;
-            for e in &events {
-                kv.delete(&format!("{PARKED_PREFIX}{}", e.id)).await.map_err(|e| e.to_string())?;
-            }
-            moved += events.len();
-        }
-        if page.list_complete || page.cursor.is_none() {
-            return Ok(moved);
-        }
-        cursor = page.cursor;
     }
+    if !events.is_empty() {
+        write_events(&db, &events).await?;
+    }
+    for key in &moved_keys {
+        kv.delete(key).await.map_err(|e| e.to_string())?;
+    }
+    Ok(events.len())
+}
+
+/// A parked value's events: one event, or a JSON array of them; all readable, or none.
+fn parked_events(text: &str) -> Result<Vec<Event>, String> {
+    events_in_message(text)?.into_iter().map(|item| Event::read(item.to_string())).collect()
 }
 
 /// Everything a request's cost event needs besides how it ended, owned so that a stream

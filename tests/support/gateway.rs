@@ -455,6 +455,23 @@ impl Gateway {
         assert!(out.status.success(), "kv key put failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Writes many values into the local KV namespace in one wrangler call.
+    pub fn kv_put_many(&self, entries: &[(String, String)]) {
+        let file = self.state_dir.join(format!("kv-bulk-{}.json", super::nonce("bulk")));
+        let body: Vec<Value> = entries.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+        fs::write(&file, serde_json::to_vec(&body).unwrap()).unwrap();
+        let out = local_store(|| {
+            let mut c = wrangler();
+            c.args(["kv", "bulk", "put", "--binding", "GATEWAY_KV", "--local", "--env", "test"])
+                .arg(&file)
+                .arg("--persist-to")
+                .arg(&self.state_dir);
+            c
+        });
+        let _ = fs::remove_file(&file);
+        assert!(out.status.success(), "kv bulk put failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Runs the cron (`scheduled`) handler now, as wrangler dev allows.
     pub fn run_cron(&self) {
         let r = http::send("GET", &self.url("/cdn-cgi/handler/scheduled"), &[], None).expect("scheduled handler runs");
