@@ -9,6 +9,10 @@ const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "fu
 
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
+    /// The canonical request; for a Messages request it cannot express (see
+    /// [`NativeMessages::untranslatable`]) the client's body, whose `messages`, `tools`
+    /// and `max_tokens` routing reads alike, and which only an Anthropic-format
+    /// deployment, taking the native body, is ever given.
     pub body: Map<String, Value>,
     /// The alias the client asked for.
     pub model: String,
@@ -17,6 +21,29 @@ pub struct ChatRequest {
     pub client_wants_usage: bool,
     /// Unix seconds when the gateway received it (set by the shell): `created` of translated answers.
     pub received_at: u64,
+    /// The Messages request as sent, when the client spoke Anthropic's format.
+    pub native: Option<NativeMessages>,
+}
+
+/// A `POST /v1/messages` request as the client sent it. A deployment that speaks
+/// Anthropic's Messages format itself gets it with nothing translated away (prompt-cache
+/// markers, extended thinking, `top_k`, fields and block types newer than the gateway)
+/// and answers the client as it is.
+#[derive(Debug, Clone)]
+pub struct NativeMessages {
+    /// The client's body, null fields removed.
+    pub body: Map<String, Value>,
+    /// The client's `anthropic-beta` header (set by the shell): its opt-in to beta features.
+    pub beta: Option<String>,
+    /// Why the canonical form cannot carry the request, if it cannot: then deployments in
+    /// other formats cannot serve it.
+    pub untranslatable: Option<GatewayError>,
+}
+
+impl NativeMessages {
+    pub fn translatable(&self) -> bool {
+        self.untranslatable.is_none()
+    }
 }
 
 fn invalid(message: impl Into<String>) -> GatewayError {
@@ -83,7 +110,7 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
     };
     let client_wants_usage =
         body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
-    Ok(ChatRequest { body, model, stream, client_wants_usage, received_at: 0 })
+    Ok(ChatRequest { body, model, stream, client_wants_usage, received_at: 0, native: None })
 }
 
 #[cfg(test)]

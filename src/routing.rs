@@ -5,6 +5,7 @@
 use crate::chat::ChatRequest;
 use crate::config::{Alias, Capabilities, Deployment, Gateway, Sticky, Strategy};
 use crate::keys::sha256_hex;
+use crate::providers;
 use crate::residency::{Candidates, Dropped};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -39,6 +40,9 @@ pub struct Needs {
     pub json_mode: bool,
     /// Estimated prompt tokens plus the answer's token budget.
     pub tokens: u64,
+    /// A Messages request with what only Anthropic's format carries (extended thinking,
+    /// `top_k`, …): only deployments in that format can take it.
+    pub anthropic_only: bool,
 }
 
 pub fn needs(req: &ChatRequest) -> Needs {
@@ -56,12 +60,18 @@ pub fn needs(req: &ChatRequest) -> Needs {
         .and_then(Value::as_str)
         .is_some_and(|t| t == "json_object" || t == "json_schema");
     let answer = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| req.body.get(*k)?.as_u64()).unwrap_or(0);
-    Needs { vision, tools, json_mode, tokens: req.estimated_input_tokens() + answer }
+    let anthropic_only = req.native.as_ref().is_some_and(|n| !n.translatable());
+    Needs { vision, tools, json_mode, tokens: req.estimated_input_tokens() + answer, anthropic_only }
 }
 
 /// Why `d` cannot serve `n`, if it cannot.
 fn unfit(d: &Deployment, n: &Needs) -> Option<String> {
     let c = &d.capabilities;
+    if n.anthropic_only && providers::speaks_messages(d).is_none() {
+        return Some(
+            "the request uses what only Anthropic's Messages format carries, and the deployment speaks another".into(),
+        );
+    }
     if n.vision && !c.vision {
         return Some("the request has images and the deployment has no vision".into());
     }
@@ -182,9 +192,37 @@ mod tests {
     #[test]
     fn requests_need_what_their_body_uses() {
         let r = chat::parse(br#"{"model":"m","max_tokens":100,"tools":[{"type":"function","function":{"name":"f"}}],"response_format":{"type":"json_schema"},"messages":[{"role":"user","content":[{"type":"text","text":"12345678"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#).unwrap();
-        assert_eq!(needs(&r), Needs { vision: true, tools: true, json_mode: true, tokens: 2 + 4 + 100 });
+        assert_eq!(
+            needs(&r),
+            Needs { vision: true, tools: true, json_mode: true, tokens: 2 + 4 + 100, anthropic_only: false }
+        );
         let plain = chat::parse(br#"{"model":"m","tools":[],"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         assert_eq!(needs(&plain), Needs { tokens: 5, ..Needs::default() });
+    }
+
+    #[test]
+    fn a_messages_request_only_anthropic_carries_needs_an_anthropic_deployment() {
+        let body = serde_json::json!({"model": "m", "max_tokens": 100, "thinking": {"type": "enabled", "budget_tokens": 50},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "12345678"},
+                {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]});
+        let r = crate::ingress::anthropic::parse(body.to_string().as_bytes()).unwrap();
+        let n = needs(&r);
+        assert_eq!(n, Needs { vision: true, tokens: 2 + 4 + 100, anthropic_only: true, ..Needs::default() });
+        let g = gateway(|v| {
+            v["deployments"][3]["provider"] = serde_json::json!("anthropic");
+            v["deployments"][3]["api_key_secret"] = serde_json::json!("ANTHROPIC_KEY");
+        });
+        let mut c = cands(&g, "chat", &Caller::new(Some("US"), Some("NA"), None));
+        let all = c.kept.len();
+        fit(&mut c, &n);
+        assert_eq!(ids(&c), vec![g.config.deployments[3].id.clone()]);
+        assert_eq!(c.dropped.len(), all - 1);
+        assert!(c.dropped.iter().all(|d| d.reason.contains("only Anthropic's Messages format carries")));
+        let translatable = crate::ingress::anthropic::parse(
+            br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        assert!(!needs(&translatable).anthropic_only);
     }
 
     #[test]

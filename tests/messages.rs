@@ -1,9 +1,11 @@
 //! End to end through workerd: the Anthropic Messages ingress (`POST /v1/messages`), as
 //! an Anthropic SDK pointed at the gateway uses it (key in `x-api-key`, an
-//! `anthropic-version` header), answered by OpenAI-format and Anthropic deployments.
+//! `anthropic-version` header), answered by OpenAI-format deployments (translated) and
+//! Anthropic-format ones (as sent, as answered).
 
 mod support;
 
+use mock_provider::{Behaviour, Script};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::gateway::{gateway, mock, BUDGET_KEY, KEY};
@@ -136,18 +138,133 @@ fn an_anthropic_deployment_streams_to_an_anthropic_client() {
     assert_eq!(names(&events)[0], "message_start");
     assert_eq!(names(&events)[events.len() - 2..], ["message_delta", "message_stop"]);
     assert!(streamed_text(&events).contains(&n));
+    // Anthropic's own events: the input counted at the start, the output at the end.
+    assert_eq!(events[0].1["message"]["usage"]["input_tokens"], 20);
     let delta = &events[events.len() - 2].1;
     assert_eq!(delta["delta"]["stop_reason"], "end_turn");
-    assert_eq!(
-        (delta["usage"]["input_tokens"].as_u64(), delta["usage"]["output_tokens"].as_u64()),
-        (Some(20), Some(6))
-    );
+    assert_eq!(delta["usage"]["output_tokens"], 6);
 
     let upstream = mock().requests_matching(&n);
     assert_eq!(upstream[0].path, "/claude-1/v1/messages");
-    let up = upstream[0].json();
-    assert_eq!((&up["stream"], &up["max_tokens"], &up["system"]), (&json!(true), &json!(200), &json!("Be brief.")));
-    assert_eq!(up["metadata"], json!({"user_id": "user-7"}));
+    let mut sent = body;
+    sent["model"] = json!("model-claude-1");
+    assert_eq!(upstream[0].json(), sent, "as the client sent it, cache marker included");
+}
+
+/// A request only Anthropic's format carries: extended thinking, top-k sampling and a
+/// one-hour prompt cache, which needs a beta.
+fn thinking_request(alias: &str, text: &str) -> Value {
+    json!({"model": alias, "max_tokens": 2048, "top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "system": [{"type": "text", "text": "Long shared context.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+        "messages": [{"role": "user", "content": text}]})
+}
+
+#[test]
+fn an_anthropic_deployment_gets_the_request_as_sent_and_its_answer_comes_back_as_it_was() {
+    let n = nonce("msg-native");
+    let team = nonce("msg-native-team");
+    let body = thinking_request("claude", &format!("{n} [mock:prompt_tokens=30,completion_tokens=7,cached_tokens=20]"));
+    let beta = "extended-cache-ttl-2025-04-11";
+    let r = messages_as(KEY, &body, &[("anthropic-beta", beta), ("x-gateway-team", &team)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-deployment"), Some("claude-1"));
+    let v = r.json();
+    // The deployment's own answer: its id and model, and the thinking block the OpenAI
+    // form has no place for.
+    assert!(v["id"].as_str().unwrap().starts_with("msg_mock_"), "{v}");
+    assert_eq!(v["model"], "model-claude-1");
+    assert_eq!(v["content"][0]["type"], "thinking", "{v}");
+    assert!(v["content"][0]["signature"].is_string());
+    assert!(v["content"][1]["text"].as_str().unwrap().contains(&n));
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 20);
+
+    let up = mock().requests_matching(&n);
+    assert_eq!(up.len(), 1);
+    let mut sent = body;
+    sent["model"] = json!("model-claude-1");
+    assert_eq!(up[0].json(), sent);
+    assert_eq!(up[0].header("anthropic-beta"), Some(beta));
+
+    // Billed from the usage the deployment reported, cache reads included.
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'"), 1), 1);
+    let e = &gateway().d1(&format!("SELECT * FROM cost_events WHERE team = '{team}'"))[0];
+    assert_eq!((e["deployment"].as_str(), e["outcome"].as_str()), (Some("claude-1"), Some("ok")));
+    assert_eq!(
+        (e["input_tokens"].as_u64(), e["cached_tokens"].as_u64(), e["output_tokens"].as_u64()),
+        (Some(30), Some(20), Some(7))
+    );
+}
+
+#[test]
+fn anthropic_format_deployments_stream_as_they_sent_it_thinking_included() {
+    for (alias, model, path) in [
+        ("claude", "model-claude-1", "/claude-1/v1/messages"),
+        ("vertex-claude", "claude-sonnet-4-6", ":streamRawPredict"),
+    ] {
+        let n = nonce(&format!("msg-native-stream-{alias}"));
+        let mut body = thinking_request(alias, &format!("{n} [mock:chunks=3,prompt_tokens=20,completion_tokens=6]"));
+        body["stream"] = json!(true);
+        let (status, _, events) = stream(&body);
+        assert_eq!(status, 200, "{alias}");
+        assert_eq!(
+            names(&events)[..6],
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start"
+            ],
+            "{alias}"
+        );
+        assert_eq!(names(&events)[events.len() - 2..], ["message_delta", "message_stop"], "{alias}");
+        assert!(names(&events).contains(&"ping"), "{alias}: every event passes");
+        assert_eq!(events[0].1["message"]["model"], model, "{alias}");
+        assert_eq!(events[2].1["delta"]["type"], "thinking_delta", "{alias}");
+        assert_eq!(events[3].1["delta"]["type"], "signature_delta", "{alias}");
+        assert!(streamed_text(&events).contains(&n), "{alias}");
+
+        let up = mock().requests_matching(&n);
+        assert!(up[0].path.ends_with(path), "{alias}: {}", up[0].path);
+        let sent = up[0].json();
+        assert_eq!(
+            (&sent["thinking"], &sent["top_k"], &sent["system"]),
+            (&body["thinking"], &body["top_k"], &body["system"])
+        );
+    }
+}
+
+#[test]
+fn what_only_anthropic_carries_never_reaches_another_format() {
+    // An alias without an Anthropic-format deployment refuses it by name.
+    let n = nonce("msg-thinking-openai");
+    let message = assert_anthropic_error(&messages(&thinking_request("single", &n)), 400, "invalid_request_error");
+    assert!(message.contains("`thinking`") && message.contains("alias `single`"), "{message}");
+    assert!(mock().requests_matching(&n).is_empty(), "nothing was sent upstream");
+
+    // With one, the others are no fallback for it; a request the OpenAI form can carry
+    // still falls back to them, translated.
+    for (text, tried, status) in
+        [("thinking", "claude-1:529 overloaded", 503), ("plain", "claude-1:529 overloaded, us-1:200 ok", 200)]
+    {
+        let n = nonce(&format!("msg-fallback-{text}"));
+        mock().script(Script {
+            tag: "claude-1".into(),
+            needle: n.clone(),
+            times: None,
+            behaviour: Behaviour::parse("status=529").unwrap(),
+        });
+        let body =
+            if text == "thinking" { thinking_request("claude-then-openai", &n) } else { ask("claude-then-openai", &n) };
+        let r = messages(&body);
+        assert_eq!((r.status, r.header("x-gateway-tried")), (status, Some(tried)), "{text}: {}", r.text());
+        let reached: Vec<String> = mock().requests_matching(&n).into_iter().map(|r| r.tag).collect();
+        assert_eq!(reached, if status == 200 { vec!["claude-1", "us-1"] } else { vec!["claude-1"] }, "{text}");
+        if status == 200 {
+            assert_eq!(r.json()["model"], "claude-then-openai", "the translated answer names the alias");
+        }
+    }
 }
 
 #[test]
@@ -155,6 +272,8 @@ fn a_stream_that_fails_midway_ends_with_an_anthropic_error_event() {
     for (alias, directive, kind) in [
         ("single", "chunks=5,cut_after=2", "api_error"),
         ("claude", "chunks=5,cut_after=2,error_code=overloaded_error", "overloaded_error"),
+        // Cut without a word from Anthropic: the gateway's own error event, in its format.
+        ("claude", "chunks=5,cut_after=2", "api_error"),
     ] {
         let n = nonce(&format!("msg-cut-{alias}"));
         let mut body = ask(alias, &format!("{n} [mock:{directive}]"));

@@ -10,6 +10,9 @@
 //! required, unknown top-level fields are refused, and turns must start with `user` and
 //! alternate, with no `system` role among them.
 //!
+//! With `thinking` enabled, the answer opens with a `thinking` block (streamed as a
+//! `thinking_delta` and a `signature_delta`), as extended thinking answers do.
+//!
 //! Faults are the shared [`Behaviour`](crate::Behaviour)s. `error_code` names the error
 //! `type` of a scripted status (`context_length_exceeded` gives Anthropic's "prompt is too
 //! long" 400); with `cut_after`, it makes the stream end with an `error` event of that
@@ -117,6 +120,9 @@ fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value
     if !body["max_tokens"].is_u64() {
         return Err("max_tokens: Field required".into());
     }
+    if body["thinking"]["type"] == "enabled" && !body["thinking"]["budget_tokens"].is_u64() {
+        return Err("thinking.enabled.budget_tokens: Field required".into());
+    }
     let messages = body["messages"].as_array().ok_or("messages: Field required")?;
     if messages.is_empty() {
         return Err("messages: at least one message is required".into());
@@ -177,6 +183,7 @@ pub(crate) fn messages(call: &Call, request: &Request, host: Host, out: &mut Res
         + messages.iter().map(|m| text_of(&m["content"]).chars().count()).sum::<usize>();
     let generated = if tool.is_some() { arguments } else { reply.as_str() };
     let answer = Answer {
+        thinking: body["thinking"]["type"] == "enabled",
         id: format!("msg_mock_{}", call.seq),
         tool_id: format!("toolu_mock_{}", call.seq),
         model,
@@ -193,6 +200,8 @@ pub(crate) fn messages(call: &Call, request: &Request, host: Host, out: &mut Res
 }
 
 struct Answer<'a> {
+    /// Extended thinking was asked for: a thinking block comes first.
+    thinking: bool,
     id: String,
     tool_id: String,
     model: &'a str,
@@ -243,13 +252,24 @@ impl Answer<'_> {
         }
     }
 
+    fn thinking_block(&self) -> Value {
+        json!({"type": "thinking", "thinking": "Mock reasoning.", "signature": format!("mock-signature-{}", self.id)})
+    }
+
+    /// The index of the answer's own block: after the thinking block, if any.
+    fn index(&self) -> u64 {
+        u64::from(self.thinking)
+    }
+
     fn message(&self) -> Value {
+        let mut content: Vec<Value> = self.thinking.then(|| self.thinking_block()).into_iter().collect();
+        content.push(self.block(true));
         json!({
             "id": self.id,
             "type": "message",
             "role": "assistant",
             "model": self.model,
-            "content": [self.block(true)],
+            "content": content,
             "stop_reason": self.stop_reason(),
             "stop_sequence": null,
             "usage": self.usage(self.usage.completion),
@@ -277,21 +297,34 @@ fn stream(call: &Call, answer: &Answer, headers: &[(&str, &str)], out: &mut Resp
     started["stop_reason"] = Value::Null;
     started["usage"] = answer.usage(1);
     send(out, &json!({"type": "message_start", "message": started}))?;
-    send(out, &json!({"type": "content_block_start", "index": 0, "content_block": answer.block(false)}))?;
+    if answer.thinking {
+        let block = answer.thinking_block();
+        send(
+            out,
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        )?;
+        let thought = json!({"type": "thinking_delta", "thinking": block["thinking"]});
+        send(out, &json!({"type": "content_block_delta", "index": 0, "delta": thought}))?;
+        let signature = json!({"type": "signature_delta", "signature": block["signature"]});
+        send(out, &json!({"type": "content_block_delta", "index": 0, "delta": signature}))?;
+        send(out, &json!({"type": "content_block_stop", "index": 0}))?;
+    }
+    let index = answer.index();
+    send(out, &json!({"type": "content_block_start", "index": index, "content_block": answer.block(false)}))?;
     send(out, &json!({"type": "ping"}))?;
     for (sent, piece) in answer::pieces(answer.generated, b.chunks).iter().enumerate() {
         if b.cut_after == Some(sent) {
             break;
         }
         sleep(delay);
-        send(out, &json!({"type": "content_block_delta", "index": 0, "delta": answer.delta(piece)}))?;
+        send(out, &json!({"type": "content_block_delta", "index": index, "delta": answer.delta(piece)}))?;
     }
     if b.cut_after.is_some() {
         return end_early(b.error_code.as_deref(), out);
     }
 
     sleep(delay);
-    send(out, &json!({"type": "content_block_stop", "index": 0}))?;
+    send(out, &json!({"type": "content_block_stop", "index": index}))?;
     let change = json!({"stop_reason": answer.stop_reason(), "stop_sequence": null});
     send(out, &json!({"type": "message_delta", "delta": change, "usage": {"output_tokens": answer.usage.completion}}))?;
     send(out, &json!({"type": "message_stop"}))?;

@@ -210,11 +210,24 @@ pub async fn handle(
     let body = upstream::read_client_body(req, headers, g.config.limits.max_body_bytes).await?;
     let mut chat = ingress.parse(&body)?;
     chat.received_at = started_ms / 1000;
+    if let Some(native) = &mut chat.native {
+        native.beta = header(headers, "anthropic-beta");
+    }
     drop(body);
     let alias = g
         .alias(&chat.model)
         .filter(|_| keys::may_use(key, &chat.model))
         .ok_or_else(|| GatewayError::model_not_found(&chat.model))?;
+    if let Some(e) = chat.native.as_ref().and_then(|n| n.untranslatable.as_ref()) {
+        let mut deployments = alias.deployments.iter().filter_map(|id| g.deployment(id));
+        if !deployments.any(|d| providers::speaks_messages(d).is_some()) {
+            let message = format!(
+                "{}: only a deployment in Anthropic's format can take it, and alias `{}` has none. Remove it, or use an alias with an Anthropic deployment.",
+                e.message, alias.name
+            );
+            return Err(GatewayError::bad_request(e.code, message));
+        }
+    }
     let tags = tags::resolve(
         key,
         header(headers, "x-gateway-team").as_deref(),
@@ -250,7 +263,9 @@ pub async fn handle(
     let health = health::read_all(candidates.kept.iter().map(|d| d.id.as_str())).await;
     let ttfb: HashMap<String, u64> = health.iter().filter_map(|(id, h)| Some((id.clone(), h.ttfb_ms?))).collect();
     let random = u64::from_str_radix(request_id.get(..16).unwrap_or("0"), 16).unwrap_or(0);
-    let user = chat.body.get("user").and_then(serde_json::Value::as_str);
+    // OpenAI's `user`; a Messages request the OpenAI form cannot carry has Anthropic's.
+    let user = chat.body.get("user").or_else(|| chat.body.get("metadata")?.get("user_id"));
+    let user = user.and_then(serde_json::Value::as_str);
     let draw = routing::draw(alias, &key.id, caller.country.as_deref(), user, random);
     routing::order(alias, &mut candidates, &routing::Signals { ttfb_ms: &ttfb, draw });
 
@@ -324,7 +339,12 @@ pub async fn handle(
                 continue;
             }
         };
-        let up = provider.build(d, &chat, &auth)?;
+        // A Messages request goes to a deployment in the same format as the client sent it.
+        let native = chat.native.as_ref().zip(providers::speaks_messages(d));
+        let up = match native {
+            Some((messages, speaks)) => speaks.build_native(d, &chat, messages, &auth),
+            None => provider.build(d, &chat, &auth)?,
+        };
         let deadline = if chat.stream { Deadline::for_stream(timeout) } else { Ok(Deadline::for_answer(timeout)) };
         let Ok(mut deadline) = deadline else {
             receipt.log.failed(&d.id, None, ErrorClass::Unreachable);
@@ -373,14 +393,16 @@ pub async fn handle(
         }
         if chat.stream {
             let outlet = Outlet::new(receipt.headers_if_served(d, status))?;
-            match streaming::open(&response, provider.stream(&chat), &mut deadline).await {
+            let translator =
+                if native.is_some() { providers::anthropic::native_stream() } else { provider.stream(&chat) };
+            match streaming::open(&response, translator, &mut deadline).await {
                 Ok(opened) => {
                     receipt.log.succeeded(&d.id, status);
                     let ttfb_ms = now_ms() - started_ms;
                     health::update(&ctx, &d.id, d.health_limits(&limits.health), |h| {
                         h.succeeded(now_ms(), now_ms() - now)
                     });
-                    let encoder = ingress.stream(&chat);
+                    let encoder = if native.is_some() { None } else { ingress.stream(&chat) };
                     let committed =
                         Committed { opened, bill, deployment: d.clone(), attempts: receipt.log, ttfb_ms, encoder };
                     return Ok(streaming::respond(committed, outlet));
@@ -390,10 +412,10 @@ pub async fn handle(
         } else {
             let ttfb_ms = now_ms() - started_ms;
             let upstream_ttfb = now_ms() - now;
-            let answer = upstream::read_all(&response, &mut deadline)
-                .await
-                .and_then(|b| provider.response(&chat, b))
-                .and_then(|(b, usage)| Ok((ingress.response(&chat, b)?, usage)));
+            let answer = upstream::read_all(&response, &mut deadline).await.and_then(|b| match native {
+                Some(_) => providers::anthropic::native_response(b),
+                None => provider.response(&chat, b).and_then(|(b, usage)| Ok((ingress.response(&chat, b)?, usage))),
+            });
             match answer {
                 Ok((body, usage)) => {
                     receipt.log.succeeded(&d.id, status);

@@ -16,7 +16,7 @@ use crate::config::Deployment;
 use crate::error::GatewayError;
 use crate::ingress::StreamEncoder;
 use crate::ledger::Outcome;
-use crate::providers::{openai, ErrorClass, StreamEnd, StreamTranslator, Usage};
+use crate::providers::{ErrorClass, StreamEnd, StreamTranslator, Usage};
 use std::cell::RefCell;
 use std::rc::Rc;
 use worker::js_sys::{global, Array, Function, Promise, Reflect, Uint8Array};
@@ -114,7 +114,8 @@ impl Relay {
                     self.deployment
                 ),
             );
-            self.emit(&openai::stream_error_event(&e), out);
+            let event = self.translator.cut_event(&e);
+            self.emit(&event, out);
         }
         self.end = Some(end);
         end

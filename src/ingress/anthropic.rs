@@ -15,12 +15,17 @@
 //! api_error, 504 timeout_error, 529 overloaded_error). The canonical side is OpenAI's Chat
 //! Completions reference.
 //!
-//! Where the two differ:
+//! A deployment in Anthropic's own format (`anthropic`, and `vertex` with the `anthropic`
+//! publisher) gets the request as the client sent it, model swapped, and its answer, whole
+//! or streamed, goes back as it came (`ChatRequest::native`; `providers::messages`). The
+//! rest of this module is the translation for deployments in other formats, and where
+//! the two formats differ:
 //! - `cache_control` is accepted and dropped wherever it appears: it asks for prompt
 //!   caching, which changes cost and never the answer, and the canonical request has no
 //!   per-block cache markers (OpenAI-format providers cache prompts by themselves).
-//! - `top_k` (OpenAI has no top-k sampling) and `thinking` (not translated yet) are refused
-//!   with a 400 naming them, as is any field or block type not handled here: never dropped.
+//! - `top_k`, `thinking`, and any field or block type not handled here have no
+//!   translation: such a request goes only to Anthropic-format deployments, and is refused
+//!   with a 400 naming the field when its alias has none. Never dropped.
 //! - A failed tool result (`is_error`) starts its text with `Error: `, since OpenAI tool
 //!   messages carry no such flag.
 //! - OpenAI's `stop` becomes `end_turn` even when a stop sequence ended the answer: OpenAI
@@ -31,7 +36,7 @@
 //!   providers answer with has no field for them).
 
 use super::StreamEncoder;
-use crate::chat::ChatRequest;
+use crate::chat::{ChatRequest, NativeMessages};
 use crate::error::GatewayError;
 use crate::providers::ErrorClass;
 use crate::sse::{write_event, Event, SseDecoder};
@@ -49,10 +54,12 @@ fn invalid(path: &str, why: &str) -> GatewayError {
     GatewayError::bad_request("invalid_request", format!("`{path}` {why}."))
 }
 
+/// What the canonical (OpenAI) form cannot carry: such a request can still go, as it is,
+/// to a deployment in Anthropic's format (`ChatRequest::native`).
 fn unsupported(path: &str, detail: &str) -> GatewayError {
     GatewayError::bad_request(
         "unsupported_parameter",
-        format!("`{path}`{detail} is not supported by the gateway's Messages endpoint; remove it."),
+        format!("`{path}`{detail} has no equivalent in the OpenAI format that deployments of other providers take"),
     )
 }
 
@@ -86,35 +93,48 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
         Some(_) => return Err(invalid("model", "must be a non-empty string")),
         None => return Err(missing("model")),
     };
-    let max_tokens = match body.get("max_tokens") {
-        Some(v) if v.as_u64().is_some_and(|n| n > 0) => v.clone(),
+    match body.get("max_tokens") {
+        Some(v) if v.as_u64().is_some_and(|n| n > 0) => {}
         Some(_) => return Err(invalid("max_tokens", "must be a positive integer")),
         None => return Err(missing("max_tokens")),
-    };
-    let turns = match body.get("messages") {
-        Some(Value::Array(turns)) if !turns.is_empty() => turns,
+    }
+    match body.get("messages") {
+        Some(Value::Array(turns)) if !turns.is_empty() => {}
         Some(_) => return Err(invalid("messages", "must be a non-empty array")),
         None => return Err(missing("messages")),
-    };
+    }
     let stream = match body.get("stream") {
         None => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(invalid("stream", "must be a boolean")),
     };
+    // What cannot be translated is no error yet: an Anthropic-format deployment takes the
+    // request as it is. A malformed request is one, for every deployment.
+    let (canonical, untranslatable) = match canonical(&body, stream) {
+        Ok(canonical) => (canonical, None),
+        Err(e) if e.code == "unsupported_parameter" => (body.clone(), Some(e)),
+        Err(e) => return Err(e),
+    };
+    let native = NativeMessages { body, beta: None, untranslatable };
+    Ok(ChatRequest { body: canonical, model, stream, client_wants_usage: stream, received_at: 0, native: Some(native) })
+}
 
+/// The request in OpenAI's Chat Completions form; `model`, `max_tokens` and `messages`
+/// are checked already.
+fn canonical(body: &Map<String, Value>, stream: bool) -> Result<Map<String, Value>, GatewayError> {
     let mut messages = Vec::new();
     if let Some(system) = body.get("system") {
         messages.push(json!({"role": "system", "content": system_content(system)?}));
     }
-    for (i, turn) in turns.iter().enumerate() {
+    for (i, turn) in body["messages"].as_array().into_iter().flatten().enumerate() {
         message(&format!("messages[{i}]"), turn, &mut messages)?;
     }
     let mut out = Map::new();
-    out.insert("model".into(), model.clone().into());
+    out.insert("model".into(), body["model"].clone());
     out.insert("messages".into(), messages.into());
     // OpenAI's current name; `max_tokens` is refused by its reasoning models.
-    out.insert("max_completion_tokens".into(), max_tokens);
-    for (key, value) in &body {
+    out.insert("max_completion_tokens".into(), body["max_tokens"].clone());
+    for (key, value) in body {
         match key.as_str() {
             "model" | "messages" | "max_tokens" | "system" | "tool_choice" => {}
             "stream" if stream => {
@@ -144,25 +164,15 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
             "tools" => {
                 out.insert("tools".into(), tools(value)?);
             }
-            "top_k" => {
-                return Err(GatewayError::bad_request(
-                    "unsupported_parameter",
-                    "`top_k` is not supported: the gateway's providers share OpenAI's sampling options, which have no top-k; remove it.",
-                ))
-            }
-            "thinking" => {
-                return Err(GatewayError::bad_request(
-                    "unsupported_parameter",
-                    "`thinking` (extended thinking) is not supported by the gateway's Messages endpoint yet; remove it.",
-                ))
-            }
+            "top_k" => return Err(unsupported("top_k", " (top-k sampling)")),
+            "thinking" => return Err(unsupported("thinking", " (extended thinking)")),
             k => return Err(unsupported(k, "")),
         }
     }
     if let Some(choice) = body.get("tool_choice") {
         tool_choice(choice, &mut out)?;
     }
-    Ok(ChatRequest { body: out, model, stream, client_wants_usage: stream, received_at: 0 })
+    Ok(out)
 }
 
 fn system_content(system: &Value) -> Result<Value, GatewayError> {
@@ -577,6 +587,13 @@ pub fn error_body(e: &GatewayError) -> String {
     json!({"type": "error", "error": {"type": error_type(e), "message": e.message}}).to_string()
 }
 
+/// The gateway's error as the `error` event that ends a Messages stream.
+pub fn stream_error_event(e: &GatewayError) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_event(&mut out, Some("error"), &error_body(e));
+    out
+}
+
 // ---------------------------------------------------------------------------------------
 // Stream: OpenAI `chat.completion.chunk`s → Anthropic's events.
 
@@ -927,6 +944,14 @@ mod tests {
         parse(body.to_string().as_bytes()).unwrap_err()
     }
 
+    /// Why a request accepted for Anthropic-format deployments has no canonical form.
+    fn untranslatable(body: Value) -> GatewayError {
+        let req = parse(body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let native = req.native.expect("a Messages request keeps its native form");
+        assert_eq!(req.body, native.body, "routing reads the native body");
+        native.untranslatable.expect("not translatable")
+    }
+
     fn user(content: Value) -> Value {
         json!({"role": "user", "content": content})
     }
@@ -1093,7 +1118,7 @@ mod tests {
         let no_tools = parse_ok(json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x"))],
             "tool_choice": {"type": "auto", "disable_parallel_tool_use": true}}));
         assert!(!no_tools.body.contains_key("parallel_tool_calls"), "OpenAI refuses it without tools");
-        let e = refused(json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x"))],
+        let e = untranslatable(json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x"))],
             "tool_choice": {"type": "none", "disable_parallel_tool_use": true}}));
         assert!(e.message.contains("`tool_choice.disable_parallel_tool_use`"), "{}", e.message);
         let e = refused(json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x"))],
@@ -1121,7 +1146,6 @@ mod tests {
         assert!(base("stream", json!("yes")).contains("`stream` must be a boolean"));
         assert!(base("temperature", json!("hot")).contains("`temperature` must be a number"));
         assert!(base("stop_sequences", json!("END")).contains("`stop_sequences`"));
-        assert!(base("metadata", json!({"user_id": "u", "tier": "gold"})).contains("`metadata.tier`"));
         let system_role =
             refused(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}));
         assert!(system_role.message.contains("`messages[0].role` must be `user` or `assistant`"));
@@ -1130,21 +1154,26 @@ mod tests {
     }
 
     #[test]
-    fn what_cannot_be_translated_is_refused_by_name() {
+    fn what_cannot_be_translated_is_named_and_the_request_kept_whole() {
         let with = |field: &str, value: Value| {
-            let mut body = json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x"))]});
-            body[field] = value;
-            let e = refused(body);
+            let mut body = json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x"))], "nothing": null});
+            body[field] = value.clone();
+            let req = parse(body.to_string().as_bytes()).unwrap();
+            let native = req.native.as_ref().unwrap();
+            assert_eq!(native.body[field], value, "kept as sent");
+            assert!(!native.body.contains_key("nothing"), "null fields are absent ones");
+            let e = untranslatable(body);
             assert_eq!((e.status, e.code), (400, "unsupported_parameter"));
             e.message
         };
         assert!(with("top_k", json!(40)).contains("`top_k`"));
         assert!(with("thinking", json!({"type": "enabled", "budget_tokens": 2000})).contains("`thinking`"));
         assert!(with("service_tier", json!("auto")).contains("`service_tier`"));
+        assert!(with("metadata", json!({"user_id": "u", "tier": "gold"})).contains("`metadata.tier`"));
         assert!(with("tools", json!([{"type": "web_search_20250305", "name": "web_search"}]))
             .contains("`tools[0].type` \"web_search_20250305\""));
         let in_message =
-            |blocks: Value| refused(json!({"model": "m", "max_tokens": 5, "messages": [user(blocks)]})).message;
+            |blocks: Value| untranslatable(json!({"model": "m", "max_tokens": 5, "messages": [user(blocks)]})).message;
         assert!(in_message(json!([{"type": "document", "source": {"type": "text", "data": "x"}}]))
             .contains("`messages[0].content[0].type` `document`"));
         assert!(in_message(json!([{"type": "image", "source": {"type": "file", "file_id": "f1"}}]))
@@ -1154,9 +1183,19 @@ mod tests {
         let image_result = json!([{"type": "tool_result", "tool_use_id": "t", "content": [
             {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]);
         assert!(in_message(image_result).contains("`messages[0].content[0].content[0].type` `image` in a tool result"));
-        let thinking = refused(json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x")),
+        let thinking = untranslatable(json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x")),
             {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"}]}]}));
         assert!(thinking.message.contains("`messages[1].content[0].type` `thinking`"), "{}", thinking.message);
+    }
+
+    #[test]
+    fn a_translatable_request_keeps_its_native_form_too() {
+        let body = json!({"model": "m", "max_tokens": 5, "messages": [user(json!([
+            {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]))]});
+        let req = parse_ok(body.clone());
+        let native = req.native.unwrap();
+        assert!(native.translatable() && native.beta.is_none());
+        assert_eq!(Value::Object(native.body), body, "cache markers included");
     }
 
     fn deployment(provider: &str) -> Deployment {

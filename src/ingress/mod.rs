@@ -1,7 +1,8 @@
 //! The formats clients speak to the gateway. Routing, budgets, the ledger and every
 //! provider work on one canonical request (OpenAI Chat Completions, [`ChatRequest`]) and
 //! answer in OpenAI's shapes; an ingress turns the client's request into that form, and the
-//! answer (whole or streamed) and the errors back into the client's format.
+//! answer (whole or streamed) and the errors back into the client's format. A deployment
+//! that speaks the client's format itself skips both translations (`ChatRequest::native`).
 
 pub mod anthropic;
 

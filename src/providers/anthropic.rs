@@ -13,8 +13,8 @@
 
 use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
 use super::openai::stream_error_event;
-use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
-use crate::chat::ChatRequest;
+use super::{Auth, ErrorClass, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
+use crate::chat::{ChatRequest, NativeMessages};
 use crate::config::Deployment;
 use crate::error::GatewayError;
 use crate::sse::SseDecoder;
@@ -31,16 +31,20 @@ const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// The image types Anthropic accepts in a base64 source.
 const IMAGE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/webp"];
 
+fn headers(auth: &Auth) -> Vec<(&'static str, String)> {
+    let mut headers =
+        vec![("content-type", "application/json".to_string()), ("anthropic-version", API_VERSION.to_string())];
+    if let Some(key) = &auth.api_key {
+        headers.push(("x-api-key", key.to_string()));
+    }
+    headers
+}
+
 impl Provider for Anthropic {
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
         let body = request_body(&Cx { provider: "anthropic", deployment: &d.id }, &d.model, req)?;
-        let mut headers =
-            vec![("content-type", "application/json".to_string()), ("anthropic-version", API_VERSION.to_string())];
-        if let Some(key) = &auth.api_key {
-            headers.push(("x-api-key", key.to_string()));
-        }
         let body = serde_json::to_vec(&body).expect("a JSON map serialises");
-        Ok(UpstreamRequest { url: format!("{}/messages", d.base_url), headers, body })
+        Ok(UpstreamRequest { url: format!("{}/messages", d.base_url), headers: headers(auth), body })
     }
 
     fn response(&self, req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
@@ -71,6 +75,61 @@ impl Provider for Anthropic {
         };
         let state = StreamState { chunks, ..StreamState::default() };
         Box::new(Translator { decoder: SseDecoder::new(), state })
+    }
+}
+
+impl SpeaksMessages for Anthropic {
+    fn build_native(&self, d: &Deployment, _: &ChatRequest, native: &NativeMessages, auth: &Auth) -> UpstreamRequest {
+        let mut body = native.body.clone();
+        body.insert("model".into(), d.model.clone().into());
+        let mut headers = headers(auth);
+        headers.extend(native.beta.clone().map(|beta| ("anthropic-beta", beta)));
+        let body = serde_json::to_vec(&body).expect("a JSON map serialises");
+        UpstreamRequest { url: format!("{}/messages", d.base_url), headers, body }
+    }
+}
+
+/// A Messages answer for a Messages client: as it came, once it has been read as one.
+pub fn native_response(body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
+    let message = serde_json::from_slice::<WireMessage>(&body).map_err(|_| ErrorClass::Server)?;
+    Ok((body, Some(message.usage.total())))
+}
+
+/// A Messages stream for a Messages client: every byte goes on as it came. The events are
+/// read only for what the gateway needs of them: the first content (any block's delta,
+/// thinking included), the usage and how the stream ended.
+pub fn native_stream() -> Box<dyn StreamTranslator> {
+    let state = StreamState { every_delta_is_content: true, ..StreamState::default() };
+    Box::new(Native { reader: Translator { decoder: SseDecoder::new(), state }, unused: Vec::new() })
+}
+
+struct Native {
+    reader: Translator,
+    /// What the reader translates, for no one.
+    unused: Vec<u8>,
+}
+
+impl StreamTranslator for Native {
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        self.reader.push(bytes, &mut self.unused);
+        self.unused.clear();
+        out.extend_from_slice(bytes);
+    }
+
+    fn started(&self) -> bool {
+        self.reader.started()
+    }
+
+    fn end(&mut self) -> StreamEnd {
+        self.reader.end()
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.reader.usage()
+    }
+
+    fn cut_event(&self, e: &GatewayError) -> Vec<u8> {
+        crate::ingress::anthropic::stream_error_event(e)
     }
 }
 
@@ -320,7 +379,7 @@ struct WireMessage {
 }
 
 /// Only the block types a translated request can produce; thinking and server-tool blocks
-/// need request options this provider refuses.
+/// need request options only native requests carry, whose answers are not translated.
 ///
 /// This enum and the other two `type`-tagged ones are read through a flat struct
 /// (`try_from`): serde's internally tagged enums buffer each value and monomorphise every
@@ -557,6 +616,9 @@ struct StreamState {
     stopped: bool,
     /// An `error` event arrived: the answer is incomplete whatever follows.
     failed: bool,
+    /// Whether a delta of a type not translated (thinking, citations, …) counts as content:
+    /// it does for a client that receives it.
+    every_delta_is_content: bool,
 }
 
 impl StreamTranslator for Translator {
@@ -636,6 +698,7 @@ impl StreamState {
                 };
                 self.chunks.tool_call_arguments(out, tool, &partial_json);
             }
+            WireDelta::Other => self.started |= self.every_delta_is_content,
             _ => {}
         }
     }
@@ -1179,5 +1242,130 @@ mod tests {
         assert_eq!(error["code"], "upstream_overloaded");
         assert!(error["message"].as_str().unwrap().contains("Overloaded"));
         assert_eq!(events.len(), 4, "role, two texts, the error; nothing after it: {}", run.out);
+    }
+
+    /// A stream with extended thinking, as Anthropic sends it when `thinking` is enabled.
+    const THINKING: &str = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_03\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":40,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Two and two\\u2026\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQBCgIYAhIM\"}}\n\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"Four.\"}}\n\n",
+        "event: content_block_stop\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":30}}\n\n",
+        "event: message_stop\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    /// Pushes `input` to a native stream in two pieces; the output, and whether it had
+    /// started after the first.
+    fn native_run(input: &str, cut: usize) -> (Box<dyn StreamTranslator>, Vec<u8>, bool) {
+        let mut t = native_stream();
+        let mut out = Vec::new();
+        t.push(&input.as_bytes()[..cut], &mut out);
+        let started = t.started();
+        t.push(&input.as_bytes()[cut..], &mut out);
+        (t, out, started)
+    }
+
+    #[test]
+    fn a_native_stream_passes_every_byte_and_reads_what_the_gateway_needs() {
+        for input in [RECORDED, THINKING] {
+            let (mut whole, out, _) = native_run(input, 0);
+            assert_eq!(out, input.as_bytes());
+            let (end, usage) = (whole.end(), whole.usage());
+            assert_eq!(end, StreamEnd::Complete);
+            for cut in 1..=input.len() {
+                let (mut t, out, _) = native_run(input, cut);
+                assert_eq!(out, input.as_bytes(), "cut {cut}");
+                assert_eq!((t.end(), t.usage()), (end, usage), "cut {cut}");
+            }
+        }
+        let usage = native_run(THINKING, 0).0.usage();
+        assert_eq!(
+            usage,
+            Some(Usage { input_tokens: 52, output_tokens: 30, cached_input_tokens: 0, cache_write_tokens: 40 })
+        );
+    }
+
+    #[test]
+    fn a_native_stream_starts_at_its_first_delta_thinking_included() {
+        let first_delta = THINKING.find("\"thinking_delta\"").unwrap();
+        let event_end = first_delta + THINKING[first_delta..].find("\n\n").unwrap() + 2;
+        assert!(!native_run(THINKING, event_end - 1).2, "not before the thinking delta is whole");
+        assert!(native_run(THINKING, event_end).2, "the thinking is content for a Messages client");
+        // A translated stream has nothing to show an OpenAI client until the text.
+        let mut t = Anthropic.stream(&parse(json!({"model": "m", "messages": [user(json!("x"))], "stream": true})));
+        t.push(&THINKING.as_bytes()[..event_end], &mut Vec::new());
+        assert!(!t.started());
+    }
+
+    #[test]
+    fn a_native_stream_cut_by_the_gateway_ends_with_an_anthropic_error_event() {
+        let cut = THINKING.find("event: message_delta").unwrap();
+        let (mut t, _, _) = native_run(&THINKING[..cut], 0);
+        assert_eq!(t.end(), StreamEnd::Cut);
+        let e = GatewayError::new(502, "upstream_error", "stream_cut", "The stream ended early.");
+        let event = String::from_utf8(t.cut_event(&e)).unwrap();
+        assert!(event.starts_with("event: error\ndata: {"), "{event}");
+        let data: Value = serde_json::from_str(event.trim_end().split_once("data: ").unwrap().1).unwrap();
+        assert_eq!(
+            data,
+            json!({"type": "error", "error": {"type": "api_error", "message": "The stream ended early."}})
+        );
+        // An error event from Anthropic itself passes as it came and ends the stream as failed.
+        let failing = format!("{}event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}}}\n\n", &THINKING[..cut]);
+        let (mut t, out, _) = native_run(&failing, 0);
+        assert_eq!((out, t.end()), (failing.into_bytes(), StreamEnd::Failed));
+    }
+
+    #[test]
+    fn a_native_answer_passes_as_it_came_with_its_usage() {
+        let answer = json!({"id": "msg_04", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": [{"type": "thinking", "thinking": "hm", "signature": "sig"}, {"type": "text", "text": "Hi"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 5, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 7, "output_tokens": 3}});
+        let bytes = answer.to_string().into_bytes();
+        let (body, usage) = native_response(bytes.clone()).unwrap();
+        assert_eq!(body, bytes);
+        assert_eq!(
+            usage,
+            Some(Usage { input_tokens: 12, output_tokens: 3, cached_input_tokens: 7, cache_write_tokens: 0 })
+        );
+        assert_eq!(native_response(b"{\"type\":\"error\"}".to_vec()), Err(ErrorClass::Server));
+    }
+
+    #[test]
+    fn a_native_request_is_sent_as_it_came_with_the_deployments_model_and_the_clients_betas() {
+        let body = json!({"model": "alias", "max_tokens": 64, "top_k": 5,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "system": [{"type": "text", "text": "Long context", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+            "messages": [user(json!("x"))]});
+        let req = crate::ingress::anthropic::parse(body.to_string().as_bytes()).unwrap();
+        let mut native = req.native.clone().unwrap();
+        native.beta = Some("extended-cache-ttl-2025-04-11".into());
+        let auth = Auth { api_key: Some("sk-ant-test".into()), ..Auth::default() };
+        let up = Anthropic.build_native(&deployment(), &req, &native, &auth);
+        assert_eq!(up.url, "https://api.anthropic.com/v1/messages");
+        let sent: Value = serde_json::from_slice(&up.body).unwrap();
+        let mut expected = body;
+        expected["model"] = json!("claude-sonnet-4-5");
+        assert_eq!(sent, expected);
+        assert!(up.headers.contains(&("anthropic-beta", "extended-cache-ttl-2025-04-11".into())));
+        assert!(up.headers.contains(&("x-api-key", "sk-ant-test".into())));
+        native.beta = None;
+        let up = Anthropic.build_native(&deployment(), &req, &native, &auth);
+        assert!(up.headers.iter().all(|(name, _)| *name != "anthropic-beta"));
     }
 }

@@ -10,7 +10,7 @@ pub mod mistral;
 pub mod openai;
 pub mod vertex;
 
-use crate::chat::ChatRequest;
+use crate::chat::{ChatRequest, NativeMessages};
 use crate::config::{Deployment, ProviderKind, VertexPublisher};
 use crate::error::GatewayError;
 
@@ -171,6 +171,11 @@ pub trait StreamTranslator {
     /// At upstream end of stream: whether it ended with its terminal event.
     fn end(&mut self) -> StreamEnd;
     fn usage(&self) -> Option<Usage>;
+    /// The event that tells the client the gateway ended its stream early, in the format
+    /// this translator writes.
+    fn cut_event(&self, e: &GatewayError) -> Vec<u8> {
+        openai::stream_error_event(e)
+    }
 }
 
 /// A provider wire format. The gateway's canonical form is OpenAI Chat Completions: every
@@ -186,6 +191,22 @@ pub trait Provider {
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass;
     /// Translates the success stream into OpenAI `chat.completion.chunk` SSE.
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator>;
+}
+
+/// A provider whose wire format is Anthropic's Messages: a `/v1/messages` request reaches
+/// it as the client sent it, and its answer goes back as it came
+/// ([`anthropic::native_response`], [`anthropic::native_stream`]).
+pub trait SpeaksMessages {
+    fn build_native(&self, d: &Deployment, req: &ChatRequest, native: &NativeMessages, auth: &Auth) -> UpstreamRequest;
+}
+
+/// The deployment's provider, if it takes Messages requests as they are.
+pub fn speaks_messages(d: &Deployment) -> Option<&'static dyn SpeaksMessages> {
+    match (d.provider, d.vertex_publisher) {
+        (ProviderKind::Anthropic, _) => Some(&anthropic::Anthropic),
+        (ProviderKind::Vertex, Some(VertexPublisher::Anthropic)) => Some(&vertex::VertexClaude),
+        _ => None,
+    }
 }
 
 /// The wire format of a deployment: its provider's, and on Vertex AI its publisher's.

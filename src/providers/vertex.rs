@@ -19,10 +19,11 @@
 use super::anthropic::{self, Anthropic};
 use super::canonical::Cx;
 use super::gemini;
-use super::{Auth, ErrorClass, Provider, StreamTranslator, UpstreamRequest, Usage};
-use crate::chat::ChatRequest;
+use super::{Auth, ErrorClass, Provider, SpeaksMessages, StreamTranslator, UpstreamRequest, Usage};
+use crate::chat::{ChatRequest, NativeMessages};
 use crate::config::Deployment;
 use crate::error::GatewayError;
+use serde_json::{Map, Value};
 
 /// Gemini models on Vertex AI.
 pub struct VertexGemini;
@@ -136,15 +137,20 @@ impl Provider for VertexGemini {
     }
 }
 
+/// A Messages body as Claude on Vertex AI takes it: the path names the model, and the
+/// version goes in the body rather than a header.
+fn claude_request(d: &Deployment, req: &ChatRequest, mut body: Map<String, Value>, auth: &Auth) -> UpstreamRequest {
+    body.remove("model");
+    body.insert("anthropic_version".into(), ANTHROPIC_VERSION.into());
+    let method = if req.stream { "streamRawPredict" } else { "rawPredict" };
+    let body = serde_json::to_vec(&body).expect("a JSON map serialises");
+    UpstreamRequest { url: url(d, "anthropic", method), headers: headers(auth), body }
+}
+
 impl Provider for VertexClaude {
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
-        let mut body = anthropic::request_body(&Cx { provider: PROVIDER, deployment: &d.id }, &d.model, req)?;
-        // The path names the model; the version goes in the body rather than a header.
-        body.remove("model");
-        body.insert("anthropic_version".into(), ANTHROPIC_VERSION.into());
-        let method = if req.stream { "streamRawPredict" } else { "rawPredict" };
-        let body = serde_json::to_vec(&body).expect("a JSON map serialises");
-        Ok(UpstreamRequest { url: url(d, "anthropic", method), headers: headers(auth), body })
+        let body = anthropic::request_body(&Cx { provider: PROVIDER, deployment: &d.id }, &d.model, req)?;
+        Ok(claude_request(d, req, body, auth))
     }
 
     fn response(&self, req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
@@ -159,6 +165,14 @@ impl Provider for VertexClaude {
 
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
         Anthropic.stream(req)
+    }
+}
+
+impl SpeaksMessages for VertexClaude {
+    fn build_native(&self, d: &Deployment, req: &ChatRequest, native: &NativeMessages, auth: &Auth) -> UpstreamRequest {
+        let mut up = claude_request(d, req, native.body.clone(), auth);
+        up.headers.extend(native.beta.clone().map(|beta| ("anthropic-beta", beta)));
+        up
     }
 }
 
@@ -260,6 +274,27 @@ mod tests {
             .expect("refused")
             .message
             .contains("`n` is not supported by provider vertex (deployment `vertex-eu`)"));
+    }
+
+    #[test]
+    fn a_messages_request_reaches_claude_as_sent_save_the_model_and_version() {
+        let mut d = deployment("anthropic");
+        d.model = "claude-sonnet-4-6".into();
+        let body = json!({"model": "alias", "max_tokens": 64, "stream": true, "top_k": 5,
+            "system": [{"type": "text", "text": "Long context", "cache_control": {"type": "ephemeral"}}],
+            "messages": [user(json!("x"))]});
+        let req = crate::ingress::anthropic::parse(body.to_string().as_bytes()).unwrap();
+        let mut native = req.native.clone().unwrap();
+        native.beta = Some("context-1m-2025-08-07".into());
+        let speaks = crate::providers::speaks_messages(&d).expect("Claude on Vertex speaks Messages");
+        let up = speaks.build_native(&d, &req, &native, &auth());
+        assert!(up.url.ends_with("/models/claude-sonnet-4-6:streamRawPredict"), "{}", up.url);
+        assert!(up.headers.contains(&("anthropic-beta", "context-1m-2025-08-07".into())));
+        let mut expected = body;
+        expected.as_object_mut().unwrap().remove("model");
+        expected["anthropic_version"] = json!("vertex-2023-10-16");
+        assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
+        assert!(crate::providers::speaks_messages(&deployment("google")).is_none());
     }
 
     #[test]
