@@ -68,8 +68,10 @@ impl ChatRequest {
             _ => 0,
         };
         let messages = self.body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        // A Messages body kept as sent has its system prompt apart.
+        let system = estimate_tokens(self.body.get("system").map_or(0, text_len));
         // A few tokens of framing per message, as chat templates add.
-        messages.iter().map(|m| estimate_tokens(m.get("content").map_or(0, text_len)) + 4).sum()
+        system + messages.iter().map(|m| estimate_tokens(m.get("content").map_or(0, text_len)) + 4).sum::<u64>()
     }
 }
 

@@ -203,11 +203,12 @@ mod tests {
     #[test]
     fn a_messages_request_only_anthropic_carries_needs_an_anthropic_deployment() {
         let body = serde_json::json!({"model": "m", "max_tokens": 100, "thinking": {"type": "enabled", "budget_tokens": 50},
+            "system": [{"type": "text", "text": "1234", "cache_control": {"type": "ephemeral"}}],
             "messages": [{"role": "user", "content": [{"type": "text", "text": "12345678"},
                 {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]});
         let r = crate::ingress::anthropic::parse(body.to_string().as_bytes()).unwrap();
         let n = needs(&r);
-        assert_eq!(n, Needs { vision: true, tokens: 2 + 4 + 100, anthropic_only: true, ..Needs::default() });
+        assert_eq!(n, Needs { vision: true, tokens: 1 + 2 + 4 + 100, anthropic_only: true, ..Needs::default() });
         let g = gateway(|v| {
             v["deployments"][3]["provider"] = serde_json::json!("anthropic");
             v["deployments"][3]["api_key_secret"] = serde_json::json!("ANTHROPIC_KEY");
