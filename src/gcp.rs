@@ -8,6 +8,7 @@
 //! PKCS #8 block, `private_key_id`, `token_uri`). The RSA signature itself is the shell's
 //! (WebCrypto), as are the clock and the network.
 
+use crate::base64;
 use crate::valueread::{self, At, Fields, FromValue};
 use serde_json::{json, Value};
 
@@ -71,7 +72,11 @@ impl ServiceAccount {
             "iat": now_unix,
             "exp": now_unix + LIFETIME_SECS,
         });
-        format!("{}.{}", base64url(header.to_string().as_bytes()), base64url(claims.to_string().as_bytes()))
+        format!(
+            "{}.{}",
+            base64::url_unpadded(header.to_string().as_bytes()),
+            base64::url_unpadded(claims.to_string().as_bytes())
+        )
     }
 
     /// The private key as the DER bytes WebCrypto imports as `pkcs8`.
@@ -87,7 +92,7 @@ impl ServiceAccount {
 
 /// The signed JWT.
 pub fn assertion(signing_input: &str, signature: &[u8]) -> String {
-    format!("{signing_input}.{}", base64url(signature))
+    format!("{signing_input}.{}", base64::url_unpadded(signature))
 }
 
 /// The token request's `application/x-www-form-urlencoded` body.
@@ -130,48 +135,7 @@ fn pem_to_der(pem: &str, label: &str) -> Result<Vec<u8>, String> {
         .and_then(|(_, rest)| rest.split_once(&end))
         .map(|(body, _)| body)
         .ok_or_else(|| format!("the private key is not a PEM `{label}` block (PKCS #8)"))?;
-    base64_decode(body).ok_or_else(|| "the private key's PEM block is not valid base64".into())
-}
-
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Unpadded base64url (RFC 4648 §5), as JWTs use.
-pub fn base64url(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            let c = ALPHABET[(n >> (18 - 6 * i) & 63) as usize];
-            out.push(match c {
-                b'+' => '-',
-                b'/' => '_',
-                c => c as char,
-            });
-        }
-    }
-    out
-}
-
-/// Standard base64 with padding, ignoring whitespace (PEM bodies wrap at 64 columns).
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let symbols: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let data = symbols.strip_suffix(b"==").or_else(|| symbols.strip_suffix(b"=")).unwrap_or(&symbols);
-    if !symbols.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for b in data {
-        let value = ALPHABET.iter().position(|a| a == b)? as u32;
-        acc = acc << 6 | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    base64::decode(body).ok_or_else(|| "the private key's PEM block is not valid base64".into())
 }
 
 #[cfg(test)]
@@ -181,33 +145,6 @@ mod tests {
     /// The committed test key (tests/data/gcp-service-account.json).
     fn account() -> ServiceAccount {
         ServiceAccount::parse(include_str!("../tests/data/gcp-service-account.json")).unwrap()
-    }
-
-    #[test]
-    fn base64url_matches_rfc_4648_vectors() {
-        // RFC 4648 §10, in the URL-safe alphabet without padding.
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg"),
-            ("fo", "Zm8"),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg"),
-            ("fooba", "Zm9vYmE"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64url(plain.as_bytes()), encoded);
-        }
-        assert_eq!(base64url(&[0xfb, 0xff, 0xbf]), "-_-_");
-    }
-
-    #[test]
-    fn base64_decoding_reverses_the_standard_alphabet() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9v\nYmFy")] {
-            assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes(), "{encoded}");
-        }
-        assert_eq!(base64_decode("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
-        assert_eq!(base64_decode("Zm9"), None);
-        assert_eq!(base64_decode("Zm9*"), None);
     }
 
     #[test]
@@ -246,7 +183,7 @@ mod tests {
                 })
                 .collect();
             let padded = format!("{standard}{}", "=".repeat((4 - standard.len() % 4) % 4));
-            serde_json::from_slice(&base64_decode(&padded).unwrap()).unwrap()
+            serde_json::from_slice(&base64::decode(&padded).unwrap()).unwrap()
         };
         assert_eq!(decode(header), json!({"alg": "RS256", "typ": "JWT", "kid": account.private_key_id}));
         assert_eq!(

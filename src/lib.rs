@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod attempts;
 pub mod aws;
+pub mod base64;
 pub mod breakdown;
 pub mod budget;
 pub mod chat;

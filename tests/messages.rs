@@ -236,6 +236,52 @@ fn anthropic_format_deployments_stream_as_they_sent_it_thinking_included() {
 }
 
 #[test]
+fn claude_on_bedrock_takes_messages_requests_through_invoke_model() {
+    let model = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0";
+    let n = nonce("msg-bedrock");
+    let body = thinking_request("bedrock", &format!("{n} [mock:prompt_tokens=30,completion_tokens=7]"));
+    let r = messages_as(KEY, &body, &[("anthropic-beta", "context-1m-2025-08-07")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-deployment"), Some("bedrock-eu"));
+    let v = r.json();
+    assert_eq!((&v["model"], &v["content"][0]["type"]), (&json!(model), &json!("thinking")), "{v}");
+    assert!(v["content"][1]["text"].as_str().unwrap().contains(&n));
+    let up = mock().requests_matching(&n);
+    assert!(up[0].path.ends_with("/invoke"), "{}", up[0].path);
+    let mut sent = body.clone();
+    let fields = sent.as_object_mut().unwrap();
+    fields.remove("model");
+    fields.insert("anthropic_version".into(), json!("bedrock-2023-05-31"));
+    fields.insert("anthropic_beta".into(), json!(["context-1m-2025-08-07"]));
+    assert_eq!(up[0].json(), sent);
+    assert!(up[0].header("authorization").unwrap().starts_with("AWS4-HMAC-SHA256 "));
+
+    let n = nonce("msg-bedrock-stream");
+    let mut body = thinking_request("bedrock", &format!("{n} [mock:chunks=3]"));
+    body["stream"] = json!(true);
+    let (status, _, events) = stream(&body);
+    assert_eq!(status, 200);
+    assert_eq!(names(&events)[..3], ["message_start", "content_block_start", "content_block_delta"]);
+    assert_eq!(events[2].1["delta"]["type"], "thinking_delta");
+    assert_eq!(names(&events)[events.len() - 2..], ["message_delta", "message_stop"]);
+    assert!(events.last().unwrap().1["amazon-bedrock-invocationMetrics"].is_object(), "as Bedrock sent it");
+    assert!(streamed_text(&events).contains(&n));
+    let up = mock().requests_matching(&n);
+    assert!(up[0].path.ends_with("/invoke-with-response-stream"), "{}", up[0].path);
+    assert!(up[0].json().get("stream").is_none(), "the operation says it");
+
+    // An exception part way is Anthropic's error event, with no invented ending.
+    let n = nonce("msg-bedrock-throttled");
+    let mut body = ask("bedrock", &format!("{n} [mock:chunks=5,cut_after=2,error_code=ThrottlingException]"));
+    body["stream"] = json!(true);
+    let (status, _, events) = stream(&body);
+    assert_eq!(status, 200);
+    let (name, data) = events.last().unwrap();
+    assert_eq!((name.as_str(), &data["error"]["type"]), ("error", &json!("rate_limit_error")), "{events:?}");
+    assert!(!names(&events).contains(&"message_stop"));
+}
+
+#[test]
 fn what_only_anthropic_carries_never_reaches_another_format() {
     // An alias without an Anthropic-format deployment refuses it by name.
     let n = nonce("msg-thinking-openai");

@@ -96,11 +96,28 @@ fn text_of(content: &Value) -> String {
 /// (Anthropic's "Claude on Vertex AI").
 pub(crate) enum Host<'a> {
     Anthropic,
-    Vertex { model: &'a str },
+    Vertex {
+        model: &'a str,
+    },
+    /// Bedrock's InvokeModel: the path names the model and whether to stream, the body
+    /// carries the API version and any betas.
+    Bedrock {
+        model: &'a str,
+        stream: bool,
+    },
 }
 
 /// The only `anthropic_version` Claude on Vertex AI takes.
 const VERTEX_VERSION: &str = "vertex-2023-10-16";
+/// The only `anthropic_version` Claude on Bedrock takes.
+const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
+
+/// How a stream's events travel: Anthropic's SSE, or Bedrock's event-stream frames.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Sse,
+    EventStream,
+}
 
 /// Anthropic's checks on a request body, in the order it reports them.
 fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value]), String> {
@@ -108,6 +125,10 @@ fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value
     let allowed = |k: &str| match host {
         Host::Anthropic => FIELDS.contains(&k),
         Host::Vertex { .. } => k != "model" && (k == "anthropic_version" || FIELDS.contains(&k)),
+        Host::Bedrock { .. } => {
+            !matches!(k, "model" | "stream")
+                && (matches!(k, "anthropic_version" | "anthropic_beta") || FIELDS.contains(&k))
+        }
     };
     if let Some(extra) = fields.keys().find(|k| !allowed(k)) {
         return Err(format!("{extra}: Extra inputs are not permitted"));
@@ -116,6 +137,8 @@ fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value
         Host::Anthropic => body["model"].as_str().ok_or("model: Field required")?,
         Host::Vertex { model } if body["anthropic_version"] == VERTEX_VERSION => model,
         Host::Vertex { .. } => return Err(format!("anthropic_version: must be \"{VERTEX_VERSION}\"")),
+        Host::Bedrock { model, .. } if body["anthropic_version"] == BEDROCK_VERSION => model,
+        Host::Bedrock { .. } => return Err(format!("anthropic_version: must be \"{BEDROCK_VERSION}\"")),
     };
     if !body["max_tokens"].is_u64() {
         return Err("max_tokens: Field required".into());
@@ -161,6 +184,10 @@ pub(crate) fn messages(call: &Call, request: &Request, host: Host, out: &mut Res
         headers.extend(retry_after.as_deref().map(|s| ("retry-after", s)));
         return out.json(status, &headers, &error);
     }
+    let (streamed, framing) = match host {
+        Host::Bedrock { stream, .. } => (stream, Framing::EventStream),
+        _ => (body["stream"] == true, Framing::Sse),
+    };
     if matches!(host, Host::Anthropic) && request.header("anthropic-version").is_none() {
         return out.json(400, &id_header, &invalid_request("anthropic-version: header is required"));
     }
@@ -192,8 +219,8 @@ pub(crate) fn messages(call: &Call, request: &Request, host: Host, out: &mut Res
         generated,
         usage: Usage::new(b, prompt_chars, generated, 1),
     };
-    if body["stream"] == true {
-        stream(call, &answer, &id_header, out)
+    if streamed {
+        stream(call, &answer, &id_header, framing, out)
     } else {
         out.json(200, &id_header, &answer.message())
     }
@@ -277,67 +304,101 @@ impl Answer<'_> {
     }
 }
 
-fn send(out: &mut Responder, event: &Value) -> io::Result<()> {
-    let name = event["type"].as_str().unwrap_or_default();
-    out.chunk(format!("event: {name}\ndata: {event}\n\n").as_bytes())
+struct Events<'a> {
+    out: &'a mut Responder,
+    framing: Framing,
 }
 
-fn stream(call: &Call, answer: &Answer, headers: &[(&str, &str)], out: &mut Responder) -> io::Result<()> {
+impl Events<'_> {
+    fn send(&mut self, event: &Value) -> io::Result<()> {
+        match self.framing {
+            Framing::Sse => {
+                let name = event["type"].as_str().unwrap_or_default();
+                self.out.chunk(format!("event: {name}\ndata: {event}\n\n").as_bytes())
+            }
+            Framing::EventStream => self.out.chunk(&crate::bedrock::chunk_frame(event)),
+        }
+    }
+}
+
+fn stream(
+    call: &Call,
+    answer: &Answer,
+    headers: &[(&str, &str)],
+    framing: Framing,
+    out: &mut Responder,
+) -> io::Result<()> {
     let b = &call.behaviour;
     let delay = Duration::from_millis(b.chunk_delay_ms.unwrap_or(call.default_chunk_delay_ms));
-    let mut all_headers = vec![("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")];
+    let content_type = match framing {
+        Framing::Sse => "text/event-stream",
+        Framing::EventStream => "application/vnd.amazon.eventstream",
+    };
+    let mut all_headers = vec![("Content-Type", content_type), ("Cache-Control", "no-cache")];
     all_headers.extend_from_slice(headers);
     out.start_stream(200, &all_headers)?;
     if b.cut_after == Some(0) && b.error_code.is_none() {
         return out.cut();
     }
+    let mut events = Events { out, framing };
 
     let mut started = answer.message();
     started["content"] = json!([]);
     started["stop_reason"] = Value::Null;
     started["usage"] = answer.usage(1);
-    send(out, &json!({"type": "message_start", "message": started}))?;
+    events.send(&json!({"type": "message_start", "message": started}))?;
     if answer.thinking {
         let block = answer.thinking_block();
-        send(
-            out,
+        events.send(
             &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
         )?;
         let thought = json!({"type": "thinking_delta", "thinking": block["thinking"]});
-        send(out, &json!({"type": "content_block_delta", "index": 0, "delta": thought}))?;
+        events.send(&json!({"type": "content_block_delta", "index": 0, "delta": thought}))?;
         let signature = json!({"type": "signature_delta", "signature": block["signature"]});
-        send(out, &json!({"type": "content_block_delta", "index": 0, "delta": signature}))?;
-        send(out, &json!({"type": "content_block_stop", "index": 0}))?;
+        events.send(&json!({"type": "content_block_delta", "index": 0, "delta": signature}))?;
+        events.send(&json!({"type": "content_block_stop", "index": 0}))?;
     }
     let index = answer.index();
-    send(out, &json!({"type": "content_block_start", "index": index, "content_block": answer.block(false)}))?;
-    send(out, &json!({"type": "ping"}))?;
+    events.send(&json!({"type": "content_block_start", "index": index, "content_block": answer.block(false)}))?;
+    events.send(&json!({"type": "ping"}))?;
     for (sent, piece) in answer::pieces(answer.generated, b.chunks).iter().enumerate() {
         if b.cut_after == Some(sent) {
             break;
         }
         sleep(delay);
-        send(out, &json!({"type": "content_block_delta", "index": index, "delta": answer.delta(piece)}))?;
+        events.send(&json!({"type": "content_block_delta", "index": index, "delta": answer.delta(piece)}))?;
     }
     if b.cut_after.is_some() {
-        return end_early(b.error_code.as_deref(), out);
+        return end_early(b.error_code.as_deref(), &mut events);
     }
 
     sleep(delay);
-    send(out, &json!({"type": "content_block_stop", "index": index}))?;
+    events.send(&json!({"type": "content_block_stop", "index": index}))?;
     let change = json!({"stop_reason": answer.stop_reason(), "stop_sequence": null});
-    send(out, &json!({"type": "message_delta", "delta": change, "usage": {"output_tokens": answer.usage.completion}}))?;
-    send(out, &json!({"type": "message_stop"}))?;
-    out.end_stream()
+    events.send(
+        &json!({"type": "message_delta", "delta": change, "usage": {"output_tokens": answer.usage.completion}}),
+    )?;
+    let mut stop = json!({"type": "message_stop"});
+    if framing == Framing::EventStream {
+        let u = &answer.usage;
+        stop["amazon-bedrock-invocationMetrics"] = json!({"inputTokenCount": u.prompt, "outputTokenCount": u.completion,
+            "invocationLatency": 1, "firstByteLatency": 1});
+    }
+    events.send(&stop)?;
+    events.out.end_stream()
 }
 
 /// A stream that fails part way: with an `error` event that ends it normally when an error
 /// type was scripted, else by dropping the connection.
-fn end_early(error_code: Option<&str>, out: &mut Responder) -> io::Result<()> {
+fn end_early(error_code: Option<&str>, events: &mut Events) -> io::Result<()> {
     let Some(kind) = error_code else {
-        return out.cut();
+        return events.out.cut();
     };
     let message = if kind == "overloaded_error" { "Overloaded" } else { "Mock stream error" };
-    send(out, &error_body(kind, message))?;
-    out.end_stream()
+    match events.framing {
+        Framing::Sse => events.send(&error_body(kind, message))?,
+        // Bedrock reports it as an exception frame (`error_code=throttlingException`).
+        Framing::EventStream => events.out.chunk(&crate::bedrock::exception_frame(kind, message))?,
+    }
+    events.out.end_stream()
 }

@@ -15,6 +15,11 @@
 //! shape for service `bedrock` with its `x-amz-date`; the signature itself is checked by
 //! the end-to-end tests, which know the secret.
 //!
+//! Claude models' InvokeModel (`.../model/{modelId}/invoke` and
+//! `/invoke-with-response-stream`, "Anthropic Claude Messages API") is answered by
+//! [`crate::anthropic`] with this module's auth, faults and framing: the stream's events
+//! travel base64-encoded in `chunk` frames, the last with Bedrock's invocation metrics.
+//!
 //! Faults are the shared [`Behaviour`](crate::Behaviour)s. `error_code` names the error
 //! type of a scripted status (`context_length_exceeded` gives Bedrock's "Input is too
 //! long" 400); with `cut_after`, it names the exception frame (e.g. `throttlingException`)
@@ -198,15 +203,67 @@ fn validate(body: &Value) -> Result<&[Value], String> {
     Ok(messages)
 }
 
-pub(crate) fn converse(call: &Call, request: &Request, stream: bool, out: &mut Responder) -> io::Result<()> {
-    let request_id = format!("00000000-0000-4000-8000-{:012}", call.seq);
+/// InvokeModel for a Claude model: Bedrock's auth and faults, then Anthropic's format.
+pub(crate) fn invoke(call: &Call, request: &Request, model: &str, stream: bool, out: &mut Responder) -> io::Result<()> {
+    if let Some(sent) = refuse(call, request, &request_id(call), out) {
+        return sent;
+    }
+    crate::anthropic::messages(call, request, crate::anthropic::Host::Bedrock { model, stream }, out)
+}
+
+fn request_id(call: &Call) -> String {
+    format!("00000000-0000-4000-8000-{:012}", call.seq)
+}
+
+/// Sends the scripted fault, or the refusal of a request without valid auth, if any.
+fn refuse(call: &Call, request: &Request, request_id: &str, out: &mut Responder) -> Option<io::Result<()>> {
     let b = &call.behaviour;
     if let Some(status) = b.status.filter(|&s| s != 200) {
-        return scripted(call, status).send(out, &request_id, b.retry_after.or((status == 429).then_some(1)));
+        return Some(scripted(call, status).send(out, request_id, b.retry_after.or((status == 429).then_some(1))));
     }
-    if let Err(fault) = check_auth(request) {
-        return fault.send(out, &request_id, None);
+    check_auth(request).err().map(|fault| fault.send(out, request_id, None))
+}
+
+/// One Anthropic stream event as InvokeModel streams it.
+pub(crate) fn chunk_frame(event: &Value) -> Vec<u8> {
+    let payload = json!({"bytes": base64(event.to_string().as_bytes())});
+    frame(
+        &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+        payload.to_string().as_bytes(),
+    )
+}
+
+/// An exception frame ending a stream; `code` in either case (`ThrottlingException`).
+pub(crate) fn exception_frame(code: &str, message: &str) -> Vec<u8> {
+    // Exception frames name the type in lowerCamelCase: `throttlingException`.
+    let mut kind = code.to_string();
+    if let Some(first) = kind.get_mut(..1) {
+        first.make_ascii_lowercase();
     }
+    let headers =
+        [(":exception-type", kind.as_str()), (":content-type", "application/json"), (":message-type", "exception")];
+    frame(&headers, json!({"message": message}).to_string().as_bytes())
+}
+
+/// Standard base64 with padding: deliberately not the gateway's decoder's code.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+pub(crate) fn converse(call: &Call, request: &Request, stream: bool, out: &mut Responder) -> io::Result<()> {
+    let request_id = request_id(call);
+    if let Some(sent) = refuse(call, request, &request_id, out) {
+        return sent;
+    }
+    let b = &call.behaviour;
     let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
     let messages = match validate(&body) {
         Ok(messages) => messages,
@@ -348,10 +405,8 @@ impl Events<'_> {
         self.out.chunk(&frame(&headers, payload.to_string().as_bytes()))
     }
 
-    fn exception(&mut self, kind: &str, message: &str) -> io::Result<()> {
-        let headers =
-            [(":exception-type", kind), (":content-type", "application/json"), (":message-type", "exception")];
-        self.out.chunk(&frame(&headers, json!({"message": message}).to_string().as_bytes()))
+    fn exception(&mut self, code: &str, message: &str) -> io::Result<()> {
+        self.out.chunk(&exception_frame(code, message))
     }
 }
 
@@ -379,12 +434,7 @@ fn send_stream(call: &Call, answer: &Answer, request_id: &str, out: &mut Respond
     if b.cut_after.is_some() {
         return match b.error_code.as_deref() {
             Some(code) => {
-                // Exception frames name the type in lowerCamelCase: `throttlingException`.
-                let mut kind = code.to_string();
-                if let Some(first) = kind.get_mut(..1) {
-                    first.make_ascii_lowercase();
-                }
-                events.exception(&kind, "Mock stream error")?;
+                events.exception(code, "Mock stream error")?;
                 events.out.end_stream()
             }
             None => events.out.cut(),
@@ -404,6 +454,13 @@ mod tests {
     #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
     }
 
     #[test]

@@ -230,6 +230,16 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
             }
             anthropic::messages(&call, request, anthropic::Host::Vertex { model: model_in_path() }, out)
         }
+        // Bedrock's InvokeModel for Claude: `{base}/model/{modelId}/invoke` and
+        // `/invoke-with-response-stream`.
+        "POST"
+            if path.contains("/model/")
+                && (path.ends_with("/invoke") || path.ends_with("/invoke-with-response-stream")) =>
+        {
+            let model = path.rsplit("/model/").next().and_then(|m| m.split('/').next()).unwrap_or_default();
+            let model = model.replace("%3A", ":");
+            bedrock::invoke(&call, request, &model, path.ends_with("/invoke-with-response-stream"), out)
+        }
         // Bedrock: `{base}/model/{modelId}/converse` and `/converse-stream`.
         "POST" if path.contains("/model/") && path.ends_with("/converse") => {
             bedrock::converse(&call, request, false, out)

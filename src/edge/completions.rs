@@ -342,7 +342,7 @@ pub async fn handle(
         // A Messages request goes to a deployment in the same format as the client sent it.
         let native = chat.native.as_ref().zip(providers::speaks_messages(d));
         let up = match native {
-            Some((messages, speaks)) => speaks.build_native(d, &chat, messages, &auth),
+            Some((messages, speaks)) => speaks.build_native(d, &chat, messages, &auth)?,
             None => provider.build(d, &chat, &auth)?,
         };
         let deadline = if chat.stream { Deadline::for_stream(timeout) } else { Ok(Deadline::for_answer(timeout)) };
@@ -393,8 +393,10 @@ pub async fn handle(
         }
         if chat.stream {
             let outlet = Outlet::new(receipt.headers_if_served(d, status))?;
-            let translator =
-                if native.is_some() { providers::anthropic::native_stream() } else { provider.stream(&chat) };
+            let translator = match native {
+                Some((_, speaks)) => speaks.native_stream(),
+                None => provider.stream(&chat),
+            };
             match streaming::open(&response, translator, &mut deadline).await {
                 Ok(opened) => {
                     receipt.log.succeeded(&d.id, status);

@@ -79,13 +79,19 @@ impl Provider for Anthropic {
 }
 
 impl SpeaksMessages for Anthropic {
-    fn build_native(&self, d: &Deployment, _: &ChatRequest, native: &NativeMessages, auth: &Auth) -> UpstreamRequest {
+    fn build_native(
+        &self,
+        d: &Deployment,
+        _: &ChatRequest,
+        native: &NativeMessages,
+        auth: &Auth,
+    ) -> Result<UpstreamRequest, GatewayError> {
         let mut body = native.body.clone();
         body.insert("model".into(), d.model.clone().into());
         let mut headers = headers(auth);
         headers.extend(native.beta.clone().map(|beta| ("anthropic-beta", beta)));
         let body = serde_json::to_vec(&body).expect("a JSON map serialises");
-        UpstreamRequest { url: format!("{}/messages", d.base_url), headers, body }
+        Ok(UpstreamRequest { url: format!("{}/messages", d.base_url), headers, body })
     }
 }
 
@@ -1356,7 +1362,7 @@ mod tests {
         let mut native = req.native.clone().unwrap();
         native.beta = Some("extended-cache-ttl-2025-04-11".into());
         let auth = Auth { api_key: Some("sk-ant-test".into()), ..Auth::default() };
-        let up = Anthropic.build_native(&deployment(), &req, &native, &auth);
+        let up = Anthropic.build_native(&deployment(), &req, &native, &auth).unwrap();
         assert_eq!(up.url, "https://api.anthropic.com/v1/messages");
         let sent: Value = serde_json::from_slice(&up.body).unwrap();
         let mut expected = body;
@@ -1365,7 +1371,7 @@ mod tests {
         assert!(up.headers.contains(&("anthropic-beta", "extended-cache-ttl-2025-04-11".into())));
         assert!(up.headers.contains(&("x-api-key", "sk-ant-test".into())));
         native.beta = None;
-        let up = Anthropic.build_native(&deployment(), &req, &native, &auth);
+        let up = Anthropic.build_native(&deployment(), &req, &native, &auth).unwrap();
         assert!(up.headers.iter().all(|(name, _)| *name != "anthropic-beta"));
     }
 }

@@ -18,6 +18,14 @@
 //! `application/vnd.amazon.eventstream` ([`crate::aws::eventstream`]); and Converse's
 //! errors, whose JSON body is `{"message"}` while the type travels in `x-amzn-ErrorType`.
 //!
+//! Claude models also take Anthropic's Messages body through InvokeModel (user guide,
+//! "Anthropic Claude Messages API"): `POST {base}/model/{modelId}/invoke` and
+//! `/invoke-with-response-stream`, with `anthropic_version: "bedrock-2023-05-31"` and any
+//! betas as `anthropic_beta` in the body, the model only in the path. The answer is
+//! Anthropic's message; the stream is event-stream `chunk` events whose `bytes` are
+//! Anthropic's events in base64. A `/v1/messages` request goes to them that way, as the
+//! client sent it ([`super::SpeaksMessages`]).
+//!
 //! Authentication is SigV4 for service `bedrock` ([`crate::aws::sigv4`]) or a Bedrock API
 //! key as `Authorization: Bearer` (user guide, "Use an Amazon Bedrock API key"). Model ids
 //! may be cross-region inference profiles, whose prefix names the geography they may
@@ -25,10 +33,13 @@
 
 use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
 use super::openai::stream_error_event;
-use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
+use super::{
+    anthropic, Auth, ErrorClass, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest, Usage,
+};
 use crate::aws::eventstream::{Decoder, Message};
 use crate::aws::sigv4::{self, AmzDate, Payload, SigningParams};
-use crate::chat::ChatRequest;
+use crate::base64;
+use crate::chat::{ChatRequest, NativeMessages};
 use crate::config::Deployment;
 use crate::error::GatewayError;
 use crate::keys::sha256_hex;
@@ -101,35 +112,43 @@ pub fn validate(d: &Deployment) -> Result<(), String> {
     Ok(())
 }
 
+/// The model path of a deployment's model: an id, a profile id or an ARN, escaped.
+fn model_url(d: &Deployment, operation: &str) -> String {
+    format!("{}/model/{}/{operation}", d.base_url, sigv4::encode_path_segment(&d.model))
+}
+
+/// A request to bedrock-runtime, signed (SigV4) or with the deployment's API key.
+fn authorized(d: &Deployment, url: String, body: Vec<u8>, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
+    let mut headers = vec![("content-type", "application/json".to_string())];
+    if let Some(aws) = &auth.aws {
+        let region = d.aws_region.as_deref().ok_or_else(|| {
+            GatewayError::internal(format!("Deployment `{}` has AWS credentials but no aws_region.", d.id))
+        })?;
+        let signed: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        let request = sigv4::Request { method: "POST", url: &url, headers: &signed, payload: Payload::Bytes(&body) };
+        let params = SigningParams {
+            access_key_id: &aws.access_key_id,
+            secret_access_key: &aws.secret_access_key,
+            session_token: aws.session_token.as_deref(),
+            region,
+            service: SERVICE,
+            time: AmzDate::from_unix_seconds(auth.now_unix),
+            content_sha256_header: false,
+        };
+        let added = sigv4::sign(&request, &params).map_err(|e| GatewayError::internal(e.to_string()))?;
+        headers.extend(added);
+    } else if let Some(key) = &auth.api_key {
+        headers.push(("authorization", format!("Bearer {key}")));
+    }
+    Ok(UpstreamRequest { url, headers, body })
+}
+
 impl Provider for Bedrock {
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
         let body = request_body(&Cx { provider: PROVIDER, deployment: &d.id }, req)?;
         let body = serde_json::to_vec(&body).expect("a JSON map serialises");
         let operation = if req.stream { "converse-stream" } else { "converse" };
-        let url = format!("{}/model/{}/{operation}", d.base_url, sigv4::encode_path_segment(&d.model));
-        let mut headers = vec![("content-type", "application/json".to_string())];
-        if let Some(aws) = &auth.aws {
-            let region = d.aws_region.as_deref().ok_or_else(|| {
-                GatewayError::internal(format!("Deployment `{}` has AWS credentials but no aws_region.", d.id))
-            })?;
-            let signed: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
-            let request =
-                sigv4::Request { method: "POST", url: &url, headers: &signed, payload: Payload::Bytes(&body) };
-            let params = SigningParams {
-                access_key_id: &aws.access_key_id,
-                secret_access_key: &aws.secret_access_key,
-                session_token: aws.session_token.as_deref(),
-                region,
-                service: SERVICE,
-                time: AmzDate::from_unix_seconds(auth.now_unix),
-                content_sha256_header: false,
-            };
-            let added = sigv4::sign(&request, &params).map_err(|e| GatewayError::internal(e.to_string()))?;
-            headers.extend(added);
-        } else if let Some(key) = &auth.api_key {
-            headers.push(("authorization", format!("Bearer {key}")));
-        }
-        Ok(UpstreamRequest { url, headers, body })
+        authorized(d, model_url(d, operation), body, auth)
     }
 
     fn response(&self, req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
@@ -169,6 +188,138 @@ impl Provider for Bedrock {
         let state = StreamState { chunks, estimated_input: req.estimated_input_tokens(), ..StreamState::default() };
         Box::new(Translator { decoder: Decoder::new(), state })
     }
+}
+
+/// The version of Anthropic's Messages API that Claude on Bedrock takes, in the body.
+const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
+
+/// Whether the deployment's model is one of Anthropic's (a model id, a profile id or an
+/// ARN ending in either), which InvokeModel takes Messages requests for.
+pub fn is_claude(d: &Deployment) -> bool {
+    let id = d.model.rsplit('/').next().unwrap_or_default();
+    let id = PROFILES.iter().find_map(|(prefix, _)| id.strip_prefix(prefix)).unwrap_or(id);
+    id.starts_with("anthropic.")
+}
+
+impl SpeaksMessages for Bedrock {
+    fn build_native(
+        &self,
+        d: &Deployment,
+        req: &ChatRequest,
+        native: &NativeMessages,
+        auth: &Auth,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mut body = native.body.clone();
+        // The path names the model, and the operation says whether to stream.
+        body.remove("model");
+        body.remove("stream");
+        body.insert("anthropic_version".into(), ANTHROPIC_VERSION.into());
+        if let Some(beta) = &native.beta {
+            let betas: Vec<Value> =
+                beta.split(',').map(str::trim).filter(|b| !b.is_empty()).map(|b| b.into()).collect();
+            body.insert("anthropic_beta".into(), betas.into());
+        }
+        let body = serde_json::to_vec(&body).expect("a JSON map serialises");
+        let operation = if req.stream { "invoke-with-response-stream" } else { "invoke" };
+        authorized(d, model_url(d, operation), body, auth)
+    }
+
+    fn native_stream(&self) -> Box<dyn StreamTranslator> {
+        Box::new(NativeStream {
+            frames: Decoder::new(),
+            events: anthropic::native_stream(),
+            sse: Vec::new(),
+            corrupt: false,
+        })
+    }
+}
+
+/// InvokeModel's stream for a Messages client: each `chunk` event's Anthropic event goes
+/// on as Anthropic's SSE would carry it; an exception becomes Anthropic's `error` event.
+struct NativeStream {
+    frames: Decoder,
+    /// Reads and passes on the events, as for Anthropic's own stream.
+    events: Box<dyn StreamTranslator>,
+    /// The SSE made from the frames of one push (one buffer, reused).
+    sse: Vec<u8>,
+    corrupt: bool,
+}
+
+impl StreamTranslator for NativeStream {
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        let mut sse = std::mem::take(&mut self.sse);
+        sse.clear();
+        let decoded = self.frames.push(bytes, |message| native_event(&message, &mut sse));
+        if let (Err(e), false) = (decoded, self.corrupt) {
+            self.corrupt = true;
+            native_error(&mut sse, "api_error", &format!("The provider's event stream is corrupt: {e}."));
+        }
+        self.events.push(&sse, out);
+        self.sse = sse;
+    }
+
+    fn started(&self) -> bool {
+        self.events.started()
+    }
+
+    fn end(&mut self) -> StreamEnd {
+        match self.events.end() {
+            StreamEnd::Complete if self.frames.has_partial() => StreamEnd::Cut,
+            end => end,
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.events.usage()
+    }
+
+    fn cut_event(&self, e: &GatewayError) -> Vec<u8> {
+        self.events.cut_event(e)
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    bytes: String,
+}
+
+/// One InvokeModel stream message as Anthropic's SSE.
+fn native_event(message: &Message<'_>, sse: &mut Vec<u8>) {
+    match (message.message_type(), message.event_type()) {
+        (Some("exception"), _) => {
+            let text = payload::<WireError>(message).map(|e| e.message).unwrap_or_default();
+            let kind = match message.exception_type().unwrap_or_default() {
+                "throttlingException" => "rate_limit_error",
+                "serviceUnavailableException" => "overloaded_error",
+                "validationException" => "invalid_request_error",
+                _ => "api_error",
+            };
+            native_error(sse, kind, &text);
+        }
+        (Some("error"), _) => native_error(sse, "api_error", message.error_message().unwrap_or_default()),
+        (_, Some("chunk")) => {
+            let event = payload::<Chunk>(message).and_then(|c| base64::decode(&c.bytes));
+            let kind = event.as_deref().and_then(|e| serde_json::from_slice::<EventType>(e).ok());
+            match (event, kind) {
+                (Some(event), Some(kind)) => {
+                    crate::sse::write_event(sse, Some(&kind.kind), &String::from_utf8_lossy(&event));
+                }
+                _ => native_error(sse, "api_error", "The provider sent a stream chunk that is not an event."),
+            }
+        }
+        _ => {}
+    }
+}
+
+#[derive(Deserialize)]
+struct EventType {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+fn native_error(sse: &mut Vec<u8>, kind: &str, message: &str) {
+    let error = json!({"type": "error", "error": {"type": kind, "message": message}});
+    crate::sse::write_event(sse, Some("error"), &error.to_string());
 }
 
 /// Bedrock's wordings for an input that does not fit: "Input is too long for requested
@@ -1567,5 +1718,127 @@ mod tests {
         config["deployments"][0]["aws_region"] = json!("eu-central-1");
         let err = crate::config::parse(&config.to_string()).map(drop).unwrap_err();
         assert!(err.contains("deployment `eu-a`: aws_region and the aws_*_secret fields are for bedrock"), "{err}");
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Messages requests for Claude, through InvokeModel.
+
+    #[test]
+    fn only_anthropic_models_take_messages_requests() {
+        let with_model = |model: &str| {
+            let mut d = deployment();
+            d.model = model.into();
+            is_claude(&d)
+        };
+        assert!(with_model(MODEL));
+        assert!(with_model("anthropic.claude-sonnet-4-5-20250929-v1:0"));
+        assert!(with_model(
+            "arn:aws:bedrock:eu-central-1:123456789012:inference-profile/eu.anthropic.claude-sonnet-4-5-20250929-v1:0"
+        ));
+        assert!(!with_model("eu.meta.llama3-2-3b-instruct-v1:0"));
+        assert!(!with_model("mistral.mistral-large-2407-v1:0"));
+    }
+
+    #[test]
+    fn a_messages_request_is_invoked_as_sent_with_bedrocks_version_and_betas_in_the_body() {
+        let body = json!({"model": "alias", "max_tokens": 64, "stream": true, "top_k": 5,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "system": [{"type": "text", "text": "Long context", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": "x"}]});
+        let req = crate::ingress::anthropic::parse(body.to_string().as_bytes()).unwrap();
+        let mut native = req.native.clone().unwrap();
+        native.beta = Some("context-1m-2025-08-07, interleaved-thinking-2025-05-14".into());
+        let up = Bedrock.build_native(&deployment(), &req, &native, &sigv4_auth()).unwrap();
+        assert_eq!(
+            up.url,
+            "https://bedrock-runtime.eu-central-1.amazonaws.com/model/eu.anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream"
+        );
+        assert!(up
+            .headers
+            .iter()
+            .any(|(name, value)| *name == "authorization" && value.starts_with("AWS4-HMAC-SHA256 ")));
+        let mut expected = body;
+        let fields = expected.as_object_mut().unwrap();
+        fields.remove("model");
+        fields.remove("stream");
+        fields.insert("anthropic_version".into(), json!("bedrock-2023-05-31"));
+        fields.insert("anthropic_beta".into(), json!(["context-1m-2025-08-07", "interleaved-thinking-2025-05-14"]));
+        assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
+    }
+
+    /// Anthropic's events as InvokeModel streams them: base64 in `chunk` frames.
+    fn invoke_stream(events: &[Value]) -> Vec<u8> {
+        let chunk = |event: &Value| {
+            let bytes = crate::base64::url_unpadded(event.to_string().as_bytes()).replace('-', "+").replace('_', "/");
+            let padded = format!("{bytes}{}", "=".repeat((4 - bytes.len() % 4) % 4));
+            let headers = [(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")];
+            frame(&headers, json!({"bytes": padded}).to_string().as_bytes())
+        };
+        events.iter().flat_map(chunk).collect()
+    }
+
+    fn claude_events() -> Vec<Value> {
+        vec![
+            json!({"type": "message_start", "message": {"id": "msg_bdrk_01", "type": "message", "role": "assistant",
+                "model": "claude-3-haiku-20240307", "content": [], "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello \u{e9}"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}}),
+            json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 9, "outputTokenCount": 4}}),
+        ]
+    }
+
+    fn as_sse(events: &[Value]) -> String {
+        events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect()
+    }
+
+    #[test]
+    fn an_invoke_stream_reaches_a_messages_client_as_anthropics_events_at_every_split() {
+        let events = claude_events();
+        let input = invoke_stream(&events);
+        for cut in 0..=input.len() {
+            let mut t = Bedrock.native_stream();
+            let mut out = Vec::new();
+            t.push(&input[..cut], &mut out);
+            t.push(&input[cut..], &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), as_sse(&events), "cut {cut}");
+            assert_eq!(t.end(), StreamEnd::Complete, "cut {cut}");
+            assert_eq!(t.usage().map(|u| (u.input_tokens, u.output_tokens)), Some((9, 4)), "cut {cut}");
+        }
+        // Cut inside a frame: what arrived is passed on, and the stream is cut.
+        let mut t = Bedrock.native_stream();
+        let mut out = Vec::new();
+        t.push(&input[..input.len() - 3], &mut out);
+        assert_eq!(t.end(), StreamEnd::Cut);
+        assert!(String::from_utf8(t.cut_event(&GatewayError::internal("cut"))).unwrap().starts_with("event: error\n"));
+    }
+
+    #[test]
+    fn an_exception_mid_stream_is_anthropics_error_event() {
+        let events = claude_events();
+        let mut input = invoke_stream(&events[..3]);
+        let headers = [
+            (":exception-type", "throttlingException"),
+            (":content-type", "application/json"),
+            (":message-type", "exception"),
+        ];
+        input.extend(frame(&headers, br#"{"message":"Too many tokens"}"#));
+        let mut t = Bedrock.native_stream();
+        let mut out = Vec::new();
+        t.push(&input, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        let expected_error =
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Too many tokens"}});
+        assert_eq!(out, format!("{}event: error\ndata: {expected_error}\n\n", as_sse(&events[..3])));
+        assert_eq!(t.end(), StreamEnd::Failed);
+        // A frame that breaks the framing ends it the same way, once.
+        let mut t = Bedrock.native_stream();
+        let mut out = Vec::new();
+        t.push(&[0, 0, 0, 5, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8], &mut out);
+        t.push(b"more", &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.matches("event: error").count(), 1, "{out}");
+        assert_eq!(t.end(), StreamEnd::Failed);
     }
 }

@@ -193,18 +193,30 @@ pub trait Provider {
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator>;
 }
 
-/// A provider whose wire format is Anthropic's Messages: a `/v1/messages` request reaches
-/// it as the client sent it, and its answer goes back as it came
+/// A provider that takes Anthropic's Messages requests for its models: a `/v1/messages`
+/// request reaches it as the client sent it, and its answer goes back as it came
 /// ([`anthropic::native_response`], [`anthropic::native_stream`]).
 pub trait SpeaksMessages {
-    fn build_native(&self, d: &Deployment, req: &ChatRequest, native: &NativeMessages, auth: &Auth) -> UpstreamRequest;
+    fn build_native(
+        &self,
+        d: &Deployment,
+        req: &ChatRequest,
+        native: &NativeMessages,
+        auth: &Auth,
+    ) -> Result<UpstreamRequest, GatewayError>;
+
+    /// The stream as Anthropic's events, passed on as they come.
+    fn native_stream(&self) -> Box<dyn StreamTranslator> {
+        anthropic::native_stream()
+    }
 }
 
-/// The deployment's provider, if it takes Messages requests as they are.
+/// The deployment's provider, if it takes Messages requests for this deployment's model.
 pub fn speaks_messages(d: &Deployment) -> Option<&'static dyn SpeaksMessages> {
     match (d.provider, d.vertex_publisher) {
         (ProviderKind::Anthropic, _) => Some(&anthropic::Anthropic),
         (ProviderKind::Vertex, Some(VertexPublisher::Anthropic)) => Some(&vertex::VertexClaude),
+        (ProviderKind::Bedrock, _) if bedrock::is_claude(d) => Some(&bedrock::Bedrock),
         _ => None,
     }
 }

@@ -169,10 +169,16 @@ impl Provider for VertexClaude {
 }
 
 impl SpeaksMessages for VertexClaude {
-    fn build_native(&self, d: &Deployment, req: &ChatRequest, native: &NativeMessages, auth: &Auth) -> UpstreamRequest {
+    fn build_native(
+        &self,
+        d: &Deployment,
+        req: &ChatRequest,
+        native: &NativeMessages,
+        auth: &Auth,
+    ) -> Result<UpstreamRequest, GatewayError> {
         let mut up = claude_request(d, req, native.body.clone(), auth);
         up.headers.extend(native.beta.clone().map(|beta| ("anthropic-beta", beta)));
-        up
+        Ok(up)
     }
 }
 
@@ -287,7 +293,7 @@ mod tests {
         let mut native = req.native.clone().unwrap();
         native.beta = Some("context-1m-2025-08-07".into());
         let speaks = crate::providers::speaks_messages(&d).expect("Claude on Vertex speaks Messages");
-        let up = speaks.build_native(&d, &req, &native, &auth());
+        let up = speaks.build_native(&d, &req, &native, &auth()).unwrap();
         assert!(up.url.ends_with("/models/claude-sonnet-4-6:streamRawPredict"), "{}", up.url);
         assert!(up.headers.contains(&("anthropic-beta", "context-1m-2025-08-07".into())));
         let mut expected = body;
