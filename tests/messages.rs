@@ -239,7 +239,8 @@ fn anthropic_format_deployments_stream_as_they_sent_it_thinking_included() {
 fn claude_on_bedrock_takes_messages_requests_through_invoke_model() {
     let model = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0";
     let n = nonce("msg-bedrock");
-    let body = thinking_request("bedrock", &format!("{n} [mock:prompt_tokens=30,completion_tokens=7]"));
+    let mut body = thinking_request("bedrock", &format!("{n} [mock:prompt_tokens=30,completion_tokens=7]"));
+    body["metadata"] = json!({"user_id": "user-7"});
     let r = messages_as(KEY, &body, &[("anthropic-beta", "context-1m-2025-08-07")]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-gateway-deployment"), Some("bedrock-eu"));
@@ -251,6 +252,7 @@ fn claude_on_bedrock_takes_messages_requests_through_invoke_model() {
     let mut sent = body.clone();
     let fields = sent.as_object_mut().unwrap();
     fields.remove("model");
+    fields.remove("metadata");
     fields.insert("anthropic_version".into(), json!("bedrock-2023-05-31"));
     fields.insert("anthropic_beta".into(), json!(["context-1m-2025-08-07"]));
     assert_eq!(up[0].json(), sent);

@@ -126,7 +126,7 @@ fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value
         Host::Anthropic => FIELDS.contains(&k),
         Host::Vertex { .. } => k != "model" && (k == "anthropic_version" || FIELDS.contains(&k)),
         Host::Bedrock { .. } => {
-            !matches!(k, "model" | "stream")
+            !matches!(k, "model" | "stream" | "metadata")
                 && (matches!(k, "anthropic_version" | "anthropic_beta") || FIELDS.contains(&k))
         }
     };

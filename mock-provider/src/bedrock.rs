@@ -17,7 +17,9 @@
 //!
 //! Claude models' InvokeModel (`.../model/{modelId}/invoke` and
 //! `/invoke-with-response-stream`, "Anthropic Claude Messages API") is answered by
-//! [`crate::anthropic`] with this module's auth, faults and framing: the stream's events
+//! [`crate::anthropic`] with this module's auth, faults and framing (the body carries
+//! `anthropic_version` and may carry `anthropic_beta`, never `model`, `stream` or
+//! `metadata`, which Bedrock refuses): the stream's events
 //! travel base64-encoded in `chunk` frames, the last with Bedrock's invocation metrics.
 //!
 //! Faults are the shared [`Behaviour`](crate::Behaviour)s. `error_code` names the error

@@ -21,7 +21,7 @@
 //! Claude models also take Anthropic's Messages body through InvokeModel (user guide,
 //! "Anthropic Claude Messages API"): `POST {base}/model/{modelId}/invoke` and
 //! `/invoke-with-response-stream`, with `anthropic_version: "bedrock-2023-05-31"` and any
-//! betas as `anthropic_beta` in the body, the model only in the path. The answer is
+//! betas as `anthropic_beta` in the body, the model only in the path, and no `metadata`. The answer is
 //! Anthropic's message; the stream is event-stream `chunk` events whose `bytes` are
 //! Anthropic's events in base64. A `/v1/messages` request goes to them that way, as the
 //! client sent it ([`super::SpeaksMessages`]).
@@ -210,9 +210,12 @@ impl SpeaksMessages for Bedrock {
         auth: &Auth,
     ) -> Result<UpstreamRequest, GatewayError> {
         let mut body = native.body.clone();
-        // The path names the model, and the operation says whether to stream.
+        // The path names the model, and the operation says whether to stream. InvokeModel
+        // refuses `metadata`, whose end-user id Bedrock has no field for: it is left out,
+        // as Converse requests leave out OpenAI's `user`.
         body.remove("model");
         body.remove("stream");
+        body.remove("metadata");
         body.insert("anthropic_version".into(), ANTHROPIC_VERSION.into());
         if let Some(beta) = &native.beta {
             let betas: Vec<Value> =
@@ -1741,7 +1744,7 @@ mod tests {
 
     #[test]
     fn a_messages_request_is_invoked_as_sent_with_bedrocks_version_and_betas_in_the_body() {
-        let body = json!({"model": "alias", "max_tokens": 64, "stream": true, "top_k": 5,
+        let body = json!({"model": "alias", "max_tokens": 64, "stream": true, "top_k": 5, "metadata": {"user_id": "u-1"},
             "thinking": {"type": "enabled", "budget_tokens": 1024},
             "system": [{"type": "text", "text": "Long context", "cache_control": {"type": "ephemeral"}}],
             "messages": [{"role": "user", "content": "x"}]});
@@ -1761,6 +1764,7 @@ mod tests {
         let fields = expected.as_object_mut().unwrap();
         fields.remove("model");
         fields.remove("stream");
+        fields.remove("metadata");
         fields.insert("anthropic_version".into(), json!("bedrock-2023-05-31"));
         fields.insert("anthropic_beta".into(), json!(["context-1m-2025-08-07", "interleaved-thinking-2025-05-14"]));
         assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
