@@ -283,6 +283,73 @@ fn claude_on_bedrock_takes_messages_requests_through_invoke_model() {
     assert!(!names(&events).contains(&"message_stop"));
 }
 
+/// `POST /v1/messages/count_tokens`, as Claude Code calls it every turn.
+fn count(body: &Value, extra: &[(&str, &str)]) -> http::Response {
+    let url = gateway().url("/v1/messages/count_tokens?beta=true");
+    http::send("POST", &url, &headers_for(KEY, extra), Some(body.to_string().as_bytes())).expect("gateway answers")
+}
+
+#[test]
+fn tokens_are_counted_by_an_anthropic_deployment_and_never_billed() {
+    let n = nonce("count");
+    let team = nonce("count-team");
+    let body = json!({"model": "claude", "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": format!("{n} [mock:prompt_tokens=1234]")}]});
+    let r = count(&body, &[("anthropic-beta", "token-efficient-tools-2025-02-19"), ("x-gateway-team", &team)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"input_tokens": 1234}));
+    assert_eq!(r.header("x-gateway-deployment"), Some("claude-1"));
+    let up = mock().requests_matching(&n);
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].path, "/claude-1/v1/messages/count_tokens");
+    let mut sent = body;
+    sent["model"] = json!("model-claude-1");
+    assert_eq!(up[0].json(), sent, "as the client sent it");
+    assert_eq!(up[0].header("anthropic-beta"), Some("token-efficient-tools-2025-02-19"));
+
+    // Counting is free: a request of the same team is billed, the count is not.
+    let r =
+        messages_as(KEY, &ask("claude", "[mock:prompt_tokens=3,completion_tokens=1]"), &[("x-gateway-team", &team)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sql = format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'");
+    assert_eq!(wait_count(&sql, 1), 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(wait_count(&sql, 1), 1, "only the request");
+}
+
+#[test]
+fn counting_falls_back_and_refuses_what_it_cannot_count() {
+    // Whichever of the alias's two Anthropic deployments comes first, failing, the other
+    // counts; its Bedrock deployment never does.
+    let ask_count = |n: &str| json!({"model": "claude-eu-or-bedrock", "messages": [{"role": "user", "content": format!("{n} [mock:prompt_tokens=7]")}]});
+    let first = count(&ask_count(&nonce("count-first")), &[]).header("x-gateway-deployment").unwrap().to_string();
+    let other = if first == "claude-1" { "claude-eu" } else { "claude-1" };
+    let n = nonce("count-fallback");
+    mock().script(Script {
+        tag: first.clone(),
+        needle: n.clone(),
+        times: None,
+        behaviour: Behaviour::parse("status=529").unwrap(),
+    });
+    let r = count(&ask_count(&n), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"input_tokens": 7}));
+    let tried = format!("{first}:529 overloaded, {other}:200 ok");
+    assert_eq!(r.header("x-gateway-tried"), Some(tried.as_str()));
+
+    let n = nonce("count-openai");
+    let message = assert_anthropic_error(
+        &count(&json!({"model": "single", "messages": [{"role": "user", "content": n}]}), &[]),
+        400,
+        "invalid_request_error",
+    );
+    assert!(message.contains("alias `single`") && message.contains("count tokens"), "{message}");
+    assert!(mock().requests_matching(&n).is_empty());
+    let message = assert_anthropic_error(&count(&json!({"model": "claude"}), &[]), 400, "invalid_request_error");
+    assert!(message.contains("`messages`"), "{message}");
+}
+
 #[test]
 fn what_only_anthropic_carries_never_reaches_another_format() {
     // An alias without an Anthropic-format deployment refuses it by name.

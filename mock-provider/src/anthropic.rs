@@ -172,6 +172,41 @@ fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value
     Ok((model, messages))
 }
 
+/// `POST /v1/messages/count_tokens` ("Count Message tokens"): `{"input_tokens": n}`, n as
+/// the answer to the same request would report it (a `prompt_tokens` directive, else an
+/// estimate from the text). Checked as Anthropic does: `model` and `messages` required,
+/// no `max_tokens` needed, the fields of a Messages request but `stream` and the sampling
+/// ones.
+pub(crate) fn count_tokens(call: &Call, request: &Request, out: &mut Responder) -> io::Result<()> {
+    let id_header = [("request-id", "req_mock_count")];
+    if let Some(status) = call.behaviour.status.filter(|&s| s != 200) {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let (error, _) = fault(call, status, body["model"].as_str().unwrap_or("unknown"));
+        return out.json(status, &id_header, &error);
+    }
+    if request.header("anthropic-version").is_none() {
+        return out.json(400, &id_header, &invalid_request("anthropic-version: header is required"));
+    }
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    const COUNTED: &[&str] = &["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"];
+    let fields = body.as_object().map(|o| o.keys().find(|k| !COUNTED.contains(&k.as_str())).cloned());
+    let problem = match (fields, body["model"].as_str(), body["messages"].as_array()) {
+        (None, _, _) => Some("The request body is not a valid JSON object.".to_string()),
+        (Some(Some(extra)), _, _) => Some(format!("{extra}: Extra inputs are not permitted")),
+        (_, None, _) => Some("model: Field required".into()),
+        (_, _, None) => Some("messages: Field required".into()),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        return out.json(400, &id_header, &invalid_request(&problem));
+    }
+    let messages = body["messages"].as_array().map_or(&[][..], Vec::as_slice);
+    let prompt_chars = text_of(&body["system"]).chars().count()
+        + messages.iter().map(|m| text_of(&m["content"]).chars().count()).sum::<usize>();
+    let usage = Usage::new(&call.behaviour, prompt_chars, "", 1);
+    out.json(200, &id_header, &json!({"input_tokens": usage.prompt}))
+}
+
 pub(crate) fn messages(call: &Call, request: &Request, host: Host, out: &mut Responder) -> io::Result<()> {
     let request_id = format!("req_mock_{}", call.seq);
     let id_header = [("request-id", request_id.as_str())];

@@ -215,6 +215,7 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
             openai::chat(&call, request, flavour, out)
         }
         "POST" if path.ends_with("/messages") => anthropic::messages(&call, request, anthropic::Host::Anthropic, out),
+        "POST" if path.ends_with("/messages/count_tokens") => anthropic::count_tokens(&call, request, out),
         // Gemini: `/v1beta/models/{m}:generateContent`; Vertex AI's Gemini publisher:
         // `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`.
         "POST" if path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent") => {

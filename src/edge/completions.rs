@@ -13,7 +13,7 @@ use super::streaming::{self, Committed, Outlet};
 use super::upstream::{self, Deadline};
 use crate::attempts::{self, AttemptLog};
 use crate::budget::{self, Budget};
-use crate::config::{Deployment, KeyConfig};
+use crate::config::{Alias, Deployment, KeyConfig};
 use crate::error::GatewayError;
 use crate::geo::{Caller, CfFields};
 use crate::health::Admission;
@@ -22,7 +22,7 @@ use crate::keys;
 use crate::ledger::Outcome;
 use crate::pricing::format_usd;
 use crate::providers::{self, Auth, ErrorClass, Usage};
-use crate::residency::{self, Subject};
+use crate::residency::{self, Candidates, Decision, Subject};
 use crate::routing;
 use crate::tags;
 use std::collections::{HashMap, VecDeque};
@@ -194,6 +194,94 @@ pub async fn own_spend(env: &Env, state: &State, key: &KeyConfig) -> Result<Resp
     )
 }
 
+/// Where the caller is, the residency rule that applies, and the alias's deployments it
+/// allows, nearest first.
+fn allowed<'g>(
+    req: &web_sys::Request,
+    headers: &Headers,
+    state: &'g State,
+    key: &KeyConfig,
+    team: &str,
+    alias: &Alias,
+) -> Result<(Caller, Decision, Candidates<'g>), GatewayError> {
+    let caller = caller(req, headers, state);
+    let compliance = header(headers, "x-gateway-compliance").map(|t| t.to_ascii_lowercase());
+    let subject = Subject {
+        caller: &caller,
+        compliance: compliance.as_deref(),
+        team: Some(team),
+        key_id: Some(&key.id),
+        key_policy: key.residency.as_deref(),
+    };
+    let decision = residency::decide(&state.gateway.config.residency, &subject)?;
+    let candidates = residency::candidates(&state.gateway, alias, &decision, &caller);
+    Ok((caller, decision, candidates))
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's size as the first allowed deployment
+/// that can count it says (Anthropic's own endpoint), falling back like a request. Free
+/// at the provider, so neither billed nor held to budgets or rate limits; but the prompt
+/// travels, so residency applies.
+pub async fn count_tokens(
+    req: &web_sys::Request,
+    headers: &Headers,
+    env: &Env,
+    state: &State,
+    key: &KeyConfig,
+) -> Result<Response, GatewayError> {
+    let g = &state.gateway;
+    let body = upstream::read_client_body(req, headers, g.config.limits.max_body_bytes).await?;
+    let count = crate::ingress::anthropic::parse_count_tokens(&body)?;
+    let alias = g
+        .alias(&count.model)
+        .filter(|_| keys::may_use(key, &count.model))
+        .ok_or_else(|| GatewayError::model_not_found(&count.model))?;
+    let tags = tags::resolve(key, header(headers, "x-gateway-team").as_deref(), None, None)?;
+    let (_, decision, candidates) = allowed(req, headers, state, key, &tags.team, alias)?;
+    let beta = header(headers, "anthropic-beta");
+    let mut receipt =
+        Receipt { rule: decision.rule.clone(), log: AttemptLog::default(), warnings: Vec::new(), skipped: Vec::new() };
+    let mut counting = candidates.kept.iter().filter_map(|d| Some((*d, providers::counts_tokens(d)?))).peekable();
+    if counting.peek().is_none() {
+        let message = format!(
+            "No deployment of alias `{}` that residency rule `{}` allows can count tokens: only `anthropic` deployments can.",
+            alias.name, decision.rule
+        );
+        return Err(GatewayError::bad_request("tokens_not_countable", message));
+    }
+    let now_unix = now_ms() / 1000;
+    for (d, counter) in counting.take(g.config.limits.max_attempts) {
+        let Some(auth) = credentials::resolve(env, d, now_unix) else { continue };
+        let up = counter.count_request(d, &count.body, beta.as_deref(), &auth);
+        let mut deadline = Deadline::for_answer(u64::from(d.first_byte_timeout_ms));
+        let answer = match upstream::send(&up, &mut deadline).await {
+            Ok(answer) => answer,
+            Err(class) => {
+                receipt.log.failed(&d.id, None, class);
+                continue;
+            }
+        };
+        let status = answer.status();
+        let body = upstream::read_all(&answer, &mut deadline).await.unwrap_or_default();
+        if (200..300).contains(&status) {
+            let Ok(counted) = providers::anthropic::token_count(body) else {
+                receipt.log.failed(&d.id, Some(status), ErrorClass::Server);
+                continue;
+            };
+            receipt.log.succeeded(&d.id, status);
+            let headers = receipt.headers(Some(d));
+            let _ = headers.set("content-type", "application/json");
+            return respond::with_bytes(200, &headers, counted);
+        }
+        let class = providers::for_deployment(d).classify(status, &body);
+        receipt.log.failed(&d.id, Some(status), class);
+        if !class.falls_back() {
+            return Ok(receipt.error(Ingress::Anthropic, &attempts::terminal(&d.id, status, class, &body, &auth)));
+        }
+    }
+    Ok(receipt.error(Ingress::Anthropic, &receipt.log.exhausted(None, None)))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn handle(
     req: &web_sys::Request,
@@ -244,17 +332,7 @@ pub async fn handle(
     )?;
     rate_limit(env, key).await?;
 
-    let caller = caller(req, headers, state);
-    let compliance = header(headers, "x-gateway-compliance").map(|t| t.to_ascii_lowercase());
-    let subject = Subject {
-        caller: &caller,
-        compliance: compliance.as_deref(),
-        team: Some(&tags.team),
-        key_id: Some(&key.id),
-        key_policy: key.residency.as_deref(),
-    };
-    let decision = residency::decide(&g.config.residency, &subject)?;
-    let mut candidates = residency::candidates(g, alias, &decision, &caller);
+    let (caller, decision, mut candidates) = allowed(req, headers, state, key, &tags.team, alias)?;
     // The error names the rule only when the rule is what stood between the request and a
     // deployment that might have served it.
     let residency_bound = (!candidates.dropped.is_empty()).then(|| decision.rule.clone());

@@ -56,7 +56,7 @@ async fn route(
     let allowed = match path {
         "/healthz" | "/dashboard" => "GET",
         "/v1/models" | "/v1/spend" => "GET",
-        "/v1/chat/completions" | "/v1/messages" => "POST",
+        "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" => "POST",
         _ => return Err(GatewayError::not_found(path)),
     };
     let method_ok = match allowed {
@@ -88,6 +88,7 @@ async fn route(
     match path {
         "/v1/models" => completions::models(&state, &key),
         "/v1/spend" => completions::own_spend(env, &state, &key).await,
+        "/v1/messages/count_tokens" => completions::count_tokens(&req, &headers, env, &state, &key).await,
         _ => completions::handle(&req, &headers, env, ctx, &state, &key, ingress, request_id).await,
     }
 }

@@ -80,28 +80,45 @@ fn string<'v>(path: &str, value: Option<&'v Value>) -> Result<&'v str, GatewayEr
     value.and_then(Value::as_str).ok_or_else(|| invalid(path, "must be a string"))
 }
 
-pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
+/// The body as an object, null fields removed (a null field is an absent one), with the
+/// alias it names; its `messages` checked to be a non-empty array.
+fn envelope(bytes: &[u8]) -> Result<(Map<String, Value>, String), GatewayError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}.")))?;
     let Value::Object(mut body) = value else {
         return Err(GatewayError::bad_request("invalid_json", "The request body must be a JSON object."));
     };
-    // A null field is an absent one.
     body.retain(|_, v| !v.is_null());
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(_) => return Err(invalid("model", "must be a non-empty string")),
         None => return Err(missing("model")),
     };
+    match body.get("messages") {
+        Some(Value::Array(turns)) if !turns.is_empty() => Ok((body, model)),
+        Some(_) => Err(invalid("messages", "must be a non-empty array")),
+        None => Err(missing("messages")),
+    }
+}
+
+/// A `POST /v1/messages/count_tokens` request: the alias it names, and its body for the
+/// deployment that counts (which judges the rest, as it would for the request itself).
+pub struct CountTokens {
+    pub model: String,
+    pub body: Map<String, Value>,
+}
+
+pub fn parse_count_tokens(bytes: &[u8]) -> Result<CountTokens, GatewayError> {
+    let (body, model) = envelope(bytes)?;
+    Ok(CountTokens { model, body })
+}
+
+pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
+    let (body, model) = envelope(bytes)?;
     match body.get("max_tokens") {
         Some(v) if v.as_u64().is_some_and(|n| n > 0) => {}
         Some(_) => return Err(invalid("max_tokens", "must be a positive integer")),
         None => return Err(missing("max_tokens")),
-    }
-    match body.get("messages") {
-        Some(Value::Array(turns)) if !turns.is_empty() => {}
-        Some(_) => return Err(invalid("messages", "must be a non-empty array")),
-        None => return Err(missing("messages")),
     }
     let stream = match body.get("stream") {
         None => false,

@@ -14,7 +14,7 @@ use crate::providers::ErrorClass;
 pub enum Ingress {
     /// `POST /v1/chat/completions`, and the errors of every route that is not an ingress.
     OpenAi,
-    /// `POST /v1/messages`.
+    /// `POST /v1/messages` and `/v1/messages/count_tokens`.
     Anthropic,
 }
 
@@ -27,7 +27,7 @@ pub trait StreamEncoder {
 impl Ingress {
     /// The format of the errors answered on `path`.
     pub fn for_path(path: &str) -> Self {
-        if path == "/v1/messages" {
+        if path == "/v1/messages" || path == "/v1/messages/count_tokens" {
             Self::Anthropic
         } else {
             Self::OpenAi
@@ -75,7 +75,8 @@ mod tests {
     fn the_path_decides_the_format() {
         assert_eq!(Ingress::for_path("/v1/messages"), Ingress::Anthropic);
         assert_eq!(Ingress::for_path("/v1/chat/completions"), Ingress::OpenAi);
-        assert_eq!(Ingress::for_path("/v1/messages/count_tokens"), Ingress::OpenAi);
+        assert_eq!(Ingress::for_path("/v1/messages/count_tokens"), Ingress::Anthropic);
+        assert_eq!(Ingress::for_path("/v1/messages/batches"), Ingress::OpenAi);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 
 use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
 use super::openai::stream_error_event;
-use super::{Auth, ErrorClass, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
+use super::{
+    Auth, CountsTokens, ErrorClass, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest, Usage,
+};
 use crate::chat::{ChatRequest, NativeMessages};
 use crate::config::Deployment;
 use crate::error::GatewayError;
@@ -78,6 +80,17 @@ impl Provider for Anthropic {
     }
 }
 
+/// A client's Messages body, sent to `{base}{path}` as it came but for the deployment's
+/// model, with the client's betas.
+fn as_sent(d: &Deployment, path: &str, body: &Map<String, Value>, beta: Option<&str>, auth: &Auth) -> UpstreamRequest {
+    let mut body = body.clone();
+    body.insert("model".into(), d.model.clone().into());
+    let mut headers = headers(auth);
+    headers.extend(beta.map(|beta| ("anthropic-beta", beta.to_string())));
+    let body = serde_json::to_vec(&body).expect("a JSON map serialises");
+    UpstreamRequest { url: format!("{}{path}", d.base_url), headers, body }
+}
+
 impl SpeaksMessages for Anthropic {
     fn build_native(
         &self,
@@ -86,13 +99,27 @@ impl SpeaksMessages for Anthropic {
         native: &NativeMessages,
         auth: &Auth,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let mut body = native.body.clone();
-        body.insert("model".into(), d.model.clone().into());
-        let mut headers = headers(auth);
-        headers.extend(native.beta.clone().map(|beta| ("anthropic-beta", beta)));
-        let body = serde_json::to_vec(&body).expect("a JSON map serialises");
-        Ok(UpstreamRequest { url: format!("{}/messages", d.base_url), headers, body })
+        Ok(as_sent(d, "/messages", &native.body, native.beta.as_deref(), auth))
     }
+}
+
+impl CountsTokens for Anthropic {
+    fn count_request(
+        &self,
+        d: &Deployment,
+        body: &Map<String, Value>,
+        beta: Option<&str>,
+        auth: &Auth,
+    ) -> UpstreamRequest {
+        as_sent(d, "/messages/count_tokens", body, beta, auth)
+    }
+}
+
+/// Anthropic's token count (`{"input_tokens": n}`), as it came, once read as one.
+pub fn token_count(body: Vec<u8>) -> Result<Vec<u8>, ErrorClass> {
+    let count: Value = serde_json::from_slice(&body).map_err(|_| ErrorClass::Server)?;
+    count.get("input_tokens").and_then(Value::as_u64).ok_or(ErrorClass::Server)?;
+    Ok(body)
 }
 
 /// A Messages answer for a Messages client: as it came, once it has been read as one.

@@ -281,11 +281,6 @@ impl StreamTranslator for NativeStream {
     }
 }
 
-#[derive(Deserialize)]
-struct Chunk {
-    bytes: String,
-}
-
 /// One InvokeModel stream message as Anthropic's SSE.
 fn native_event(message: &Message<'_>, sse: &mut Vec<u8>) {
     match (message.message_type(), message.event_type()) {
@@ -301,23 +296,17 @@ fn native_event(message: &Message<'_>, sse: &mut Vec<u8>) {
         }
         (Some("error"), _) => native_error(sse, "api_error", message.error_message().unwrap_or_default()),
         (_, Some("chunk")) => {
-            let event = payload::<Chunk>(message).and_then(|c| base64::decode(&c.bytes));
-            let kind = event.as_deref().and_then(|e| serde_json::from_slice::<EventType>(e).ok());
-            match (event, kind) {
-                (Some(event), Some(kind)) => {
-                    crate::sse::write_event(sse, Some(&kind.kind), &String::from_utf8_lossy(&event));
-                }
+            // `{"bytes": base64}`, and in it an event, whose `type` names it.
+            let chunk = payload::<Value>(message);
+            let event = chunk.as_ref().and_then(|c| base64::decode(c.get("bytes")?.as_str()?));
+            let parsed = event.as_deref().and_then(|e| serde_json::from_slice::<Value>(e).ok());
+            match (&event, parsed.as_ref().and_then(|p| p.get("type")?.as_str())) {
+                (Some(event), Some(kind)) => crate::sse::write_event(sse, Some(kind), &String::from_utf8_lossy(event)),
                 _ => native_error(sse, "api_error", "The provider sent a stream chunk that is not an event."),
             }
         }
         _ => {}
     }
-}
-
-#[derive(Deserialize)]
-struct EventType {
-    #[serde(rename = "type")]
-    kind: String,
 }
 
 fn native_error(sse: &mut Vec<u8>, kind: &str, message: &str) {

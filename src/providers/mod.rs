@@ -13,6 +13,7 @@ pub mod vertex;
 use crate::chat::{ChatRequest, NativeMessages};
 use crate::config::{Deployment, ProviderKind, VertexPublisher};
 use crate::error::GatewayError;
+use serde_json::{Map, Value};
 
 /// Token counts as the provider reported them. `input_tokens` includes the cached
 /// (cache-read) and cache-written ones, which are billed at their own prices.
@@ -208,6 +209,26 @@ pub trait SpeaksMessages {
     /// The stream as Anthropic's events, passed on as they come.
     fn native_stream(&self) -> Box<dyn StreamTranslator> {
         anthropic::native_stream()
+    }
+}
+
+/// A provider that counts a Messages request's input tokens without running it.
+pub trait CountsTokens {
+    /// `body` is the client's `count_tokens` body; `beta`, its `anthropic-beta` header.
+    fn count_request(
+        &self,
+        d: &Deployment,
+        body: &Map<String, Value>,
+        beta: Option<&str>,
+        auth: &Auth,
+    ) -> UpstreamRequest;
+}
+
+/// The deployment's provider, if it can count tokens for it.
+pub fn counts_tokens(d: &Deployment) -> Option<&'static dyn CountsTokens> {
+    match d.provider {
+        ProviderKind::Anthropic => Some(&anthropic::Anthropic),
+        _ => None,
     }
 }
 
