@@ -57,9 +57,10 @@ impl Provider for Anthropic {
     }
 
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
-        let error = serde_json::from_slice::<WireErrorBody>(body).map(|b| b.error).unwrap_or_default();
-        let message = error.message.to_ascii_lowercase();
-        if error.kind == "overloaded_error" {
+        // Read as a `Value`: a typed parse of a cold path costs its own deserializer.
+        let error = serde_json::from_slice::<Value>(body).unwrap_or_default();
+        let message = error["error"]["message"].as_str().unwrap_or_default().to_ascii_lowercase();
+        if error["error"]["type"] == "overloaded_error" {
             return ErrorClass::Overloaded;
         }
         ErrorClass::of_status(status, || match status {
@@ -617,12 +618,6 @@ impl TryFrom<FlatDelta> for WireDelta {
 
 struct MessageChange {
     stop_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct WireErrorBody {
-    #[serde(default)]
-    error: WireError,
 }
 
 #[derive(Deserialize, Default)]

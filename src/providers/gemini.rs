@@ -88,8 +88,9 @@ pub(super) fn method(req: &ChatRequest) -> &'static str {
 }
 
 pub(super) fn classify(status: u16, body: &[u8]) -> ErrorClass {
-    let error = serde_json::from_slice::<WireErrorBody>(body).map(|b| b.error).unwrap_or_default();
-    let message = error.message.to_ascii_lowercase();
+    // Read as a `Value`: a typed parse of a cold path costs its own deserializer.
+    let error = serde_json::from_slice::<Value>(body).unwrap_or_default();
+    let message = error["error"]["message"].as_str().unwrap_or_default().to_ascii_lowercase();
     ErrorClass::of_status(status, || match status {
         // A bad key is INVALID_ARGUMENT ("API key not valid. Please pass a valid API key.").
         400 if message.contains("api key") => ErrorClass::Auth,
@@ -451,12 +452,6 @@ impl From<WireUsage> for Usage {
             cache_write_tokens: 0,
         }
     }
-}
-
-#[derive(Deserialize, Default)]
-struct WireErrorBody {
-    #[serde(default)]
-    error: WireError,
 }
 
 #[derive(Deserialize, Default)]
