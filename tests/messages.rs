@@ -346,6 +346,9 @@ fn counting_falls_back_and_refuses_what_it_cannot_count() {
     );
     assert!(message.contains("alias `single`") && message.contains("count tokens"), "{message}");
     assert!(mock().requests_matching(&n).is_empty());
+    let unset = json!({"model": "claude-unset", "messages": [{"role": "user", "content": "x"}]});
+    let message = assert_anthropic_error(&count(&unset, &[]), 503, "api_error");
+    assert!(message.contains("has its provider key set"), "{message}");
     let message = assert_anthropic_error(&count(&json!({"model": "claude"}), &[]), 400, "invalid_request_error");
     assert!(message.contains("`messages`"), "{message}");
 }

@@ -279,7 +279,13 @@ pub async fn count_tokens(
             return Ok(receipt.error(Ingress::Anthropic, &attempts::terminal(&d.id, status, class, &body, &auth)));
         }
     }
-    Ok(receipt.error(Ingress::Anthropic, &receipt.log.exhausted(None, None)))
+    let e = if receipt.log.count() == 0 {
+        let detail = format!("no deployment of alias `{}` that can count tokens has its provider key set", alias.name);
+        GatewayError::residency_unsatisfiable(&decision.rule, detail)
+    } else {
+        receipt.log.exhausted(None, None)
+    };
+    Ok(receipt.error(Ingress::Anthropic, &e))
 }
 
 #[allow(clippy::too_many_arguments)]

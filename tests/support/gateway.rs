@@ -149,6 +149,9 @@ pub fn test_config() -> Value {
     // free when the config was written could be handed out again (once, wrangler dev
     // itself was given it, and the "dead" deployment answered 404).
     dead["base_url"] = json!("http://127.0.0.1:1/dead/v1");
+    let mut claude_unset = deployment("claude-unset", "us", "us-east-1", [39.0, -77.5]);
+    claude_unset["provider"] = json!("anthropic");
+    claude_unset["api_key_secret"] = json!("NEVER_SET_PROVIDER_KEY");
     let mut claude_eu = deployment("claude-eu", "eu", "eu-central-1", [50.1, 8.7]);
     claude_eu["provider"] = json!("anthropic");
     claude_eu["api_key_secret"] = json!("TEST_PROVIDER_KEY");
@@ -171,6 +174,7 @@ pub fn test_config() -> Value {
             unset,
             dead,
             claude,
+            claude_unset,
             claude_eu,
             bedrock_eu,
             bedrock_us_key
@@ -188,6 +192,7 @@ pub fn test_config() -> Value {
             {"name": "ctx", "deployments": ["ctx-small", "ctx-tiny", "ctx-big"]},
             {"name": "vision", "deployments": ["text-only", "seeing"]},
             {"name": "claude", "deployments": ["claude-1"]},
+            {"name": "claude-unset", "deployments": ["claude-unset"]},
             {"name": "claude-then-openai", "deployments": ["claude-1", "us-1"]},
             {"name": "bedrock", "deployments": ["bedrock-eu"]},
             {"name": "bedrock-key", "deployments": ["bedrock-us-key"]},
