@@ -600,14 +600,24 @@ fn error_type(e: &GatewayError) -> &'static str {
     }
 }
 
+/// Anthropic's error object, of type `kind`.
+fn error_json(kind: &str, message: &str) -> String {
+    json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
+}
+
 pub fn error_body(e: &GatewayError) -> String {
-    json!({"type": "error", "error": {"type": error_type(e), "message": e.message}}).to_string()
+    error_json(error_type(e), &e.message)
+}
+
+/// Appends the `error` event that ends a Messages stream, of type `kind`.
+pub fn write_error_event(out: &mut Vec<u8>, kind: &str, message: &str) {
+    write_event(out, Some("error"), &error_json(kind, message));
 }
 
 /// The gateway's error as the `error` event that ends a Messages stream.
 pub fn stream_error_event(e: &GatewayError) -> Vec<u8> {
     let mut out = Vec::new();
-    write_event(&mut out, Some("error"), &error_body(e));
+    write_error_event(&mut out, error_type(e), &e.message);
     out
 }
 
@@ -845,7 +855,7 @@ impl StreamState {
 
     fn fail(&mut self, error: &ChunkError, out: &mut Vec<u8>) {
         let kind = if error.code == "upstream_overloaded" { "overloaded_error" } else { "api_error" };
-        emit(out, "error", json!({"type": "error", "error": {"type": kind, "message": error.message}}));
+        write_error_event(out, kind, &error.message);
         self.ended = true;
     }
 }

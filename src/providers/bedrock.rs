@@ -42,6 +42,7 @@ use crate::base64;
 use crate::chat::{ChatRequest, NativeMessages};
 use crate::config::Deployment;
 use crate::error::GatewayError;
+use crate::ingress::anthropic::write_error_event;
 use crate::keys::sha256_hex;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -255,7 +256,7 @@ impl StreamTranslator for NativeStream {
         let decoded = self.frames.push(bytes, |message| native_event(&message, &mut sse));
         if let (Err(e), false) = (decoded, self.corrupt) {
             self.corrupt = true;
-            native_error(&mut sse, "api_error", &format!("The provider's event stream is corrupt: {e}."));
+            write_error_event(&mut sse, "api_error", &format!("The provider's event stream is corrupt: {e}."));
         }
         self.events.push(&sse, out);
         self.sse = sse;
@@ -292,9 +293,9 @@ fn native_event(message: &Message<'_>, sse: &mut Vec<u8>) {
                 "validationException" => "invalid_request_error",
                 _ => "api_error",
             };
-            native_error(sse, kind, &text);
+            write_error_event(sse, kind, &text);
         }
-        (Some("error"), _) => native_error(sse, "api_error", message.error_message().unwrap_or_default()),
+        (Some("error"), _) => write_error_event(sse, "api_error", message.error_message().unwrap_or_default()),
         (_, Some("chunk")) => {
             // `{"bytes": base64}`, and in it an event, whose `type` names it.
             let chunk = payload::<Value>(message);
@@ -302,16 +303,11 @@ fn native_event(message: &Message<'_>, sse: &mut Vec<u8>) {
             let parsed = event.as_deref().and_then(|e| serde_json::from_slice::<Value>(e).ok());
             match (&event, parsed.as_ref().and_then(|p| p.get("type")?.as_str())) {
                 (Some(event), Some(kind)) => crate::sse::write_event(sse, Some(kind), &String::from_utf8_lossy(event)),
-                _ => native_error(sse, "api_error", "The provider sent a stream chunk that is not an event."),
+                _ => write_error_event(sse, "api_error", "The provider sent a stream chunk that is not an event."),
             }
         }
         _ => {}
     }
-}
-
-fn native_error(sse: &mut Vec<u8>, kind: &str, message: &str) {
-    let error = json!({"type": "error", "error": {"type": kind, "message": message}});
-    crate::sse::write_event(sse, Some("error"), &error.to_string());
 }
 
 /// Bedrock's wordings for an input that does not fit: "Input is too long for requested
