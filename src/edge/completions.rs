@@ -194,6 +194,11 @@ pub async fn own_spend(env: &Env, state: &State, key: &KeyConfig) -> Result<Resp
     )
 }
 
+/// The alias a request names, if the key may use it.
+fn alias_for<'g>(state: &'g State, key: &KeyConfig, model: &str) -> Result<&'g Alias, GatewayError> {
+    state.gateway.alias(model).filter(|_| keys::may_use(key, model)).ok_or_else(|| GatewayError::model_not_found(model))
+}
+
 /// Where the caller is, the residency rule that applies, and the alias's deployments it
 /// allows, nearest first.
 fn allowed<'g>(
@@ -232,10 +237,7 @@ pub async fn count_tokens(
     let g = &state.gateway;
     let body = upstream::read_client_body(req, headers, g.config.limits.max_body_bytes).await?;
     let count = crate::ingress::anthropic::parse_count_tokens(&body)?;
-    let alias = g
-        .alias(&count.model)
-        .filter(|_| keys::may_use(key, &count.model))
-        .ok_or_else(|| GatewayError::model_not_found(&count.model))?;
+    let alias = alias_for(state, key, &count.model)?;
     let tags = tags::resolve(key, header(headers, "x-gateway-team").as_deref(), None, None)?;
     let (_, decision, candidates) = allowed(req, headers, state, key, &tags.team, alias)?;
     let beta = header(headers, "anthropic-beta");
@@ -308,10 +310,7 @@ pub async fn handle(
         native.beta = header(headers, "anthropic-beta");
     }
     drop(body);
-    let alias = g
-        .alias(&chat.model)
-        .filter(|_| keys::may_use(key, &chat.model))
-        .ok_or_else(|| GatewayError::model_not_found(&chat.model))?;
+    let alias = alias_for(state, key, &chat.model)?;
     if let Some(e) = chat.native.as_ref().and_then(|n| n.untranslatable.as_ref()) {
         let mut deployments = alias.deployments.iter().filter_map(|id| g.deployment(id));
         if !deployments.any(|d| providers::speaks_messages(d).is_some()) {
