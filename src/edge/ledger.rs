@@ -174,7 +174,7 @@ async fn park(kv: &KvStore, events: &[Event]) -> Result<(), String> {
             _ => json_array(group.iter().map(|e| e.json.as_str())),
         };
         let key = format!("{PARKED_PREFIX}{}", group[0].id);
-        kv.put_bytes(&key, text.as_bytes()).map_err(|e| e.to_string())?.execute().await.map_err(|e| e.to_string())?;
+        store::put_bytes(kv, &key, text.as_bytes()).await?;
     }
     Ok(())
 }
@@ -280,7 +280,7 @@ pub async fn consume(batch: MessageBatch<CostEvent>, env: &Env) -> worker::Resul
         worker::console_error!("unreadable cost event kept as {UNREADABLE_PREFIX}…: {why}");
         if let (Ok(kv), false) = (store::kv(env), text.is_empty()) {
             let key = format!("{UNREADABLE_PREFIX}{}-{i}", now_ms());
-            kv.put_bytes(&key, text.as_bytes()).map_err(|e| worker::Error::RustError(e.to_string()))?.execute().await?;
+            store::put_bytes(&kv, &key, text.as_bytes()).await.map_err(worker::Error::RustError)?;
         }
     }
     if batch.queue() == DEAD_LETTER_QUEUE {
@@ -330,11 +330,7 @@ pub async fn move_parked(env: &Env) -> Result<usize, String> {
             Err(why) => {
                 worker::console_error!("parked value {} is unreadable, moved to {UNREADABLE_PREFIX}: {why}", key.name);
                 let aside = format!("{UNREADABLE_PREFIX}{}", &key.name[PARKED_PREFIX.len()..]);
-                kv.put_bytes(&aside, text.as_bytes())
-                    .map_err(|e| e.to_string())?
-                    .execute()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                store::put_bytes(&kv, &aside, text.as_bytes()).await?;
                 kv.delete(&key.name).await.map_err(|e| e.to_string())?;
             }
         }

@@ -191,8 +191,11 @@ pub async fn rows_json(stmt: &D1PreparedStatement) -> Result<String, String> {
 /// Writes `value` as JSON text. (`KvStore::put` of a struct goes through JS values, where
 /// maps become `Map` objects that serialise as `{}`.)
 pub async fn put_json(kv: &KvStore, key: &str, value: &impl Serialize) -> Result<(), String> {
-    let body = serde_json::to_vec(value).map_err(|e| e.to_string())?;
-    kv.put_bytes(key, &body).map_err(|e| e.to_string())?.execute().await.map_err(|e| e.to_string())
+    put_bytes(kv, key, &serde_json::to_vec(value).map_err(|e| e.to_string())?).await
+}
+
+pub async fn put_bytes(kv: &KvStore, key: &str, bytes: &[u8]) -> Result<(), String> {
+    kv.put_bytes(key, bytes).map_err(|e| e.to_string())?.execute().await.map_err(|e| e.to_string())
 }
 
 pub async fn get_json<T: FromValue>(kv: &KvStore, key: &str) -> Result<Option<T>, String> {
