@@ -606,12 +606,30 @@ async function measureLoad(inst, c, run) {
   return row;
 }
 
+/**
+ * Waits until every contender is idle (below a sixth of a core over 300 ms, for at most
+ * 15 s): a contender's work can outlast its measurement (Miniflare's queue consumer writes
+ * the events of the last run to D1 for seconds) and would otherwise be charged to the next.
+ */
+async function settle(insts) {
+  const pids = () => insts.filter((i) => !i.shared).flatMap((i) => i.cpuPids());
+  const started = Date.now();
+  for (;;) {
+    const before = usage(pids()).cpuS;
+    await sleep(300);
+    const busy = (usage(pids()).cpuS - before) / 0.3;
+    if (busy < 1 / 6 || Date.now() - started > 15000) return { ms: Date.now() - started, busy };
+  }
+}
+
 async function phaseLoad(insts) {
   for (let run = 1; run <= O.runs; run++) {
     for (const c of O.concurrency) {
       for (const inst of insts) {
         if (inst.def.dev && !O.devConcurrency.includes(c)) continue;
         if (inst.def.streamsOnly) continue;
+        const quiet = await settle(insts);
+        if (quiet.ms > 1000) log(`load run ${run} c=${c} ${inst.id}: waited ${(quiet.ms / 1000).toFixed(1)} s for the others to go idle (${(quiet.busy * 100).toFixed(0)}% of a core left)`);
         try {
           const row = await measureLoad(inst, c, run);
           log(`load run ${run} c=${c} ${inst.id}: ${row.rps.toFixed(0)} req/s, p50 ${row.p50Ms.toFixed(2)} ms, p99 ${row.p99Ms.toFixed(2)} ms, ${row.errors} errors, CPU ${row.cpuUsPerReq?.toFixed(0)} µs/req`);
@@ -746,7 +764,7 @@ async function profileUnder(pid, name, load) {
     if (!inclusive.some((x) => x.symbol === symbol)) inclusive.push({ children: Number(m[1]), self: Number(m[2]), symbol });
   }
   writeFileSync(path.join(OUT, `profile-${name}.txt`), report + "\n\n" + children);
-  try { unlinkSync(data); } catch { /* kept */ }
+  if (!env.BENCH_KEEP_PERF) try { unlinkSync(data); } catch { /* kept */ }
   log(`profile ${name}: top ${rows.slice(0, 5).map((x) => `${x.symbol.slice(0, 60)} ${x.pct}%`).join("; ")}`);
   return { rps: r.rps, top: rows.slice(0, 25), shares, inclusive: inclusive.slice(0, 20) };
 }
@@ -767,7 +785,7 @@ async function phaseProfile() {
         results.profile[`${id}-stream`] = await profileUnder(pid, `${id}-stream`,
           { url: inst.streamUrl, bodyFile: P.fastStreamBody, headers: inst.streamHeaders, connections: 4 });
       }
-      try { unlinkSync(`/tmp/perf-${pid}.map`); } catch { /* gone */ }
+      if (!env.BENCH_KEEP_PERF) try { unlinkSync(`/tmp/perf-${pid}.map`); } catch { /* gone */ }
     } catch (e) {
       fail(`profile ${id}`, e);
     } finally {

@@ -2,9 +2,6 @@
 //! (or, only where `TRUST_GEO_HEADERS` is on, from the `x-gateway-geo-*` headers); the
 //! residency rules read nothing else.
 
-use crate::valueread::{invalid_type, At, Fields, FromValue};
-use serde_json::Value;
-
 /// ISO 3166-1 alpha-2 codes of the EU member states, for callers whose EU membership is
 /// not given by `request.cf` (the trusted-header path).
 const EU_MEMBERS: &[&str] = &[
@@ -65,36 +62,45 @@ enum StrOrNum {
     Str(String),
 }
 
-impl FromValue for StrOrNum {
-    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        match v {
-            Value::Number(n) => Ok(StrOrNum::Num(n.as_f64().unwrap_or_default())),
-            Value::String(s) => Ok(StrOrNum::Str(s.clone())),
-            _ => Err(invalid_type(v, at, "a number or a string")),
-        }
-    }
-}
-
-impl FromValue for CfFields {
-    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::any(v, at)?;
-        Ok(CfFields {
-            country: f.opt("country")?,
-            continent: f.opt("continent")?,
-            is_eu_country: f.opt("isEUCountry")?,
-            region_code: f.opt("regionCode")?,
-            latitude: f.opt("latitude")?,
-            longitude: f.opt("longitude")?,
-            colo: f.opt("colo")?,
-        })
-    }
-}
-
 impl CfFields {
     /// The fields read, by their names in `request.cf`: the shell copies only these out
     /// of the runtime's object (it has some thirty).
     pub const NAMES: [&'static str; 7] =
         ["country", "continent", "isEUCountry", "regionCode", "latitude", "longitude", "colo"];
+
+    /// The fields as the shell copies them: a line per name of [`NAMES`](Self::NAMES), in
+    /// order, `s` and a string's text, `n` and a number's, empty when absent. `None` when
+    /// a line is neither, or a number stands where only a string is read.
+    pub fn from_lines(text: &str) -> Option<CfFields> {
+        let mut lines = text.split('\n');
+        let mut read = [(); 7].map(|_| {
+            lines.next().map(|line| match line {
+                "" => Some(None),
+                _ => match line.strip_prefix('s') {
+                    Some(s) => Some(Some(StrOrNum::Str(s.to_string()))),
+                    None => Some(Some(StrOrNum::Num(line.strip_prefix('n')?.parse().ok()?))),
+                },
+            })
+        });
+        if lines.next().is_some() {
+            return None;
+        }
+        let mut field = |i: usize| read[i].take().flatten();
+        let text = |v: Option<Option<StrOrNum>>| match v? {
+            Some(StrOrNum::Str(s)) => Some(Some(s)),
+            Some(StrOrNum::Num(_)) => None,
+            None => Some(None),
+        };
+        Some(CfFields {
+            country: text(field(0))?,
+            continent: text(field(1))?,
+            is_eu_country: text(field(2))?,
+            region_code: text(field(3))?,
+            latitude: field(4)?,
+            longitude: field(5)?,
+            colo: text(field(6))?,
+        })
+    }
 }
 
 impl StrOrNum {
@@ -187,35 +193,37 @@ mod tests {
         assert_eq!(Caller::default().label(), "-/-");
     }
 
-    fn cf(json: &str) -> Result<CfFields, String> {
-        CfFields::read(&serde_json::from_str(json).unwrap())
+    /// The shell's lines for a `request.cf` of these fields: `s` strings, `n` numbers.
+    fn cf(fields: &[(&str, &str)]) -> Option<CfFields> {
+        let line = |name: &str| fields.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| *v);
+        CfFields::from_lines(&CfFields::NAMES.map(line).join("\n"))
     }
 
     #[test]
     fn reads_request_cf_leniently() {
-        let c = Caller::from(
-            cf(r#"{"country":"DE","continent":"EU","isEUCountry":"1","colo":"FRA","latitude":"50.1","longitude":8.7,"asn":3320}"#)
-                .unwrap(),
-        );
+        let frankfurt = [("country", "sDE"), ("continent", "sEU"), ("isEUCountry", "s1"), ("colo", "sFRA")];
+        let c = Caller::from(cf(&[&frankfurt[..], &[("latitude", "s50.1"), ("longitude", "n8.7")]].concat()).unwrap());
         assert_eq!((c.country.as_deref(), c.eu, c.location), (Some("DE"), Some(true), Some([50.1, 8.7])));
         assert_eq!(c.colo.as_deref(), Some("FRA"));
-        let c = Caller::from(cf(r#"{"country":"US","latitude":"north"}"#).unwrap());
+        let c = Caller::from(cf(&[("country", "sUS"), ("latitude", "snorth")]).unwrap());
         assert_eq!((c.eu, c.location), (Some(false), None));
-        assert_eq!(Caller::from(CfFields::default()), Caller::default());
+        assert_eq!(Caller::from(cf(&[]).unwrap()), Caller::default());
         // The runtime's flag is read, and wins over the member list.
-        assert_eq!(Caller::from(cf(r#"{"country":"GB","isEUCountry":"1"}"#).unwrap()).eu, Some(true));
-        let c = Caller::from(cf(r#"{"regionCode":"BY","latitude":-3,"longitude":18.5}"#).unwrap());
+        assert_eq!(Caller::from(cf(&[("country", "sGB"), ("isEUCountry", "s1")]).unwrap()).eu, Some(true));
+        let c = Caller::from(cf(&[("regionCode", "sBY"), ("latitude", "n-3"), ("longitude", "n18.5")]).unwrap());
         assert_eq!((c.region_code.as_deref(), c.location), (Some("BY"), Some([-3.0, 18.5])));
-        for wrong in [r#"{"country":3}"#, r#"{"latitude":true}"#, r#"{"longitude":[1]}"#, "null", "7"] {
-            assert!(cf(wrong).is_err(), "{wrong}");
+        for wrong in [("country", "n3"), ("latitude", "nnorth"), ("longitude", "x1"), ("colo", "n1")] {
+            assert_eq!(cf(&[wrong]), None, "{wrong:?}");
+        }
+        for short in ["", "sDE\nsEU", "\n\n\n\n\n"] {
+            assert_eq!(CfFields::from_lines(short), None, "{short:?}");
         }
     }
 
     #[test]
     fn names_every_field_it_reads() {
-        let all: serde_json::Map<String, Value> =
-            CfFields::NAMES.iter().map(|n| (n.to_string(), Value::from("1"))).collect();
-        let read = CfFields::read(&Value::Object(all)).unwrap();
+        let all = CfFields::NAMES.map(|n| (n, if n.ends_with("itude") { "n1" } else { "s1" }));
+        let read = cf(&all).unwrap();
         assert!(read.country.is_some() && read.continent.is_some() && read.is_eu_country.is_some());
         assert!(
             read.region_code.is_some() && read.latitude.is_some() && read.longitude.is_some() && read.colo.is_some()

@@ -335,7 +335,8 @@ fn request_cf_routes_to_the_nearest_allowed_region() {
             "jp-1",
         ),
         (
-            r#"{"country":"SG","continent":"AS","isEUCountry":"0","colo":"SIN","latitude":"1.3","longitude":"103.8"}"#,
+            // As numbers, which `request.cf` may also carry.
+            r#"{"country":"SG","continent":"AS","isEUCountry":"0","colo":"SIN","latitude":1.3,"longitude":103.8}"#,
             "apac-callers",
             "sg-1",
         ),

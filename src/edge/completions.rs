@@ -3,6 +3,7 @@
 //! order, stream or return the answer.
 
 use super::credentials;
+use super::glue::Head;
 use super::health;
 use super::ledger::{self, Bill, Ending};
 use super::respond;
@@ -65,34 +66,7 @@ fn caller(req: &web_sys::Request, headers: &Headers, state: &State) -> Caller {
             return Caller::new(Some(&country), header(headers, "x-gateway-geo-continent").as_deref(), None);
         }
     }
-    use crate::valueread::FromValue;
-    use serde_json::Value;
-    use worker::js_sys::Reflect;
-    use worker::wasm_bindgen::JsValue;
-    thread_local! {
-        /// The property names as JavaScript strings, made once per isolate.
-        static KEYS: (JsValue, Vec<JsValue>) =
-            (JsValue::from_str("cf"), CfFields::NAMES.iter().map(|n| JsValue::from_str(n)).collect());
-    }
-    // Field by field rather than through `Cf`'s getters, which panic on a missing field,
-    // or a JSON copy of the whole object.
-    let fields = KEYS.with(|(cf_key, keys)| {
-        let cf = Reflect::get(req, cf_key).ok().filter(|cf| cf.is_object())?;
-        let mut fields = serde_json::Map::new();
-        for (name, key) in CfFields::NAMES.iter().zip(keys) {
-            let v = Reflect::get(&cf, key).unwrap_or_default();
-            let v = match (v.as_string(), v.as_f64()) {
-                (Some(s), _) => Value::String(s),
-                (_, Some(n)) => Value::from(n),
-                _ if v.is_null() || v.is_undefined() => continue,
-                // Of no type `CfFields` accepts: the whole object is unreadable, as before.
-                _ => Value::Bool(v.is_truthy()),
-            };
-            fields.insert(name.to_string(), v);
-        }
-        Some(fields)
-    });
-    fields.and_then(|f| CfFields::read(&Value::Object(f)).ok()).map(Caller::from).unwrap_or_default()
+    super::glue::cf_lines(req).and_then(|lines| CfFields::from_lines(&lines)).map(Caller::from).unwrap_or_default()
 }
 
 /// Where a request is going and what has been decided about it, for the response headers.
@@ -106,19 +80,19 @@ struct Receipt {
 }
 
 impl Receipt {
-    fn headers(&self, served_by: Option<&Deployment>) -> Headers {
+    fn headers(&self, served_by: Option<&Deployment>) -> Head {
         self.headers_with(&self.log, served_by)
     }
 
     /// The headers of an answer from `d` that has not come yet (a stream's first content).
-    fn headers_if_served(&self, d: &Deployment, status: u16) -> Headers {
+    fn headers_if_served(&self, d: &Deployment, status: u16) -> Head {
         let mut log = self.log.clone();
         log.succeeded(&d.id, status);
         self.headers_with(&log, Some(d))
     }
 
-    fn headers_with(&self, log: &AttemptLog, served_by: Option<&Deployment>) -> Headers {
-        let h = Headers::new();
+    fn headers_with(&self, log: &AttemptLog, served_by: Option<&Deployment>) -> Head {
+        let mut h = Head::new();
         let _ = h.set("x-gateway-rule", &self.rule);
         let _ = h.set("x-gateway-attempts", &log.count().to_string());
         if !self.skipped.is_empty() {
@@ -271,7 +245,7 @@ pub async fn count_tokens(
                 continue;
             };
             receipt.log.succeeded(&d.id, status);
-            let headers = receipt.headers(Some(d));
+            let mut headers = receipt.headers(Some(d));
             let _ = headers.set("content-type", "application/json");
             return respond::with_bytes(200, &headers, counted);
         }
@@ -515,7 +489,7 @@ pub async fn handle(
                         ttfb_ms: Some(ttfb_ms),
                         attempts: &receipt.log,
                     });
-                    let headers = receipt.headers(Some(d));
+                    let mut headers = receipt.headers(Some(d));
                     let _ = headers.set("content-type", "application/json");
                     if let Some(micros) = cost {
                         let _ = headers.set("x-gateway-cost-usd", &format_usd(micros));

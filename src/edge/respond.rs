@@ -1,27 +1,27 @@
 //! Building responses: JSON bodies, errors in the client's format, request ids.
 
+use super::glue::Head;
 use crate::error::GatewayError;
 use crate::ingress::Ingress;
 use worker::js_sys::{global, Function, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::web_sys::{ReadableStream, Response, ResponseInit};
-use worker::Headers;
 
 /// The init of a response made directly by the runtime: the `worker` crate's builder
 /// makes a headers object that it then drops, and copies a body into a JavaScript array
 /// before the runtime copies it again.
-fn init(status: u16, headers: &Headers) -> ResponseInit {
+fn init(status: u16, headers: &Head) -> ResponseInit {
     let init = ResponseInit::new();
     init.set_status(status);
-    init.set_headers(&headers.0);
+    init.set_headers(&headers.build());
     init
 }
 
-pub fn with_bytes(status: u16, headers: &Headers, mut body: Vec<u8>) -> Result<Response, GatewayError> {
+pub fn with_bytes(status: u16, headers: &Head, mut body: Vec<u8>) -> Result<Response, GatewayError> {
     Response::new_with_opt_u8_array_and_init(Some(&mut body), &init(status, headers)).map_err(|e| internal(e.into()))
 }
 
-pub fn with_stream(headers: &Headers, stream: &ReadableStream) -> Result<Response, GatewayError> {
+pub fn with_stream(headers: &Head, stream: &ReadableStream) -> Result<Response, GatewayError> {
     Response::new_with_opt_readable_stream_and_init(Some(stream), &init(200, headers)).map_err(|e| internal(e.into()))
 }
 
@@ -31,17 +31,17 @@ pub fn json(status: u16, value: &impl serde::Serialize) -> Result<Response, Gate
 }
 
 pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Result<Response, GatewayError> {
-    let headers = Headers::new();
+    let mut headers = Head::new();
     let _ = headers.set("content-type", content_type);
     with_bytes(status, &headers, body)
 }
 
 pub fn error(ingress: Ingress, e: &GatewayError) -> Response {
-    error_with(ingress, e, Headers::new())
+    error_with(ingress, e, Head::new())
 }
 
 /// An error response with headers of the caller's besides.
-pub fn error_with(ingress: Ingress, e: &GatewayError, headers: Headers) -> Response {
+pub fn error_with(ingress: Ingress, e: &GatewayError, mut headers: Head) -> Response {
     let _ = headers.set("content-type", "application/json");
     if let Some(s) = e.retry_after {
         let _ = headers.set("retry-after", &s.to_string());

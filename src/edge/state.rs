@@ -63,8 +63,9 @@ pub fn secret(env: &Env, name: &str) -> Option<String> {
     value
 }
 
+/// `Date.now()`: the `worker` crate's `Date::now` makes a `Date` object to read it.
 pub fn now_ms() -> u64 {
-    worker::Date::now().as_millis()
+    worker::js_sys::Date::now() as u64
 }
 
 /// Whether a memo last checked at `*checked` is due for a re-read (every `every_ms`). A

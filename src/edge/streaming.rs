@@ -8,6 +8,7 @@
 //! Rust future, JavaScript stream controller or pipe in between: per chunk, those cost
 //! the runtime more than anything the gateway does (BENCHMARKS.md, CPU per chunk).
 
+use super::glue::Head;
 use super::ledger::{Bill, Ending};
 use super::respond;
 use super::upstream::{self, Deadline, Pieces, ReadResult};
@@ -25,7 +26,6 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::Response;
 use worker::web_sys::{ReadableStream, ReadableStreamDefaultReader, TransformStream, WritableStreamDefaultWriter};
-use worker::Headers;
 
 /// An upstream stream that has shown its first content: from here on the client is
 /// committed to this deployment.
@@ -203,7 +203,7 @@ pub struct Outlet {
 }
 
 impl Outlet {
-    pub fn new(headers: Headers) -> Result<Outlet, GatewayError> {
+    pub fn new(mut headers: Head) -> Result<Outlet, GatewayError> {
         let pipe = identity_stream().map_err(relay_error)?;
         let client = pipe.writable().get_writer().map_err(relay_error)?;
         let _ = headers.set("content-type", "text/event-stream; charset=utf-8");

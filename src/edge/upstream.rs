@@ -4,6 +4,7 @@
 //! pulled into wasm is a promise round trip (and, with a deadline, a timer), which cost
 //! more CPU than everything the gateway decides about a request.
 
+use super::glue::Head;
 use crate::error::GatewayError;
 use crate::providers::{ErrorClass, UpstreamRequest};
 use futures_util::future::{select, Either};
@@ -89,13 +90,13 @@ impl Answer {
 
 /// Sends the request; gives up at the deadline without a response head.
 pub async fn send(up: &UpstreamRequest, deadline: &mut Deadline) -> Result<Answer, ErrorClass> {
-    let headers = worker::web_sys::Headers::new().map_err(|_| ErrorClass::BadRequest)?;
+    let mut headers = Head::new();
     for (name, value) in &up.headers {
         headers.set(name, value).map_err(|_| ErrorClass::BadRequest)?;
     }
     let init = RequestInit::new();
     init.set_method("POST");
-    init.set_headers(&headers);
+    init.set_headers(&headers.build());
     init.set_body(&Uint8Array::from(up.body.as_slice()));
     init.set_signal(Some(&deadline.signal()));
     let scope: WorkerGlobalScope = global().unchecked_into();
