@@ -319,6 +319,26 @@ fn tokens_are_counted_by_an_anthropic_deployment_and_never_billed() {
 }
 
 #[test]
+fn claude_on_vertex_counts_tokens_at_its_count_endpoint() {
+    let n = nonce("count-vertex");
+    let body = json!({"model": "vertex-claude", "system": "Be brief.",
+        "messages": [{"role": "user", "content": format!("{n} [mock:prompt_tokens=321]")}]});
+    let r = count(&body, &[("anthropic-beta", "context-1m-2025-08-07")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"input_tokens": 321}));
+    assert_eq!(r.header("x-gateway-deployment"), Some("vertex-claude"));
+    let up = mock().requests_matching(&n);
+    assert_eq!(up.len(), 1);
+    assert!(up[0].path.ends_with("/publishers/anthropic/models/count-tokens:rawPredict"), "{}", up[0].path);
+    let mut sent = body;
+    sent["model"] = json!("claude-sonnet-4-6");
+    sent["anthropic_version"] = json!("vertex-2023-10-16");
+    assert_eq!(up[0].json(), sent);
+    assert_eq!(up[0].header("anthropic-beta"), Some("context-1m-2025-08-07"));
+    assert!(up[0].header("authorization").is_some_and(|a| a.starts_with("Bearer ")));
+}
+
+#[test]
 fn counting_falls_back_and_refuses_what_it_cannot_count() {
     // Whichever of the alias's two Anthropic deployments comes first, failing, the other
     // counts; its Bedrock deployment never does.

@@ -176,20 +176,29 @@ fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value
 /// the answer to the same request would report it (a `prompt_tokens` directive, else an
 /// estimate from the text). Checked as Anthropic does: `model` and `messages` required,
 /// no `max_tokens` needed, the fields of a Messages request but `stream` and the sampling
-/// ones.
-pub(crate) fn count_tokens(call: &Call, request: &Request, out: &mut Responder) -> io::Result<()> {
+/// ones. On Vertex AI (`.../models/count-tokens:rawPredict`) the version is in the body,
+/// not a header, and the model still is.
+pub(crate) fn count_tokens(call: &Call, request: &Request, vertex: bool, out: &mut Responder) -> io::Result<()> {
     let id_header = [("request-id", "req_mock_count")];
     if let Some(status) = call.behaviour.status.filter(|&s| s != 200) {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let (error, _) = fault(call, status, body["model"].as_str().unwrap_or("unknown"));
         return out.json(status, &id_header, &error);
     }
-    if request.header("anthropic-version").is_none() {
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    if vertex && body["anthropic_version"] != VERTEX_VERSION {
+        return out.json(
+            400,
+            &id_header,
+            &invalid_request(&format!("anthropic_version: must be \"{VERTEX_VERSION}\"")),
+        );
+    }
+    if !vertex && request.header("anthropic-version").is_none() {
         return out.json(400, &id_header, &invalid_request("anthropic-version: header is required"));
     }
-    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
     const COUNTED: &[&str] = &["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"];
-    let fields = body.as_object().map(|o| o.keys().find(|k| !COUNTED.contains(&k.as_str())).cloned());
+    let counted = |k: &str| COUNTED.contains(&k) || (vertex && k == "anthropic_version");
+    let fields = body.as_object().map(|o| o.keys().find(|k| !counted(k)).cloned());
     let problem = match (fields, body["model"].as_str(), body["messages"].as_array()) {
         (None, _, _) => Some("The request body is not a valid JSON object.".to_string()),
         (Some(Some(extra)), _, _) => Some(format!("{extra}: Extra inputs are not permitted")),

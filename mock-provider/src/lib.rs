@@ -215,7 +215,7 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
             openai::chat(&call, request, flavour, out)
         }
         "POST" if path.ends_with("/messages") => anthropic::messages(&call, request, anthropic::Host::Anthropic, out),
-        "POST" if path.ends_with("/messages/count_tokens") => anthropic::count_tokens(&call, request, out),
+        "POST" if path.ends_with("/messages/count_tokens") => anthropic::count_tokens(&call, request, false, out),
         // Gemini: `/v1beta/models/{m}:generateContent`; Vertex AI's Gemini publisher:
         // `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`.
         "POST" if path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent") => {
@@ -223,8 +223,14 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
                 if path.contains("/publishers/google/") { gemini::Host::Vertex } else { gemini::Host::GeminiApi };
             gemini::generate(state, &call, request, host, path.ends_with(":streamGenerateContent"), out)
         }
-        // Claude on Vertex AI: `.../publishers/anthropic/models/{m}:rawPredict` and
-        // `:streamRawPredict`.
+        // Claude on Vertex AI: `.../publishers/anthropic/models/count-tokens:rawPredict`, and
+        // for a model, `.../models/{m}:rawPredict` and `:streamRawPredict`.
+        "POST" if path.ends_with("/publishers/anthropic/models/count-tokens:rawPredict") => {
+            if !gcp::authorized(state, request) {
+                return out.json(401, &[], &gcp::unauthenticated());
+            }
+            anthropic::count_tokens(&call, request, true, out)
+        }
         "POST" if path.ends_with(":rawPredict") || path.ends_with(":streamRawPredict") => {
             if !gcp::authorized(state, request) {
                 return out.json(401, &[], &gcp::unauthenticated());

@@ -197,8 +197,15 @@ fn allowed<'g>(
     Ok((caller, decision, candidates))
 }
 
+/// The deployment's credentials made ready to send (a Google access token fetched or
+/// reused); a failure is logged as the deployment's attempt.
+async fn authorized(env: &Env, d: &Deployment, auth: Auth, log: &mut AttemptLog) -> Option<Auth> {
+    credentials::authorize(env, d, auth).await.map_err(|class| log.failed(&d.id, None, class)).ok()
+}
+
 /// `POST /v1/messages/count_tokens`: the prompt's size as the first allowed deployment
-/// that can count it says (Anthropic's own endpoint), falling back like a request. Free
+/// that can count it says (Anthropic's endpoint, or Vertex AI's for Claude), falling back
+/// like a request. Free
 /// at the provider, so neither billed nor held to budgets or rate limits; but the prompt
 /// travels, so residency applies.
 pub async fn count_tokens(
@@ -220,7 +227,7 @@ pub async fn count_tokens(
     let mut counting = candidates.kept.iter().filter_map(|d| Some((*d, providers::counts_tokens(d)?))).peekable();
     if counting.peek().is_none() {
         let message = format!(
-            "No deployment of alias `{}` that residency rule `{}` allows can count tokens: only `anthropic` deployments can.",
+            "No deployment of alias `{}` that residency rule `{}` allows can count tokens: only `anthropic` deployments and Claude on Vertex AI can.",
             alias.name, decision.rule
         );
         return Err(GatewayError::bad_request("tokens_not_countable", message));
@@ -228,6 +235,7 @@ pub async fn count_tokens(
     let now_unix = now_ms() / 1000;
     for (d, counter) in counting.take(g.config.limits.max_attempts) {
         let Some(auth) = credentials::resolve(env, d, now_unix) else { continue };
+        let Some(auth) = authorized(env, d, auth, &mut receipt.log).await else { continue };
         let up = counter.count_request(d, &count.body, beta.as_deref(), &auth);
         let mut deadline = Deadline::for_answer(u64::from(d.first_byte_timeout_ms));
         let answer = match upstream::send(&up, &mut deadline).await {
@@ -389,13 +397,7 @@ pub async fn handle(
             break;
         }
         let provider = providers::for_deployment(d);
-        let auth = match credentials::authorize(env, d, auth).await {
-            Ok(auth) => auth,
-            Err(class) => {
-                receipt.log.failed(&d.id, None, class);
-                continue;
-            }
-        };
+        let Some(auth) = authorized(env, d, auth, &mut receipt.log).await else { continue };
         // A Messages request goes to a deployment in the same format as the client sent it.
         let native = chat.native.as_ref().zip(providers::speaks_messages(d));
         let up = match native {

@@ -228,6 +228,7 @@ pub trait CountsTokens {
 pub fn counts_tokens(d: &Deployment) -> Option<&'static dyn CountsTokens> {
     match d.provider {
         ProviderKind::Anthropic => Some(&anthropic::Anthropic),
+        ProviderKind::Vertex if d.vertex_publisher == Some(VertexPublisher::Anthropic) => Some(&vertex::VertexClaude),
         _ => None,
     }
 }

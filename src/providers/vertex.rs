@@ -8,7 +8,8 @@
 //! with the Gemini API in Vertex AI"); Anthropic's models at `…/publishers/anthropic/
 //! models/{model}:rawPredict` and `:streamRawPredict`, with the Messages body minus
 //! `model` and plus `anthropic_version: "vertex-2023-10-16"` (Anthropic's "Claude on
-//! Vertex AI"). Where a request is processed depends on the endpoint ("Data residency",
+//! Vertex AI"); token counts at `…/publishers/anthropic/models/count-tokens:rawPredict`,
+//! with the model in the body ("Count tokens for Claude models"). Where a request is processed depends on the endpoint ("Data residency",
 //! "Deployments and endpoints"): the global endpoint (`aiplatform.googleapis.com`,
 //! location `global`) may process anywhere; the jurisdictional multi-region endpoints
 //! (`aiplatform.eu.rep.googleapis.com` with location `eu`, likewise `us`) keep ML
@@ -19,7 +20,7 @@
 use super::anthropic::{self, Anthropic};
 use super::canonical::Cx;
 use super::gemini;
-use super::{Auth, ErrorClass, Provider, SpeaksMessages, StreamTranslator, UpstreamRequest, Usage};
+use super::{Auth, CountsTokens, ErrorClass, Provider, SpeaksMessages, StreamTranslator, UpstreamRequest, Usage};
 use crate::chat::{ChatRequest, NativeMessages};
 use crate::config::Deployment;
 use crate::error::GatewayError;
@@ -101,12 +102,15 @@ pub fn validate(d: &Deployment) -> Result<(), String> {
 }
 
 fn url(d: &Deployment, publisher: &str, method: &str) -> String {
+    model_url(d, publisher, &d.model, method)
+}
+
+fn model_url(d: &Deployment, publisher: &str, model: &str, method: &str) -> String {
     format!(
-        "{}/v1/projects/{}/locations/{}/publishers/{publisher}/models/{}:{method}",
+        "{}/v1/projects/{}/locations/{}/publishers/{publisher}/models/{model}:{method}",
         d.base_url,
         d.gcp_project.as_deref().unwrap_or_default(),
         d.gcp_location.as_deref().unwrap_or_default(),
-        d.model
     )
 }
 
@@ -179,6 +183,25 @@ impl SpeaksMessages for VertexClaude {
         let mut up = claude_request(d, req, native.body.clone(), auth);
         up.headers.extend(native.beta.clone().map(|beta| ("anthropic-beta", beta)));
         Ok(up)
+    }
+}
+
+/// The path names the endpoint, not the model: the body does, as in Anthropic's API.
+impl CountsTokens for VertexClaude {
+    fn count_request(
+        &self,
+        d: &Deployment,
+        body: &Map<String, Value>,
+        beta: Option<&str>,
+        auth: &Auth,
+    ) -> UpstreamRequest {
+        let mut body = body.clone();
+        body.insert("model".into(), d.model.clone().into());
+        body.insert("anthropic_version".into(), ANTHROPIC_VERSION.into());
+        let mut headers = headers(auth);
+        headers.extend(beta.map(|beta| ("anthropic-beta", beta.to_string())));
+        let body = serde_json::to_vec(&body).expect("a JSON map serialises");
+        UpstreamRequest { url: model_url(d, "anthropic", "count-tokens", "rawPredict"), headers, body }
     }
 }
 
@@ -301,6 +324,26 @@ mod tests {
         expected["anthropic_version"] = json!("vertex-2023-10-16");
         assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
         assert!(crate::providers::speaks_messages(&deployment("google")).is_none());
+    }
+
+    #[test]
+    fn claude_counts_tokens_at_the_count_endpoint_with_model_and_version_in_the_body() {
+        let mut d = deployment("anthropic");
+        d.model = "claude-sonnet-4-6".into();
+        let body = json!({"model": "alias", "system": "Be brief.", "messages": [user(json!("x"))]});
+        let counter = crate::providers::counts_tokens(&d).expect("Claude on Vertex counts tokens");
+        let up = counter.count_request(&d, body.as_object().unwrap(), Some("context-1m-2025-08-07"), &auth());
+        assert_eq!(
+            up.url,
+            "https://aiplatform.eu.rep.googleapis.com/v1/projects/acme-prod/locations/eu/publishers/anthropic/models/count-tokens:rawPredict"
+        );
+        assert!(up.headers.contains(&("authorization", "Bearer ya29.test-access-token".into())));
+        assert!(up.headers.contains(&("anthropic-beta", "context-1m-2025-08-07".into())));
+        let mut expected = body;
+        expected["model"] = json!("claude-sonnet-4-6");
+        expected["anthropic_version"] = json!("vertex-2023-10-16");
+        assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
+        assert!(crate::providers::counts_tokens(&deployment("google")).is_none());
     }
 
     #[test]
