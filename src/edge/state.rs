@@ -112,12 +112,10 @@ pub async fn known_then_reread<T: 'static, F: Future<Output = T> + 'static>(
 }
 
 /// Starts the re-reads put off until a response was made; `fetch` calls it with each.
+/// Each is a task of its own, so they run side by side.
 pub fn after_response(ctx: &Context) {
-    let due = AFTER_RESPONSE.with(|a| std::mem::take(&mut *a.borrow_mut()));
-    if !due.is_empty() {
-        ctx.wait_until(async move {
-            futures_util::future::join_all(due).await;
-        });
+    for reread in AFTER_RESPONSE.with(|a| std::mem::take(&mut *a.borrow_mut())) {
+        ctx.wait_until(reread);
     }
 }
 
