@@ -1,20 +1,34 @@
-//! Base64 (RFC 4648): the URL-safe form JWTs use, and the standard form of PEM bodies and
-//! of Bedrock's stream chunks.
+//! Base64 (RFC 4648): the URL-safe form JWTs use, and the standard form of PEM bodies, of
+//! Bedrock's stream chunks and of the request bodies its CountTokens takes.
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Unpadded base64url (RFC 4648 §5), as JWTs use.
 pub fn url_unpadded(bytes: &[u8]) -> String {
+    encode(bytes, false)
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+pub fn standard(bytes: &[u8]) -> String {
+    encode(bytes, true)
+}
+
+fn encode(bytes: &[u8], pad: bool) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..=chunk.len() {
-            let c = ALPHABET[(n >> (18 - 6 * i) & 63) as usize];
-            out.push(match c {
-                b'+' => '-',
-                b'/' => '_',
-                c => c as char,
-            });
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        if pad {
+            out.push_str(&"=="[chunk.len() - 1..]);
         }
     }
     out
@@ -73,6 +87,20 @@ mod tests {
             assert_eq!(url_unpadded(plain.as_bytes()), encoded);
         }
         assert_eq!(url_unpadded(&[0xfb, 0xff, 0xbf]), "-_-_");
+    }
+
+    #[test]
+    fn standard_base64_matches_rfc_4648_vectors_and_round_trips() {
+        for (plain, encoded) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")]
+        {
+            assert_eq!(standard(plain.as_bytes()), encoded);
+        }
+        assert_eq!(standard(&[0xfb, 0xff, 0xbf]), "+/+/");
+        let all: Vec<u8> = (0..=255).collect();
+        for len in 0..all.len() {
+            assert_eq!(decode(&standard(&all[..len])).unwrap(), &all[..len]);
+        }
     }
 
     #[test]

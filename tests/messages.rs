@@ -339,9 +339,28 @@ fn claude_on_vertex_counts_tokens_at_its_count_endpoint() {
 }
 
 #[test]
+fn claude_on_bedrock_counts_tokens_with_count_tokens_on_the_invoke_body() {
+    let n = nonce("count-bedrock");
+    let body = json!({"model": "bedrock", "system": "Be brief.",
+        "messages": [{"role": "user", "content": format!("{n} [mock:prompt_tokens=55]")}]});
+    let r = count(&body, &[("anthropic-beta", "context-1m-2025-08-07")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"input_tokens": 55}), "Anthropic's answer, not Bedrock's inputTokens");
+    assert_eq!(r.header("x-gateway-deployment"), Some("bedrock-eu"));
+    let up = mock().requests_matching(&n);
+    assert_eq!(up.len(), 1);
+    // The profile's foundation model (the mock, like Bedrock, refuses a profile's id).
+    assert!(up[0].path.ends_with("/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/count-tokens"), "{}", up[0].path);
+    assert!(up[0].header("authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 ")));
+    let sent = up[0].json();
+    let invoke = sent["input"]["invokeModel"]["body"].as_str().expect("the InvokeModel body, base64");
+    assert!(!invoke.contains(&n), "encoded, not as text");
+}
+
+#[test]
 fn counting_falls_back_and_refuses_what_it_cannot_count() {
     // Whichever of the alias's two Anthropic deployments comes first, failing, the other
-    // counts; its Bedrock deployment never does.
+    // counts (before its Bedrock deployment).
     let ask_count = |n: &str| json!({"model": "claude-eu-or-bedrock", "messages": [{"role": "user", "content": format!("{n} [mock:prompt_tokens=7]")}]});
     let first = count(&ask_count(&nonce("count-first")), &[]).header("x-gateway-deployment").unwrap().to_string();
     let other = if first == "claude-1" { "claude-eu" } else { "claude-1" };

@@ -120,7 +120,7 @@ enum Framing {
 }
 
 /// Anthropic's checks on a request body, in the order it reports them.
-fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value]), String> {
+pub(crate) fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str, &'a [Value]), String> {
     let fields = body.as_object().ok_or("The request body is not a valid JSON object.")?;
     let allowed = |k: &str| match host {
         Host::Anthropic => FIELDS.contains(&k),
@@ -209,11 +209,15 @@ pub(crate) fn count_tokens(call: &Call, request: &Request, vertex: bool, out: &m
     if let Some(problem) = problem {
         return out.json(400, &id_header, &invalid_request(&problem));
     }
+    out.json(200, &id_header, &json!({"input_tokens": prompt_tokens(call, &body)}))
+}
+
+/// The input tokens of a Messages body: a `prompt_tokens` directive, else an estimate.
+pub(crate) fn prompt_tokens(call: &Call, body: &Value) -> u64 {
     let messages = body["messages"].as_array().map_or(&[][..], Vec::as_slice);
     let prompt_chars = text_of(&body["system"]).chars().count()
         + messages.iter().map(|m| text_of(&m["content"]).chars().count()).sum::<usize>();
-    let usage = Usage::new(&call.behaviour, prompt_chars, "", 1);
-    out.json(200, &id_header, &json!({"input_tokens": usage.prompt}))
+    Usage::new(&call.behaviour, prompt_chars, "", 1).prompt
 }
 
 pub(crate) fn messages(call: &Call, request: &Request, host: Host, out: &mut Responder) -> io::Result<()> {

@@ -213,6 +213,47 @@ pub(crate) fn invoke(call: &Call, request: &Request, model: &str, stream: bool, 
     crate::anthropic::messages(call, request, crate::anthropic::Host::Bedrock { model, stream }, out)
 }
 
+/// CountTokens (`{base}/model/{modelId}/count-tokens`): the InvokeModel body, base64 in
+/// `input.invokeModel.body`, checked as InvokeModel would; `{"inputTokens": n}`. Like
+/// Bedrock, it refuses an inference profile's id: only foundation models count.
+pub(crate) fn count_tokens(call: &Call, request: &Request, model: &str, out: &mut Responder) -> io::Result<()> {
+    let id = request_id(call);
+    if let Some(sent) = refuse(call, request, &id, out) {
+        return sent;
+    }
+    if ["global.", "us.", "us-gov.", "eu.", "apac.", "jp.", "au."].iter().any(|p| model.starts_with(p)) {
+        return Fault::validation("The provided model doesn't support counting tokens.").send(out, &id, None);
+    }
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    let invoke = body["input"]["invokeModel"]["body"]
+        .as_str()
+        .and_then(base64_decode)
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+    let Some(invoke) = invoke else {
+        return Fault::validation("input.invokeModel.body: a base64-encoded JSON body is required.")
+            .send(out, &id, None);
+    };
+    let host = crate::anthropic::Host::Bedrock { model, stream: false };
+    if let Err(problem) = crate::anthropic::validate(&invoke, &host) {
+        return Fault::validation(problem).send(out, &id, None);
+    }
+    out.json(
+        200,
+        &[("x-amzn-RequestId", id.as_str())],
+        &json!({"inputTokens": crate::anthropic::prompt_tokens(call, &invoke)}),
+    )
+}
+
+/// The InvokeModel body a CountTokens request carries, decoded.
+pub(crate) fn counted_payload(path: &str, body: &str) -> Option<String> {
+    if !(path.contains("/model/") && path.ends_with("/count-tokens")) {
+        return None;
+    }
+    let body: Value = serde_json::from_str(body).ok()?;
+    let bytes = base64_decode(body["input"]["invokeModel"]["body"].as_str()?)?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 fn request_id(call: &Call) -> String {
     format!("00000000-0000-4000-8000-{:012}", call.seq)
 }
@@ -245,6 +286,23 @@ pub(crate) fn exception_frame(code: &str, message: &str) -> Vec<u8> {
     let headers =
         [(":exception-type", kind.as_str()), (":content-type", "application/json"), (":message-type", "exception")];
     frame(&headers, json!({"message": message}).to_string().as_bytes())
+}
+
+/// Standard base64 with padding, decoded; `None` on any other symbol.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for b in text.trim_end_matches('=').bytes() {
+        acc = acc << 6 | ALPHABET.iter().position(|a| *a == b)? as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// Standard base64 with padding: deliberately not the gateway's decoder's code.
@@ -462,7 +520,9 @@ mod tests {
     fn base64_matches_rfc_4648_vectors() {
         for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
             assert_eq!(base64(plain.as_bytes()), encoded);
+            assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes());
         }
+        assert_eq!(base64_decode("Zm9v!"), None);
     }
 
     #[test]

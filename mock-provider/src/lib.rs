@@ -171,15 +171,17 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
     }
     let tag = path.trim_start_matches('/').split('/').next().unwrap_or_default();
     let body = String::from_utf8_lossy(&request.body).into_owned();
+    let payload = bedrock::counted_payload(path, &body);
     state.log.push(LoggedRequest {
         tag: tag.to_string(),
         method: request.method.clone(),
         path: request.target.clone(),
         headers: request.headers.clone(),
         body: body.clone(),
+        payload: payload.clone(),
         received_at: SystemTime::now(),
     });
-    let behaviour = match faults::select(&state.scripts, tag, &body) {
+    let behaviour = match faults::select(&state.scripts, tag, payload.as_deref().unwrap_or(&body)) {
         Ok(behaviour) => behaviour,
         Err(why) => {
             let message = format!("mock-provider: bad [mock:...] directive: {why}");
@@ -246,6 +248,10 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
             let model = path.rsplit("/model/").next().and_then(|m| m.split('/').next()).unwrap_or_default();
             let model = model.replace("%3A", ":");
             bedrock::invoke(&call, request, &model, path.ends_with("/invoke-with-response-stream"), out)
+        }
+        "POST" if path.contains("/model/") && path.ends_with("/count-tokens") => {
+            let model = path.rsplit("/model/").next().and_then(|m| m.split('/').next()).unwrap_or_default();
+            bedrock::count_tokens(&call, request, &model.replace("%3A", ":"), out)
         }
         // Bedrock: `{base}/model/{modelId}/converse` and `/converse-stream`.
         "POST" if path.contains("/model/") && path.ends_with("/converse") => {

@@ -19,6 +19,9 @@ pub struct LoggedRequest {
     pub headers: Vec<(String, String)>,
     /// Decoded from UTF-8, lossily.
     pub body: String,
+    /// What the body carries encoded, decoded (Bedrock's CountTokens sends the request it
+    /// counts in base64): needle searches and `[mock:...]` directives read it too.
+    pub payload: Option<String>,
     pub received_at: SystemTime,
 }
 
@@ -41,6 +44,7 @@ impl LoggedRequest {
             "path": self.path,
             "headers": self.headers,
             "body": self.body,
+            "payload": self.payload,
             "received_at_ms": at.as_millis() as u64,
         })
     }
@@ -56,6 +60,7 @@ impl RequestLog {
 
     pub(crate) fn matching(&self, needle: &str) -> Vec<LoggedRequest> {
         let log = lock(&self.0);
-        log.iter().filter(|r| r.body.contains(needle)).cloned().collect()
+        let has = |r: &LoggedRequest| r.body.contains(needle) || r.payload.as_ref().is_some_and(|p| p.contains(needle));
+        log.iter().filter(|r| has(r)).cloned().collect()
     }
 }

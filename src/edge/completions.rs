@@ -204,8 +204,8 @@ async fn authorized(env: &Env, d: &Deployment, auth: Auth, log: &mut AttemptLog)
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's size as the first allowed deployment
-/// that can count it says (Anthropic's endpoint, or Vertex AI's for Claude), falling back
-/// like a request. Free
+/// that can count it says (Anthropic's endpoint, Vertex AI's or Bedrock's for Claude),
+/// falling back like a request. Free
 /// at the provider, so neither billed nor held to budgets or rate limits; but the prompt
 /// travels, so residency applies.
 pub async fn count_tokens(
@@ -227,7 +227,7 @@ pub async fn count_tokens(
     let mut counting = candidates.kept.iter().filter_map(|d| Some((*d, providers::counts_tokens(d)?))).peekable();
     if counting.peek().is_none() {
         let message = format!(
-            "No deployment of alias `{}` that residency rule `{}` allows can count tokens: only `anthropic` deployments and Claude on Vertex AI can.",
+            "No deployment of alias `{}` that residency rule `{}` allows can count tokens: only Claude's can (`anthropic`, and Claude on Vertex AI or Bedrock).",
             alias.name, decision.rule
         );
         return Err(GatewayError::bad_request("tokens_not_countable", message));
@@ -236,7 +236,7 @@ pub async fn count_tokens(
     for (d, counter) in counting.take(g.config.limits.max_attempts) {
         let Some(auth) = credentials::resolve(env, d, now_unix) else { continue };
         let Some(auth) = authorized(env, d, auth, &mut receipt.log).await else { continue };
-        let up = counter.count_request(d, &count.body, beta.as_deref(), &auth);
+        let up = counter.count_request(d, &count.body, beta.as_deref(), &auth)?;
         let mut deadline = Deadline::for_answer(u64::from(d.first_byte_timeout_ms));
         let answer = match upstream::send(&up, &mut deadline).await {
             Ok(answer) => answer,
@@ -248,7 +248,7 @@ pub async fn count_tokens(
         let status = answer.status();
         let body = upstream::read_all(&answer, &mut deadline).await.unwrap_or_default();
         if (200..300).contains(&status) {
-            let Ok(counted) = providers::anthropic::token_count(body) else {
+            let Ok(counted) = counter.count_answer(body) else {
                 receipt.log.failed(&d.id, Some(status), ErrorClass::Server);
                 continue;
             };

@@ -111,8 +111,8 @@ impl CountsTokens for Anthropic {
         body: &Map<String, Value>,
         beta: Option<&str>,
         auth: &Auth,
-    ) -> UpstreamRequest {
-        as_sent(d, "/messages/count_tokens", body, beta, auth)
+    ) -> Result<UpstreamRequest, GatewayError> {
+        Ok(as_sent(d, "/messages/count_tokens", body, beta, auth))
     }
 }
 

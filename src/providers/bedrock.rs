@@ -34,7 +34,8 @@
 use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
 use super::openai::stream_error_event;
 use super::{
-    anthropic, Auth, ErrorClass, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest, Usage,
+    anthropic, Auth, CountsTokens, ErrorClass, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest,
+    Usage,
 };
 use crate::aws::eventstream::{Decoder, Message};
 use crate::aws::sigv4::{self, AmzDate, Payload, SigningParams};
@@ -197,9 +198,14 @@ const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 /// Whether the deployment's model is one of Anthropic's (a model id, a profile id or an
 /// ARN ending in either), which InvokeModel takes Messages requests for.
 pub fn is_claude(d: &Deployment) -> bool {
+    foundation_id(d).starts_with("anthropic.")
+}
+
+/// The foundation model's id in a deployment's model: an ARN's last part, an inference
+/// profile's without its prefix.
+fn foundation_id(d: &Deployment) -> &str {
     let id = d.model.rsplit('/').next().unwrap_or_default();
-    let id = PROFILES.iter().find_map(|(prefix, _)| id.strip_prefix(prefix)).unwrap_or(id);
-    id.starts_with("anthropic.")
+    PROFILES.iter().find_map(|(prefix, _)| id.strip_prefix(prefix)).unwrap_or(id)
 }
 
 impl SpeaksMessages for Bedrock {
@@ -210,20 +216,8 @@ impl SpeaksMessages for Bedrock {
         native: &NativeMessages,
         auth: &Auth,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let mut body = native.body.clone();
-        // The path names the model, and the operation says whether to stream. InvokeModel
-        // refuses `metadata`, whose end-user id Bedrock has no field for: it is left out,
-        // as Converse requests leave out OpenAI's `user`.
-        body.remove("model");
-        body.remove("stream");
-        body.remove("metadata");
-        body.insert("anthropic_version".into(), ANTHROPIC_VERSION.into());
-        if let Some(beta) = &native.beta {
-            let betas: Vec<Value> =
-                beta.split(',').map(str::trim).filter(|b| !b.is_empty()).map(|b| b.into()).collect();
-            body.insert("anthropic_beta".into(), betas.into());
-        }
-        let body = serde_json::to_vec(&body).expect("a JSON map serialises");
+        let body =
+            serde_json::to_vec(&invoke_body(&native.body, native.beta.as_deref())).expect("a JSON map serialises");
         let operation = if req.stream { "invoke-with-response-stream" } else { "invoke" };
         authorized(d, model_url(d, operation), body, auth)
     }
@@ -235,6 +229,57 @@ impl SpeaksMessages for Bedrock {
             sse: Vec::new(),
             corrupt: false,
         })
+    }
+}
+
+/// A Messages body as InvokeModel takes it for Claude. The path names the model, and the
+/// operation says whether to stream. InvokeModel refuses `metadata`, whose end-user id
+/// Bedrock has no field for: it is left out, as Converse requests leave out OpenAI's
+/// `user`. Betas go in the body.
+fn invoke_body(messages: &Map<String, Value>, beta: Option<&str>) -> Map<String, Value> {
+    let mut body = messages.clone();
+    body.remove("model");
+    body.remove("stream");
+    body.remove("metadata");
+    body.insert("anthropic_version".into(), ANTHROPIC_VERSION.into());
+    if let Some(beta) = beta {
+        let betas: Vec<Value> = beta.split(',').map(str::trim).filter(|b| !b.is_empty()).map(|b| b.into()).collect();
+        body.insert("anthropic_beta".into(), betas.into());
+    }
+    body
+}
+
+/// CountTokens (`POST /model/{modelId}/count-tokens`, "CountTokens" in the Bedrock
+/// Runtime API reference) counts the InvokeModel body it is given, base64 in
+/// `input.invokeModel.body`. It takes a foundation model's own id only, not an inference
+/// profile's: a profile's `eu.`-style prefix is dropped, which changes where nothing is
+/// processed, since counting runs no model; the request still goes to the deployment's
+/// regional endpoint. The body must be a valid InvokeModel body, so it gets a
+/// `max_tokens` (which no count depends on) above any thinking budget.
+impl CountsTokens for Bedrock {
+    fn count_request(
+        &self,
+        d: &Deployment,
+        body: &Map<String, Value>,
+        beta: Option<&str>,
+        auth: &Auth,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mut invoke = invoke_body(body, beta);
+        if !invoke.contains_key("max_tokens") {
+            let budget = invoke.get("thinking").and_then(|t| t.get("budget_tokens")).and_then(Value::as_u64);
+            invoke.insert("max_tokens".into(), (budget.unwrap_or(0) + 1).into());
+        }
+        let invoke = serde_json::to_vec(&invoke).expect("a JSON map serialises");
+        let body = json!({"input": {"invokeModel": {"body": base64::standard(&invoke)}}});
+        let url = format!("{}/model/{}/count-tokens", d.base_url, sigv4::encode_path_segment(foundation_id(d)));
+        authorized(d, url, body.to_string().into_bytes(), auth)
+    }
+
+    /// `{"inputTokens": n}` becomes Anthropic's `{"input_tokens": n}`.
+    fn count_answer(&self, body: Vec<u8>) -> Result<Vec<u8>, ErrorClass> {
+        let count: Value = serde_json::from_slice(&body).map_err(|_| ErrorClass::Server)?;
+        let n = count.get("inputTokens").and_then(Value::as_u64).ok_or(ErrorClass::Server)?;
+        Ok(json!({"input_tokens": n}).to_string().into_bytes())
     }
 }
 
@@ -1755,11 +1800,48 @@ mod tests {
         assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
     }
 
+    #[test]
+    fn tokens_are_counted_by_the_foundation_model_on_the_invoke_body() {
+        let body = json!({"model": "alias", "thinking": {"type": "enabled", "budget_tokens": 2048},
+            "system": "Be brief.", "messages": [{"role": "user", "content": "x"}]});
+        let counter = crate::providers::counts_tokens(&deployment()).expect("Claude on Bedrock counts tokens");
+        let up =
+            counter.count_request(&deployment(), body.as_object().unwrap(), Some("b-1,b-2"), &sigv4_auth()).unwrap();
+        // The `eu.` profile's foundation model: CountTokens takes no profile.
+        assert_eq!(
+            up.url,
+            "https://bedrock-runtime.eu-central-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/count-tokens"
+        );
+        assert!(up
+            .headers
+            .iter()
+            .any(|(name, value)| *name == "authorization" && value.starts_with("AWS4-HMAC-SHA256 ")));
+        let sent: Value = serde_json::from_slice(&up.body).unwrap();
+        let invoke = crate::base64::decode(sent["input"]["invokeModel"]["body"].as_str().unwrap()).unwrap();
+        let mut expected = body;
+        let fields = expected.as_object_mut().unwrap();
+        fields.remove("model");
+        fields.insert("anthropic_version".into(), json!("bedrock-2023-05-31"));
+        fields.insert("anthropic_beta".into(), json!(["b-1", "b-2"]));
+        fields.insert("max_tokens".into(), json!(2049));
+        assert_eq!(serde_json::from_slice::<Value>(&invoke).unwrap(), expected);
+        // A client's own max_tokens stays.
+        let own = json!({"model": "alias", "max_tokens": 10, "messages": []});
+        let up = counter.count_request(&deployment(), own.as_object().unwrap(), None, &sigv4_auth()).unwrap();
+        let sent: Value = serde_json::from_slice(&up.body).unwrap();
+        let invoke = crate::base64::decode(sent["input"]["invokeModel"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&invoke).unwrap()["max_tokens"], 10);
+
+        assert_eq!(counter.count_answer(br#"{"inputTokens":42}"#.to_vec()).unwrap(), br#"{"input_tokens":42}"#);
+        for wrong in [&br#"{"input_tokens":42}"#[..], b"{}", b"nope"] {
+            assert_eq!(counter.count_answer(wrong.to_vec()), Err(ErrorClass::Server));
+        }
+    }
+
     /// Anthropic's events as InvokeModel streams them: base64 in `chunk` frames.
     fn invoke_stream(events: &[Value]) -> Vec<u8> {
         let chunk = |event: &Value| {
-            let bytes = crate::base64::url_unpadded(event.to_string().as_bytes()).replace('-', "+").replace('_', "/");
-            let padded = format!("{bytes}{}", "=".repeat((4 - bytes.len() % 4) % 4));
+            let padded = crate::base64::standard(event.to_string().as_bytes());
             let headers = [(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")];
             frame(&headers, json!({"bytes": padded}).to_string().as_bytes())
         };

@@ -221,7 +221,12 @@ pub trait CountsTokens {
         body: &Map<String, Value>,
         beta: Option<&str>,
         auth: &Auth,
-    ) -> UpstreamRequest;
+    ) -> Result<UpstreamRequest, GatewayError>;
+
+    /// The count as Anthropic answers it (`{"input_tokens": n}`).
+    fn count_answer(&self, body: Vec<u8>) -> Result<Vec<u8>, ErrorClass> {
+        anthropic::token_count(body)
+    }
 }
 
 /// The deployment's provider, if it can count tokens for it.
@@ -229,6 +234,7 @@ pub fn counts_tokens(d: &Deployment) -> Option<&'static dyn CountsTokens> {
     match d.provider {
         ProviderKind::Anthropic => Some(&anthropic::Anthropic),
         ProviderKind::Vertex if d.vertex_publisher == Some(VertexPublisher::Anthropic) => Some(&vertex::VertexClaude),
+        ProviderKind::Bedrock if bedrock::is_claude(d) => Some(&bedrock::Bedrock),
         _ => None,
     }
 }

@@ -194,14 +194,14 @@ impl CountsTokens for VertexClaude {
         body: &Map<String, Value>,
         beta: Option<&str>,
         auth: &Auth,
-    ) -> UpstreamRequest {
+    ) -> Result<UpstreamRequest, GatewayError> {
         let mut body = body.clone();
         body.insert("model".into(), d.model.clone().into());
         body.insert("anthropic_version".into(), ANTHROPIC_VERSION.into());
         let mut headers = headers(auth);
         headers.extend(beta.map(|beta| ("anthropic-beta", beta.to_string())));
         let body = serde_json::to_vec(&body).expect("a JSON map serialises");
-        UpstreamRequest { url: model_url(d, "anthropic", "count-tokens", "rawPredict"), headers, body }
+        Ok(UpstreamRequest { url: model_url(d, "anthropic", "count-tokens", "rawPredict"), headers, body })
     }
 }
 
@@ -332,7 +332,7 @@ mod tests {
         d.model = "claude-sonnet-4-6".into();
         let body = json!({"model": "alias", "system": "Be brief.", "messages": [user(json!("x"))]});
         let counter = crate::providers::counts_tokens(&d).expect("Claude on Vertex counts tokens");
-        let up = counter.count_request(&d, body.as_object().unwrap(), Some("context-1m-2025-08-07"), &auth());
+        let up = counter.count_request(&d, body.as_object().unwrap(), Some("context-1m-2025-08-07"), &auth()).unwrap();
         assert_eq!(
             up.url,
             "https://aiplatform.eu.rep.googleapis.com/v1/projects/acme-prod/locations/eu/publishers/anthropic/models/count-tokens:rawPredict"
