@@ -1,6 +1,7 @@
 //! The runtime calls that `glue.js` batches: a list crosses the wasm boundary once, as
-//! one text, instead of one call (and one copy of each string) per item. Headers and
-//! `request.cf` fields were a tenth of the gateway's own CPU per request on raw workerd.
+//! one text, instead of one call (and one copy of each string) per item. Header sets and
+//! `request.cf` reads were about a tenth of the gateway's own work per request in a
+//! profile on raw workerd (BENCHMARKS.md, Session 6).
 
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{self, JsValue};
@@ -16,7 +17,6 @@ extern "C" {
 }
 
 /// Headers gathered in wasm, made into the runtime's `Headers` by one call.
-#[derive(Default)]
 pub struct Head(String);
 
 /// A header value the runtime refuses (and that would break the line list).
