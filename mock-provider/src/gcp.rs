@@ -103,19 +103,7 @@ fn check(jwt: &str, audience: &str) -> Result<(), String> {
 }
 
 fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for b in text.bytes() {
-        acc = acc << 6 | ALPHABET.iter().position(|a| *a == b)? as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    crate::base64::decode(text, crate::base64::URL_SAFE)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 
 mod answer;
 mod anthropic;
+mod base64;
 mod bedrock;
 mod control;
 mod faults;

@@ -1800,6 +1800,13 @@ mod tests {
         assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
     }
 
+    /// The InvokeModel body a CountTokens request carries, decoded.
+    fn counted(up: &UpstreamRequest) -> Value {
+        let sent: Value = serde_json::from_slice(&up.body).unwrap();
+        let invoke = crate::base64::decode(sent["input"]["invokeModel"]["body"].as_str().unwrap()).unwrap();
+        serde_json::from_slice(&invoke).unwrap()
+    }
+
     #[test]
     fn tokens_are_counted_by_the_foundation_model_on_the_invoke_body() {
         let body = json!({"model": "alias", "thinking": {"type": "enabled", "budget_tokens": 2048},
@@ -1816,21 +1823,17 @@ mod tests {
             .headers
             .iter()
             .any(|(name, value)| *name == "authorization" && value.starts_with("AWS4-HMAC-SHA256 ")));
-        let sent: Value = serde_json::from_slice(&up.body).unwrap();
-        let invoke = crate::base64::decode(sent["input"]["invokeModel"]["body"].as_str().unwrap()).unwrap();
         let mut expected = body;
         let fields = expected.as_object_mut().unwrap();
         fields.remove("model");
         fields.insert("anthropic_version".into(), json!("bedrock-2023-05-31"));
         fields.insert("anthropic_beta".into(), json!(["b-1", "b-2"]));
         fields.insert("max_tokens".into(), json!(2049));
-        assert_eq!(serde_json::from_slice::<Value>(&invoke).unwrap(), expected);
+        assert_eq!(counted(&up), expected);
         // A client's own max_tokens stays.
         let own = json!({"model": "alias", "max_tokens": 10, "messages": []});
         let up = counter.count_request(&deployment(), own.as_object().unwrap(), None, &sigv4_auth()).unwrap();
-        let sent: Value = serde_json::from_slice(&up.body).unwrap();
-        let invoke = crate::base64::decode(sent["input"]["invokeModel"]["body"].as_str().unwrap()).unwrap();
-        assert_eq!(serde_json::from_slice::<Value>(&invoke).unwrap()["max_tokens"], 10);
+        assert_eq!(counted(&up)["max_tokens"], 10);
 
         assert_eq!(counter.count_answer(br#"{"inputTokens":42}"#.to_vec()).unwrap(), br#"{"input_tokens":42}"#);
         for wrong in [&br#"{"input_tokens":42}"#[..], b"{}", b"nope"] {
