@@ -1,19 +1,39 @@
 //! The client's OpenAI Chat Completions request: validated once at the edge, kept as the
 //! client sent it (unknown fields included, so nothing the client asked for is lost), and
 //! re-targeted per upstream attempt by the provider module.
+//!
+//! An OpenAI client's body is kept as its bytes, split into top-level members: an
+//! OpenAI-format upstream is sent those bytes with only the model (and the usage option)
+//! changed, and the members routing reads are the only ones parsed. The whole body
+//! becomes a tree only for a provider that translates it.
 
 use crate::error::GatewayError;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::cell::{OnceCell, RefCell};
+use std::ops::Range;
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
-#[derive(Debug, Clone)]
+/// The members validation and [`Facts`] read; every other one stays bytes until a
+/// provider that translates the body asks for the tree.
+const READ: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "system",
+    "response_format",
+    "max_completion_tokens",
+    "max_tokens",
+    "user",
+    "metadata",
+];
+
+#[derive(Debug)]
 pub struct ChatRequest {
-    /// The canonical request; for a Messages request it cannot express (see
-    /// [`NativeMessages::untranslatable`]) the client's body, whose `messages`, `tools`
-    /// and `max_tokens` routing reads alike, and which only an Anthropic-format
-    /// deployment, taking the native body, is ever given.
-    pub body: Map<String, Value>,
+    body: Body,
     /// The alias the client asked for.
     pub model: String,
     pub stream: bool,
@@ -23,6 +43,77 @@ pub struct ChatRequest {
     pub received_at: u64,
     /// The Messages request as sent, when the client spoke Anthropic's format.
     pub native: Option<NativeMessages>,
+    pub facts: Facts,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// An OpenAI client's body as sent, with its top-level members' keys and spans.
+    Sent {
+        bytes: Vec<u8>,
+        members: Vec<(String, Range<usize>)>,
+        /// The [`READ`] members, parsed; moved into `tree` when it is built.
+        read: RefCell<Map<String, Value>>,
+        tree: OnceCell<Map<String, Value>>,
+    },
+    /// A body the gateway made: the canonical form of a Messages request, or the client's
+    /// Messages body (see [`NativeMessages::untranslatable`]).
+    Made(Map<String, Value>),
+}
+
+/// A top-level member's value: the client's bytes, or a value the gateway made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Member<'a> {
+    Sent(&'a [u8]),
+    Made(&'a Value),
+}
+
+/// What routing and billing read of a request, taken once when it is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// An image among the messages' content parts.
+    pub vision: bool,
+    /// A non-empty `tools`.
+    pub tools: bool,
+    /// A `response_format` asking for JSON.
+    pub json_mode: bool,
+    /// The answer's token budget the client set (`max_completion_tokens`, else `max_tokens`), or 0.
+    pub answer_tokens: u64,
+    /// The prompt's size in tokens, estimated from its text: what a stream cut before the
+    /// provider reported usage is billed for as input.
+    pub input_tokens: u64,
+    /// OpenAI's `user`, or the `metadata.user_id` of a Messages body kept as sent.
+    pub user: Option<String>,
+}
+
+impl Facts {
+    fn of<'a>(get: impl Fn(&str) -> Option<&'a Value>, tools: bool) -> Facts {
+        let text_len = |content: &Value| match content {
+            Value::String(s) => s.chars().count(),
+            Value::Array(parts) => {
+                parts.iter().filter_map(|p| p.get("text")?.as_str()).map(|t| t.chars().count()).sum()
+            }
+            _ => 0,
+        };
+        let messages = get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        let vision = messages.iter().any(|m| {
+            m.get("content").and_then(Value::as_array).is_some_and(|parts| {
+                parts.iter().any(|p| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "image")))
+            })
+        });
+        // A Messages body kept as sent has its system prompt apart.
+        let system = estimate_tokens(get("system").map_or(0, text_len));
+        // A few tokens of framing per message, as chat templates add.
+        let input_tokens =
+            system + messages.iter().map(|m| estimate_tokens(m.get("content").map_or(0, text_len)) + 4).sum::<u64>();
+        let json_mode = get("response_format")
+            .and_then(|f| f.get("type"))
+            .and_then(Value::as_str)
+            .is_some_and(|t| t == "json_object" || t == "json_schema");
+        let answer_tokens = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| get(k)?.as_u64()).unwrap_or(0);
+        let user = get("user").or_else(|| get("metadata")?.get("user_id")).and_then(Value::as_str).map(str::to_owned);
+        Facts { vision, tools, json_mode, answer_tokens, input_tokens, user }
+    }
 }
 
 /// A `POST /v1/messages` request as the client sent it. A deployment that speaks
@@ -56,31 +147,137 @@ pub fn estimate_tokens(chars: usize) -> u64 {
     (chars as u64).div_ceil(4)
 }
 
-impl ChatRequest {
-    /// The prompt's size in tokens, estimated from its text: what a stream cut before the
-    /// provider reported usage is billed for as input.
-    pub fn estimated_input_tokens(&self) -> u64 {
-        let text_len = |content: &Value| match content {
-            Value::String(s) => s.chars().count(),
-            Value::Array(parts) => {
-                parts.iter().filter_map(|p| p.get("text")?.as_str()).map(|t| t.chars().count()).sum()
-            }
-            _ => 0,
-        };
-        let messages = self.body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
-        // A Messages body kept as sent has its system prompt apart.
-        let system = estimate_tokens(self.body.get("system").map_or(0, text_len));
-        // A few tokens of framing per message, as chat templates add.
-        system + messages.iter().map(|m| estimate_tokens(m.get("content").map_or(0, text_len)) + 4).sum::<u64>()
+impl Member<'_> {
+    /// Appends the value as JSON.
+    pub fn write(self, out: &mut Vec<u8>) {
+        match self {
+            Member::Sent(bytes) => out.extend_from_slice(bytes),
+            Member::Made(value) => serde_json::to_writer(out, value).expect("a JSON value serialises"),
+        }
+    }
+
+    pub fn value(self) -> Value {
+        match self {
+            // Checked as JSON when the body was split.
+            Member::Sent(bytes) => serde_json::from_slice(bytes).unwrap_or_default(),
+            Member::Made(value) => value.clone(),
+        }
     }
 }
 
-pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| GatewayError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}.")))?;
-    let Value::Object(body) = value else {
-        return Err(GatewayError::bad_request("invalid_json", "The request body must be a JSON object."));
-    };
+impl ChatRequest {
+    /// A request whose body the gateway made: for a canonical body, `native` is the
+    /// client's Messages request.
+    pub fn made(
+        body: Map<String, Value>,
+        model: String,
+        stream: bool,
+        client_wants_usage: bool,
+        native: Option<NativeMessages>,
+    ) -> ChatRequest {
+        let tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+        let facts = Facts::of(|k| body.get(k), tools);
+        ChatRequest { body: Body::Made(body), model, stream, client_wants_usage, received_at: 0, native, facts }
+    }
+
+    /// The body as a tree: for a body as sent, parsed on first use.
+    pub fn body(&self) -> &Map<String, Value> {
+        match &self.body {
+            Body::Made(body) => body,
+            Body::Sent { bytes, members, read, tree } => tree.get_or_init(|| {
+                let mut body = read.take();
+                for (key, span) in members.iter().filter(|(key, _)| !READ.contains(&key.as_str())) {
+                    body.insert(key.clone(), Member::Sent(&bytes[span.clone()]).value());
+                }
+                body
+            }),
+        }
+    }
+
+    /// Calls `f` with the top-level members in order, each key once: a repeated key's last
+    /// value, the one a parser keeps.
+    pub fn each_member<'a>(&'a self, mut f: impl FnMut(&'a str, Member<'a>)) {
+        match &self.body {
+            Body::Made(body) => body.iter().for_each(|(key, value)| f(key, Member::Made(value))),
+            Body::Sent { bytes, members, .. } => {
+                for (i, (key, span)) in members.iter().enumerate() {
+                    if !members[i + 1..].iter().any(|(later, _)| later == key) {
+                        f(key, Member::Sent(&bytes[span.clone()]));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The size of the body as sent; 0 for one the gateway made.
+    pub fn sent_len(&self) -> usize {
+        match &self.body {
+            Body::Sent { bytes, .. } => bytes.len(),
+            Body::Made(_) => 0,
+        }
+    }
+}
+
+/// The keys of a JSON object's top-level members and the spans of their values.
+fn split(bytes: &[u8]) -> Result<Vec<(String, Range<usize>)>, serde_json::Error> {
+    struct Members<'b>(&'b [u8]);
+    impl<'de> Visitor<'de> for Members<'_> {
+        type Value = Vec<(String, Range<usize>)>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut members = Vec::new();
+            while let Some((key, value)) = map.next_entry::<String, &'de RawValue>()? {
+                // A raw value read from a slice borrows its text from it.
+                let start = value.get().as_ptr() as usize - self.0.as_ptr() as usize;
+                members.push((key, start..start + value.get().len()));
+            }
+            Ok(members)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let members = de.deserialize_map(Members(bytes))?;
+    de.end()?;
+    Ok(members)
+}
+
+/// Whether a JSON value's text is an array with something in it.
+fn non_empty_array(text: &[u8]) -> bool {
+    text.first() == Some(&b'[') && text[1..].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b']')
+}
+
+/// An OpenAI client's request.
+pub fn parse(bytes: impl Into<Vec<u8>>) -> Result<ChatRequest, GatewayError> {
+    let bytes = bytes.into();
+    let members = split(&bytes).map_err(|e| {
+        let message = if e.is_data() {
+            "The request body must be a JSON object.".to_string()
+        } else {
+            format!("The request body is not valid JSON: {e}.")
+        };
+        GatewayError::bad_request("invalid_json", message)
+    })?;
+    let mut read = Map::new();
+    let mut tools = false;
+    for (key, span) in &members {
+        let text = &bytes[span.clone()];
+        if key == "tools" {
+            tools = non_empty_array(text);
+        } else if READ.contains(&key.as_str()) {
+            read.insert(key.clone(), Member::Sent(text).value());
+        }
+    }
+    let (model, stream, client_wants_usage) = check(&read)?;
+    let facts = Facts::of(|k| read.get(k), tools);
+    let body = Body::Sent { bytes, members, read: RefCell::new(read), tree: OnceCell::new() };
+    Ok(ChatRequest { body, model, stream, client_wants_usage, received_at: 0, native: None, facts })
+}
+
+/// The model, `stream` and whether the client asked for usage, of a valid request.
+fn check(body: &Map<String, Value>) -> Result<(String, bool, bool), GatewayError> {
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(_) => return Err(invalid("`model` must be a non-empty string.")),
@@ -112,7 +309,7 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
     };
     let client_wants_usage =
         body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
-    Ok(ChatRequest { body, model, stream, client_wants_usage, received_at: 0, native: None })
+    Ok((model, stream, client_wants_usage))
 }
 
 #[cfg(test)]
@@ -128,15 +325,66 @@ mod tests {
         let r = parse(br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"x_custom":{"a":1}}"#).unwrap();
         assert_eq!(r.model, "fast");
         assert!(!r.stream && !r.client_wants_usage);
-        assert_eq!(r.body["x_custom"]["a"], 1);
+        assert_eq!(r.body()["x_custom"]["a"], 1);
     }
 
     #[test]
     fn estimates_input_tokens_from_the_text() {
         let r = parse(br#"{"model":"m","messages":[{"role":"system","content":"12345678"},{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#).unwrap();
-        assert_eq!(r.estimated_input_tokens(), (2 + 4) + (1 + 4));
+        assert_eq!(r.facts.input_tokens, (2 + 4) + (1 + 4));
         assert_eq!(estimate_tokens(0), 0);
         assert_eq!(estimate_tokens(5), 2);
+    }
+
+    fn sent(r: &ChatRequest) -> Vec<(&str, &[u8])> {
+        let mut members = Vec::new();
+        r.each_member(|key, value| match value {
+            Member::Sent(bytes) => members.push((key, bytes)),
+            Member::Made(_) => panic!("`{key}` was made"),
+        });
+        members
+    }
+
+    #[test]
+    fn keeps_each_member_as_sent_in_order() {
+        let text = br#" { "x_b" : [1, 2 ] ,"model":"m","n":1.50,"messages":[{"role":"user","content":"h\u00e9 \"q\""}],"e":1e2 } "#;
+        let r = parse(text).unwrap();
+        assert_eq!(
+            sent(&r),
+            vec![
+                ("x_b", &b"[1, 2 ]"[..]),
+                ("model", br#""m""#),
+                ("n", b"1.50"),
+                ("messages", br#"[{"role":"user","content":"h\u00e9 \"q\""}]"#),
+                ("e", b"1e2"),
+            ]
+        );
+        let tree = Value::Object(r.body().clone());
+        assert_eq!(tree, serde_json::from_slice::<Value>(text).unwrap(), "the tree is what a parser makes");
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_as_a_parser_does() {
+        let text = br#"{"model":"a","t":1,"messages":[{"role":"user"}],"t":2,"mod\u0065l":"b"}"#;
+        let r = parse(text).unwrap();
+        assert_eq!(r.model, "b");
+        assert_eq!(sent(&r), vec![("messages", &br#"[{"role":"user"}]"#[..]), ("t", b"2"), ("model", br#""b""#)]);
+        assert_eq!(Value::Object(r.body().clone()), serde_json::from_slice::<Value>(text).unwrap());
+    }
+
+    #[test]
+    fn reads_what_routing_needs_without_the_rest() {
+        let r = parse(br#"{"model":"m","user":"u-1","max_tokens":9,"max_completion_tokens":7,"tools":[ ],"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(r.facts, Facts { answer_tokens: 7, input_tokens: 5, user: Some("u-1".into()), ..Facts::default() });
+        for (tools, non_empty) in
+            [("[]", false), ("[ \n ]", false), ("[{}]", true), ("[ 1 ]", true), ("{}", false), ("null", false)]
+        {
+            let r =
+                parse(format!(r#"{{"model":"m","messages":[{{"role":"user"}}],"tools":{tools}}}"#).as_bytes()).unwrap();
+            assert_eq!(r.facts.tools, non_empty, "{tools}");
+        }
+        let r = parse(br#"{"model":"m","messages":[{"role":"user"}],"metadata":{"user_id":"u-2"}}"#).unwrap();
+        assert_eq!(r.facts.user.as_deref(), Some("u-2"));
     }
 
     #[test]
@@ -151,6 +399,10 @@ mod tests {
     #[test]
     fn rejects_bad_input_with_clear_messages() {
         assert_eq!(err("{not json").code, "invalid_json");
+        assert!(err("{not json").message.contains("not valid JSON"));
+        assert!(err(r#"{"model":"m"} x"#).message.contains("not valid JSON"));
+        assert!(err("[1]").message.contains("must be a JSON object"));
+        assert!(err(r#""text""#).message.contains("must be a JSON object"));
         assert_eq!(err("[1]").code, "invalid_json");
         assert_eq!(err("").code, "invalid_json");
         let e = err(r#"{"messages":[{"role":"user","content":"x"}]}"#);

@@ -7,7 +7,6 @@ use crate::config::{Alias, Capabilities, Deployment, Gateway, Sticky, Strategy};
 use crate::keys::sha256_hex;
 use crate::providers;
 use crate::residency::{Candidates, Dropped};
-use serde_json::Value;
 use std::collections::HashMap;
 
 /// What an alias can do: what any of its deployments can, since capability routing sends
@@ -46,22 +45,15 @@ pub struct Needs {
 }
 
 pub fn needs(req: &ChatRequest) -> Needs {
-    let messages = req.body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
-    let vision = messages.iter().any(|m| {
-        m.get("content").and_then(Value::as_array).is_some_and(|parts| {
-            parts.iter().any(|p| matches!(p.get("type").and_then(Value::as_str), Some("image_url" | "image")))
-        })
-    });
-    let tools = req.body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
-    let json_mode = req
-        .body
-        .get("response_format")
-        .and_then(|f| f.get("type"))
-        .and_then(Value::as_str)
-        .is_some_and(|t| t == "json_object" || t == "json_schema");
-    let answer = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| req.body.get(*k)?.as_u64()).unwrap_or(0);
+    let f = &req.facts;
     let anthropic_only = req.native.as_ref().is_some_and(|n| !n.translatable());
-    Needs { vision, tools, json_mode, tokens: req.estimated_input_tokens() + answer, anthropic_only }
+    Needs {
+        vision: f.vision,
+        tools: f.tools,
+        json_mode: f.json_mode,
+        tokens: f.input_tokens + f.answer_tokens,
+        anthropic_only,
+    }
 }
 
 /// Why `d` cannot serve `n`, if it cannot.

@@ -85,6 +85,34 @@ fn non_streamed_answer_is_the_upstreams() {
 }
 
 #[test]
+fn an_openai_upstream_gets_the_clients_bytes_with_only_the_model_changed() {
+    let n = nonce("as-sent");
+    let url = gateway().url("/v1/chat/completions");
+    let auth = format!("Bearer {KEY}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let body = format!(
+        r#"{{ "x_z" : [1, 2 ], "messages":[{{"role":"user","content":"{n} caf\u00e9 \"q\""}}],"model":"single","seed":18446744073709551616,"temperature":0.50 }}"#
+    );
+    let r = http::send("POST", &url, &headers, Some(body.as_bytes())).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let expected = format!(
+        r#"{{"x_z":[1, 2 ],"messages":[{{"role":"user","content":"{n} caf\u00e9 \"q\""}}],"model":"model-us-1","seed":18446744073709551616,"temperature":0.50}}"#
+    );
+    assert_eq!(mock().requests_matching(&n)[0].body, expected);
+
+    let n = nonce("as-sent-stream");
+    let body = format!(
+        r#"{{"stream":true,"stream_options":{{"x":1}},"model":"single","messages":[{{"role":"user","content":"{n}"}}],"n":1e0}}"#
+    );
+    let r = http::send("POST", &url, &headers, Some(body.as_bytes())).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let expected = format!(
+        r#"{{"stream":true,"stream_options":{{"include_usage":true,"x":1}},"model":"model-us-1","messages":[{{"role":"user","content":"{n}"}}],"n":1e0}}"#
+    );
+    assert_eq!(mock().requests_matching(&n)[0].body, expected);
+}
+
+#[test]
 fn streams_arrive_incrementally_and_end_with_done() {
     let n = nonce("stream");
     let mut s = gateway().chat_stream(&ask_stream("single", &format!("{n} [mock:chunks=8,chunk_delay_ms=150]")), &[]);

@@ -286,12 +286,11 @@ pub async fn handle(
     let started_ms = now_ms();
     let g = &state.gateway;
     let body = upstream::read_client_body(req, headers, g.config.limits.max_body_bytes).await?;
-    let mut chat = ingress.parse(&body)?;
+    let mut chat = ingress.parse(body)?;
     chat.received_at = started_ms / 1000;
     if let Some(native) = &mut chat.native {
         native.beta = header(headers, "anthropic-beta");
     }
-    drop(body);
     let alias = alias_for(state, key, &chat.model)?;
     if let Some(e) = chat.native.as_ref().and_then(|n| n.untranslatable.as_ref()) {
         let mut deployments = alias.deployments.iter().filter_map(|id| g.deployment(id));
@@ -328,10 +327,7 @@ pub async fn handle(
     let health = health::read_all(candidates.kept.iter().map(|d| d.id.as_str())).await;
     let ttfb: HashMap<String, u64> = health.iter().filter_map(|(id, h)| Some((id.clone(), h.ttfb_ms?))).collect();
     let random = u64::from_str_radix(request_id.get(..16).unwrap_or("0"), 16).unwrap_or(0);
-    // OpenAI's `user`; a Messages request the OpenAI form cannot carry has Anthropic's.
-    let user = chat.body.get("user").or_else(|| chat.body.get("metadata")?.get("user_id"));
-    let user = user.and_then(serde_json::Value::as_str);
-    let draw = routing::draw(alias, &key.id, caller.country.as_deref(), user, random);
+    let draw = routing::draw(alias, &key.id, caller.country.as_deref(), chat.facts.user.as_deref(), random);
     routing::order(alias, &mut candidates, &routing::Signals { ttfb_ms: &ttfb, draw });
 
     let mut receipt =

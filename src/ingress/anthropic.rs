@@ -133,7 +133,7 @@ pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
         Err(e) => return Err(e),
     };
     let native = NativeMessages { body, beta: None, untranslatable };
-    Ok(ChatRequest { body: canonical, model, stream, client_wants_usage: stream, received_at: 0, native: Some(native) })
+    Ok(ChatRequest::made(canonical, model, stream, stream, Some(native)))
 }
 
 /// The request in OpenAI's Chat Completions form; `model`, `max_tokens` and `messages`
@@ -963,7 +963,7 @@ mod tests {
     fn parse_ok(body: Value) -> ChatRequest {
         let req = parse(body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         // Whatever the translation makes must be a request the OpenAI ingress accepts too.
-        chat::parse(&serde_json::to_vec(&req.body).unwrap()).unwrap();
+        chat::parse(serde_json::to_vec(req.body()).unwrap()).unwrap();
         req
     }
 
@@ -974,9 +974,9 @@ mod tests {
     /// Why a request accepted for Anthropic-format deployments has no canonical form.
     fn untranslatable(body: Value) -> GatewayError {
         let req = parse(body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-        let native = req.native.expect("a Messages request keeps its native form");
-        assert_eq!(req.body, native.body, "routing reads the native body");
-        native.untranslatable.expect("not translatable")
+        let native = req.native.as_ref().expect("a Messages request keeps its native form");
+        assert_eq!(req.body(), &native.body, "routing reads the native body");
+        native.untranslatable.clone().expect("not translatable")
     }
 
     fn user(content: Value) -> Value {
@@ -992,7 +992,7 @@ mod tests {
             "stream": false,
         }));
         assert_eq!(
-            Value::Object(req.body),
+            Value::Object(req.body().clone()),
             json!({
                 "model": "fast",
                 "messages": [
@@ -1013,9 +1013,9 @@ mod tests {
         let req = parse_ok(json!({"model": "m", "max_tokens": 5, "stream": true, "messages": [user(json!("x"))],
             "stop_sequences": [], "metadata": {"user_id": null}}));
         assert!(req.stream && req.client_wants_usage);
-        assert_eq!(req.body["stream"], true);
-        assert_eq!(req.body["stream_options"], json!({"include_usage": true}));
-        assert!(!req.body.contains_key("stop") && !req.body.contains_key("user"), "empty values ask for nothing");
+        assert_eq!(req.body()["stream"], true);
+        assert_eq!(req.body()["stream_options"], json!({"include_usage": true}));
+        assert!(!req.body().contains_key("stop") && !req.body().contains_key("user"), "empty values ask for nothing");
     }
 
     #[test]
@@ -1025,7 +1025,7 @@ mod tests {
             "system": [{"type": "text", "text": "You are terse."},
                 {"type": "text", "text": "Long context…", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}));
         assert_eq!(
-            req.body["messages"],
+            req.body()["messages"],
             json!([
                 {"role": "system", "content": [{"type": "text", "text": "You are terse."},
                     {"type": "text", "text": "Long context…"}]},
@@ -1069,7 +1069,7 @@ mod tests {
     fn tools_tool_calls_tool_results_and_images_map() {
         let req = parse_ok(tool_conversation());
         assert_eq!(
-            req.body["tools"],
+            req.body()["tools"],
             json!([
                 {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
@@ -1078,11 +1078,11 @@ mod tests {
         );
         let strict = parse_ok(json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x"))],
             "tools": [{"name": "f", "input_schema": {"type": "object"}, "strict": true}]}));
-        assert_eq!(strict.body["tools"][0]["function"]["strict"], true);
-        assert_eq!(req.body["tool_choice"], "required");
-        assert_eq!(req.body["parallel_tool_calls"], false);
+        assert_eq!(strict.body()["tools"][0]["function"]["strict"], true);
+        assert_eq!(req.body()["tool_choice"], "required");
+        assert_eq!(req.body()["parallel_tool_calls"], false);
         assert_eq!(
-            req.body["messages"],
+            req.body()["messages"],
             json!([
                 {"role": "user", "content": [
                     {"type": "text", "text": "Weather in Paris and Rome? See the map."},
@@ -1115,7 +1115,7 @@ mod tests {
             user(json!([])),
         ]}));
         assert_eq!(
-            req.body["messages"],
+            req.body()["messages"],
             json!([
                 {"role": "assistant", "content": null, "tool_calls": [
                     {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
@@ -1133,7 +1133,7 @@ mod tests {
         let with = |choice: Value| {
             let mut body = tool_conversation();
             body["tool_choice"] = choice;
-            parse_ok(body).body
+            parse_ok(body).body().clone()
         };
         let auto = with(json!({"type": "auto"}));
         assert_eq!((&auto["tool_choice"], auto.get("parallel_tool_calls")), (&json!("auto"), None));
@@ -1144,7 +1144,7 @@ mod tests {
         assert_eq!(tool["parallel_tool_calls"], false);
         let no_tools = parse_ok(json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x"))],
             "tool_choice": {"type": "auto", "disable_parallel_tool_use": true}}));
-        assert!(!no_tools.body.contains_key("parallel_tool_calls"), "OpenAI refuses it without tools");
+        assert!(!no_tools.body().contains_key("parallel_tool_calls"), "OpenAI refuses it without tools");
         let e = untranslatable(json!({"model": "m", "max_tokens": 5, "messages": [user(json!("x"))],
             "tool_choice": {"type": "none", "disable_parallel_tool_use": true}}));
         assert!(e.message.contains("`tool_choice.disable_parallel_tool_use`"), "{}", e.message);

@@ -34,10 +34,10 @@ impl Ingress {
         }
     }
 
-    pub fn parse(self, body: &[u8]) -> Result<ChatRequest, GatewayError> {
+    pub fn parse(self, body: Vec<u8>) -> Result<ChatRequest, GatewayError> {
         match self {
             Self::OpenAi => chat::parse(body),
-            Self::Anthropic => anthropic::parse(body),
+            Self::Anthropic => anthropic::parse(&body),
         }
     }
 
@@ -81,7 +81,8 @@ mod tests {
 
     #[test]
     fn openai_passes_through() {
-        let req = Ingress::OpenAi.parse(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let req =
+            Ingress::OpenAi.parse(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.to_vec()).unwrap();
         assert_eq!(Ingress::OpenAi.response(&req, b"{}".to_vec()), Ok(b"{}".to_vec()));
         assert!(Ingress::OpenAi.stream(&req).is_none());
         let e = GatewayError::unauthorized("no key");

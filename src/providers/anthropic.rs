@@ -177,7 +177,7 @@ fn is_context_length(message: &str) -> bool {
 // Request: OpenAI Chat Completions → Anthropic Messages.
 
 pub(super) fn request_body(cx: &Cx, model: &str, req: &ChatRequest) -> Result<Map<String, Value>, GatewayError> {
-    let body = &req.body;
+    let body = req.body();
     let mut out = Map::new();
     out.insert("model".into(), model.into());
     out.insert("max_tokens".into(), DEFAULT_MAX_TOKENS.into());

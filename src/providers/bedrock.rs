@@ -187,7 +187,7 @@ impl Provider for Bedrock {
             identity: Identity { model: req.model.clone(), created: req.received_at, ..Identity::default() },
             wants_usage: req.client_wants_usage,
         };
-        let state = StreamState { chunks, estimated_input: req.estimated_input_tokens(), ..StreamState::default() };
+        let state = StreamState { chunks, estimated_input: req.facts.input_tokens, ..StreamState::default() };
         Box::new(Translator { decoder: Decoder::new(), state })
     }
 }
@@ -395,7 +395,7 @@ fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 // Request: OpenAI Chat Completions → Converse.
 
 fn request_body(cx: &Cx, req: &ChatRequest) -> Result<Map<String, Value>, GatewayError> {
-    let body = &req.body;
+    let body = req.body();
     let mut out = Map::new();
     let mut inference = Map::new();
     let mut carries_tool_blocks = false;

@@ -106,7 +106,7 @@ pub(super) fn classify(status: u16, body: &[u8]) -> ErrorClass {
 // Request: OpenAI Chat Completions → GenerateContentRequest.
 
 pub(super) fn request_body(cx: &Cx, req: &ChatRequest) -> Result<Vec<u8>, GatewayError> {
-    let body = &req.body;
+    let body = req.body();
     let mut out = Map::new();
     let mut generation = Map::new();
     // OpenAI treats a null field as an absent one.
@@ -550,7 +550,7 @@ pub(super) fn stream(req: &ChatRequest) -> Box<dyn StreamTranslator> {
         identity: Identity { model: req.model.clone(), created: req.received_at, ..Identity::default() },
         wants_usage: req.client_wants_usage,
     };
-    let state = StreamState { chunks, estimated_input: req.estimated_input_tokens(), ..StreamState::default() };
+    let state = StreamState { chunks, estimated_input: req.facts.input_tokens, ..StreamState::default() };
     Box::new(Translator { decoder: SseDecoder::new(), state })
 }
 

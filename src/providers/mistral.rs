@@ -87,7 +87,7 @@ impl Provider for Mistral {
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
         Box::new(Translator {
             wants_usage: req.client_wants_usage,
-            estimated_input: req.estimated_input_tokens(),
+            estimated_input: req.facts.input_tokens,
             ..Translator::default()
         })
     }
@@ -97,7 +97,7 @@ impl Provider for Mistral {
 // Request.
 
 fn request_body(cx: &Cx, model: &str, req: &ChatRequest) -> Result<Map<String, Value>, GatewayError> {
-    let body = &req.body;
+    let body = req.body();
     let mut out = Map::new();
     out.insert("model".into(), model.into());
     // OpenAI treats a null field as an absent one.

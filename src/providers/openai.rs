@@ -10,8 +10,7 @@ use crate::config::Deployment;
 use crate::error::GatewayError;
 use crate::sse::SseDecoder;
 use serde::de::IgnoredAny;
-use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub struct OpenAi;
@@ -73,46 +72,50 @@ struct WithUsage {
     usage: Option<WireUsage>,
 }
 
-/// The client's body with the alias replaced by the deployment's model (or left out, for
-/// endpoints whose path names the model) and, for streams, usage requested: serialised
-/// straight from the client's map, without copying it.
-struct Outgoing<'a> {
-    body: &'a Map<String, Value>,
-    model: Option<&'a str>,
-    ask_usage: bool,
-}
-
-/// The upstream body of an OpenAI-format request; also Azure OpenAI's, which differs only
-/// in where the model is named.
+/// The upstream body of an OpenAI-format request: the client's with the alias replaced by
+/// the deployment's model (or left out, for endpoints whose path names the model) and, for
+/// streams, usage requested. A body as sent is copied member by member, not re-serialised.
+/// Also Azure OpenAI's, which differs only in where the model is named.
 pub(crate) fn request_body(req: &ChatRequest, model: Option<&str>) -> Vec<u8> {
-    serde_json::to_vec(&Outgoing { body: &req.body, model, ask_usage: req.stream }).expect("a JSON map serialises")
-}
-
-impl Serialize for Outgoing<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        let mut had_options = false;
-        for (k, v) in self.body {
-            match k.as_str() {
-                "model" => {
-                    if let Some(model) = self.model {
-                        map.serialize_entry(k, model)?;
-                    }
-                }
-                "stream_options" if self.ask_usage => {
-                    had_options = true;
-                    let mut options = v.as_object().cloned().unwrap_or_default();
-                    options.insert("include_usage".into(), Value::Bool(true));
-                    map.serialize_entry(k, &options)?;
-                }
-                _ => map.serialize_entry(k, v)?,
+    let ask_usage = req.stream;
+    let mut out = Vec::with_capacity(req.sent_len() + 64);
+    let put = |out: &mut Vec<u8>, key: &str| {
+        out.push(if out.is_empty() { b'{' } else { b',' });
+        serde_json::to_writer(&mut *out, key).expect("a string serialises");
+        out.push(b':');
+    };
+    let mut had_options = false;
+    req.each_member(|key, value| match key {
+        "model" => {
+            if let Some(model) = model {
+                put(&mut out, key);
+                serde_json::to_writer(&mut out, model).expect("a string serialises");
             }
         }
-        if self.ask_usage && !had_options {
-            map.serialize_entry("stream_options", &serde_json::json!({"include_usage": true}))?;
+        "stream_options" if ask_usage => {
+            had_options = true;
+            let mut options = match value.value() {
+                Value::Object(options) => options,
+                _ => Map::new(),
+            };
+            options.insert("include_usage".into(), Value::Bool(true));
+            put(&mut out, key);
+            serde_json::to_writer(&mut out, &options).expect("a JSON map serialises");
         }
-        map.end()
+        _ => {
+            put(&mut out, key);
+            value.write(&mut out);
+        }
+    });
+    if ask_usage && !had_options {
+        put(&mut out, "stream_options");
+        out.extend_from_slice(br#"{"include_usage":true}"#);
     }
+    if out.is_empty() {
+        out.push(b'{');
+    }
+    out.push(b'}');
+    out
 }
 
 impl Provider for OpenAi {
@@ -147,7 +150,7 @@ impl Provider for OpenAi {
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
         Box::new(PassThrough {
             client_wants_usage: req.client_wants_usage,
-            estimated_input: req.estimated_input_tokens(),
+            estimated_input: req.facts.input_tokens,
             ..PassThrough::default()
         })
     }
@@ -265,8 +268,9 @@ pub fn stream_error_event(error: &crate::error::GatewayError) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat;
+    use crate::chat::{self, ChatRequest};
     use crate::valueread::FromValue;
+    use serde_json::json;
 
     fn deployment() -> Deployment {
         Deployment::read(&serde_json::json!({
@@ -316,6 +320,57 @@ mod tests {
         assert!(body.get("stream_options").is_none());
         let keyless = OpenAi.build(&deployment(), &req, &Auth::default()).unwrap();
         assert!(!keyless.headers.iter().any(|(k, _)| *k == "authorization"));
+    }
+
+    #[test]
+    fn a_body_as_sent_is_copied_not_reserialised() {
+        let text = br#"{"messages":[{"role":"user","content":"h\u00e9 \"q\"  x"}], "model" : "fast","temperature":1.50,"n":1e0}"#;
+        let req = chat::parse(text).unwrap();
+        let expected = br#"{"messages":[{"role":"user","content":"h\u00e9 \"q\"  x"}],"model":"gpt-4.1-mini","temperature":1.50,"n":1e0}"#;
+        assert_eq!(
+            String::from_utf8_lossy(&request_body(&req, Some("gpt-4.1-mini"))),
+            String::from_utf8_lossy(expected)
+        );
+        req.body();
+        assert_eq!(request_body(&req, Some("gpt-4.1-mini")), expected, "the same once the tree is built");
+        let seed = chat::parse(br#"{"model":"m","messages":[{"role":"user"}],"seed":18446744073709551616}"#).unwrap();
+        assert!(request_body(&seed, Some("x")).ends_with(br#""seed":18446744073709551616}"#), "beyond u64: no float");
+        let azure = br#"{"messages":[{"role":"user","content":"h\u00e9 \"q\"  x"}],"temperature":1.50,"n":1e0}"#;
+        assert_eq!(request_body(&req, None), azure);
+    }
+
+    #[test]
+    fn sent_and_made_bodies_become_the_same_upstream_json() {
+        let bodies = [
+            json!({"model": "a", "messages": [{"role": "user", "content": "x"}]}),
+            json!({"model": "a", "messages": [{"role": "user", "content": "x"}], "stream": true}),
+            json!({"model": "a", "messages": [{"role": "user", "content": "x"}], "stream": true, "stream_options": null}),
+            json!({"model": "a", "messages": [{"role": "user", "content": "x"}], "stream": true, "stream_options": {"include_usage": false, "k": [1]}}),
+            json!({"model": "a", "messages": [{"role": "user", "content": "x"}], "stream": false, "stream_options": {"k": 1}}),
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "é\n\u{1F600}"}]}], "model": "a", "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}], "z": {}, "y": [], "": 0}),
+        ];
+        for body in bodies {
+            let sent = chat::parse(body.to_string().as_bytes()).unwrap();
+            let made = ChatRequest::made(sent.body().clone(), sent.model.clone(), sent.stream, false, None);
+            for model in [Some("gpt"), None] {
+                let mut expected = body.as_object().unwrap().clone();
+                match model {
+                    Some(model) => expected.insert("model".into(), json!(model)),
+                    None => expected.remove("model"),
+                };
+                if sent.stream {
+                    let options = expected.entry("stream_options").or_insert(json!({}));
+                    if !options.is_object() {
+                        *options = json!({});
+                    }
+                    options["include_usage"] = json!(true);
+                }
+                for req in [&sent, &made] {
+                    let up: Value = serde_json::from_slice(&request_body(req, model)).unwrap();
+                    assert_eq!(up, Value::Object(expected.clone()), "{body} {model:?}");
+                }
+            }
+        }
     }
 
     #[test]
