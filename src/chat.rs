@@ -158,7 +158,7 @@ impl Member<'_> {
 
     pub fn value(self) -> Value {
         match self {
-            // Checked as JSON when the body was split.
+            // Checked as JSON, and for depth, when the body was split.
             Member::Sent(bytes) => serde_json::from_slice(bytes).unwrap_or_default(),
             Member::Made(value) => value.clone(),
         }
@@ -194,16 +194,14 @@ impl ChatRequest {
         }
     }
 
-    /// Calls `f` with the top-level members in order, each key once: a repeated key's last
-    /// value, the one a parser keeps.
+    /// Calls `f` with the top-level members in order. A key the client repeated is repeated,
+    /// as sent: every JSON parser the gateway, OpenAI or a client uses keeps the last.
     pub fn each_member<'a>(&'a self, mut f: impl FnMut(&'a str, Member<'a>)) {
         match &self.body {
             Body::Made(body) => body.iter().for_each(|(key, value)| f(key, Member::Made(value))),
             Body::Sent { bytes, members, .. } => {
-                for (i, (key, span)) in members.iter().enumerate() {
-                    if !members[i + 1..].iter().any(|(later, _)| later == key) {
-                        f(key, Member::Sent(&bytes[span.clone()]));
-                    }
+                for (key, span) in members {
+                    f(key, Member::Sent(&bytes[span.clone()]));
                 }
             }
         }
@@ -244,6 +242,36 @@ fn split(bytes: &[u8]) -> Result<Vec<(String, Range<usize>)>, serde_json::Error>
     Ok(members)
 }
 
+/// The deepest nesting of arrays and objects a member may have: serde_json parses a value
+/// nested one level deeper only with its recursion limit lifted.
+const MAX_DEPTH: usize = 127;
+
+/// How deeply arrays and objects nest in a JSON value's text.
+fn depth(text: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    deepest
+}
+
 /// Whether a JSON value's text is an array with something in it.
 fn non_empty_array(text: &[u8]) -> bool {
     text.first() == Some(&b'[') && text[1..].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b']')
@@ -264,10 +292,21 @@ pub fn parse(bytes: impl Into<Vec<u8>>) -> Result<ChatRequest, GatewayError> {
     let mut tools = false;
     for (key, span) in &members {
         let text = &bytes[span.clone()];
+        if READ.contains(&key.as_str()) {
+            let value = serde_json::from_slice(text)
+                .map_err(|e| GatewayError::bad_request("invalid_json", format!("`{key}` could not be read: {e}.")))?;
+            read.insert(key.clone(), value);
+            continue;
+        }
+        // What a parser would refuse when the tree is built must be refused now.
+        if depth(text) > MAX_DEPTH {
+            return Err(GatewayError::bad_request(
+                "invalid_json",
+                format!("`{key}` is nested more than {MAX_DEPTH} levels deep."),
+            ));
+        }
         if key == "tools" {
             tools = non_empty_array(text);
-        } else if READ.contains(&key.as_str()) {
-            read.insert(key.clone(), Member::Sent(text).value());
         }
     }
     let (model, stream, client_wants_usage) = check(&read)?;
@@ -315,6 +354,7 @@ fn check(body: &Map<String, Value>) -> Result<(String, bool, bool), GatewayError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn err(body: &str) -> GatewayError {
         parse(body.as_bytes()).unwrap_err()
@@ -368,8 +408,12 @@ mod tests {
         let text = br#"{"model":"a","t":1,"messages":[{"role":"user"}],"t":2,"mod\u0065l":"b"}"#;
         let r = parse(text).unwrap();
         assert_eq!(r.model, "b");
-        assert_eq!(sent(&r), vec![("messages", &br#"[{"role":"user"}]"#[..]), ("t", b"2"), ("model", br#""b""#)]);
+        assert_eq!(sent(&r).len(), 5);
         assert_eq!(Value::Object(r.body().clone()), serde_json::from_slice::<Value>(text).unwrap());
+        let many: String = (0..100_000).map(|i| format!(r#""k{}":{i},"#, i % 50_000)).collect();
+        let r = parse(format!(r#"{{{many}"model":"m","messages":[{{"role":"user"}}]}}"#).as_bytes()).unwrap();
+        assert_eq!(r.body().len(), 50_002);
+        assert_eq!(r.body()["k0"], 50_000);
     }
 
     #[test]
@@ -385,6 +429,30 @@ mod tests {
         }
         let r = parse(br#"{"model":"m","messages":[{"role":"user"}],"metadata":{"user_id":"u-2"}}"#).unwrap();
         assert_eq!(r.facts.user.as_deref(), Some("u-2"));
+    }
+
+    #[test]
+    fn nesting_is_refused_where_a_parser_would_refuse_it() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        for n in [0, 1, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 100_000] {
+            let member = nested(n);
+            let parses = serde_json::from_str::<Value>(&member).is_ok() || n == 0;
+            assert_eq!(depth(member.as_bytes()) <= MAX_DEPTH, parses, "{n}");
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user"}}],"x":{}}}"#, if n == 0 { "1" } else { &member });
+            match parse(body.as_bytes()) {
+                Ok(r) => {
+                    let x = if n == 0 { json!(1) } else { serde_json::from_str(&member).unwrap() };
+                    assert_eq!(r.body()["x"], x, "{n}");
+                }
+                Err(e) => assert!(!parses && e.message.contains("`x` is nested more than 127"), "{n}: {}", e.message),
+            }
+        }
+        assert_eq!(depth(br#"{"a":"[[[{{\"]]","b":[{}]}"#), 3, "brackets in strings do not count");
+        let deep = format!(r#"{{"model":"m","messages":[{{"role":"user","content":{}}}]}}"#, nested(200));
+        let e = err(&deep);
+        assert_eq!(e.code, "invalid_json");
+        assert!(e.message.contains("`messages` could not be read: recursion limit exceeded"), "{}", e.message);
     }
 
     #[test]

@@ -191,6 +191,10 @@ fn errors_have_the_openai_shape_and_status() {
     assert!(assert_error(&r, 400, "missing_field")["error"]["message"].as_str().unwrap().contains("messages"));
     let r = http::send("POST", &url, &with_key, Some(br#"{"model":"single","messages":[{"role":"bot"}]}"#)).unwrap();
     assert_error(&r, 400, "invalid_request");
+    let deep =
+        format!(r#"{{"model":"single","messages":[{{"role":"user"}}],"x":{}{}}}"#, "[".repeat(500), "]".repeat(500));
+    let r = http::send("POST", &url, &with_key, Some(deep.as_bytes())).unwrap();
+    assert!(assert_error(&r, 400, "invalid_json")["error"]["message"].as_str().unwrap().contains("`x` is nested"));
 
     let body = ask("single", "hi").to_string();
     let r = http::send("POST", &url, &[("content-type", "application/json")], Some(body.as_bytes())).unwrap();

@@ -335,6 +335,12 @@ mod tests {
         assert_eq!(request_body(&req, Some("gpt-4.1-mini")), expected, "the same once the tree is built");
         let seed = chat::parse(br#"{"model":"m","messages":[{"role":"user"}],"seed":18446744073709551616}"#).unwrap();
         assert!(request_body(&seed, Some("x")).ends_with(br#""seed":18446744073709551616}"#), "beyond u64: no float");
+        let twice = chat::parse(br#"{"model":"a","stream":true,"stream_options":{"x":1},"messages":[{"role":"user"}],"model":"b","stream_options":null}"#).unwrap();
+        assert_eq!(
+            request_body(&twice, Some("m")),
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true,"x":1},"messages":[{"role":"user"}],"model":"m","stream_options":{"include_usage":true}}"#,
+            "a repeated key is repeated, and its last value is what the client meant"
+        );
         let azure = br#"{"messages":[{"role":"user","content":"h\u00e9 \"q\"  x"}],"temperature":1.50,"n":1e0}"#;
         assert_eq!(request_body(&req, None), azure);
     }
