@@ -62,7 +62,7 @@ enum Body {
 }
 
 /// A top-level member's value: the client's bytes, or a value the gateway made.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Member<'a> {
     Sent(&'a [u8]),
     Made(&'a Value),
