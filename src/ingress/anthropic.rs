@@ -38,7 +38,7 @@
 use super::StreamEncoder;
 use crate::chat::{ChatRequest, NativeMessages};
 use crate::error::GatewayError;
-use crate::providers::ErrorClass;
+use crate::providers::{openai, ErrorClass, Usage};
 use crate::sse::{write_event, Event, SseDecoder};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -413,33 +413,15 @@ fn tool_choice(choice: &Value, out: &mut Map<String, Value>) -> Result<(), Gatew
 // ---------------------------------------------------------------------------------------
 // Answer: OpenAI `chat.completion` → Anthropic message.
 
-#[derive(Deserialize, Default, Clone, Copy)]
-struct OpenAiUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
-
-impl OpenAiUsage {
-    /// OpenAI's prompt tokens include the cached ones; Anthropic's input tokens do not.
-    fn anthropic(&self) -> Value {
-        let cached = self.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
-        json!({
-            "input_tokens": self.prompt_tokens.saturating_sub(cached),
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": cached,
-            "output_tokens": self.completion_tokens,
-        })
-    }
+/// Usage in Anthropic's terms: OpenAI's prompt tokens include the cached ones; Anthropic's
+/// input tokens do not.
+fn anthropic_usage(u: Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens.saturating_sub(u.cached_input_tokens),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": u.cached_input_tokens,
+        "output_tokens": u.output_tokens,
+    })
 }
 
 /// The parts of an OpenAI `chat.completion` the translation reads. The answer is walked
@@ -450,7 +432,7 @@ impl OpenAiUsage {
 struct Completion<'a> {
     id: &'a str,
     choice: Option<(&'a Value, Option<&'a str>)>,
-    usage: Option<OpenAiUsage>,
+    usage: Option<Usage>,
 }
 
 struct ReplyToolCall<'a> {
@@ -506,14 +488,7 @@ fn completion(v: &Value) -> Option<Completion<'_>> {
     }
     let usage = match c.get("usage") {
         None | Some(Value::Null) => None,
-        Some(u) => {
-            let u = crate::providers::openai::usage_of(u)?;
-            Some(OpenAiUsage {
-                prompt_tokens: u.input_tokens,
-                completion_tokens: u.output_tokens,
-                prompt_tokens_details: Some(PromptDetails { cached_tokens: Some(u.cached_input_tokens) }),
-            })
-        }
+        Some(u) => Some(openai::usage_of(u)?),
     };
     Some(Completion { id, choice, usage })
 }
@@ -576,7 +551,7 @@ pub fn response(req: &ChatRequest, body: &[u8]) -> Result<Vec<u8>, ErrorClass> {
         "content": content,
         "stop_reason": stop_reason(finish_reason),
         "stop_sequence": null,
-        "usage": completion.usage.unwrap_or_default().anthropic(),
+        "usage": anthropic_usage(completion.usage.unwrap_or_default()),
     });
     Ok(message.to_string().into_bytes())
 }
@@ -631,7 +606,7 @@ struct Chunk {
     #[serde(default)]
     choices: Vec<ChunkChoice>,
     #[serde(default)]
-    usage: Option<OpenAiUsage>,
+    usage: Option<openai::WireUsage>,
     #[serde(default)]
     error: Option<ChunkError>,
 }
@@ -705,7 +680,7 @@ struct StreamState {
     /// OpenAI indexes of the tool calls begun.
     tools: Vec<u64>,
     stop_reason: Option<&'static str>,
-    usage: OpenAiUsage,
+    usage: Usage,
     /// `message_stop` or an error was written: nothing follows.
     ended: bool,
 }
@@ -719,7 +694,7 @@ impl Stream {
             blocks: 0,
             tools: Vec::new(),
             stop_reason: None,
-            usage: OpenAiUsage::default(),
+            usage: Usage::default(),
             ended: false,
         };
         Stream { decoder: SseDecoder::new(), state }
@@ -772,7 +747,7 @@ impl StreamState {
             }
         }
         if let Some(usage) = chunk.usage {
-            self.usage = usage;
+            self.usage = usage.into();
         }
     }
 
@@ -846,7 +821,7 @@ impl StreamState {
         let delta = json!({
             "type": "message_delta",
             "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-            "usage": self.usage.anthropic(),
+            "usage": anthropic_usage(self.usage),
         });
         emit(out, "message_delta", delta);
         emit(out, "message_stop", json!({"type": "message_stop"}));
@@ -876,7 +851,7 @@ mod tests {
             pub id: String,
             pub choices: Vec<CompletionChoice>,
             #[serde(default)]
-            pub usage: Option<super::OpenAiUsage>,
+            pub usage: Option<crate::providers::openai::WireUsage>,
         }
         #[derive(Deserialize)]
         pub struct CompletionChoice {
@@ -938,8 +913,7 @@ mod tests {
             assert_eq!(w.id, t.id, "{body}");
             let first = t.choices.first();
             assert_eq!(w.choice.map(|c| c.1), first.map(|c| c.finish_reason.as_deref()), "{body}");
-            let usage = |u: Option<OpenAiUsage>| u.unwrap_or_default().anthropic();
-            assert_eq!(usage(w.usage), usage(t.usage), "{body}");
+            assert_eq!(w.usage, t.usage.map(Usage::from), "{body}");
             if let (Some((message, _)), Some(c)) = (w.choice, first) {
                 let reply = message.as_object().unwrap();
                 assert_eq!(reply.get("content").unwrap_or(&Value::Null), &c.message.content, "{body}");

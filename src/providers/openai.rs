@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 pub struct OpenAi;
 
 #[derive(Deserialize)]
-struct WireUsage {
+pub(crate) struct WireUsage {
     #[serde(default)]
     prompt_tokens: u64,
     #[serde(default)]
