@@ -79,8 +79,11 @@ struct WithUsage {
 pub(crate) fn request_body(req: &ChatRequest, model: Option<&str>) -> Vec<u8> {
     let ask_usage = req.stream;
     let mut out = Vec::with_capacity(req.sent_len() + 64);
+    out.push(b'{');
     let put = |out: &mut Vec<u8>, key: &str| {
-        out.push(if out.is_empty() { b'{' } else { b',' });
+        if out.len() > 1 {
+            out.push(b',');
+        }
         serde_json::to_writer(&mut *out, key).expect("a string serialises");
         out.push(b':');
     };
@@ -110,9 +113,6 @@ pub(crate) fn request_body(req: &ChatRequest, model: Option<&str>) -> Vec<u8> {
     if ask_usage && !had_options {
         put(&mut out, "stream_options");
         out.extend_from_slice(br#"{"include_usage":true}"#);
-    }
-    if out.is_empty() {
-        out.push(b'{');
     }
     out.push(b'}');
     out
