@@ -1786,10 +1786,7 @@ mod tests {
             up.url,
             "https://bedrock-runtime.eu-central-1.amazonaws.com/model/eu.anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream"
         );
-        assert!(up
-            .headers
-            .iter()
-            .any(|(name, value)| *name == "authorization" && value.starts_with("AWS4-HMAC-SHA256 ")));
+        assert!(sigv4_signed(&up));
         let mut expected = body;
         let fields = expected.as_object_mut().unwrap();
         fields.remove("model");
@@ -1798,6 +1795,10 @@ mod tests {
         fields.insert("anthropic_version".into(), json!("bedrock-2023-05-31"));
         fields.insert("anthropic_beta".into(), json!(["context-1m-2025-08-07", "interleaved-thinking-2025-05-14"]));
         assert_eq!(serde_json::from_slice::<Value>(&up.body).unwrap(), expected);
+    }
+
+    fn sigv4_signed(up: &UpstreamRequest) -> bool {
+        up.headers.iter().any(|(name, value)| *name == "authorization" && value.starts_with("AWS4-HMAC-SHA256 "))
     }
 
     /// The InvokeModel body a CountTokens request carries, decoded.
@@ -1819,10 +1820,7 @@ mod tests {
             up.url,
             "https://bedrock-runtime.eu-central-1.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/count-tokens"
         );
-        assert!(up
-            .headers
-            .iter()
-            .any(|(name, value)| *name == "authorization" && value.starts_with("AWS4-HMAC-SHA256 ")));
+        assert!(sigv4_signed(&up));
         let mut expected = body;
         let fields = expected.as_object_mut().unwrap();
         fields.remove("model");
