@@ -11,14 +11,16 @@
 //! 2 KB body, stream translation ≤ 2 µs per chunk.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use llm_edge_gateway::chat::{self, ChatRequest};
 use llm_edge_gateway::config::{self, Gateway};
-use llm_edge_gateway::geo::Caller;
-use llm_edge_gateway::keys::{self, KeyRing};
-use llm_edge_gateway::pricing;
-use llm_edge_gateway::providers::{self, Auth, AwsCredentials, Usage};
-use llm_edge_gateway::residency::{self, Subject};
-use llm_edge_gateway::sse::SseDecoder;
+use llm_edge_gateway::ledger::pricing;
+use llm_edge_gateway::model::chat::{self, ChatRequest};
+use llm_edge_gateway::model::geo::Caller;
+use llm_edge_gateway::model::usage::Usage;
+use llm_edge_gateway::policy::keys::{self, KeyRing};
+use llm_edge_gateway::policy::residency::{self, Subject};
+use llm_edge_gateway::providers::{self, Auth, AwsCredentials};
+use llm_edge_gateway::util::hash;
+use llm_edge_gateway::util::sse::SseDecoder;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -209,7 +211,7 @@ fn decoding(c: &mut Criterion) {
     group.throughput(Throughput::Elements(frames.len() as u64));
     group.bench_function("aws_eventstream", |b| {
         b.iter(|| {
-            let mut decoder = llm_edge_gateway::aws::eventstream::Decoder::new();
+            let mut decoder = llm_edge_gateway::providers::bedrock::eventstream::Decoder::new();
             let mut n = 0usize;
             for frame in &frames {
                 decoder.push(black_box(frame), |m| n += m.payload.len()).expect("valid frames");

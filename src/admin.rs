@@ -3,10 +3,10 @@
 //! caller.
 
 use crate::config::{Config, Gateway, Residency, Rule};
-use crate::geo::{distance_km, Caller};
-use crate::keys::sha256_hex;
-use crate::residency::{self, Subject};
-use crate::valueread::{At, Fields, FromValue};
+use crate::model::geo::{distance_km, Caller};
+use crate::policy::residency::{self, Subject};
+use crate::util::hash::sha256_hex;
+use crate::util::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -93,7 +93,7 @@ pub fn config_diff(old: &Config, new: &Config) -> Vec<String> {
 }
 
 /// A hypothetical request for `POST /admin/residency/explain`. Read through a `Value` (see
-/// `crate::valueread`) with the checks of the derived `TypedExplainQuery` in the tests:
+/// `crate::util::valueread`) with the checks of the derived `TypedExplainQuery` in the tests:
 /// `model` required, the rest optional, no other field.
 #[derive(Debug, PartialEq)]
 pub struct ExplainQuery {
@@ -151,11 +151,11 @@ pub struct ExplainedCandidate {
 
 /// What the gateway would decide for the hypothetical request: the rule, the allowed
 /// jurisdictions and every deployment of the alias, kept (in try order) or dropped (why).
-pub fn explain(g: &Gateway, q: &ExplainQuery) -> Result<Explained, crate::error::GatewayError> {
-    let alias = g.alias(&q.model).ok_or_else(|| crate::error::GatewayError::model_not_found(&q.model))?;
+pub fn explain(g: &Gateway, q: &ExplainQuery) -> Result<Explained, crate::model::error::GatewayError> {
+    let alias = g.alias(&q.model).ok_or_else(|| crate::model::error::GatewayError::model_not_found(&q.model))?;
     let key = match &q.key {
         Some(id) => Some(g.config.keys.iter().find(|k| &k.id == id).ok_or_else(|| {
-            crate::error::GatewayError::bad_request("unknown_key", format!("No gateway key with id `{id}`."))
+            crate::model::error::GatewayError::bad_request("unknown_key", format!("No gateway key with id `{id}`."))
         })?),
         None => None,
     };

@@ -35,7 +35,7 @@ fn a_key_is_created_used_and_revoked() {
     assert!(secret.starts_with("gw-") && secret.len() == 67, "{secret}");
 
     // Stored hashed: no KV key or value holds the secret; its hash finds the record.
-    let hash = llm_edge_gateway::keys::sha256_hex(secret.as_bytes());
+    let hash = llm_edge_gateway::util::hash::sha256_hex(secret.as_bytes());
     let record = g.kv_get(&format!("key:{hash}")).expect("the record is stored under the hash");
     assert!(!record.contains(&secret) && !record.contains(&secret[3..]));
     assert!(record.contains(&format!("\"sha256\":\"{hash}\"")));

@@ -3,7 +3,7 @@
 
 mod support;
 
-use llm_edge_gateway::aws::sigv4::{self, AmzDate, Payload, SigningParams};
+use llm_edge_gateway::providers::bedrock::sigv4::{self, AmzDate, Payload, SigningParams};
 use mock_provider::{Behaviour, LoggedRequest, Script};
 use serde_json::{json, Value};
 use support::gateway::{

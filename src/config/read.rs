@@ -1,9 +1,9 @@
-//! The config's types read from a parsed JSON value (see `crate::valueread`), with the
+//! The config's types read from a parsed JSON value (see `crate::util::valueread`), with the
 //! rules they had as derived `Deserialize`s: the same required fields and defaults, `null`
 //! as `None` for an optional field, no unknown field.
 
 use super::*;
-use crate::valueread::{variant, At, Fields, FromValue};
+use crate::util::valueread::{variant, At, Fields, FromValue};
 use serde_json::Value;
 
 impl FromValue for Config {

@@ -6,11 +6,11 @@
 use super::state::{self, now_ms, State};
 use super::{keystore, respond, store, upstream};
 use crate::admin::{self, AdminTokens, ExplainQuery};
-use crate::breakdown::{self, Format};
 use crate::config::{self, Residency};
-use crate::error::GatewayError;
-use crate::uri;
-use crate::valueread::{self, At, Fields, FromValue};
+use crate::ledger::breakdown::{self, Format};
+use crate::model::error::GatewayError;
+use crate::util::uri;
+use crate::util::valueread::{self, At, Fields, FromValue};
 use serde_json::{json, Value};
 use std::rc::Rc;
 use worker::web_sys::Response;
@@ -24,7 +24,7 @@ fn authenticate(req: &Request, env: &Env) -> Result<String, GatewayError> {
         return Err(GatewayError::unauthorized("The admin API is disabled: set the ADMIN_TOKEN secret."));
     }
     let auth = req.headers().get("authorization").ok().flatten();
-    let presented = crate::keys::presented(auth.as_deref(), None)
+    let presented = crate::policy::keys::presented(auth.as_deref(), None)
         .ok_or_else(|| GatewayError::unauthorized("Missing admin token: send `Authorization: Bearer <token>`."))?;
     tokens.authenticate(presented).map(str::to_string).ok_or_else(|| GatewayError::unauthorized("Invalid admin token."))
 }
@@ -272,7 +272,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
 /// `GET /admin/costs`: the breakdown, as JSON or CSV. The default range is the current
 /// month to date (UTC).
 async fn costs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
-    let today = crate::civil::day(now_ms());
+    let today = crate::util::time::day(now_ms());
     let month_start = format!("{}-01", &today[..7]);
     let pairs = uri::query_pairs(&req.inner().url());
     let q = breakdown::parse_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), &month_start, &today)?;
@@ -371,7 +371,7 @@ async fn revoke_key(env: &Env, actor: &str, id: &str) -> Result<Response, Gatewa
 async fn import_litellm(req: &Request, env: &Env) -> Result<Response, GatewayError> {
     let litellm = body_document(req).await?;
     let imported =
-        crate::litellm::import(&litellm).map_err(|e| GatewayError::bad_request("invalid_litellm_config", e))?;
+        crate::config::litellm::import(&litellm).map_err(|e| GatewayError::bad_request("invalid_litellm_config", e))?;
     let current = state::load(env).await?;
     let mut config: Value =
         serde_json::from_slice(current.source.as_bytes()).map_err(|e| GatewayError::internal(e.to_string()))?;

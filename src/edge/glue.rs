@@ -48,7 +48,7 @@ impl Head {
 /// `None` when `cf` is not an object, or a field is of a type the gateway does not read.
 pub fn cf_lines(request: &web_sys::Request) -> Option<String> {
     thread_local! {
-        static NAMES: String = crate::geo::CfFields::NAMES.join("\n");
+        static NAMES: String = crate::model::geo::CfFields::NAMES.join("\n");
     }
     NAMES.with(|names| cf_fields(request, names))
 }

@@ -6,8 +6,8 @@
 
 use super::state::{claim, known_then_reread, now_ms};
 use crate::config::HealthLimits;
-use crate::health::Health;
-use crate::valueread::FromValue;
+use crate::policy::health::Health;
+use crate::util::valueread::FromValue;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;

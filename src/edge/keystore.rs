@@ -8,9 +8,10 @@
 use super::state::{now_ms, State};
 use super::store;
 use crate::config::KeyConfig;
-use crate::error::GatewayError;
-use crate::keys::{self, sha256_hex};
-use crate::valueread::{At, Fields, FromValue};
+use crate::model::error::GatewayError;
+use crate::policy::keys;
+use crate::util::hash::sha256_hex;
+use crate::util::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 use std::cell::RefCell;

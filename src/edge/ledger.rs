@@ -13,12 +13,12 @@
 
 use super::state::now_ms;
 use super::store;
-use crate::attempts::AttemptLog;
 use crate::config::Deployment;
-use crate::geo::Caller;
 use crate::ledger::{check_event_json, events_in_message, pack, CostEvent, Facts, Outcome};
-use crate::providers::Usage;
-use crate::tags::Tags;
+use crate::model::geo::Caller;
+use crate::model::usage::Usage;
+use crate::policy::attempts::AttemptLog;
+use crate::policy::tags::Tags;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;

@@ -15,9 +15,9 @@ mod store;
 mod streaming;
 mod upstream;
 
-use crate::error::GatewayError;
 use crate::ingress::Ingress;
 use crate::ledger::CostEvent;
+use crate::model::error::GatewayError;
 use std::rc::Rc;
 use worker::web_sys;
 use worker::web_sys::Response;
@@ -43,7 +43,7 @@ fn start() {
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let request_id = respond::request_id();
     let url = req.url();
-    let path = crate::uri::path(&url);
+    let path = crate::util::uri::path(&url);
     let ingress = Ingress::for_path(path);
     let ctx = Rc::new(ctx);
     let result = route(req, path, &env, ctx.clone(), ingress, &request_id).await;

@@ -1,8 +1,8 @@
 //! Building responses: JSON bodies, errors in the client's format, request ids.
 
 use super::glue::Head;
-use crate::error::GatewayError;
 use crate::ingress::Ingress;
+use crate::model::error::GatewayError;
 use worker::js_sys::{global, Function, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::web_sys::{ReadableStream, Response, ResponseInit};

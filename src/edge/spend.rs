@@ -8,9 +8,9 @@
 
 use super::state::{claim, known_then_reread, now_ms};
 use super::store;
-use crate::budget::Spend;
-use crate::civil;
-use crate::valueread::{At, Fields, FromValue};
+use crate::policy::budget::Spend;
+use crate::util::time as civil;
+use crate::util::valueread::{At, Fields, FromValue};
 use serde_json::Value;
 use std::cell::RefCell;
 use worker::wasm_bindgen::JsValue;

@@ -7,8 +7,8 @@
 
 use super::store;
 use crate::config::{self, Gateway, KeyConfig};
-use crate::error::GatewayError;
-use crate::keys::KeyRing;
+use crate::model::error::GatewayError;
+use crate::policy::keys::KeyRing;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;

@@ -4,8 +4,8 @@
 //! `new_version` is what makes two concurrent admin writes conflict instead of one
 //! silently overwriting the other.
 
-use crate::error::GatewayError;
-use crate::valueread::{At, Fields, FromValue};
+use crate::model::error::GatewayError;
+use crate::util::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 use worker::js_sys::{Function, Object, Promise, Reflect, JSON};

@@ -5,8 +5,9 @@
 //! more CPU than everything the gateway decides about a request.
 
 use super::glue::Head;
-use crate::error::GatewayError;
-use crate::providers::{ErrorClass, UpstreamRequest};
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::providers::UpstreamRequest;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use std::future::Future;

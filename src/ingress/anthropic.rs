@@ -36,10 +36,13 @@
 //!   providers answer with has no field for them).
 
 use super::StreamEncoder;
-use crate::chat::{ChatRequest, NativeMessages};
-use crate::error::GatewayError;
-use crate::providers::{openai, ErrorClass, Usage};
-use crate::sse::{write_event, Event, SseDecoder};
+use crate::model::chat::{ChatRequest, NativeMessages};
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
+use crate::util::sse::{write_event, Event, SseDecoder};
+use crate::wire::anthropic::write_error_event;
+use crate::wire::openai::{usage_of, WireUsage};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -488,7 +491,7 @@ fn completion(v: &Value) -> Option<Completion<'_>> {
     }
     let usage = match c.get("usage") {
         None | Some(Value::Null) => None,
-        Some(u) => Some(openai::usage_of(u)?),
+        Some(u) => Some(usage_of(u)?),
     };
     Some(Completion { id, choice, usage })
 }
@@ -557,46 +560,6 @@ pub fn response(req: &ChatRequest, body: &[u8]) -> Result<Vec<u8>, ErrorClass> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Errors.
-
-fn error_type(e: &GatewayError) -> &'static str {
-    match (e.status, e.code) {
-        (_, "upstream_overloaded") | (529, _) => "overloaded_error",
-        (_, "upstream_timeout") => "timeout_error",
-        (401, _) => "authentication_error",
-        (402, _) => "billing_error",
-        (403, _) => "permission_error",
-        (404, _) => "not_found_error",
-        (413, _) => "request_too_large",
-        (429, _) => "rate_limit_error",
-        // Anthropic's type for every other 4xx too.
-        (400..=499, _) => "invalid_request_error",
-        _ => "api_error",
-    }
-}
-
-/// Anthropic's error object, of type `kind`.
-fn error_json(kind: &str, message: &str) -> String {
-    json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
-}
-
-pub fn error_body(e: &GatewayError) -> String {
-    error_json(error_type(e), &e.message)
-}
-
-/// Appends the `error` event that ends a Messages stream, of type `kind`.
-pub fn write_error_event(out: &mut Vec<u8>, kind: &str, message: &str) {
-    write_event(out, Some("error"), &error_json(kind, message));
-}
-
-/// The gateway's error as the `error` event that ends a Messages stream.
-pub fn stream_error_event(e: &GatewayError) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_error_event(&mut out, error_type(e), &e.message);
-    out
-}
-
-// ---------------------------------------------------------------------------------------
 // Stream: OpenAI `chat.completion.chunk`s → Anthropic's events.
 
 #[derive(Deserialize)]
@@ -606,7 +569,7 @@ struct Chunk {
     #[serde(default)]
     choices: Vec<ChunkChoice>,
     #[serde(default)]
-    usage: Option<openai::WireUsage>,
+    usage: Option<WireUsage>,
     #[serde(default)]
     error: Option<ChunkError>,
 }
@@ -838,10 +801,12 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::valueread::FromValue;
+    use crate::util::valueread::FromValue;
+    use crate::wire::anthropic::error_body;
 
     /// The typed parse `completion` replaced, kept as the oracle for what it accepts.
     mod typed {
+        use crate::wire::openai::WireUsage;
         use serde::Deserialize;
         use serde_json::Value;
 
@@ -851,7 +816,7 @@ mod tests {
             pub id: String,
             pub choices: Vec<CompletionChoice>,
             #[serde(default)]
-            pub usage: Option<crate::providers::openai::WireUsage>,
+            pub usage: Option<WireUsage>,
         }
         #[derive(Deserialize)]
         pub struct CompletionChoice {
@@ -930,9 +895,9 @@ mod tests {
             }
         }
     }
-    use crate::chat;
     use crate::config::Deployment;
-    use crate::providers::{self, anthropic::Anthropic, Auth, Provider};
+    use crate::model::chat;
+    use crate::providers::{anthropic::Anthropic, Auth, Provider};
 
     fn parse_ok(body: Value) -> ChatRequest {
         let req = parse(body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
@@ -1478,7 +1443,7 @@ mod tests {
         "data: {\"type\":\"message_stop\"}\n\n",
     );
 
-    fn through_the_anthropic_provider(input: &[u8], cut: usize) -> (String, Option<providers::Usage>) {
+    fn through_the_anthropic_provider(input: &[u8], cut: usize) -> (String, Option<Usage>) {
         let req = parse_ok(json!({"model": "claude", "max_tokens": 5, "stream": true, "messages": [user(json!("x"))]}));
         let mut provider = Anthropic.stream(&req);
         let mut encoder = Stream::new(&req);
@@ -1561,7 +1526,7 @@ mod tests {
         let out = encode(cut_then_done.as_bytes(), &[]);
         assert!(!out.contains("message_delta") && !out.contains("message_stop"), "{out}");
         assert!(out.ends_with("\n\n"), "an open block stays open for the gateway's error event");
-        let mut cut = String::from_utf8(crate::providers::openai::stream_error_event(&GatewayError::new(
+        let mut cut = String::from_utf8(crate::wire::openai::stream_error_event(&GatewayError::new(
             502,
             "upstream_error",
             "stream_cut",

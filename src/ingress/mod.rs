@@ -6,9 +6,9 @@
 
 pub mod anthropic;
 
-use crate::chat::{self, ChatRequest};
-use crate::error::GatewayError;
-use crate::providers::ErrorClass;
+use crate::model::chat::{self, ChatRequest};
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingress {
@@ -45,7 +45,7 @@ impl Ingress {
     pub fn error_body(self, e: &GatewayError) -> String {
         match self {
             Self::OpenAi => e.to_json(),
-            Self::Anthropic => anthropic::error_body(e),
+            Self::Anthropic => crate::wire::anthropic::error_body(e),
         }
     }
 

@@ -12,14 +12,14 @@
 //! Completions reference, as in `openai.rs`.
 
 use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
-use super::openai::stream_error_event;
-use super::{
-    Auth, CountsTokens, ErrorClass, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest, Usage,
-};
-use crate::chat::{ChatRequest, NativeMessages};
+use super::{Auth, CountsTokens, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest};
 use crate::config::Deployment;
-use crate::error::GatewayError;
-use crate::sse::SseDecoder;
+use crate::model::chat::{ChatRequest, NativeMessages};
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
+use crate::util::sse::SseDecoder;
+use crate::wire::openai::stream_error_event;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -163,7 +163,7 @@ impl StreamTranslator for Native {
     }
 
     fn cut_event(&self, e: &GatewayError) -> Vec<u8> {
-        crate::ingress::anthropic::stream_error_event(e)
+        crate::wire::anthropic::stream_error_event(e)
     }
 }
 
@@ -757,8 +757,8 @@ fn stream_error(error: &WireError) -> GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat;
-    use crate::valueread::FromValue;
+    use crate::model::chat;
+    use crate::util::valueread::FromValue;
 
     fn deployment() -> Deployment {
         Deployment::read(&json!({

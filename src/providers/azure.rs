@@ -12,10 +12,12 @@
 //! `finish_reason: "content_filter"`, which is OpenAI's own value and passes through.
 
 use super::openai::{self, OpenAi};
-use super::{Auth, ErrorClass, Provider, StreamTranslator, UpstreamRequest, Usage};
-use crate::chat::ChatRequest;
+use super::{Auth, Provider, StreamTranslator, UpstreamRequest};
 use crate::config::{AzureDeploymentType, Deployment};
-use crate::error::GatewayError;
+use crate::model::chat::ChatRequest;
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
 
 pub struct Azure;
 
@@ -105,9 +107,9 @@ impl Provider for Azure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat;
+    use crate::model::chat;
     use crate::providers::StreamEnd;
-    use crate::valueread::FromValue;
+    use crate::util::valueread::FromValue;
     use serde_json::{json, Value};
 
     fn deployment_json() -> Value {

@@ -3,9 +3,9 @@
 //! silently dropped), and writing OpenAI's answer shapes (`chat.completion`, the
 //! `chat.completion.chunk` stream). Field meanings are OpenAI's Chat Completions reference.
 
-use super::Usage;
-use crate::error::GatewayError;
-use crate::sse::write_event;
+use crate::model::error::GatewayError;
+use crate::model::usage::Usage;
+use crate::util::sse::write_event;
 use serde_json::{json, Map, Value};
 
 /// Top-level fields accepted without being sent: `stream_options` only decides the final

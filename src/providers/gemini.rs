@@ -25,13 +25,15 @@
 //! unchanged, so the gateway carries the signature inside the id it gives the call.
 
 use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
-use super::openai::stream_error_event;
-use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
-use crate::chat::ChatRequest;
+use super::{Auth, Provider, StreamEnd, StreamTranslator, UpstreamRequest};
 use crate::config::Deployment;
-use crate::error::GatewayError;
-use crate::keys::sha256_hex;
-use crate::sse::SseDecoder;
+use crate::model::chat::ChatRequest;
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
+use crate::util::hash::sha256_hex;
+use crate::util::sse::SseDecoder;
+use crate::wire::openai::stream_error_event;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -667,8 +669,8 @@ impl StreamState {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::chat;
-    use crate::valueread::FromValue;
+    use crate::model::chat;
+    use crate::util::valueread::FromValue;
 
     fn deployment_json() -> Value {
         json!({

@@ -15,12 +15,14 @@
 //! which Mistral always sends (it has no `stream_options`).
 
 use super::canonical::{asks_nothing, openai_usage, refused_detail, Cx, ToolChoice, IGNORED};
-use super::openai::{stream_error_event, usage_of};
-use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
-use crate::chat::ChatRequest;
+use super::{Auth, Provider, StreamEnd, StreamTranslator, UpstreamRequest};
 use crate::config::Deployment;
-use crate::error::GatewayError;
-use crate::sse::{write_event, SseDecoder};
+use crate::model::chat::ChatRequest;
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
+use crate::util::sse::{write_event, SseDecoder};
+use crate::wire::openai::{stream_error_event, usage_of};
 use serde_json::{json, Map, Value};
 
 pub struct Mistral;
@@ -375,8 +377,8 @@ impl Translator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat;
-    use crate::valueread::FromValue;
+    use crate::model::chat;
+    use crate::util::valueread::FromValue;
 
     fn deployment() -> Deployment {
         Deployment::read(&json!({

@@ -10,92 +10,12 @@ pub mod mistral;
 pub mod openai;
 pub mod vertex;
 
-use crate::chat::{ChatRequest, NativeMessages};
 use crate::config::{Deployment, ProviderKind, VertexPublisher};
-use crate::error::GatewayError;
+use crate::model::chat::{ChatRequest, NativeMessages};
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
 use serde_json::{Map, Value};
-
-/// Token counts as the provider reported them. `input_tokens` includes the cached
-/// (cache-read) and cache-written ones, which are billed at their own prices.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_input_tokens: u64,
-    pub cache_write_tokens: u64,
-}
-
-impl Usage {
-    /// What a stream reported; for one cut before it reported anything, an estimate of
-    /// what was consumed (the prompt and the characters relayed), billed rather than a
-    /// silent zero.
-    pub fn reported_or_estimated(
-        reported: Option<Usage>,
-        estimated_input: u64,
-        streamed_chars: usize,
-    ) -> Option<Usage> {
-        reported.or_else(|| {
-            (streamed_chars > 0).then(|| Usage {
-                input_tokens: estimated_input,
-                output_tokens: crate::chat::estimate_tokens(streamed_chars),
-                ..Usage::default()
-            })
-        })
-    }
-}
-
-/// What went wrong upstream, as far as routing cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    RateLimited,
-    Overloaded,
-    Server,
-    Timeout,
-    Unreachable,
-    BadRequest,
-    Auth,
-    NotFound,
-    ContextLength,
-    ContentFilter,
-}
-
-impl ErrorClass {
-    /// An upstream status as the providers agree on it: rate limits, overload, timeouts,
-    /// credentials, unknown paths; any other 4xx is what `client_error` makes of the
-    /// provider's body, anything else a server failure.
-    pub fn of_status(status: u16, client_error: impl FnOnce() -> ErrorClass) -> ErrorClass {
-        match status {
-            429 => Self::RateLimited,
-            503 | 529 => Self::Overloaded,
-            408 | 504 => Self::Timeout,
-            401 | 403 => Self::Auth,
-            404 => Self::NotFound,
-            400..=499 => client_error(),
-            _ => Self::Server,
-        }
-    }
-
-    /// Whether another deployment may succeed where this one failed. A bad request, bad
-    /// credentials or a content filter would fail (or be refused) the same way elsewhere.
-    pub fn falls_back(self) -> bool {
-        matches!(self, Self::RateLimited | Self::Overloaded | Self::Server | Self::Timeout | Self::Unreachable)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RateLimited => "rate_limited",
-            Self::Overloaded => "overloaded",
-            Self::Server => "server",
-            Self::Timeout => "timeout",
-            Self::Unreachable => "unreachable",
-            Self::BadRequest => "bad_request",
-            Self::Auth => "auth",
-            Self::NotFound => "not_found",
-            Self::ContextLength => "context_length",
-            Self::ContentFilter => "content_filter",
-        }
-    }
-}
 
 /// What one upstream call authenticates with, resolved by the shell from the
 /// deployment's Worker secrets.
@@ -175,7 +95,7 @@ pub trait StreamTranslator {
     /// The event that tells the client the gateway ended its stream early, in the format
     /// this translator writes.
     fn cut_event(&self, e: &GatewayError) -> Vec<u8> {
-        openai::stream_error_event(e)
+        crate::wire::openai::stream_error_event(e)
     }
 }
 
@@ -306,17 +226,6 @@ pub fn redact(text: &str, auth: &Auth) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_transient_failures_fall_back() {
-        use ErrorClass::*;
-        for c in [RateLimited, Overloaded, Server, Timeout, Unreachable] {
-            assert!(c.falls_back(), "{}", c.as_str());
-        }
-        for c in [BadRequest, Auth, NotFound, ContextLength, ContentFilter] {
-            assert!(!c.falls_back(), "{}", c.as_str());
-        }
-    }
 
     #[test]
     fn redaction_removes_whole_and_quoted_keys() {

@@ -4,67 +4,19 @@
 //! ending with `data: [DONE]`, usage in a last `choices: []` chunk when
 //! `stream_options.include_usage` is set.
 
-use super::{Auth, ErrorClass, Provider, StreamEnd, StreamTranslator, UpstreamRequest, Usage};
-use crate::chat::ChatRequest;
+use super::{Auth, Provider, StreamEnd, StreamTranslator, UpstreamRequest};
 use crate::config::Deployment;
-use crate::error::GatewayError;
-use crate::sse::SseDecoder;
+use crate::model::chat::ChatRequest;
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
+use crate::util::sse::SseDecoder;
+use crate::wire::openai::WireUsage;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub struct OpenAi;
-
-#[derive(Deserialize)]
-pub(crate) struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<WireDetails>,
-}
-
-#[derive(Deserialize)]
-struct WireDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
-
-impl From<WireUsage> for Usage {
-    fn from(u: WireUsage) -> Usage {
-        Usage {
-            input_tokens: u.prompt_tokens,
-            output_tokens: u.completion_tokens,
-            cached_input_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
-            cache_write_tokens: 0,
-        }
-    }
-}
-
-/// OpenAI's usage object already parsed into a JSON value, read as `WireUsage` reads it:
-/// absent counts are 0, and a field of another type makes the whole unreadable. (Without
-/// a second, Value-based copy of its deserializer.)
-pub(crate) fn usage_of(u: &Value) -> Option<Usage> {
-    fn count(v: Option<&Value>) -> Option<u64> {
-        v.map_or(Some(0), Value::as_u64)
-    }
-    let u = u.as_object()?;
-    let cached = match u.get("prompt_tokens_details") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(d)) => match d.get("cached_tokens") {
-            None | Some(Value::Null) => None,
-            Some(c) => Some(c.as_u64()?),
-        },
-        Some(_) => return None,
-    };
-    Some(Usage {
-        input_tokens: count(u.get("prompt_tokens"))?,
-        output_tokens: count(u.get("completion_tokens"))?,
-        cached_input_tokens: cached.unwrap_or(0),
-        cache_write_tokens: 0,
-    })
-}
 
 #[derive(Deserialize)]
 struct WithUsage {
@@ -257,19 +209,12 @@ impl StreamTranslator for PassThrough {
     }
 }
 
-/// The error event that ends a stream the gateway could not complete; OpenAI's SDKs raise
-/// an API error when a chunk carries `error`.
-pub fn stream_error_event(error: &crate::error::GatewayError) -> Vec<u8> {
-    let mut out = Vec::new();
-    crate::sse::write_event(&mut out, None, &error.to_json());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{self, ChatRequest};
-    use crate::valueread::FromValue;
+    use crate::model::chat::{self, ChatRequest};
+    use crate::util::valueread::FromValue;
+    use crate::wire::openai::{stream_error_event, usage_of};
     use serde_json::json;
 
     fn deployment() -> Deployment {
@@ -495,7 +440,7 @@ mod tests {
 
     #[test]
     fn error_event_is_an_openai_error_chunk() {
-        let e = crate::error::GatewayError::new(502, "upstream_error", "stream_cut", "cut");
+        let e = crate::model::error::GatewayError::new(502, "upstream_error", "stream_cut", "cut");
         let ev = String::from_utf8(stream_error_event(&e)).unwrap();
         assert!(ev.starts_with("data: {\"error\":{") && ev.ends_with("\n\n"));
     }

@@ -79,7 +79,7 @@ pub fn untrusted_gateway() -> &'static Gateway {
 }
 
 fn sha256_hex(s: &str) -> String {
-    llm_edge_gateway::keys::sha256_hex(s.as_bytes())
+    llm_edge_gateway::util::hash::sha256_hex(s.as_bytes())
 }
 
 fn deployment(id: &str, jurisdiction: &str, region: &str, location: [f64; 2]) -> Value {

@@ -2,7 +2,7 @@
 //! defaults. A request without a tag is recorded as `untagged`, never dropped.
 
 use crate::config::KeyConfig;
-use crate::error::GatewayError;
+use crate::model::error::GatewayError;
 
 pub const UNTAGGED: &str = "untagged";
 const MAX_LEN: usize = 64;
@@ -63,7 +63,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::valueread::FromValue;
+    use crate::util::valueread::FromValue;
 
     fn key(team: Option<&str>, env: Option<&str>) -> KeyConfig {
         KeyConfig::read(&serde_json::json!({"id": "k", "sha256": "x", "team": team, "env": env})).unwrap()

@@ -2,23 +2,9 @@
 //! KV holds one in clear.
 
 use crate::config::{Gateway, KeyConfig};
-use crate::error::GatewayError;
-use sha2::{Digest, Sha256};
+use crate::model::error::GatewayError;
+use crate::util::hash::sha256_hex;
 use std::collections::HashMap;
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from_digit(u32::from(b >> 4), 16).expect("nibble"));
-        s.push(char::from_digit(u32::from(b & 15), 16).expect("nibble"));
-    }
-    s
-}
 
 /// The key a client presented: `Authorization: Bearer <key>` (OpenAI SDKs) or `x-api-key`
 /// (Anthropic SDKs).
@@ -72,7 +58,7 @@ pub fn may_use(key: &KeyConfig, alias: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config;
-    use crate::valueread::FromValue;
+    use crate::util::valueread::FromValue;
 
     #[test]
     fn sha256_matches_the_standard_vectors() {

@@ -17,13 +17,17 @@
 //! googleapis.com`) commit to in-region processing only for the models and regions the
 //! data-residency tables list, and not at all elsewhere.
 
+pub mod oauth;
+
 use super::anthropic::{self, Anthropic};
 use super::canonical::Cx;
 use super::gemini;
-use super::{Auth, CountsTokens, ErrorClass, Provider, SpeaksMessages, StreamTranslator, UpstreamRequest, Usage};
-use crate::chat::{ChatRequest, NativeMessages};
+use super::{Auth, CountsTokens, Provider, SpeaksMessages, StreamTranslator, UpstreamRequest};
 use crate::config::Deployment;
-use crate::error::GatewayError;
+use crate::model::chat::{ChatRequest, NativeMessages};
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
 use serde_json::{Map, Value};
 
 /// Gemini models on Vertex AI.
@@ -210,7 +214,7 @@ mod tests {
     use super::*;
     use crate::providers::gemini::tests::{answer, data, parse, run_with, user, RECORDED};
     use crate::providers::{for_deployment, StreamEnd};
-    use crate::valueread::FromValue;
+    use crate::util::valueread::FromValue;
     use serde_json::{json, Value};
 
     fn deployment_json(publisher: &str) -> Value {

@@ -1,9 +1,7 @@
-//! The path and query of a request's URL. The runtime hands over a URL it has already
+//! Percent-coding, and the path and query of a request's URL. The runtime hands over a URL it has already
 //! parsed and serialised (WHATWG), so reading them needs no URL parser: `worker`'s
 //! `Request::path`/`url` go through the `url` crate, whose parser and IDNA tables are
 //! about 40 KB of the wasm.
-
-use crate::aws::sigv4::percent_decode;
 
 /// The path, still percent-encoded, as `url::Url::path` gives it.
 pub fn path(url: &str) -> &str {
@@ -33,6 +31,48 @@ pub fn query_pairs(url: &str) -> Vec<(String, String)> {
             (decode(k), decode(v))
         })
         .collect()
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays a literal `%`.
+pub fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i + 1..i + 3) {
+            Some(&[hi, lo]) if bytes[i] == b'%' => hex_value(hi).zip(hex_value(lo)).map(|(hi, lo)| (hi << 4) | lo),
+            _ => None,
+        };
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit).to_digit(16).map(|v| v as u8)
+}
+
+/// AWS's URI encoding: RFC 3986 unreserved characters as they are, every other byte as
+/// `%XX` with uppercase hex.
+pub fn uri_encode(out: &mut String, bytes: &[u8], keep_slash: bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
 }
 
 #[cfg(test)]

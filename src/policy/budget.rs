@@ -1,58 +1,12 @@
-//! Monthly budgets: per key and per team, hard (refuse with 402) or soft (a warning
-//! header). A request is checked against every budget that applies to it — its key's and
-//! its team's, never one instead of the other.
+//! Month-to-date spend against the budgets that apply to a request.
 
-use crate::error::GatewayError;
-use crate::pricing::{format_usd, parse_usd};
-use crate::valueread::{fail, variant, At, Fields, FromValue};
+use crate::config::budget::{Budget, Mode};
+use crate::config::price::format_usd;
+use crate::model::error::GatewayError;
+use crate::util::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Refuse requests once the month's spend reaches the cap.
-    #[default]
-    Hard,
-    /// Serve them, with `x-gateway-budget-warning`.
-    Soft,
-}
-
-impl FromValue for Mode {
-    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        Ok([Mode::Hard, Mode::Soft][variant(v, at, &["hard", "soft"])?])
-    }
-}
-
-/// USD as a decimal string, held in micro-dollars.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usd(pub u64);
-
-impl Serialize for Usd {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_usd(self.0))
-    }
-}
-
-impl FromValue for Usd {
-    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        parse_usd(&String::from_value(v, at)?).map(Usd).map_err(|e| fail(at, e))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Budget {
-    pub monthly_usd: Usd,
-    pub mode: Mode,
-}
-
-impl FromValue for Budget {
-    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["monthly_usd", "mode"])?;
-        Ok(Budget { monthly_usd: f.req("monthly_usd")?, mode: f.or("mode", Mode::default())? })
-    }
-}
 
 /// Month-to-date spend in micro-dollars, as the cron's snapshot (plus what this isolate
 /// has billed since) has it.
@@ -121,6 +75,8 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::budget::Usd;
+    use crate::config::price::parse_usd;
 
     fn budget(usd: &str, mode: Mode) -> Budget {
         Budget { monthly_usd: Usd(parse_usd(usd).unwrap()), mode }
@@ -160,22 +116,5 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert!(w[0].starts_with("key `k1` has spent $5.000000"));
         assert!(check(&Spend::default(), "k1", None, "search", None).unwrap().is_empty());
-    }
-
-    #[test]
-    fn budgets_parse_from_config() {
-        let read = |json: Value| Budget::from_value(&json, At::Field(&At::Root, "budget"));
-        let b = read(serde_json::json!({"monthly_usd": "2400.50"})).unwrap();
-        assert_eq!(b, Budget { monthly_usd: Usd(2_400_500_000), mode: Mode::Hard });
-        assert_eq!(
-            read(serde_json::json!({"monthly_usd": 10})).unwrap_err(),
-            "budget.monthly_usd: invalid type: integer `10`, expected a string"
-        );
-        assert_eq!(serde_json::to_string(&b).unwrap(), r#"{"monthly_usd":"2400.500000","mode":"hard"}"#);
-        assert_eq!(
-            read(serde_json::json!({"monthly_usd": "1", "mode": "sometimes"})).unwrap_err(),
-            "budget.mode: unknown variant `sometimes`, expected `hard` or `soft`"
-        );
-        assert!(read(serde_json::json!({"monthly_usd": "1.0000001"})).unwrap_err().starts_with("budget.monthly_usd: "));
     }
 }

@@ -2,11 +2,11 @@
 //! what order to try them (the alias's strategy, within each distance band). Residency
 //! decides the set; nothing here can add to it.
 
-use crate::chat::ChatRequest;
 use crate::config::{Alias, Capabilities, Deployment, Gateway, Sticky, Strategy};
-use crate::keys::sha256_hex;
+use crate::model::chat::ChatRequest;
+use crate::policy::residency::{Candidates, Dropped};
 use crate::providers;
-use crate::residency::{Candidates, Dropped};
+use crate::util::hash::sha256_hex;
 use std::collections::HashMap;
 
 /// What an alias can do: what any of its deployments can, since capability routing sends
@@ -160,10 +160,10 @@ fn weighted_ranks(alias: &Alias, c: &Candidates, draw: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat;
     use crate::config;
-    use crate::geo::Caller;
-    use crate::residency::{candidates, decide, Subject};
+    use crate::model::chat;
+    use crate::model::geo::Caller;
+    use crate::policy::residency::{candidates, decide, Subject};
 
     fn gateway(edit: impl FnOnce(&mut serde_json::Value)) -> Gateway {
         let mut v: serde_json::Value = serde_json::from_str(&config::tests::sample()).unwrap();

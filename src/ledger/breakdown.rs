@@ -2,8 +2,8 @@
 //! query over the daily rollup. The query is built from a whitelist of dimensions, so a
 //! client's group-by and filters never reach SQL as text.
 
-use crate::error::GatewayError;
-use crate::pricing::format_usd;
+use crate::config::price::format_usd;
+use crate::model::error::GatewayError;
 use serde::Serialize;
 use serde_json::{Map, Value};
 

@@ -1,12 +1,15 @@
 //! The cost event: one per client request, whatever its outcome, carrying everything the
 //! breakdowns group by and everything an auditor needs to see where it was processed.
 
-use crate::attempts::AttemptLog;
+pub mod breakdown;
+pub mod pricing;
+
 use crate::config::Deployment;
-use crate::geo::Caller;
-use crate::pricing::cost_micros;
-use crate::providers::Usage;
-use crate::tags::Tags;
+use crate::ledger::pricing::cost_micros;
+use crate::model::geo::Caller;
+use crate::model::usage::Usage;
+use crate::policy::attempts::AttemptLog;
+use crate::policy::tags::Tags;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +121,7 @@ impl CostEvent {
         CostEvent {
             request_id: f.request_id.to_string(),
             ts_ms: f.started_ms,
-            day: crate::civil::day(f.started_ms),
+            day: crate::util::time::day(f.started_ms),
             key_id: f.key_id.to_string(),
             team: f.tags.team.clone(),
             feature: f.tags.feature.clone(),
@@ -241,8 +244,8 @@ pub fn pack(lens: &[usize], max_bytes: usize, max_items: usize) -> Vec<std::ops:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::ErrorClass;
-    use crate::valueread::FromValue;
+    use crate::model::error_class::ErrorClass;
+    use crate::util::valueread::FromValue;
 
     fn deployment() -> Deployment {
         Deployment::read(&serde_json::json!({

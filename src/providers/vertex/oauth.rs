@@ -8,8 +8,8 @@
 //! PKCS #8 block, `private_key_id`, `token_uri`). The RSA signature itself is the shell's
 //! (WebCrypto), as are the clock and the network.
 
-use crate::base64;
-use crate::valueread::{self, At, Fields, FromValue};
+use crate::util::base64;
+use crate::util::valueread::{self, At, Fields, FromValue};
 use serde_json::{json, Value};
 
 /// Vertex AI's calls need the Cloud Platform scope.
@@ -144,7 +144,7 @@ mod tests {
 
     /// The committed test key (tests/data/gcp-service-account.json).
     fn account() -> ServiceAccount {
-        ServiceAccount::parse(include_str!("../tests/data/gcp-service-account.json")).unwrap()
+        ServiceAccount::parse(include_str!("../../../tests/data/gcp-service-account.json")).unwrap()
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! typo is a load-time error naming the offending entry instead of a surprise in
 //! production. Unknown fields are rejected for the same reason.
 
+pub mod budget;
+pub mod litellm;
+pub mod price;
 mod read;
 
-use crate::budget::Budget;
-use crate::pricing::Price;
-use crate::valueread::{self, FromValue};
+use crate::config::budget::Budget;
+use crate::config::price::Price;
+use crate::util::valueread::{self, FromValue};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Jurisdictions a deployment may declare. `global` is for endpoints that may process
@@ -630,7 +633,7 @@ fn validate_residency(r: &Residency) -> Result<(), String> {
             }
         }
         if let Some(eu) = w.eu {
-            if !w.countries.is_empty() && w.countries.iter().all(|c| crate::geo::is_eu_member(c) != eu) {
+            if !w.countries.is_empty() && w.countries.iter().all(|c| crate::model::geo::is_eu_member(c) != eu) {
                 return Err(format!(
                     "{at} can never match: none of its countries is {}an EU member, but it requires eu = {eu}",
                     if eu { "" } else { "not " }
@@ -861,7 +864,7 @@ pub(crate) mod tests {
             (Strategy::Priority, Sticky::None, 0, None)
         );
         let budget = g.config.keys[0].budget.unwrap();
-        assert_eq!((budget.monthly_usd.0, budget.mode), (5_000_000, crate::budget::Mode::Hard));
+        assert_eq!((budget.monthly_usd.0, budget.mode), (5_000_000, crate::config::budget::Mode::Hard));
         let r = &g.config.residency;
         assert_eq!((r.unknown_location, r.distance_band_km), (UnknownLocation::MostRestrictive, 1000.0));
         assert_eq!(r.rules[3].when, Conditions::default());
@@ -871,7 +874,7 @@ pub(crate) mod tests {
 
     #[test]
     fn bundled_configs_are_valid() {
-        parse(include_str!("../config/gateway.json")).unwrap();
-        parse(include_str!("../config/demo.json")).unwrap();
+        parse(include_str!("../../config/gateway.json")).unwrap();
+        parse(include_str!("../../config/demo.json")).unwrap();
     }
 }

@@ -4,7 +4,7 @@
 //! the colo's cache.
 
 use crate::config::HealthLimits;
-use crate::valueread::{At, Fields, FromValue};
+use crate::util::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 

@@ -7,7 +7,7 @@
 //! changed, and the members routing reads are the only ones parsed. The whole body
 //! becomes a tree only for a provider that translates it.
 
-use crate::error::GatewayError;
+use crate::model::error::GatewayError;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};

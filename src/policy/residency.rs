@@ -3,8 +3,8 @@
 //! a reason to look elsewhere.
 
 use crate::config::{Alias, Deployment, Gateway, Residency, Rule, UnknownLocation, ANY};
-use crate::error::GatewayError;
-use crate::geo::{distance_km, Caller};
+use crate::model::error::GatewayError;
+use crate::model::geo::{distance_km, Caller};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allowed {

@@ -15,7 +15,7 @@
 //! fragments), `contentBlockStop`, `messageStop`, `metadata` with usage, and the
 //! exceptions `internalServerException`, `modelStreamErrorException`,
 //! `serviceUnavailableException`, `throttlingException`, `validationException`) framed as
-//! `application/vnd.amazon.eventstream` ([`crate::aws::eventstream`]); and Converse's
+//! `application/vnd.amazon.eventstream` ([`crate::providers::bedrock::eventstream`]); and Converse's
 //! errors, whose JSON body is `{"message"}` while the type travels in `x-amzn-ErrorType`.
 //!
 //! Claude models also take Anthropic's Messages body through InvokeModel (user guide,
@@ -26,28 +26,30 @@
 //! Anthropic's events in base64. A `/v1/messages` request goes to them that way, as the
 //! client sent it ([`super::SpeaksMessages`]).
 //!
-//! Authentication is SigV4 for service `bedrock` ([`crate::aws::sigv4`]) or a Bedrock API
+//! Authentication is SigV4 for service `bedrock` ([`crate::providers::bedrock::sigv4`]) or a Bedrock API
 //! key as `Authorization: Bearer` (user guide, "Use an Amazon Bedrock API key"). Model ids
 //! may be cross-region inference profiles, whose prefix names the geography they may
 //! process in (user guide, "Supported Regions and models for inference profiles").
 
+pub mod eventstream;
+pub mod sigv4;
+
 use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
-use super::openai::stream_error_event;
-use super::{
-    anthropic, Auth, CountsTokens, ErrorClass, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest,
-    Usage,
-};
-use crate::aws::eventstream::{Decoder, Message};
-use crate::aws::sigv4::{self, AmzDate, Payload, SigningParams};
-use crate::base64;
-use crate::chat::{ChatRequest, NativeMessages};
+use super::{anthropic, Auth, CountsTokens, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest};
 use crate::config::Deployment;
-use crate::error::GatewayError;
-use crate::ingress::anthropic::write_error_event;
-use crate::keys::sha256_hex;
+use crate::model::chat::{ChatRequest, NativeMessages};
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
+use crate::util::base64;
+use crate::util::hash::sha256_hex;
+use crate::wire::anthropic::write_error_event;
+use crate::wire::openai::stream_error_event;
+use eventstream::{Decoder, Message};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use sigv4::{AmzDate, Payload, SigningParams};
 
 pub struct Bedrock;
 
@@ -347,7 +349,9 @@ fn native_event(message: &Message<'_>, sse: &mut Vec<u8>) {
             let event = chunk.as_ref().and_then(|c| base64::decode(c.get("bytes")?.as_str()?));
             let parsed = event.as_deref().and_then(|e| serde_json::from_slice::<Value>(e).ok());
             match (&event, parsed.as_ref().and_then(|p| p.get("type")?.as_str())) {
-                (Some(event), Some(kind)) => crate::sse::write_event(sse, Some(kind), &String::from_utf8_lossy(event)),
+                (Some(event), Some(kind)) => {
+                    crate::util::sse::write_event(sse, Some(kind), &String::from_utf8_lossy(event))
+                }
                 _ => write_error_event(sse, "api_error", "The provider sent a stream chunk that is not an event."),
             }
         }
@@ -896,10 +900,10 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::eventstream::{encode, Header};
-    use crate::chat;
+    use crate::model::chat;
+    use crate::providers::bedrock::eventstream::{encode, Header};
     use crate::providers::AwsCredentials;
-    use crate::valueread::FromValue;
+    use crate::util::valueread::FromValue;
 
     // The derived structs `read_answer` replaced: the reference it is checked against.
     #[derive(Deserialize)]
@@ -1804,7 +1808,7 @@ mod tests {
     /// The InvokeModel body a CountTokens request carries, decoded.
     fn counted(up: &UpstreamRequest) -> Value {
         let sent: Value = serde_json::from_slice(&up.body).unwrap();
-        let invoke = crate::base64::decode(sent["input"]["invokeModel"]["body"].as_str().unwrap()).unwrap();
+        let invoke = crate::util::base64::decode(sent["input"]["invokeModel"]["body"].as_str().unwrap()).unwrap();
         serde_json::from_slice(&invoke).unwrap()
     }
 
@@ -1842,7 +1846,7 @@ mod tests {
     /// Anthropic's events as InvokeModel streams them: base64 in `chunk` frames.
     fn invoke_stream(events: &[Value]) -> Vec<u8> {
         let chunk = |event: &Value| {
-            let padded = crate::base64::standard(event.to_string().as_bytes());
+            let padded = crate::util::base64::standard(event.to_string().as_bytes());
             let headers = [(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")];
             frame(&headers, json!({"bytes": padded}).to_string().as_bytes())
         };

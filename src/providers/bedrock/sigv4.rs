@@ -8,7 +8,8 @@
 //! [`encode_path_segment`]) and is signed as `...-v1%253A0`, which is what Bedrock
 //! computes on its side.
 
-use crate::keys::{hex, sha256_hex};
+use crate::util::hash::{hex, sha256_hex};
+use crate::util::uri::{percent_decode, uri_encode};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,7 +86,7 @@ impl std::error::Error for SigV4Error {}
 
 impl AmzDate {
     pub fn from_unix_seconds(secs: u64) -> Self {
-        let (year, month, day) = crate::civil::civil_from_days(secs / 86_400);
+        let (year, month, day) = crate::util::time::civil_from_days(secs / 86_400);
         let in_day = secs % 86_400;
         // The casts are lossless: each value is below 60 or 24 by construction.
         AmzDate {
@@ -238,48 +239,6 @@ fn encode_component(escaped: &str) -> String {
     let mut out = String::with_capacity(escaped.len());
     uri_encode(&mut out, &percent_decode(escaped.as_bytes()), false);
     out
-}
-
-/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays a literal `%`.
-pub(crate) fn percent_decode(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = match bytes.get(i + 1..i + 3) {
-            Some(&[hi, lo]) if bytes[i] == b'%' => hex_value(hi).zip(hex_value(lo)).map(|(hi, lo)| (hi << 4) | lo),
-            _ => None,
-        };
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    char::from(digit).to_digit(16).map(|v| v as u8)
-}
-
-/// AWS's URI encoding: RFC 3986 unreserved characters as they are, every other byte as
-/// `%XX` with uppercase hex.
-fn uri_encode(out: &mut String, bytes: &[u8], keep_slash: bool) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-    }
 }
 
 struct UrlParts<'a> {

@@ -2,8 +2,10 @@
 //! when none of them answered. Kept apart from the shell so the mapping from upstream
 //! failure to client status is tested natively.
 
-use crate::error::GatewayError;
-use crate::providers::{redact, Auth, ErrorClass, Usage};
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
+use crate::providers::{redact, Auth};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {

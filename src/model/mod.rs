@@ -1,0 +1,8 @@
+//! The gateway's own vocabulary: the canonical chat request, the caller's location, token
+//! usage, upstream error classes and the one error type clients see.
+
+pub mod chat;
+pub mod error;
+pub mod error_class;
+pub mod geo;
+pub mod usage;
