@@ -19,7 +19,6 @@ use llm_edge_gateway::model::usage::Usage;
 use llm_edge_gateway::policy::keys::{self, KeyRing};
 use llm_edge_gateway::policy::residency::{self, Subject};
 use llm_edge_gateway::providers::{self, Auth, AwsCredentials};
-use llm_edge_gateway::util::hash;
 use llm_edge_gateway::util::sse::SseDecoder;
 use std::hint::black_box;
 use std::time::Duration;

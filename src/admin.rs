@@ -109,13 +109,10 @@ pub struct ExplainQuery {
     pub key: Option<String>,
 }
 
-const EXPLAIN_FIELDS: &[&str] =
-    &["model", "country", "continent", "eu", "latitude", "longitude", "compliance", "team", "key"];
-
 impl FromValue for ExplainQuery {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, EXPLAIN_FIELDS)?;
-        Ok(ExplainQuery {
+        let f = Fields::strict(v, at)?;
+        f.done(ExplainQuery {
             model: f.req("model")?,
             country: f.opt("country")?,
             continent: f.opt("continent")?,

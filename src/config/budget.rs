@@ -47,8 +47,8 @@ pub struct Budget {
 
 impl FromValue for Budget {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["monthly_usd", "mode"])?;
-        Ok(Budget { monthly_usd: f.req("monthly_usd")?, mode: f.or("mode", Mode::default())? })
+        let f = Fields::strict(v, at)?;
+        f.done(Budget { monthly_usd: f.req("monthly_usd")?, mode: f.or("mode", Mode::default())? })
     }
 }
 

@@ -6,12 +6,16 @@
 pub mod budget;
 pub mod litellm;
 pub mod price;
+pub mod provider;
 mod read;
+mod validate;
 
 use crate::config::budget::Budget;
 use crate::config::price::Price;
 use crate::util::valueread::{self, FromValue};
+pub use provider::ProviderSettings;
 use std::collections::{BTreeMap, HashMap, HashSet};
+pub use validate::{validate, validate_key};
 
 /// Jurisdictions a deployment may declare. `global` is for endpoints that may process
 /// anywhere (Bedrock `global.` profiles, Azure Global deployments, the Gemini API, Vertex's
@@ -35,72 +39,17 @@ pub struct Config {
     pub budgets: Budgets,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// OpenAI's Chat Completions wire format (api.openai.com and its regional hosts, and
-    /// any OpenAI-compatible server).
-    Openai,
-    /// Anthropic's Messages API (api.anthropic.com).
-    Anthropic,
-    /// AWS Bedrock's Converse API (bedrock-runtime), SigV4-signed or with a Bedrock API key.
-    Bedrock,
-    /// Azure OpenAI: OpenAI's format on a resource's deployment (`api-key` header).
-    AzureOpenai,
-    /// Mistral's La Plateforme (api.mistral.ai): OpenAI-like, with Mistral's own fields.
-    Mistral,
-    /// Google's Gemini API (generativelanguage.googleapis.com), with an API key.
-    Gemini,
-    /// Google Cloud Vertex AI: Gemini, or Claude (Anthropic's format), with a service account.
-    Vertex,
-}
-
-impl ProviderKind {
-    /// As reported in `x-gateway-provider` and the ledger.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Openai => "openai",
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Bedrock => "bedrock",
-            ProviderKind::AzureOpenai => "azure_openai",
-            ProviderKind::Mistral => "mistral",
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::Vertex => "vertex",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     pub id: String,
-    pub provider: ProviderKind,
+    /// Which provider serves it, with the settings only that provider has.
+    pub provider: ProviderSettings,
     /// The provider's model name, sent upstream in place of the client's alias.
     pub model: String,
     /// Everything before the provider's operation path, e.g. `https://eu.api.openai.com/v1`.
     pub base_url: String,
     /// Name of the Worker secret holding the provider key; none for keyless endpoints.
     pub api_key_secret: Option<String>,
-    /// Bedrock: the AWS region requests are signed for (required for bedrock deployments).
-    pub aws_region: Option<String>,
-    /// Bedrock with SigV4: the Worker secrets holding the AWS credentials, in place of
-    /// `api_key_secret` (a Bedrock API key).
-    pub aws_access_key_id_secret: Option<String>,
-    pub aws_secret_access_key_secret: Option<String>,
-    /// Only for temporary (STS) credentials.
-    pub aws_session_token_secret: Option<String>,
-    /// Azure OpenAI (required): a dated API version such as `2024-10-21`, which calls the
-    /// deployment named by `model` at `/openai/deployments/{model}/chat/completions`, or
-    /// `v1` for the `/openai/v1/chat/completions` API, which takes the model in the body.
-    pub api_version: Option<String>,
-    /// Azure OpenAI (required): where the deployment processes requests, which its URL
-    /// does not show.
-    pub azure_deployment_type: Option<AzureDeploymentType>,
-    /// Vertex AI (required): the Google Cloud project and location in the request path.
-    pub gcp_project: Option<String>,
-    pub gcp_location: Option<String>,
-    /// Vertex AI (required): whose models `model` names, which decides the wire format.
-    pub vertex_publisher: Option<VertexPublisher>,
-    /// Vertex AI (required): the Worker secret holding the service account's JSON key.
-    pub gcp_service_account_secret: Option<String>,
     pub jurisdiction: String,
     /// Provider region name, reported in `x-gateway-region`.
     pub region: String,
@@ -118,6 +67,13 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// Every Worker secret the deployment names, with its field.
+    pub fn secrets(&self) -> Vec<(&'static str, &str)> {
+        let mut out: Vec<_> = self.api_key_secret.iter().map(|s| ("api_key_secret", s.as_str())).collect();
+        out.extend(self.provider.secrets());
+        out
+    }
+
     pub fn health_limits<'a>(&'a self, defaults: &'a HealthLimits) -> &'a HealthLimits {
         self.health.as_ref().unwrap_or(defaults)
     }
@@ -139,25 +95,6 @@ impl Default for Capabilities {
     fn default() -> Self {
         Capabilities { vision: true, tools: true, json_mode: true, context_window: None }
     }
-}
-
-/// Azure OpenAI's deployment types, by where they may process a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AzureDeploymentType {
-    /// Global Standard / Global Provisioned: any Azure region worldwide.
-    Global,
-    /// Data Zone EU: any EU member state.
-    DataZoneEu,
-    /// Data Zone US: anywhere in the United States.
-    DataZoneUs,
-    /// Standard / Provisioned: the resource's own region.
-    Regional,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VertexPublisher {
-    Google,
-    Anthropic,
 }
 
 fn default_first_byte_timeout_ms() -> u32 {
@@ -405,265 +342,6 @@ pub fn parse(json: &str) -> Result<Gateway, String> {
     Ok(Gateway { config, deployment_index, alias_index })
 }
 
-fn unique<'a>(what: &str, ids: impl Iterator<Item = &'a str>) -> Result<(), String> {
-    let mut seen = HashSet::new();
-    for id in ids {
-        if id.is_empty() {
-            return Err(format!("a {what} has an empty id"));
-        }
-        if !seen.insert(id) {
-            return Err(format!("duplicate {what} id `{id}`"));
-        }
-    }
-    Ok(())
-}
-
-fn is_secret_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
-
-fn check_jurisdictions(list: &[String], place: &str) -> Result<(), String> {
-    if list.is_empty() {
-        return Err(format!("{place}: the jurisdiction list is empty"));
-    }
-    for j in list {
-        if j == "global" {
-            return Err(format!(
-                "{place}: `global` endpoints may process anywhere, so they cannot be allowed by a restricting list; use [\"any\"] for no restriction"
-            ));
-        }
-        if j == ANY {
-            if list.len() > 1 {
-                return Err(format!("{place}: \"any\" must stand alone"));
-            }
-        } else if !JURISDICTIONS.contains(&j.as_str()) {
-            return Err(format!("{place}: unknown jurisdiction `{j}` (known: {})", JURISDICTIONS.join(", ")));
-        }
-    }
-    Ok(())
-}
-
-pub fn validate(c: &Config) -> Result<(), String> {
-    unique("deployment", c.deployments.iter().map(|d| d.id.as_str()))?;
-    unique("alias", c.aliases.iter().map(|a| a.name.as_str()))?;
-    unique("key", c.keys.iter().map(|k| k.id.as_str()))?;
-    unique("rule", c.residency.rules.iter().map(|r| r.id.as_str()))?;
-
-    for d in &c.deployments {
-        let at = format!("deployment `{}`", d.id);
-        if !(d.base_url.starts_with("https://") || d.base_url.starts_with("http://")) {
-            return Err(format!("{at}: base_url must start with https:// or http://"));
-        }
-        if d.base_url.ends_with('/') {
-            return Err(format!("{at}: base_url must not end with `/`"));
-        }
-        if d.model.is_empty() {
-            return Err(format!("{at}: model is empty"));
-        }
-        if !JURISDICTIONS.contains(&d.jurisdiction.as_str()) {
-            return Err(format!(
-                "{at}: unknown jurisdiction `{}` (known: {})",
-                d.jurisdiction,
-                JURISDICTIONS.join(", ")
-            ));
-        }
-        let secrets = [
-            ("api_key_secret", &d.api_key_secret),
-            ("aws_access_key_id_secret", &d.aws_access_key_id_secret),
-            ("aws_secret_access_key_secret", &d.aws_secret_access_key_secret),
-            ("aws_session_token_secret", &d.aws_session_token_secret),
-            ("gcp_service_account_secret", &d.gcp_service_account_secret),
-        ];
-        for (field, name) in secrets {
-            if let Some(s) = name.as_deref().filter(|s| !is_secret_name(s)) {
-                return Err(format!("{at}: {field} `{s}` is not a secret name (A-Z, 0-9, _)"));
-            }
-        }
-        if let Some([lat, lon]) = d.location {
-            if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
-                return Err(format!("{at}: location [{lat}, {lon}] is not a latitude/longitude"));
-            }
-        }
-        if d.first_byte_timeout_ms == 0 {
-            return Err(format!("{at}: first_byte_timeout_ms must be positive"));
-        }
-        if matches!(d.provider, ProviderKind::Anthropic | ProviderKind::Mistral) && d.api_key_secret.is_none() {
-            return Err(format!("{at}: {} needs api_key_secret", d.provider.as_str()));
-        }
-        if d.health.is_some_and(|h| h.failure_threshold == 0 || h.window_ms == 0) {
-            return Err(format!("{at}: health.failure_threshold and health.window_ms must be positive"));
-        }
-        let aws_fields =
-            [&d.aws_region, &d.aws_access_key_id_secret, &d.aws_secret_access_key_secret, &d.aws_session_token_secret];
-        match d.provider {
-            ProviderKind::Bedrock => crate::providers::bedrock::validate(d).map_err(|why| format!("{at}: {why}"))?,
-            _ if aws_fields.iter().any(|f| f.is_some()) => {
-                return Err(format!("{at}: aws_region and the aws_*_secret fields are for bedrock deployments only"));
-            }
-            _ => {}
-        }
-        crate::providers::validate_provider_fields(d).map_err(|why| format!("{at}: {why}"))?;
-    }
-
-    for a in &c.aliases {
-        if a.deployments.is_empty() {
-            return Err(format!("alias `{}` lists no deployments", a.name));
-        }
-        unique(&format!("deployment in alias `{}`", a.name), a.deployments.iter().map(String::as_str))?;
-        for d in &a.deployments {
-            if !c.deployments.iter().any(|x| &x.id == d) {
-                return Err(format!("alias `{}` names unknown deployment `{d}`", a.name));
-            }
-        }
-        validate_weights(a)?;
-    }
-
-    for k in &c.keys {
-        validate_key(c, k)?;
-    }
-    let l = &c.limits;
-    if l.max_attempts == 0 || l.total_deadline_ms == 0 || l.health.failure_threshold == 0 || l.health.window_ms == 0 {
-        return Err(
-            "limits: max_attempts, total_deadline_ms, health.failure_threshold and health.window_ms must be positive"
-                .into(),
-        );
-    }
-
-    validate_residency(&c.residency)
-}
-
-fn validate_weights(a: &Alias) -> Result<(), String> {
-    let at = format!("alias `{}`", a.name);
-    if a.strategy != Strategy::Weighted {
-        if !a.weights.is_empty() {
-            return Err(format!("{at}: weights are only for the weighted strategy"));
-        }
-        if a.sticky != Sticky::None {
-            return Err(format!("{at}: sticky is only for the weighted strategy"));
-        }
-        return Ok(());
-    }
-    for d in a.weights.keys() {
-        if !a.deployments.contains(d) {
-            return Err(format!("{at}: weight for `{d}`, which the alias does not list"));
-        }
-    }
-    if let Some(d) = a.deployments.iter().find(|d| !a.weights.contains_key(*d)) {
-        return Err(format!("{at}: deployment `{d}` has no weight"));
-    }
-    let total: u64 = a.weights.values().map(|w| u64::from(*w)).sum();
-    if total == 0 {
-        return Err(format!("{at}: the weights sum to 0; give at least one deployment a positive weight"));
-    }
-    Ok(())
-}
-
-/// A key against the config it will be used with (also for keys created at run time).
-pub fn validate_key(c: &Config, k: &KeyConfig) -> Result<(), String> {
-    let at = format!("key `{}`", k.id);
-    if k.id.is_empty()
-        || k.id.len() > 64
-        || !k.id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(format!("{at}: an id is 1 to 64 letters, digits, `-`, `_` or `.`"));
-    }
-    match (&k.sha256, &k.secret) {
-        (Some(h), None) => {
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-                return Err(format!("{at}: sha256 must be 64 lowercase hex digits"));
-            }
-        }
-        (None, Some(s)) if is_secret_name(s) => {}
-        (None, Some(s)) => return Err(format!("{at}: secret `{s}` is not a secret name (A-Z, 0-9, _)")),
-        _ => return Err(format!("{at}: give exactly one of sha256 or secret")),
-    }
-    for alias in k.aliases.iter().flatten() {
-        if !c.aliases.iter().any(|a| &a.name == alias) {
-            return Err(format!("{at}: unknown alias `{alias}`"));
-        }
-    }
-    if let Some(r) = &k.residency {
-        check_jurisdictions(r, &format!("{at} residency"))?;
-    }
-    if let Some(b) = &k.rate_limit {
-        if !is_secret_name(b) {
-            return Err(format!("{at}: rate_limit `{b}` is not a binding name (A-Z, 0-9, _)"));
-        }
-    }
-    Ok(())
-}
-
-fn validate_residency(r: &Residency) -> Result<(), String> {
-    if r.distance_band_km.is_nan() || r.distance_band_km < 0.0 {
-        return Err("residency.distance_band_km must be zero or positive".into());
-    }
-    for (tag, list) in &r.compliance_tags {
-        if tag.is_empty()
-            || !tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return Err(format!("compliance tag `{tag}`: use lowercase letters, digits, - and _"));
-        }
-        check_jurisdictions(list, &format!("compliance tag `{tag}`"))?;
-        if list.iter().any(|j| j == ANY) {
-            return Err(format!("compliance tag `{tag}`: a tag must restrict; \"any\" is not allowed"));
-        }
-    }
-    let Some(last) = r.rules.last() else {
-        return Err("residency.rules is empty; the last rule must match every request".into());
-    };
-    if !last.when.is_empty() {
-        return Err(format!(
-            "residency rule `{}`: the last rule must have no conditions, so every request matches a rule",
-            last.id
-        ));
-    }
-    for (i, rule) in r.rules.iter().enumerate() {
-        let at = format!("residency rule `{}`", rule.id);
-        check_jurisdictions(&rule.allow, &at)?;
-        if let Some(earlier) = r.rules[..i].iter().find(|e| e.when.covers(&rule.when)) {
-            return Err(format!(
-                "{at} can never match: every request it matches is matched first by rule `{}`",
-                earlier.id
-            ));
-        }
-        let w = &rule.when;
-        for c in &w.countries {
-            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(format!("{at}: country `{c}` is not an ISO 3166-1 alpha-2 code in capitals"));
-            }
-        }
-        if let Some(eu) = w.eu {
-            if !w.countries.is_empty() && w.countries.iter().all(|c| crate::model::geo::is_eu_member(c) != eu) {
-                return Err(format!(
-                    "{at} can never match: none of its countries is {}an EU member, but it requires eu = {eu}",
-                    if eu { "" } else { "not " }
-                ));
-            }
-        }
-        for c in &w.continents {
-            if !CONTINENTS.contains(&c.as_str()) {
-                return Err(format!("{at}: unknown continent `{c}` (known: {})", CONTINENTS.join(", ")));
-            }
-        }
-        for tag in &w.compliance {
-            let Some(tag_allows) = r.compliance_tags.get(tag) else {
-                return Err(format!("{at}: unknown compliance tag `{tag}`"));
-            };
-            // A rule that only ever sees requests carrying these tags must not point them at
-            // a jurisdiction one of the tags forbids.
-            if w.compliance.len() == 1 {
-                if let Some(bad) = rule.allow.iter().find(|j| *j == ANY || !tag_allows.contains(j)) {
-                    return Err(format!(
-                        "{at}: requests tagged `{tag}` may not reach `{bad}` (the tag allows {})",
-                        tag_allows.join(", ")
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -738,7 +416,7 @@ pub(crate) mod tests {
         rejects(|v| v["deployments"][0]["location"] = serde_json::json!([91, 0]), "latitude");
         rejects(
             |v| v["deployments"][0]["surprise"] = 1.into(),
-            "config is not valid: deployments[0]: unknown field `surprise`, expected one of `id`, `provider`, ",
+            "config is not valid: deployment `eu-a` (openai): unknown field `surprise`, expected one of `id`, `provider`, ",
         );
         rejects(|v| v["deployments"][0]["provider"] = "anthropic".into(), "anthropic needs api_key_secret");
         rejects(

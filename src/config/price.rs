@@ -55,8 +55,8 @@ pub struct Price {
 
 impl FromValue for Price {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["input", "output", "cached_input", "cache_write"])?;
-        Ok(Price {
+        let f = Fields::strict(v, at)?;
+        f.done(Price {
             input: f.req("input")?,
             output: f.req("output")?,
             cached_input: f.opt("cached_input")?,

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 impl FromValue for Config {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["deployments", "aliases", "keys", "residency", "limits", "budgets"])?;
-        Ok(Config {
+        let f = Fields::strict(v, at)?;
+        f.done(Config {
             deployments: f.req("deployments")?,
             aliases: f.req("aliases")?,
             keys: f.or("keys", Vec::new())?,
@@ -20,58 +20,19 @@ impl FromValue for Config {
     }
 }
 
-impl FromValue for ProviderKind {
-    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        use ProviderKind::*;
-        let names = &["openai", "anthropic", "bedrock", "azure_openai", "mistral", "gemini", "vertex"];
-        Ok([Openai, Anthropic, Bedrock, AzureOpenai, Mistral, Gemini, Vertex][variant(v, at, names)?])
-    }
-}
-
-const DEPLOYMENT_FIELDS: &[&str] = &[
-    "id",
-    "provider",
-    "model",
-    "base_url",
-    "api_key_secret",
-    "aws_region",
-    "aws_access_key_id_secret",
-    "aws_secret_access_key_secret",
-    "aws_session_token_secret",
-    "api_version",
-    "azure_deployment_type",
-    "gcp_project",
-    "gcp_location",
-    "vertex_publisher",
-    "gcp_service_account_secret",
-    "jurisdiction",
-    "region",
-    "location",
-    "first_byte_timeout_ms",
-    "price",
-    "capabilities",
-    "health",
-];
-
 impl FromValue for Deployment {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, DEPLOYMENT_FIELDS)?;
-        Ok(Deployment {
-            id: f.req("id")?,
-            provider: f.req("provider")?,
+        let f = Fields::strict(v, at)?;
+        let id: String = f.req("id")?;
+        let name: String = f.req("provider")?;
+        let named = |e: String| format!("deployment `{id}`: {e}");
+        let provider = ProviderSettings::read(&name, &f, at).map_err(named)?;
+        let d = Deployment {
+            provider,
+            id: id.clone(),
             model: f.req("model")?,
             base_url: f.req("base_url")?,
             api_key_secret: f.opt("api_key_secret")?,
-            aws_region: f.opt("aws_region")?,
-            aws_access_key_id_secret: f.opt("aws_access_key_id_secret")?,
-            aws_secret_access_key_secret: f.opt("aws_secret_access_key_secret")?,
-            aws_session_token_secret: f.opt("aws_session_token_secret")?,
-            api_version: f.opt("api_version")?,
-            azure_deployment_type: f.opt("azure_deployment_type")?,
-            gcp_project: f.opt("gcp_project")?,
-            gcp_location: f.opt("gcp_location")?,
-            vertex_publisher: f.opt("vertex_publisher")?,
-            gcp_service_account_secret: f.opt("gcp_service_account_secret")?,
             jurisdiction: f.req("jurisdiction")?,
             region: f.req("region")?,
             location: f.opt("location")?,
@@ -79,33 +40,23 @@ impl FromValue for Deployment {
             price: f.req("price")?,
             capabilities: f.or("capabilities", Capabilities::default())?,
             health: f.opt("health")?,
-        })
+        };
+        match f.unread() {
+            Some(e) => Err(format!("deployment `{id}` ({name}): {e}")),
+            None => Ok(d),
+        }
     }
 }
 
 impl FromValue for Capabilities {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["vision", "tools", "json_mode", "context_window"])?;
-        Ok(Capabilities {
+        let f = Fields::strict(v, at)?;
+        f.done(Capabilities {
             vision: f.or("vision", true)?,
             tools: f.or("tools", true)?,
             json_mode: f.or("json_mode", true)?,
             context_window: f.opt("context_window")?,
         })
-    }
-}
-
-impl FromValue for AzureDeploymentType {
-    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        use AzureDeploymentType::*;
-        Ok([Global, DataZoneEu, DataZoneUs, Regional]
-            [variant(v, at, &["global", "data_zone_eu", "data_zone_us", "regional"])?])
-    }
-}
-
-impl FromValue for VertexPublisher {
-    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        Ok([VertexPublisher::Google, VertexPublisher::Anthropic][variant(v, at, &["google", "anthropic"])?])
     }
 }
 
@@ -124,8 +75,8 @@ impl FromValue for Sticky {
 
 impl FromValue for Alias {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["name", "description", "strategy", "deployments", "weights", "sticky"])?;
-        Ok(Alias {
+        let f = Fields::strict(v, at)?;
+        f.done(Alias {
             name: f.req("name")?,
             description: f.opt("description")?,
             strategy: f.or("strategy", Strategy::default())?,
@@ -136,13 +87,10 @@ impl FromValue for Alias {
     }
 }
 
-const KEY_FIELDS: &[&str] =
-    &["id", "sha256", "secret", "team", "feature", "env", "aliases", "residency", "budget", "rate_limit"];
-
 impl FromValue for KeyConfig {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, KEY_FIELDS)?;
-        Ok(KeyConfig {
+        let f = Fields::strict(v, at)?;
+        f.done(KeyConfig {
             id: f.req("id")?,
             sha256: f.opt("sha256")?,
             secret: f.opt("secret")?,
@@ -159,14 +107,15 @@ impl FromValue for KeyConfig {
 
 impl FromValue for Budgets {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        Ok(Budgets { teams: Fields::of(v, at, &["teams"])?.or("teams", BTreeMap::new())? })
+        let f = Fields::strict(v, at)?;
+        f.done(Budgets { teams: f.or("teams", BTreeMap::new())? })
     }
 }
 
 impl FromValue for Residency {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["unknown_location", "compliance_tags", "distance_band_km", "rules"])?;
-        Ok(Residency {
+        let f = Fields::strict(v, at)?;
+        f.done(Residency {
             unknown_location: f.or("unknown_location", UnknownLocation::default())?,
             compliance_tags: f.or("compliance_tags", BTreeMap::new())?,
             distance_band_km: f.or("distance_band_km", default_distance_band_km())?,
@@ -184,8 +133,8 @@ impl FromValue for UnknownLocation {
 
 impl FromValue for Rule {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["id", "description", "when", "allow"])?;
-        Ok(Rule {
+        let f = Fields::strict(v, at)?;
+        f.done(Rule {
             id: f.req("id")?,
             description: f.opt("description")?,
             when: f.or("when", Conditions::default())?,
@@ -196,8 +145,8 @@ impl FromValue for Rule {
 
 impl FromValue for Conditions {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["countries", "continents", "eu", "compliance", "teams", "keys"])?;
-        Ok(Conditions {
+        let f = Fields::strict(v, at)?;
+        f.done(Conditions {
             countries: f.or("countries", Vec::new())?,
             continents: f.or("continents", Vec::new())?,
             eu: f.opt("eu")?,
@@ -210,9 +159,8 @@ impl FromValue for Conditions {
 
 impl FromValue for Limits {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let names = &["max_body_bytes", "max_attempts", "total_deadline_ms", "max_retry_after_ms", "health"];
-        let f = Fields::of(v, at, names)?;
-        Ok(Limits {
+        let f = Fields::strict(v, at)?;
+        f.done(Limits {
             max_body_bytes: f.or("max_body_bytes", default_max_body_bytes())?,
             max_attempts: f.or("max_attempts", default_max_attempts())?,
             total_deadline_ms: f.or("total_deadline_ms", default_total_deadline_ms())?,
@@ -224,8 +172,8 @@ impl FromValue for Limits {
 
 impl FromValue for HealthLimits {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        let f = Fields::of(v, at, &["failure_threshold", "window_ms", "cooldown_ms"])?;
-        Ok(HealthLimits {
+        let f = Fields::strict(v, at)?;
+        f.done(HealthLimits {
             failure_threshold: f.or("failure_threshold", default_failure_threshold())?,
             window_ms: f.or("window_ms", default_window_ms())?,
             cooldown_ms: f.or("cooldown_ms", default_cooldown_ms())?,

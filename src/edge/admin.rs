@@ -143,7 +143,8 @@ struct Rollback {
 
 impl FromValue for Rollback {
     fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
-        Ok(Rollback { version: Fields::of(v, at, &["version"])?.req("version")? })
+        let f = Fields::strict(v, at)?;
+        f.done(Rollback { version: f.req("version")? })
     }
 }
 

@@ -108,7 +108,7 @@ impl Receipt {
             let _ = h.set("x-gateway-tried", &log.summary());
         }
         if let Some(d) = served_by {
-            let _ = h.set("x-gateway-provider", d.provider.as_str());
+            let _ = h.set("x-gateway-provider", d.provider.name());
             let _ = h.set("x-gateway-deployment", &d.id);
             let _ = h.set("x-gateway-region", &d.region);
             let _ = h.set("x-gateway-jurisdiction", &d.jurisdiction);

@@ -4,7 +4,8 @@
 use super::state::now_ms;
 use super::state::secret;
 use super::upstream;
-use crate::config::Deployment;
+use crate::config::provider::{bedrock::Bedrock, vertex::Vertex};
+use crate::config::{Deployment, ProviderSettings};
 use crate::model::error_class::ErrorClass;
 use crate::providers::vertex::oauth::{self as gcp, AccessToken, ServiceAccount};
 use crate::providers::{Auth, AwsCredentials, UpstreamRequest};
@@ -30,17 +31,19 @@ pub fn resolve(env: &Env, d: &Deployment, now_unix: u64) -> Option<Auth> {
         None => Some(None),
     };
     let api_key = named(&d.api_key_secret)?;
-    // Config validation makes the id and the secret key come as a pair.
-    let aws = match (named(&d.aws_access_key_id_secret)?, named(&d.aws_secret_access_key_secret)?) {
-        (Some(access_key_id), Some(secret_access_key)) => Some(AwsCredentials {
-            access_key_id,
-            secret_access_key,
-            session_token: named(&d.aws_session_token_secret)?,
+    let aws = match &d.provider {
+        ProviderSettings::Bedrock(Bedrock { sigv4: Some(keys), .. }) => Some(AwsCredentials {
+            access_key_id: secret(env, &keys.access_key_id)?,
+            secret_access_key: secret(env, &keys.secret_access_key)?,
+            session_token: named(&keys.session_token)?,
         }),
+        // The service account's token is fetched by `authorize`, once the deployment is tried.
+        ProviderSettings::Vertex(v) => {
+            secret(env, &v.service_account_secret)?;
+            None
+        }
         _ => None,
     };
-    // The service account's token is fetched by `authorize`, once the deployment is tried.
-    named(&d.gcp_service_account_secret)?;
     Some(Auth { api_key, aws, bearer_token: None, now_unix })
 }
 
@@ -48,7 +51,7 @@ pub fn resolve(env: &Env, d: &Deployment, now_unix: u64) -> Option<Auth> {
 /// access token from this isolate's cache, or exchanged for one. A failed exchange is
 /// that deployment's failure, as a refused key would be.
 pub async fn authorize(env: &Env, d: &Deployment, mut auth: Auth) -> Result<Auth, ErrorClass> {
-    let Some(name) = &d.gcp_service_account_secret else { return Ok(auth) };
+    let ProviderSettings::Vertex(Vertex { service_account_secret: name, .. }) = &d.provider else { return Ok(auth) };
     let complain = |why: String| worker::console_error!("deployment `{}`: no access token: {why}", d.id);
     let account = secret(env, name)
         .ok_or_else(|| format!("the secret {name} is not set"))

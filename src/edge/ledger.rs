@@ -388,7 +388,7 @@ impl Bill {
             rule: &self.rule,
             alias: &self.alias,
             deployment: end.served_by,
-            provider: end.served_by.map(|d| d.provider.as_str()),
+            provider: end.served_by.map(|d| d.provider.name()),
             usage: end.usage,
             status: end.status,
             outcome: end.outcome,

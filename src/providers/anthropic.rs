@@ -43,6 +43,14 @@ fn headers(auth: &Auth) -> Vec<(&'static str, String)> {
 }
 
 impl Provider for Anthropic {
+    fn messages(&self, _d: &Deployment) -> Option<&'static dyn SpeaksMessages> {
+        Some(&Anthropic)
+    }
+
+    fn counts(&self, _d: &Deployment) -> Option<&'static dyn CountsTokens> {
+        Some(&Anthropic)
+    }
+
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
         let body = request_body(&Cx { provider: "anthropic", deployment: &d.id }, &d.model, req)?;
         let body = serde_json::to_vec(&body).expect("a JSON map serialises");

@@ -13,7 +13,8 @@
 
 use super::openai::{self, OpenAi};
 use super::{Auth, Provider, StreamTranslator, UpstreamRequest};
-use crate::config::{AzureDeploymentType, Deployment};
+use crate::config::provider::azure::V1;
+use crate::config::{Deployment, ProviderSettings};
 use crate::model::chat::ChatRequest;
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
@@ -21,60 +22,12 @@ use crate::model::usage::Usage;
 
 pub struct Azure;
 
-/// The `api_version` that selects the v1 API.
-const V1: &str = "v1";
-
-/// The Azure-specific part of config validation; the caller names the deployment.
-pub fn validate(d: &Deployment) -> Result<(), String> {
-    let version = d.api_version.as_deref().ok_or(
-        "azure_openai deployments need `api_version`: `v1`, or a dated version such as 2024-10-21 for the deployments API",
-    )?;
-    if version != V1 && !is_dated_version(version) {
-        return Err(format!("api_version `{version}` is neither `v1` nor a dated version such as 2024-10-21"));
-    }
-    if d.api_key_secret.is_none() {
-        return Err("azure_openai deployments need `api_key_secret`, the Worker secret with the resource's key".into());
-    }
-    // The deployment name is a URL path segment (deployments API) or the body's model (v1).
-    if !d.model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-        return Err(format!("model `{}` is not an Azure deployment name (letters, digits, `-`, `_`, `.`)", d.model));
-    }
-    let kind = d.azure_deployment_type.ok_or(
-        "azure_openai deployments need `azure_deployment_type` (global, data_zone_eu, data_zone_us or regional): the URL does not show where a deployment processes requests",
-    )?;
-    let (fits, required) = match kind {
-        AzureDeploymentType::Global => (d.jurisdiction == "global", "`global`"),
-        AzureDeploymentType::DataZoneEu => (d.jurisdiction == "eu", "`eu`"),
-        AzureDeploymentType::DataZoneUs => (d.jurisdiction == "us", "`us`"),
-        AzureDeploymentType::Regional => {
-            (d.jurisdiction != "global", "the jurisdiction of the resource's region, not `global`")
-        }
-    };
-    if !fits {
-        let reach = match kind {
-            AzureDeploymentType::Global => "may process in any Azure region",
-            AzureDeploymentType::DataZoneEu => "processes within the EU member states",
-            AzureDeploymentType::DataZoneUs => "processes within the United States",
-            AzureDeploymentType::Regional => "processes in the resource's region",
-        };
-        return Err(format!(
-            "a {kind:?} deployment {reach}, so the jurisdiction must be {required}, not `{}`",
-            d.jurisdiction
-        ));
-    }
-    Ok(())
-}
-
-/// `YYYY-MM-DD`, optionally followed by `-preview`.
-fn is_dated_version(v: &str) -> bool {
-    let date = v.strip_suffix("-preview").unwrap_or(v).as_bytes();
-    date.len() == 10
-        && date.iter().enumerate().all(|(i, b)| if i == 4 || i == 7 { *b == b'-' } else { b.is_ascii_digit() })
-}
-
 impl Provider for Azure {
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
-        let version = d.api_version.as_deref().unwrap_or(V1);
+        let version = match &d.provider {
+            ProviderSettings::AzureOpenai(a) => a.api_version.as_str(),
+            _ => V1,
+        };
         let (url, body) = if version == V1 {
             (format!("{}/openai/v1/chat/completions", d.base_url), openai::request_body(req, Some(&d.model)))
         } else {
@@ -275,6 +228,6 @@ mod tests {
         let mut config: Value = serde_json::from_str(&crate::config::tests::sample()).unwrap();
         config["deployments"][0]["api_version"] = json!("2024-10-21");
         let err = crate::config::parse(&config.to_string()).map(drop).unwrap_err();
-        assert!(err.contains("deployment `eu-a`: api_version and azure_deployment_type are for azure_openai"), "{err}");
+        assert!(err.contains("deployment `eu-a` (openai): unknown field `api_version`"), "{err}");
     }
 }

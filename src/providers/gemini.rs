@@ -40,23 +40,6 @@ use std::collections::HashMap;
 
 pub struct Gemini;
 
-/// The Gemini-API-specific part of config validation; the caller names the deployment.
-pub fn validate(d: &Deployment) -> Result<(), String> {
-    if d.jurisdiction != "global" {
-        return Err(format!(
-            "the Gemini API has no region control (Google may process its requests anywhere), so the jurisdiction must be `global`, not `{}`; for in-region processing use a vertex deployment",
-            d.jurisdiction
-        ));
-    }
-    if d.api_key_secret.is_none() {
-        return Err("gemini deployments need `api_key_secret`, the Worker secret with the Gemini API key".into());
-    }
-    if d.model.contains('/') {
-        return Err(format!("model `{}` must be a bare model name such as gemini-2.5-flash", d.model));
-    }
-    Ok(())
-}
-
 impl Provider for Gemini {
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
         let body = request_body(&Cx { provider: "gemini", deployment: &d.id }, req)?;

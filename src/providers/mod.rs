@@ -10,7 +10,8 @@ pub mod mistral;
 pub mod openai;
 pub mod vertex;
 
-use crate::config::{Deployment, ProviderKind, VertexPublisher};
+use crate::config::provider::vertex::VertexPublisher;
+use crate::config::{Deployment, ProviderSettings};
 use crate::model::chat::{ChatRequest, NativeMessages};
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
@@ -112,6 +113,16 @@ pub trait Provider {
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass;
     /// Translates the success stream into OpenAI `chat.completion.chunk` SSE.
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator>;
+
+    /// This provider as one that takes Anthropic's Messages requests for `d`'s model.
+    fn messages(&self, _d: &Deployment) -> Option<&'static dyn SpeaksMessages> {
+        None
+    }
+
+    /// This provider as one that counts a Messages request's tokens for `d`'s model.
+    fn counts(&self, _d: &Deployment) -> Option<&'static dyn CountsTokens> {
+        None
+    }
 }
 
 /// A provider that takes Anthropic's Messages requests for its models: a `/v1/messages`
@@ -149,64 +160,29 @@ pub trait CountsTokens {
     }
 }
 
-/// The deployment's provider, if it can count tokens for it.
-pub fn counts_tokens(d: &Deployment) -> Option<&'static dyn CountsTokens> {
-    match d.provider {
-        ProviderKind::Anthropic => Some(&anthropic::Anthropic),
-        ProviderKind::Vertex if d.vertex_publisher == Some(VertexPublisher::Anthropic) => Some(&vertex::VertexClaude),
-        ProviderKind::Bedrock if bedrock::is_claude(d) => Some(&bedrock::Bedrock),
-        _ => None,
+/// The wire format of a deployment: its provider's, and on Vertex AI its publisher's. One
+/// line per provider.
+pub fn for_deployment(d: &Deployment) -> &'static dyn Provider {
+    match &d.provider {
+        ProviderSettings::Openai => &openai::OpenAi,
+        ProviderSettings::Anthropic => &anthropic::Anthropic,
+        ProviderSettings::Bedrock(_) => &bedrock::Bedrock,
+        ProviderSettings::AzureOpenai(_) => &azure::Azure,
+        ProviderSettings::Mistral => &mistral::Mistral,
+        ProviderSettings::Gemini => &gemini::Gemini,
+        ProviderSettings::Vertex(v) if v.publisher == VertexPublisher::Anthropic => &vertex::VertexClaude,
+        ProviderSettings::Vertex(_) => &vertex::VertexGemini,
     }
 }
 
 /// The deployment's provider, if it takes Messages requests for this deployment's model.
 pub fn speaks_messages(d: &Deployment) -> Option<&'static dyn SpeaksMessages> {
-    match (d.provider, d.vertex_publisher) {
-        (ProviderKind::Anthropic, _) => Some(&anthropic::Anthropic),
-        (ProviderKind::Vertex, Some(VertexPublisher::Anthropic)) => Some(&vertex::VertexClaude),
-        (ProviderKind::Bedrock, _) if bedrock::is_claude(d) => Some(&bedrock::Bedrock),
-        _ => None,
-    }
+    for_deployment(d).messages(d)
 }
 
-/// The wire format of a deployment: its provider's, and on Vertex AI its publisher's.
-pub fn for_deployment(d: &Deployment) -> &'static dyn Provider {
-    match d.provider {
-        ProviderKind::Openai => &openai::OpenAi,
-        ProviderKind::Anthropic => &anthropic::Anthropic,
-        ProviderKind::Bedrock => &bedrock::Bedrock,
-        ProviderKind::AzureOpenai => &azure::Azure,
-        ProviderKind::Mistral => &mistral::Mistral,
-        ProviderKind::Gemini => &gemini::Gemini,
-        ProviderKind::Vertex => match d.vertex_publisher {
-            Some(VertexPublisher::Anthropic) => &vertex::VertexClaude,
-            // Config validation requires the publisher.
-            _ => &vertex::VertexGemini,
-        },
-    }
-}
-
-/// The provider-specific part of config validation, and the rule that a provider's own
-/// fields appear only on its deployments; the caller names the deployment.
-pub fn validate_provider_fields(d: &Deployment) -> Result<(), String> {
-    let azure = d.api_version.is_some() || d.azure_deployment_type.is_some();
-    let vertex = d.gcp_project.is_some()
-        || d.gcp_location.is_some()
-        || d.vertex_publisher.is_some()
-        || d.gcp_service_account_secret.is_some();
-    match d.provider {
-        ProviderKind::AzureOpenai => azure::validate(d),
-        ProviderKind::Gemini => gemini::validate(d),
-        ProviderKind::Vertex => vertex::validate(d),
-        _ => Ok(()),
-    }?;
-    if azure && d.provider != ProviderKind::AzureOpenai {
-        return Err("api_version and azure_deployment_type are for azure_openai deployments only".into());
-    }
-    if vertex && d.provider != ProviderKind::Vertex {
-        return Err("gcp_project, gcp_location, vertex_publisher and gcp_service_account_secret are for vertex deployments only".into());
-    }
-    Ok(())
+/// The deployment's provider, if it can count tokens for it.
+pub fn counts_tokens(d: &Deployment) -> Option<&'static dyn CountsTokens> {
+    for_deployment(d).counts(d)
 }
 
 /// Removes provider secrets from text that may be shown to a client (providers echo parts

@@ -67,46 +67,73 @@ pub fn invalid_type(v: &Value, at: At<'_>, expected: &'static str) -> String {
     fail(at, SerdeError::invalid_type(unexpected(v), &expected))
 }
 
-/// The fields of an object read as a struct.
+/// The fields of an object read as a struct. A strict reader (`#[serde(deny_unknown_fields)]`)
+/// notes the names it reads, so that [`Fields::done`] can refuse any other: the reader's
+/// own calls are the list of known fields.
 pub struct Fields<'v, 'a> {
     map: &'v Map<String, Value>,
     at: At<'a>,
+    read: Option<std::cell::RefCell<Vec<&'static str>>>,
 }
 
 impl<'v, 'a> Fields<'v, 'a> {
     /// `v` as an object whose other fields are ignored (serde's default).
     pub fn any(v: &'v Value, at: At<'a>) -> Result<Self, String> {
         let map = v.as_object().ok_or_else(|| invalid_type(v, at, "an object"))?;
-        Ok(Fields { map, at })
+        Ok(Fields { map, at, read: None })
     }
 
-    /// `v` as an object with none but the `known` fields (`#[serde(deny_unknown_fields)]`).
-    pub fn of(v: &'v Value, at: At<'a>, known: &'static [&'static str]) -> Result<Self, String> {
-        let f = Fields::any(v, at)?;
-        match f.map.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(k) => Err(fail(at, SerdeError::unknown_field(k, known))),
-            None => Ok(f),
+    /// `v` as an object with no fields but those read before [`done`](Self::done).
+    pub fn strict(v: &'v Value, at: At<'a>) -> Result<Self, String> {
+        Ok(Fields { read: Some(Default::default()), ..Fields::any(v, at)? })
+    }
+
+    /// `value`, unless the object has a field that was not read.
+    pub fn done<T>(&self, value: T) -> Result<T, String> {
+        match self.unread() {
+            Some(e) => Err(fail(self.at, e)),
+            None => Ok(value),
         }
     }
 
+    /// serde's error for the first field that was not read, if there is one.
+    pub fn unread(&self) -> Option<String> {
+        let read = self.read.as_ref()?.borrow();
+        let k = self.map.keys().find(|k| !read.contains(&k.as_str()))?;
+        Some(unknown_field(k, &read))
+    }
+
+    /// The object's value for `name`, noted as read.
+    fn get(&self, name: &'static str) -> Option<&'v Value> {
+        if let Some(read) = &self.read {
+            read.borrow_mut().push(name);
+        }
+        self.map.get(name)
+    }
+
+    /// Whether the object has `name` (not noted as read).
+    pub fn has(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
     pub fn req<T: FromValue>(&self, name: &'static str) -> Result<T, String> {
-        match self.map.get(name) {
+        match self.get(name) {
             Some(v) => T::from_value(v, At::Field(&self.at, name)),
             None => Err(fail(self.at, SerdeError::missing_field(name))),
         }
     }
 
     /// An `Option` field: absent and `null` are both `None`.
-    pub fn opt<T: FromValue>(&self, name: &str) -> Result<Option<T>, String> {
-        match self.map.get(name) {
+    pub fn opt<T: FromValue>(&self, name: &'static str) -> Result<Option<T>, String> {
+        match self.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => T::from_value(v, At::Field(&self.at, name)).map(Some),
         }
     }
 
     /// A `#[serde(default)]` field: `default` when absent; `null` is read like any value.
-    pub fn or<T: FromValue>(&self, name: &str, default: T) -> Result<T, String> {
-        match self.map.get(name) {
+    pub fn or<T: FromValue>(&self, name: &'static str, default: T) -> Result<T, String> {
+        match self.get(name) {
             None => Ok(default),
             Some(v) => T::from_value(v, At::Field(&self.at, name)),
         }
@@ -196,6 +223,17 @@ impl FromValue for [f64; 2] {
             Some(items) => Err(fail(at, SerdeError::invalid_length(items.len(), &expected))),
             None => Err(invalid_type(v, at, expected)),
         }
+    }
+}
+
+/// serde's `unknown field` message, for a list of fields known only at run time.
+fn unknown_field(name: &str, known: &[&str]) -> String {
+    let quoted: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+    match quoted.as_slice() {
+        [] => format!("unknown field `{name}`, there are no fields"),
+        [one] => format!("unknown field `{name}`, expected {one}"),
+        [a, b] => format!("unknown field `{name}`, expected {a} or {b}"),
+        _ => format!("unknown field `{name}`, expected one of {}", quoted.join(", ")),
     }
 }
 

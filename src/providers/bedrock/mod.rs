@@ -36,7 +36,8 @@ pub mod sigv4;
 
 use super::canonical::{self, asks_nothing, refused_detail, Chunks, Cx, Identity, ToolChoice, IGNORED};
 use super::{anthropic, Auth, CountsTokens, Provider, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest};
-use crate::config::Deployment;
+use crate::config::provider::bedrock::PROFILES;
+use crate::config::{Deployment, ProviderSettings};
 use crate::model::chat::{ChatRequest, NativeMessages};
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
@@ -62,60 +63,6 @@ const SERVICE: &str = "bedrock";
 const IMAGE_FORMATS: &[(&str, &str)] =
     &[("image/png", "png"), ("image/jpeg", "jpeg"), ("image/gif", "gif"), ("image/webp", "webp")];
 
-/// Cross-region inference profile prefixes, and the jurisdictions a deployment using one
-/// may declare. A profile may process in any region of its geography, so the deployment
-/// must declare that geography; `jp.` and `au.` stay within one country, which `apac`
-/// also covers. `global.` may process in any commercial region.
-const PROFILES: &[(&str, &[&str])] = &[
-    ("global.", &["global"]),
-    ("us-gov.", &["us"]),
-    ("us.", &["us"]),
-    ("eu.", &["eu"]),
-    ("apac.", &["apac"]),
-    ("jp.", &["jp", "apac"]),
-    ("au.", &["au", "apac"]),
-];
-
-/// The Bedrock-specific part of config validation; the caller names the deployment.
-pub fn validate(d: &Deployment) -> Result<(), String> {
-    let region =
-        d.aws_region.as_deref().ok_or("bedrock deployments need `aws_region`, the region requests are signed for")?;
-    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(format!("aws_region `{region}` is not an AWS region name such as eu-central-1"));
-    }
-    let host = d.base_url.split_once("://").map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or_default());
-    if host.ends_with(".amazonaws.com") && !host.contains(&format!(".{region}.")) {
-        return Err(format!(
-            "base_url host `{host}` is not in aws_region `{region}`; a signature is only valid for the endpoint's own region"
-        ));
-    }
-    let sigv4 = (d.aws_access_key_id_secret.is_some(), d.aws_secret_access_key_secret.is_some());
-    match (d.api_key_secret.is_some(), sigv4) {
-        (true, (false, false)) if d.aws_session_token_secret.is_none() => {}
-        (false, (true, true)) => {}
-        (true, _) => {
-            return Err("give either api_key_secret (a Bedrock API key) or the aws_*_secret fields (SigV4), not both".into())
-        }
-        (false, (false, false)) => {
-            return Err("needs credentials: api_key_secret (a Bedrock API key), or aws_access_key_id_secret and aws_secret_access_key_secret (SigV4)".into())
-        }
-        (false, _) => return Err("aws_access_key_id_secret and aws_secret_access_key_secret go together".into()),
-    }
-    // An inference-profile ARN ends with the profile id.
-    let profile = d.model.rsplit('/').next().unwrap_or_default();
-    if let Some((prefix, allowed)) = PROFILES.iter().find(|(prefix, _)| profile.starts_with(prefix)) {
-        if !allowed.contains(&d.jurisdiction.as_str()) {
-            let allowed = allowed.iter().map(|j| format!("`{j}`")).collect::<Vec<_>>().join(" or ");
-            let reach = if *prefix == "global." { "in any commercial AWS region" } else { "anywhere in its geography" };
-            return Err(format!(
-                "model `{}` is a `{prefix}` cross-region inference profile, which may process {reach}, so the jurisdiction must be {allowed}, not `{}`",
-                d.model, d.jurisdiction
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The model path of a deployment's model: an id, a profile id or an ARN, escaped.
 fn model_url(d: &Deployment, operation: &str) -> String {
     format!("{}/model/{}/{operation}", d.base_url, sigv4::encode_path_segment(&d.model))
@@ -125,9 +72,10 @@ fn model_url(d: &Deployment, operation: &str) -> String {
 fn authorized(d: &Deployment, url: String, body: Vec<u8>, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
     let mut headers = vec![("content-type", "application/json".to_string())];
     if let Some(aws) = &auth.aws {
-        let region = d.aws_region.as_deref().ok_or_else(|| {
-            GatewayError::internal(format!("Deployment `{}` has AWS credentials but no aws_region.", d.id))
-        })?;
+        let ProviderSettings::Bedrock(settings) = &d.provider else {
+            return Err(GatewayError::internal(format!("Deployment `{}` is not a Bedrock deployment.", d.id)));
+        };
+        let region = settings.aws_region.as_str();
         let signed: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
         let request = sigv4::Request { method: "POST", url: &url, headers: &signed, payload: Payload::Bytes(&body) };
         let params = SigningParams {
@@ -148,6 +96,15 @@ fn authorized(d: &Deployment, url: String, body: Vec<u8>, auth: &Auth) -> Result
 }
 
 impl Provider for Bedrock {
+    /// Claude models take Messages requests and count tokens through InvokeModel.
+    fn messages(&self, d: &Deployment) -> Option<&'static dyn SpeaksMessages> {
+        is_claude(d).then_some(&Bedrock as &dyn SpeaksMessages)
+    }
+
+    fn counts(&self, d: &Deployment) -> Option<&'static dyn CountsTokens> {
+        is_claude(d).then_some(&Bedrock as &dyn CountsTokens)
+    }
+
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
         let body = request_body(&Cx { provider: PROVIDER, deployment: &d.id }, req)?;
         let body = serde_json::to_vec(&body).expect("a JSON map serialises");
@@ -1754,7 +1711,7 @@ mod tests {
         let mut config: Value = serde_json::from_str(&crate::config::tests::sample()).unwrap();
         config["deployments"][0]["aws_region"] = json!("eu-central-1");
         let err = crate::config::parse(&config.to_string()).map(drop).unwrap_err();
-        assert!(err.contains("deployment `eu-a`: aws_region and the aws_*_secret fields are for bedrock"), "{err}");
+        assert!(err.contains("deployment `eu-a` (openai): unknown field `aws_region`"), "{err}");
     }
 
     // -----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ use super::anthropic::{self, Anthropic};
 use super::canonical::Cx;
 use super::gemini;
 use super::{Auth, CountsTokens, Provider, SpeaksMessages, StreamTranslator, UpstreamRequest};
-use crate::config::Deployment;
+use crate::config::{Deployment, ProviderSettings};
 use crate::model::chat::{ChatRequest, NativeMessages};
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
@@ -41,81 +41,16 @@ const PROVIDER: &str = "vertex";
 /// The Messages API version Anthropic's models on Vertex AI take, in the body.
 const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 
-const GLOBAL_HOST: &str = "aiplatform.googleapis.com";
-
-/// The jurisdictional multi-region endpoints and their locations.
-const MULTI_REGION_HOSTS: &[(&str, &str)] =
-    &[("aiplatform.eu.rep.googleapis.com", "eu"), ("aiplatform.us.rep.googleapis.com", "us")];
-
-/// The Vertex-specific part of config validation; the caller names the deployment.
-pub fn validate(d: &Deployment) -> Result<(), String> {
-    let name = |field: &str, value: &Option<String>| -> Result<String, String> {
-        let value = value.as_deref().ok_or(format!("vertex deployments need `{field}`"))?;
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            return Err(format!("{field} `{value}` is not a Google Cloud name (lowercase letters, digits, `-`)"));
-        }
-        Ok(value.to_string())
-    };
-    name("gcp_project", &d.gcp_project)?;
-    let location = name("gcp_location", &d.gcp_location)?;
-    if d.vertex_publisher.is_none() {
-        return Err("vertex deployments need `vertex_publisher`: `google` (Gemini) or `anthropic` (Claude)".into());
-    }
-    if d.gcp_service_account_secret.is_none() || d.api_key_secret.is_some() {
-        return Err("vertex deployments authenticate with `gcp_service_account_secret` (a service account's JSON key), not `api_key_secret`".into());
-    }
-    if d.model.contains(['/', ':', '?']) {
-        return Err(format!("model `{}` must be a bare model id such as gemini-2.5-flash", d.model));
-    }
-    let host = d.base_url.split_once("://").map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or_default());
-    let served = if host == GLOBAL_HOST {
-        Some("global")
-    } else if let Some((_, multi)) = MULTI_REGION_HOSTS.iter().find(|(h, _)| *h == host) {
-        Some(*multi)
-    } else if let Some(region) = host.strip_suffix("-aiplatform.googleapis.com") {
-        Some(region)
-    } else if host.ends_with(".googleapis.com") {
-        return Err(format!("base_url host `{host}` is not a Vertex AI endpoint"));
-    } else {
-        // A proxy or a test server: the location alone tells where Google processes.
-        None
-    };
-    if let Some(served) = served.filter(|s| *s != location) {
-        return Err(format!("base_url host `{host}` serves location `{served}`, not gcp_location `{location}`"));
-    }
-    let (required, why) = match location.as_str() {
-        "global" => ("global", "the global endpoint may process requests in any Google Cloud region"),
-        "eu" => ("eu", "the `eu` multi-region endpoint keeps ML processing within the EU"),
-        "us" => ("us", "the `us` multi-region endpoint keeps ML processing within the United States"),
-        // Google commits to in-region processing on a regional endpoint only for the models
-        // and regions its data-residency tables list, which change and which the gateway
-        // cannot check per request, and not at all for the others: such a deployment cannot
-        // promise a jurisdiction. EU or US residency is what the multi-region endpoints are for.
-        _ => (
-            "global",
-            "a regional endpoint keeps processing in its region only for some models (use the `eu` or `us` multi-region endpoint, aiplatform.eu.rep.googleapis.com, for residency)",
-        ),
-    };
-    if d.jurisdiction != required {
-        return Err(format!(
-            "location `{location}`: {why}, so the jurisdiction must be `{required}`, not `{}`",
-            d.jurisdiction
-        ));
-    }
-    Ok(())
-}
-
 fn url(d: &Deployment, publisher: &str, method: &str) -> String {
     model_url(d, publisher, &d.model, method)
 }
 
 fn model_url(d: &Deployment, publisher: &str, model: &str, method: &str) -> String {
-    format!(
-        "{}/v1/projects/{}/locations/{}/publishers/{publisher}/models/{model}:{method}",
-        d.base_url,
-        d.gcp_project.as_deref().unwrap_or_default(),
-        d.gcp_location.as_deref().unwrap_or_default(),
-    )
+    let (project, location) = match &d.provider {
+        ProviderSettings::Vertex(v) => (v.project.as_str(), v.location.as_str()),
+        _ => ("", ""),
+    };
+    format!("{}/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}:{method}", d.base_url)
 }
 
 fn headers(auth: &Auth) -> Vec<(&'static str, String)> {
@@ -156,6 +91,14 @@ fn claude_request(d: &Deployment, req: &ChatRequest, mut body: Map<String, Value
 }
 
 impl Provider for VertexClaude {
+    fn messages(&self, _d: &Deployment) -> Option<&'static dyn SpeaksMessages> {
+        Some(&VertexClaude)
+    }
+
+    fn counts(&self, _d: &Deployment) -> Option<&'static dyn CountsTokens> {
+        Some(&VertexClaude)
+    }
+
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
         let body = anthropic::request_body(&Cx { provider: PROVIDER, deployment: &d.id }, &d.model, req)?;
         Ok(claude_request(d, req, body, auth))
@@ -455,6 +398,6 @@ mod tests {
         let mut config: Value = serde_json::from_str(&crate::config::tests::sample()).unwrap();
         config["deployments"][0]["gcp_project"] = json!("acme");
         let err = crate::config::parse(&config.to_string()).map(drop).unwrap_err();
-        assert!(err.contains("deployment `eu-a`: gcp_project, gcp_location, vertex_publisher and gcp_service_account_secret are for vertex"), "{err}");
+        assert!(err.contains("deployment `eu-a` (openai): unknown field `gcp_project`"), "{err}");
     }
 }

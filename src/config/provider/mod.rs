@@ -1,0 +1,115 @@
+//! Each provider's own part of a deployment: the settings only its deployments carry, read
+//! and checked here so that a deployment is complete and consistent before any request.
+//! The list below is the one place a provider's config name is written.
+
+pub mod azure;
+pub mod bedrock;
+pub mod vertex;
+
+use super::Deployment;
+use crate::util::valueread::{At, Fields};
+
+/// A deployment's provider, with the settings only that provider has.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderSettings {
+    /// OpenAI's Chat Completions wire format (api.openai.com and its regional hosts, and
+    /// any OpenAI-compatible server).
+    Openai,
+    /// Anthropic's Messages API (api.anthropic.com).
+    Anthropic,
+    /// AWS Bedrock's Converse API (bedrock-runtime), SigV4-signed or with a Bedrock API key.
+    Bedrock(bedrock::Bedrock),
+    /// Azure OpenAI: OpenAI's format on a resource's deployment (`api-key` header).
+    AzureOpenai(azure::Azure),
+    /// Mistral's La Plateforme (api.mistral.ai): OpenAI-like, with Mistral's own fields.
+    Mistral,
+    /// Google's Gemini API (generativelanguage.googleapis.com), with an API key.
+    Gemini,
+    /// Google Cloud Vertex AI: Gemini, or Claude (Anthropic's format), with a service account.
+    Vertex(vertex::Vertex),
+}
+
+/// The names the config gives providers.
+pub const NAMES: &[&str] = &["openai", "anthropic", "bedrock", "azure_openai", "mistral", "gemini", "vertex"];
+
+impl ProviderSettings {
+    /// As the config names it, and as reported in `x-gateway-provider` and the ledger.
+    pub fn name(&self) -> &'static str {
+        NAMES[match self {
+            Self::Openai => 0,
+            Self::Anthropic => 1,
+            Self::Bedrock(_) => 2,
+            Self::AzureOpenai(_) => 3,
+            Self::Mistral => 4,
+            Self::Gemini => 5,
+            Self::Vertex(_) => 6,
+        }]
+    }
+
+    /// The provider `name` with its settings, read from the deployment's fields.
+    pub fn read(name: &str, f: &Fields, at: At) -> Result<Self, String> {
+        Ok(match name {
+            "openai" => Self::Openai,
+            "anthropic" => Self::Anthropic,
+            "bedrock" => Self::Bedrock(bedrock::Bedrock::read(f)?),
+            "azure_openai" => Self::AzureOpenai(azure::Azure::read(f)?),
+            "mistral" => Self::Mistral,
+            "gemini" => Self::Gemini,
+            "vertex" => Self::Vertex(vertex::Vertex::read(f)?),
+            _ => {
+                let known: Vec<String> = NAMES.iter().map(|n| format!("`{n}`")).collect();
+                let at = At::Field(&at, "provider");
+                return Err(format!("{at}: unknown variant `{name}`, expected one of {}", known.join(", ")));
+            }
+        })
+    }
+
+    /// The Worker secrets the provider's settings name, with their fields.
+    pub fn secrets(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Self::Bedrock(b) => b.secrets(),
+            Self::Vertex(v) => vec![("gcp_service_account_secret", v.service_account_secret.as_str())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The provider's own rules for a deployment; the caller names the deployment.
+    pub fn validate(&self, d: &Deployment) -> Result<(), String> {
+        match self {
+            Self::Anthropic | Self::Mistral if d.api_key_secret.is_none() => {
+                Err(format!("{} needs api_key_secret", self.name()))
+            }
+            Self::Bedrock(b) => b.validate(d),
+            Self::AzureOpenai(a) => a.validate(d),
+            Self::Gemini => validate_gemini(d),
+            Self::Vertex(v) => v.validate(d),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn validate_gemini(d: &Deployment) -> Result<(), String> {
+    if d.jurisdiction != "global" {
+        return Err(format!(
+            "the Gemini API has no region control (Google may process its requests anywhere), so the jurisdiction must be `global`, not `{}`; for in-region processing use a vertex deployment",
+            d.jurisdiction
+        ));
+    }
+    if d.api_key_secret.is_none() {
+        return Err("gemini deployments need `api_key_secret`, the Worker secret with the Gemini API key".into());
+    }
+    if d.model.contains('/') {
+        return Err(format!("model `{}` must be a bare model name such as gemini-2.5-flash", d.model));
+    }
+    Ok(())
+}
+
+/// The host of a deployment's base URL.
+pub(crate) fn host(base_url: &str) -> &str {
+    base_url.split_once("://").map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or_default())
+}
+
+/// A required setting, with what it is for when it is missing.
+fn required<T>(value: Option<T>, missing: &str) -> Result<T, String> {
+    value.ok_or_else(|| missing.to_string())
+}
