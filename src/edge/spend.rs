@@ -9,7 +9,7 @@
 use super::state::{claim, known_then_reread, now_ms};
 use super::store;
 use crate::policy::budget::Spend;
-use crate::util::time as civil;
+use crate::util::time;
 use crate::util::valueread::{At, Fields, FromValue};
 use serde_json::Value;
 use std::cell::RefCell;
@@ -69,7 +69,7 @@ fn effective(local: &Local, month: &str, key: &str, team: &str) -> Spend {
     for (_, t, k, micros) in local
         .billed
         .iter()
-        .filter(|(ts, t, k, _)| ts + 60_000 > since && (t == team || k == key) && civil::month(*ts) == month)
+        .filter(|(ts, t, k, _)| ts + 60_000 > since && (t == team || k == key) && time::month(*ts) == month)
     {
         spend.add(t, k, *micros);
     }
@@ -79,7 +79,7 @@ fn effective(local: &Local, month: &str, key: &str, team: &str) -> Spend {
 /// `key`'s and `team`'s spend as of now, the snapshot re-read first when due (`/v1/spend`).
 pub async fn current(env: &Env, key: &str, team: &str) -> Spend {
     let now = now_ms();
-    let month = civil::month(now);
+    let month = time::month(now);
     let fresh = LOCAL.with(|l| {
         l.borrow()
             .as_ref()
@@ -99,7 +99,7 @@ pub async fn current(env: &Env, key: &str, team: &str) -> Spend {
 /// snapshot is due for a re-read, that runs after the response. Only an isolate's first
 /// request waits.
 pub async fn for_request(env: &Env, key: &str, team: &str) -> Spend {
-    let month = civil::month(now_ms());
+    let month = time::month(now_ms());
     let known = LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         let local = l.as_mut()?;
@@ -121,7 +121,7 @@ fn with_local<T>(f: impl FnOnce(&mut Local) -> T) -> T {
 /// The month's snapshot from KV, into this isolate's view.
 async fn reread(env: &Env) {
     let now = now_ms();
-    let month = civil::month(now);
+    let month = time::month(now);
     let snapshot = match store::kv(env) {
         Ok(kv) => store::get_json::<Spend>(&kv, &snapshot_key(&month)).await.ok().flatten(),
         Err(_) => None,
@@ -151,7 +151,7 @@ impl FromValue for Row {
 /// events), written to KV as one snapshot.
 pub async fn refresh(env: &Env) -> Result<Spend, String> {
     let now = now_ms();
-    let month = civil::month(now);
+    let month = time::month(now);
     let from = format!("{month}-01");
     let db = store::d1(env).map_err(|e| e.message)?;
     let query = |sql: &'static str| {
@@ -198,7 +198,7 @@ fn regions_key(month: &str) -> String {
 /// The cron's regional breakdown of this month (caller continent and country, and the
 /// jurisdiction that served them), read from KV without touching D1.
 pub async fn regions(env: &Env) -> Result<Value, String> {
-    let month = civil::month(now_ms());
+    let month = time::month(now_ms());
     let kv = store::kv(env).map_err(|e| e.message)?;
     let snapshot = store::get_json::<Value>(&kv, &regions_key(&month)).await?;
     Ok(snapshot.unwrap_or_else(|| serde_json::json!({"month": month, "at_ms": null, "rows": []})))

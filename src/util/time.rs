@@ -1,31 +1,33 @@
-//! UTC calendar dates from Unix time, without a date-time crate: the ledger's day and
-//! month keys and SigV4's timestamps need nothing more.
+//! UTC dates from Unix time, by `chrono`: the ledger's day and month keys, SigV4's
+//! timestamps.
 
-/// Gregorian (year, month, day) of a day count since 1970-01-01, by splitting time into
-/// 400-year eras (146097 days each) of years that start on March 1st, so that the leap
-/// day falls at the end of a year and months have a regular length pattern.
-pub fn civil_from_days(days: u64) -> (u64, u8, u8) {
-    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month as u8, day as u8)
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+/// The UTC time of `unix_ms`; times beyond chrono's range (about 262,000 years) are the
+/// epoch, which no clock the gateway reads can reach.
+pub fn utc(unix_ms: u64) -> DateTime<Utc> {
+    i64::try_from(unix_ms).ok().and_then(DateTime::from_timestamp_millis).unwrap_or_default()
 }
 
 /// `YYYY-MM-DD` (UTC) of a Unix time in milliseconds.
 pub fn day(unix_ms: u64) -> String {
-    let (y, m, d) = civil_from_days(unix_ms / 86_400_000);
-    format!("{y:04}-{m:02}-{d:02}")
+    let t = utc(unix_ms);
+    format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day())
 }
 
 /// `YYYY-MM` (UTC) of a Unix time in milliseconds.
 pub fn month(unix_ms: u64) -> String {
-    day(unix_ms)[..7].to_string()
+    let t = utc(unix_ms);
+    format!("{:04}-{:02}", t.year(), t.month())
+}
+
+/// `YYYYMMDD` and `HHMMSS` (UTC) of a Unix time in seconds, as SigV4 writes them.
+pub fn compact(unix_s: u64) -> (String, String) {
+    let t = utc(unix_s.saturating_mul(1000));
+    (
+        format!("{:04}{:02}{:02}", t.year(), t.month(), t.day()),
+        format!("{:02}{:02}{:02}", t.hour(), t.minute(), t.second()),
+    )
 }
 
 #[cfg(test)]
@@ -39,6 +41,7 @@ mod tests {
         assert_eq!(day(1_764_028_799_999), "2025-11-24");
         assert_eq!(day(1_764_028_800_000), "2025-11-25");
         assert_eq!(month(1_764_028_800_000), "2025-11");
-        assert_eq!(civil_from_days(2_932_896), (9999, 12, 31));
+        assert_eq!(day(253_402_300_799_000), "9999-12-31");
+        assert_eq!(compact(1_440_938_160), ("20150830".to_string(), "123600".to_string()));
     }
 }

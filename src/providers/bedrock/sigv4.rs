@@ -9,6 +9,7 @@
 //! computes on its side.
 
 use crate::util::hash::{hex, sha256_hex};
+use crate::util::time;
 use crate::util::uri::{percent_decode, uri_encode};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -58,12 +59,7 @@ pub enum Payload<'a> {
 /// A UTC time, at second precision, in the forms SigV4 needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AmzDate {
-    year: u64,
-    month: u8,
-    day: u8,
-    hour: u8,
-    minute: u8,
-    second: u8,
+    unix_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,28 +81,19 @@ impl fmt::Display for SigV4Error {
 impl std::error::Error for SigV4Error {}
 
 impl AmzDate {
-    pub fn from_unix_seconds(secs: u64) -> Self {
-        let (year, month, day) = crate::util::time::civil_from_days(secs / 86_400);
-        let in_day = secs % 86_400;
-        // The casts are lossless: each value is below 60 or 24 by construction.
-        AmzDate {
-            year,
-            month,
-            day,
-            hour: (in_day / 3600) as u8,
-            minute: (in_day / 60 % 60) as u8,
-            second: (in_day % 60) as u8,
-        }
+    pub fn from_unix_seconds(unix_seconds: u64) -> Self {
+        AmzDate { unix_seconds }
     }
 
     /// `YYYYMMDD`, the date of the credential scope.
     fn date(&self) -> String {
-        format!("{:04}{:02}{:02}", self.year, self.month, self.day)
+        time::compact(self.unix_seconds).0
     }
 
     /// `YYYYMMDDTHHMMSSZ`, the value of `x-amz-date`.
     fn date_time(&self) -> String {
-        format!("{}T{:02}{:02}{:02}Z", self.date(), self.hour, self.minute, self.second)
+        let (date, time) = time::compact(self.unix_seconds);
+        format!("{date}T{time}Z")
     }
 }
 
