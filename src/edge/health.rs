@@ -5,8 +5,8 @@
 //! what the colo knows (`Health::worth_sharing`).
 
 use super::state::{claim, known_then_reread, now_ms};
-use crate::config::HealthLimits;
-use crate::policy::health::Health;
+use crate::config::{Deployment, HealthLimits};
+use crate::policy::health::{Admission, Health};
 use crate::util::valueread::FromValue;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -105,4 +105,15 @@ pub fn update(ctx: &Rc<Context>, deployment: &str, limits: &HealthLimits, change
             }
         }
     });
+}
+
+/// Whether `d`'s circuit admits a request now, by `known` (from [`read_all`]); a probe it
+/// answers with is claimed in this isolate's view, so concurrent requests skip it.
+pub fn admit(ctx: &Rc<Context>, known: &HashMap<String, Health>, d: &Deployment, defaults: &HealthLimits) -> Admission {
+    let mut h = known.get(&d.id).cloned().unwrap_or_default();
+    let admission = h.admit(now_ms(), u64::from(d.first_byte_timeout_ms));
+    if admission == Admission::Probe {
+        update(ctx, &d.id, d.health_limits(defaults), |stored| *stored = h);
+    }
+    admission
 }

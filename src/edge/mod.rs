@@ -2,12 +2,15 @@
 //! Decisions are delegated to the pure core.
 
 mod admin;
-mod completions;
+mod call;
+mod chat;
+mod count_tokens;
 mod credentials;
 mod glue;
 mod health;
 mod keystore;
 mod ledger;
+mod models;
 mod respond;
 mod spend;
 mod state;
@@ -97,11 +100,16 @@ async fn route(
     let state = state::current(env).await?;
     let headers = Headers(req.headers());
     let key = keystore::authenticate(env, &state, &headers).await?;
+    let started_ms = state::now_ms();
     match path {
-        "/v1/models" => completions::models(&state, &key),
-        "/v1/spend" => completions::own_spend(env, &state, &key).await,
-        "/v1/messages/count_tokens" => completions::count_tokens(&req, &headers, env, &state, &key).await,
-        _ => completions::handle(&req, &headers, env, ctx, &state, &key, ingress, request_id).await,
+        "/v1/models" => return models::models(&state, &key),
+        "/v1/spend" => return models::own_spend(env, &state, &key).await,
+        _ => {}
+    }
+    let call = call::Call { req: &req, headers, env, ctx, state: &state, key: &key, ingress, request_id, started_ms };
+    match path {
+        "/v1/messages/count_tokens" => count_tokens::handle(&call).await,
+        _ => chat::handle(&call).await,
     }
 }
 

@@ -1,11 +1,15 @@
-//! The record of one client request's upstream attempts, and the error the client gets
-//! when none of them answered. Kept apart from the shell so the mapping from upstream
-//! failure to client status is tested natively.
+//! The attempts of one client request: which allowed deployment to try next, what each
+//! outcome means (fall back, wait out a short `Retry-After` on the same deployment, keep
+//! only larger context windows, or stop), the record of what was tried, and the error the
+//! client gets. A pure state machine: the shell sends and waits, this decides.
 
+use crate::config::{Deployment, Limits};
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
 use crate::model::usage::Usage;
+use crate::policy::health::Admission;
 use crate::providers::{redact, Auth};
+use std::collections::VecDeque;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
@@ -99,6 +103,206 @@ impl AttemptLog {
     }
 }
 
+/// What went wrong with one attempt, as the shell saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The upstream's status, when a response head arrived.
+    pub status: Option<u16>,
+    pub class: ErrorClass,
+    /// The provider's `Retry-After`, in seconds.
+    pub retry_after: Option<u32>,
+    /// What the provider reported consumed before the failure.
+    pub consumed: Option<Usage>,
+    /// The provider's error body, for the client's error if this failure is final.
+    pub body: Vec<u8>,
+}
+
+impl Failure {
+    /// No response head: unreachable, or no head before the deadline.
+    pub fn no_answer(class: ErrorClass) -> Self {
+        Failure { status: None, class, retry_after: None, consumed: None, body: Vec::new() }
+    }
+
+    /// A success head whose body or stream then failed: malformed, cut before content,
+    /// or too slow.
+    pub fn unusable(status: u16, class: ErrorClass, consumed: Option<Usage>) -> Self {
+        Failure { status: Some(status), class, retry_after: None, consumed, body: Vec::new() }
+    }
+
+    /// An error status, classified from the provider's body.
+    pub fn refused(status: u16, class: ErrorClass, retry_after: Option<u32>, body: Vec<u8>) -> Self {
+        Failure { status: Some(status), class, retry_after, consumed: None, body }
+    }
+
+    /// Whether another deployment may succeed: anything but an error status the provider
+    /// would give anywhere (a bad request, credentials, a content filter, a context window).
+    fn falls_back(&self) -> bool {
+        self.status.is_none_or(|s| (200..300).contains(&s)) || self.class.falls_back()
+    }
+
+    /// Whether it counts against the deployment's health (its circuit breaker).
+    pub fn blames_deployment(&self) -> bool {
+        self.falls_back()
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Try the next candidate.
+    FallBack,
+    /// Wait this many milliseconds, then try the same deployment again: it was the last
+    /// candidate and asked for a short wait.
+    RetrySame(u64),
+    /// The request is too long for that deployment: only candidates with a larger context
+    /// window remain.
+    OnlyLargerContext,
+    /// Stop; the client gets this error.
+    Fail(GatewayError),
+}
+
+/// One request's attempts: the candidates still to try (each with what the shell needs to
+/// call it, such as its credentials), the record of those tried, and the limits.
+pub struct Attempts<'g, T> {
+    queue: VecDeque<(&'g Deployment, T)>,
+    pub log: AttemptLog,
+    max_attempts: usize,
+    max_retry_after_ms: u64,
+    deadline_ms: u64,
+    retried_same: bool,
+    retry_after: Option<u32>,
+    /// The rule that kept some of the alias's deployments out, for the exhausted error.
+    residency_rule: Option<String>,
+}
+
+impl<'g, T: Clone> Attempts<'g, T> {
+    pub fn new(
+        queue: impl IntoIterator<Item = (&'g Deployment, T)>,
+        limits: &Limits,
+        started_ms: u64,
+        residency_rule: Option<String>,
+    ) -> Self {
+        Attempts {
+            queue: queue.into_iter().collect(),
+            log: AttemptLog::default(),
+            max_attempts: limits.max_attempts,
+            max_retry_after_ms: limits.max_retry_after_ms,
+            deadline_ms: started_ms.saturating_add(limits.total_deadline_ms),
+            retried_same: false,
+            retry_after: None,
+            residency_rule,
+        }
+    }
+
+    /// The next deployment to try and how long its response head may take; `None` once
+    /// the candidates, the attempts or the request's time have run out.
+    pub fn next(&mut self, now_ms: u64) -> Option<(&'g Deployment, T, u64)> {
+        let (d, extra) = self.queue.pop_front()?;
+        let timeout = attempt_timeout(u64::from(d.first_byte_timeout_ms), now_ms, self.deadline_ms)?;
+        if self.log.count() >= self.max_attempts {
+            return None;
+        }
+        Some((d, extra, timeout))
+    }
+
+    pub fn answered(&mut self, d: &Deployment, status: u16) {
+        self.log.succeeded(&d.id, status);
+    }
+
+    /// The deployment's credentials could not be made ready (a token exchange failed): its
+    /// attempt failed, and the next candidate is tried.
+    pub fn unauthorized(&mut self, d: &Deployment, class: ErrorClass) {
+        self.log.failed(&d.id, None, class);
+    }
+
+    /// Records a failed attempt and decides what follows. `extra` is what the shell needs
+    /// to try the same deployment again.
+    pub fn failed(&mut self, d: &'g Deployment, extra: T, f: &Failure, auth: &Auth, now_ms: u64) -> Next {
+        if f.falls_back() {
+            self.log.failed_after(&d.id, f.status, f.class, f.consumed);
+            if f.status.is_some_and(|s| !(200..300).contains(&s)) {
+                self.retry_after = f.retry_after;
+                if let (true, false, Some(wait)) = (self.queue.is_empty(), self.retried_same, f.retry_after) {
+                    let wait_ms = u64::from(wait) * 1000;
+                    if wait_ms <= self.max_retry_after_ms && now_ms.saturating_add(wait_ms) < self.deadline_ms {
+                        self.retried_same = true;
+                        self.queue.push_back((d, extra));
+                        return Next::RetrySame(wait_ms);
+                    }
+                }
+            }
+            return Next::FallBack;
+        }
+        let status = f.status.unwrap_or_default();
+        self.log.failed(&d.id, f.status, f.class);
+        if f.class == ErrorClass::ContextLength {
+            let window = d.capabilities.context_window.unwrap_or(0);
+            self.queue.retain(|(other, _)| other.capabilities.context_window.is_some_and(|w| w > window));
+            if !self.queue.is_empty() {
+                return Next::OnlyLargerContext;
+            }
+        }
+        Next::Fail(terminal(&d.id, status, f.class, &f.body, auth))
+    }
+
+    /// The client's error once nothing is left to try.
+    pub fn exhausted(&self) -> GatewayError {
+        self.log.exhausted(self.residency_rule.as_deref(), self.retry_after)
+    }
+}
+
+/// How long one attempt may wait for its response head: its deployment's timeout, cut to
+/// what is left of the request's total deadline; `None` once that has passed.
+pub fn attempt_timeout(first_byte_ms: u64, now: u64, deadline: u64) -> Option<u64> {
+    let left = deadline.checked_sub(now).filter(|left| *left > 0)?;
+    Some(first_byte_ms.min(left))
+}
+
+/// Why an allowed deployment is not tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Its circuit is open: it failed repeatedly and is cooling down.
+    CoolingDown,
+    /// A Worker secret it names is not set.
+    SecretNotSet,
+}
+
+/// The candidates that will be tried, in order, and those left out with why.
+pub struct Plan<'g, T> {
+    pub queue: Vec<(&'g Deployment, T)>,
+    pub skipped: Vec<(String, Skip)>,
+}
+
+/// Which of the allowed candidates (in order) to try: those whose credentials the shell
+/// could resolve (`credentials`) and whose circuit admits a request (`admit`, which claims
+/// a probe when it answers `Probe`).
+pub fn plan<'g, T>(
+    candidates: &[&'g Deployment],
+    mut credentials: impl FnMut(&Deployment) -> Option<T>,
+    mut admit: impl FnMut(&Deployment) -> Admission,
+) -> Plan<'g, T> {
+    let mut queue = Vec::with_capacity(candidates.len());
+    let mut skipped = Vec::new();
+    for &d in candidates {
+        let Some(extra) = credentials(d) else {
+            skipped.push((d.id.clone(), Skip::SecretNotSet));
+            continue;
+        };
+        match admit(d) {
+            Admission::Skip => skipped.push((d.id.clone(), Skip::CoolingDown)),
+            Admission::Try | Admission::Probe => queue.push((d, extra)),
+        }
+    }
+    Plan { queue, skipped }
+}
+
+impl<T> Plan<'_, T> {
+    /// The deployments skipped for `why`.
+    pub fn skipped_for(&self, why: Skip) -> Vec<&str> {
+        self.skipped.iter().filter(|(_, w)| *w == why).map(|(id, _)| id.as_str()).collect()
+    }
+}
+
 /// The client's error for an upstream failure that must not fall back. The provider's
 /// message is passed on for the client's own mistakes (so they can fix the request) with
 /// the provider key redacted; credential and routing problems are the gateway operator's,
@@ -153,6 +357,7 @@ pub fn terminal(deployment: &str, status: u16, class: ErrorClass, body: &[u8], a
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{self, Gateway};
 
     #[test]
     fn summary_lists_every_attempt() {
@@ -199,5 +404,193 @@ mod tests {
         let aws = br#"{"message":"Input is too long for requested model."}"#;
         let e = terminal("bedrock-eu", 400, ErrorClass::ContextLength, aws, &Auth::default());
         assert!(e.message.ends_with("as too long: Input is too long for requested model."), "{}", e.message);
+    }
+
+    #[test]
+    fn attempts_fit_in_the_total_deadline() {
+        assert_eq!(attempt_timeout(30_000, 1_000, 61_000), Some(30_000));
+        assert_eq!(attempt_timeout(30_000, 50_000, 61_000), Some(11_000), "the last attempt gets what is left");
+        assert_eq!(attempt_timeout(30_000, 61_000, 61_000), None);
+        assert_eq!(attempt_timeout(30_000, 70_000, 61_000), None, "a clock past the deadline stops, never wraps");
+    }
+
+    fn gateway(edit: impl FnOnce(&mut serde_json::Value)) -> Gateway {
+        let mut v: serde_json::Value = serde_json::from_str(&config::tests::sample()).unwrap();
+        v["limits"] = serde_json::json!({"max_attempts": 3, "total_deadline_ms": 60_000, "max_retry_after_ms": 5_000});
+        edit(&mut v);
+        config::parse(&v.to_string()).unwrap()
+    }
+
+    fn attempts<'g>(g: &'g Gateway, ids: &[&str]) -> Attempts<'g, ()> {
+        let queue = ids.iter().map(|id| (g.deployment(id).unwrap(), ()));
+        Attempts::new(queue, &g.config.limits, 0, None)
+    }
+
+    fn tried(a: &Attempts<()>) -> String {
+        a.log.summary()
+    }
+
+    const AUTH: Auth = Auth { api_key: None, aws: None, bearer_token: None, now_unix: 0 };
+
+    #[test]
+    fn a_transient_failure_falls_back_to_the_next_candidate() {
+        let g = gateway(|_| {});
+        let mut a = attempts(&g, &["eu-a", "eu-b"]);
+        let (d, (), timeout) = a.next(0).unwrap();
+        assert_eq!((d.id.as_str(), timeout), ("eu-a", 30_000));
+        for (status, class) in [(Some(529), ErrorClass::Overloaded), (None, ErrorClass::Timeout)] {
+            let f = Failure { status, class, retry_after: None, consumed: None, body: Vec::new() };
+            assert!(f.blames_deployment());
+            assert_eq!(attempts(&g, &["eu-a", "eu-b"]).failed(d, (), &f, &AUTH, 10), Next::FallBack);
+        }
+        assert_eq!(
+            a.failed(d, (), &Failure::refused(500, ErrorClass::Server, None, Vec::new()), &AUTH, 10),
+            Next::FallBack
+        );
+        let (d, (), _) = a.next(10).unwrap();
+        assert_eq!(d.id, "eu-b");
+        a.answered(d, 200);
+        assert_eq!(tried(&a), "eu-a:500 server, eu-b:200 ok");
+    }
+
+    #[test]
+    fn a_success_head_whose_body_fails_falls_back_whatever_its_class() {
+        let g = gateway(|_| {});
+        let mut a = attempts(&g, &["eu-a", "eu-b"]);
+        let (d, (), _) = a.next(0).unwrap();
+        let consumed = Usage { input_tokens: 7, ..Usage::default() };
+        let f = Failure::unusable(200, ErrorClass::ContentFilter, Some(consumed));
+        assert!(f.blames_deployment());
+        assert_eq!(a.failed(d, (), &f, &AUTH, 0), Next::FallBack);
+        assert_eq!(a.log.attempts[0].consumed, Some(consumed));
+    }
+
+    #[test]
+    fn the_last_candidate_is_retried_once_after_a_short_retry_after() {
+        let g = gateway(|_| {});
+        let mut a = attempts(&g, &["eu-a"]);
+        let (d, (), _) = a.next(0).unwrap();
+        let busy = Failure::refused(429, ErrorClass::RateLimited, Some(2), Vec::new());
+        assert_eq!(a.failed(d, (), &busy, &AUTH, 1_000), Next::RetrySame(2_000));
+        let (again, (), _) = a.next(3_000).unwrap();
+        assert_eq!(again.id, "eu-a");
+        assert_eq!(a.failed(again, (), &busy, &AUTH, 3_100), Next::FallBack, "only once");
+        assert!(a.next(3_200).is_none());
+        let e = a.exhausted();
+        assert_eq!((e.status, e.retry_after), (429, Some(2)));
+    }
+
+    #[test]
+    fn a_retry_after_is_not_waited_for_when_too_long_too_late_or_others_remain() {
+        let g = gateway(|_| {});
+        let long = Failure::refused(503, ErrorClass::Overloaded, Some(6), Vec::new());
+        let short = Failure::refused(503, ErrorClass::Overloaded, Some(5), Vec::new());
+        let mut a = attempts(&g, &["eu-a"]);
+        let (d, (), _) = a.next(0).unwrap();
+        assert_eq!(a.failed(d, (), &long, &AUTH, 0), Next::FallBack, "beyond max_retry_after_ms");
+        let mut a = attempts(&g, &["eu-a"]);
+        let (d, (), _) = a.next(0).unwrap();
+        assert_eq!(a.failed(d, (), &short, &AUTH, 55_000), Next::FallBack, "past the total deadline");
+        let mut a = attempts(&g, &["eu-a", "eu-b"]);
+        let (d, (), _) = a.next(0).unwrap();
+        assert_eq!(a.failed(d, (), &short, &AUTH, 0), Next::FallBack, "another candidate is left");
+        let mut a = attempts(&g, &["eu-a"]);
+        let (d, (), _) = a.next(0).unwrap();
+        let none = Failure::refused(503, ErrorClass::Overloaded, None, Vec::new());
+        assert_eq!(a.failed(d, (), &none, &AUTH, 0), Next::FallBack, "no Retry-After");
+    }
+
+    #[test]
+    fn a_context_overflow_keeps_only_larger_windows() {
+        let g = gateway(|v| {
+            for (i, w) in [(0, 8_000), (1, 4_000), (2, 200_000)] {
+                v["deployments"][i]["capabilities"] = serde_json::json!({"context_window": w});
+            }
+        });
+        let mut a = attempts(&g, &["eu-a", "eu-b", "us-a"]);
+        let (d, (), _) = a.next(0).unwrap();
+        let long =
+            Failure::refused(400, ErrorClass::ContextLength, None, br#"{"error":{"message":"too long"}}"#.to_vec());
+        assert!(!long.blames_deployment());
+        assert_eq!(a.failed(d, (), &long, &AUTH, 0), Next::OnlyLargerContext);
+        let (d, (), _) = a.next(0).unwrap();
+        assert_eq!(d.id, "us-a", "the 4,000-token window is passed over");
+        match a.failed(d, (), &long, &AUTH, 0) {
+            Next::Fail(e) => assert_eq!((e.status, e.code), (400, "context_length_exceeded")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failure_the_client_caused_stops_with_the_providers_message() {
+        let g = gateway(|_| {});
+        let mut a = attempts(&g, &["eu-a", "eu-b"]);
+        let (d, (), _) = a.next(0).unwrap();
+        let bad =
+            Failure::refused(400, ErrorClass::BadRequest, None, br#"{"error":{"message":"no such field"}}"#.to_vec());
+        match a.failed(d, (), &bad, &AUTH, 0) {
+            Next::Fail(e) => assert!(e.message.contains("no such field"), "{}", e.message),
+            other => panic!("{other:?}"),
+        }
+        for class in [ErrorClass::Auth, ErrorClass::NotFound, ErrorClass::ContentFilter] {
+            let mut a = attempts(&g, &["eu-a", "eu-b"]);
+            let (d, (), _) = a.next(0).unwrap();
+            assert!(matches!(
+                a.failed(d, (), &Failure::refused(403, class, None, Vec::new()), &AUTH, 0),
+                Next::Fail(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn attempts_stop_at_the_limit_and_the_deadline() {
+        let g = gateway(|v| v["limits"]["max_attempts"] = 2.into());
+        let mut a = attempts(&g, &["eu-a", "eu-b", "us-a"]);
+        for _ in 0..2 {
+            let (d, (), _) = a.next(0).unwrap();
+            a.failed(d, (), &Failure::no_answer(ErrorClass::Unreachable), &AUTH, 0);
+        }
+        assert!(a.next(0).is_none(), "max_attempts");
+        assert_eq!(a.exhausted().code, "upstream_failed");
+        let mut a = attempts(&g, &["eu-a"]);
+        assert!(a.next(60_000).is_none(), "the total deadline");
+        let mut a = attempts(&g, &["eu-a"]);
+        assert_eq!(a.next(59_000).unwrap().2, 1_000, "the last attempt gets what is left");
+    }
+
+    #[test]
+    fn a_failed_credential_exchange_is_that_deployments_attempt() {
+        let g = gateway(|_| {});
+        let mut a = attempts(&g, &["eu-a", "eu-b"]);
+        let (d, (), _) = a.next(0).unwrap();
+        a.unauthorized(d, ErrorClass::Auth);
+        assert_eq!(a.next(0).unwrap().0.id, "eu-b");
+        assert_eq!(tried(&a), "eu-a:- auth");
+    }
+
+    #[test]
+    fn residency_narrowing_names_the_rule_when_everything_failed() {
+        let g = gateway(|_| {});
+        let mut a =
+            Attempts::new([(g.deployment("eu-a").unwrap(), ())], &g.config.limits, 0, Some("eu-callers".into()));
+        let (d, (), _) = a.next(0).unwrap();
+        a.failed(d, (), &Failure::refused(529, ErrorClass::Overloaded, None, Vec::new()), &AUTH, 0);
+        assert_eq!(a.exhausted().code, "residency_unsatisfiable");
+    }
+
+    #[test]
+    fn a_plan_skips_deployments_without_secrets_and_with_open_circuits() {
+        let g = gateway(|_| {});
+        let all: Vec<&Deployment> =
+            ["eu-a", "eu-b", "us-a", "jp-a"].iter().map(|id| g.deployment(id).unwrap()).collect();
+        let p = plan(
+            &all,
+            |d| (d.id != "us-a").then_some(()),
+            |d| if d.id == "eu-b" { Admission::Skip } else { Admission::Probe },
+        );
+        let queue: Vec<&str> = p.queue.iter().map(|(d, _)| d.id.as_str()).collect();
+        assert_eq!(queue, vec!["eu-a", "jp-a"]);
+        assert_eq!(p.skipped_for(Skip::CoolingDown), vec!["eu-b"]);
+        assert_eq!(p.skipped_for(Skip::SecretNotSet), vec!["us-a"]);
     }
 }

@@ -24,13 +24,6 @@ pub fn alias_capabilities(g: &Gateway, alias: &Alias) -> Capabilities {
     })
 }
 
-/// How long one attempt may wait for its response head: its deployment's timeout, cut to
-/// what is left of the request's total deadline; `None` once that has passed.
-pub fn attempt_timeout(first_byte_ms: u64, now: u64, deadline: u64) -> Option<u64> {
-    let left = deadline.checked_sub(now).filter(|left| *left > 0)?;
-    Some(first_byte_ms.min(left))
-}
-
 /// What the request needs from a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Needs {
@@ -234,14 +227,6 @@ mod tests {
         assert!(reasons.iter().any(|r| r.contains("context window of 1000")));
         assert!(reasons.iter().any(|r| r.contains("no tool use")));
         assert_eq!(c.kept.len(), c.bands.len());
-    }
-
-    #[test]
-    fn attempts_fit_in_the_total_deadline() {
-        assert_eq!(attempt_timeout(30_000, 1_000, 61_000), Some(30_000));
-        assert_eq!(attempt_timeout(30_000, 50_000, 61_000), Some(11_000), "the last attempt gets what is left");
-        assert_eq!(attempt_timeout(30_000, 61_000, 61_000), None);
-        assert_eq!(attempt_timeout(30_000, 70_000, 61_000), None, "a clock past the deadline stops, never wraps");
     }
 
     #[test]

@@ -1,0 +1,247 @@
+//! `POST /v1/chat/completions` and `/v1/messages`: decide where the request may go, then
+//! drive the attempt policy (`policy::attempts`) over the candidates: send, wait, report
+//! what happened, and stream or return the first answer.
+
+use super::call::{Allowed, Call, Receipt};
+use super::credentials;
+use super::glue::Head;
+use super::health;
+use super::ledger::{Bill, Ending};
+use super::respond;
+use super::state::now_ms;
+use super::streaming::{self, Committed, Opened, Outlet};
+use super::upstream::{self, Deadline};
+use crate::config::price::format_usd;
+use crate::config::{Alias, Deployment};
+use crate::ledger::Outcome;
+use crate::model::chat::ChatRequest;
+use crate::model::error::GatewayError;
+use crate::model::error_class::ErrorClass;
+use crate::model::usage::Usage;
+use crate::policy::attempts::{self, AttemptLog, Attempts, Failure, Next, Skip};
+use crate::policy::health::Health;
+use crate::policy::routing;
+use crate::providers::{self, SpeaksMessages, UpstreamRequest};
+use std::collections::HashMap;
+use std::time::Duration;
+use worker::web_sys::Response;
+use worker::Delay;
+
+pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
+    let g = &call.state.gateway;
+    let mut chat = call.ingress.parse(call.body().await?)?;
+    chat.received_at = call.started_ms / 1000;
+    if let Some(native) = &mut chat.native {
+        native.beta = call.header("anthropic-beta");
+    }
+    let alias = call.alias(&chat.model)?;
+    if let Some(e) = chat.native.as_ref().and_then(|n| n.untranslatable.as_ref()) {
+        let mut deployments = alias.deployments.iter().filter_map(|id| g.deployment(id));
+        if !deployments.any(|d| providers::speaks_messages(d).is_some()) {
+            let message = format!(
+                "{}: only a deployment in Anthropic's format can take it, and alias `{}` has none. Remove it, or use an alias with an Anthropic deployment.",
+                e.message, alias.name
+            );
+            return Err(GatewayError::bad_request(e.code, message));
+        }
+    }
+    let tags = call.tags()?;
+    let warnings = call.budget(&tags).await?;
+    call.rate_limit().await?;
+
+    let mut allowed = call.allowed(&tags.team, alias)?;
+    // The error names the rule only when the rule is what stood between the request and a
+    // deployment that might have served it.
+    let residency_bound = (!allowed.candidates.dropped.is_empty()).then(|| allowed.decision.rule.clone());
+    let health = order(call, &chat, alias, &mut allowed).await;
+
+    let limits = &g.config.limits;
+    let now_unix = call.started_ms / 1000;
+    let plan = attempts::plan(
+        &allowed.candidates.kept,
+        |d| credentials::resolve(call.env, d, now_unix),
+        |d| health::admit(&call.ctx, &health, d, &limits.health),
+    );
+    let receipt = Receipt {
+        rule: allowed.decision.rule.clone(),
+        warnings,
+        skipped: plan.skipped_for(Skip::CoolingDown).into_iter().map(str::to_string).collect(),
+    };
+    let bill = call.bill(tags, &allowed, alias);
+    if plan.queue.is_empty() {
+        let detail = if !receipt.skipped.is_empty() {
+            format!("every allowed deployment of alias `{}` is failing and cooling down", alias.name)
+        } else if allowed.candidates.dropped.is_empty() {
+            format!("no deployment of alias `{}` has its provider key set", alias.name)
+        } else {
+            format!(
+                "none of alias `{}`'s deployments can serve it here ({})",
+                alias.name,
+                allowed.decision.allowed.label()
+            )
+        };
+        let e = GatewayError::residency_unsatisfiable(&allowed.decision.rule, detail);
+        return Ok(fail(call, &bill, &receipt, &AttemptLog::default(), e, None));
+    }
+
+    let mut attempts = Attempts::new(plan.queue, limits, call.started_ms, residency_bound);
+    while let Some((d, auth, timeout)) = attempts.next(now_ms()) {
+        let auth = match credentials::authorize(call.env, d, auth).await {
+            Ok(auth) => auth,
+            Err(class) => {
+                attempts.unauthorized(d, class);
+                continue;
+            }
+        };
+        // A Messages request goes to a deployment in the same format as the client sent it.
+        let native = chat.native.as_ref().zip(providers::speaks_messages(d));
+        let up = match native {
+            Some((messages, speaks)) => speaks.build_native(d, &chat, messages, &auth)?,
+            None => providers::for_deployment(d).build(d, &chat, &auth)?,
+        };
+        let target = Target { d, native: native.map(|(_, speaks)| speaks), up, timeout };
+        let tried_at = now_ms();
+        let head = |status| receipt.headers_if_served(&attempts.log, d, status);
+        let failure = match try_once(call, &chat, &target, head).await {
+            Ok(Answer::Whole { status, body, usage, upstream_ttfb }) => {
+                attempts.answered(d, status);
+                health::update(&call.ctx, &d.id, d.health_limits(&limits.health), |h| {
+                    h.succeeded(now_ms(), upstream_ttfb)
+                });
+                let cost = bill.close(Ending {
+                    served_by: Some(d),
+                    usage,
+                    status,
+                    outcome: Outcome::Ok,
+                    ttfb_ms: Some(tried_at + upstream_ttfb - call.started_ms),
+                    attempts: &attempts.log,
+                });
+                let mut headers = receipt.headers(&attempts.log, Some(d));
+                let _ = headers.set("content-type", "application/json");
+                if let Some(micros) = cost {
+                    let _ = headers.set("x-gateway-cost-usd", &format_usd(micros));
+                }
+                return respond::with_bytes(status, &headers, body);
+            }
+            Ok(Answer::Stream { status, opened, outlet }) => {
+                attempts.answered(d, status);
+                let ttfb_ms = now_ms() - call.started_ms;
+                health::update(&call.ctx, &d.id, d.health_limits(&limits.health), |h| {
+                    h.succeeded(now_ms(), now_ms() - tried_at)
+                });
+                let encoder = if native.is_some() { None } else { call.ingress.stream(&chat) };
+                let committed =
+                    Committed { opened, bill, deployment: d.clone(), attempts: attempts.log, ttfb_ms, encoder };
+                return Ok(streaming::respond(committed, outlet));
+            }
+            Err(failure) => failure,
+        };
+        if failure.blames_deployment() {
+            let breaker = d.health_limits(&limits.health);
+            health::update(&call.ctx, &d.id, breaker, |h| h.failed(now_ms(), breaker));
+        }
+        match attempts.failed(d, auth.clone(), &failure, &auth, now_ms()) {
+            Next::FallBack | Next::OnlyLargerContext => {}
+            Next::RetrySame(wait_ms) => Delay::from(Duration::from_millis(wait_ms)).await,
+            Next::Fail(e) => return Ok(fail(call, &bill, &receipt, &attempts.log, e, Some(d))),
+        }
+    }
+    let e = attempts.exhausted();
+    Ok(fail(call, &bill, &receipt, &attempts.log, e, None))
+}
+
+/// Drops the candidates that cannot serve the request and orders the rest by the alias's
+/// strategy, with this colo's recent health (returned, for the circuit breakers).
+async fn order(
+    call: &Call<'_>,
+    chat: &ChatRequest,
+    alias: &Alias,
+    allowed: &mut Allowed<'_>,
+) -> HashMap<String, Health> {
+    let candidates = &mut allowed.candidates;
+    routing::fit(candidates, &routing::needs(chat));
+    let health = health::read_all(candidates.kept.iter().map(|d| d.id.as_str())).await;
+    let ttfb: HashMap<String, u64> = health.iter().filter_map(|(id, h)| Some((id.clone(), h.ttfb_ms?))).collect();
+    let random = u64::from_str_radix(call.request_id.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+    let country = allowed.caller.country.as_deref();
+    let draw = routing::draw(alias, &call.key.id, country, chat.facts.user.as_deref(), random);
+    routing::order(alias, candidates, &routing::Signals { ttfb_ms: &ttfb, draw });
+    health
+}
+
+/// The client's error, with the request's cost event.
+fn fail(
+    call: &Call<'_>,
+    bill: &Bill,
+    receipt: &Receipt,
+    log: &AttemptLog,
+    e: GatewayError,
+    last: Option<&Deployment>,
+) -> Response {
+    bill.close(Ending {
+        served_by: last,
+        usage: None,
+        status: e.status,
+        outcome: Outcome::Error,
+        ttfb_ms: None,
+        attempts: log,
+    });
+    receipt.error(call.ingress, log, &e)
+}
+
+/// One attempt: where it goes, in which format, and how long its answer may take to start.
+struct Target<'d> {
+    d: &'d Deployment,
+    /// The deployment takes the client's Messages request as it is.
+    native: Option<&'static dyn SpeaksMessages>,
+    up: UpstreamRequest,
+    timeout: u64,
+}
+
+/// An attempt that answered.
+enum Answer {
+    Whole { status: u16, body: Vec<u8>, usage: Option<Usage>, upstream_ttfb: u64 },
+    Stream { status: u16, opened: Opened, outlet: Outlet },
+}
+
+/// Sends one attempt and waits for its answer: the whole body, or a stream's first
+/// content. `head` makes the headers of a stream that the attempt starts.
+async fn try_once(
+    call: &Call<'_>,
+    chat: &ChatRequest,
+    t: &Target<'_>,
+    head: impl FnOnce(u16) -> Head,
+) -> Result<Answer, Failure> {
+    let provider = providers::for_deployment(t.d);
+    let deadline = if chat.stream { Deadline::for_stream(t.timeout) } else { Ok(Deadline::for_answer(t.timeout)) };
+    let mut deadline = deadline.map_err(Failure::no_answer)?;
+    let sent_at = now_ms();
+    let response = upstream::send(&t.up, &mut deadline).await.map_err(Failure::no_answer)?;
+    let status = response.status();
+    if !(200..300).contains(&status) {
+        let body = upstream::read_all(&response, &mut deadline).await.unwrap_or_default();
+        let class = provider.classify(status, &body);
+        let retry_after = response.header("retry-after").and_then(|v| v.parse::<u32>().ok());
+        return Err(Failure::refused(status, class, retry_after, body));
+    }
+    if chat.stream {
+        let outlet = Outlet::new(head(status)).map_err(|_| Failure::unusable(status, ErrorClass::Server, None))?;
+        let translator = match t.native {
+            Some(speaks) => speaks.native_stream(),
+            None => provider.stream(chat),
+        };
+        return match streaming::open(&response, translator, &mut deadline).await {
+            Ok(opened) => Ok(Answer::Stream { status, opened, outlet }),
+            Err((class, consumed)) => Err(Failure::unusable(status, class, consumed)),
+        };
+    }
+    let upstream_ttfb = now_ms() - sent_at;
+    let answer = upstream::read_all(&response, &mut deadline).await.and_then(|b| match t.native {
+        Some(_) => providers::anthropic::native_response(b),
+        None => provider.response(chat, b).and_then(|(b, usage)| Ok((call.ingress.response(chat, b)?, usage))),
+    });
+    match answer {
+        Ok((body, usage)) => Ok(Answer::Whole { status, body, usage, upstream_ttfb }),
+        Err(class) => Err(Failure::unusable(status, class, None)),
+    }
+}
