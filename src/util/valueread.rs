@@ -90,9 +90,13 @@ impl<'v, 'a> Fields<'v, 'a> {
 
     /// `value`, unless the object has a field that was not read.
     pub fn done<T>(&self, value: T) -> Result<T, String> {
+        self.check().map(|()| value)
+    }
+
+    fn check(&self) -> Result<(), String> {
         match self.unread() {
             Some(e) => Err(fail(self.at, e)),
-            None => Ok(value),
+            None => Ok(()),
         }
     }
 
@@ -228,13 +232,7 @@ impl FromValue for [f64; 2] {
 
 /// serde's `unknown field` message, for a list of fields known only at run time.
 fn unknown_field(name: &str, known: &[&str]) -> String {
-    let quoted: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
-    match quoted.as_slice() {
-        [] => format!("unknown field `{name}`, there are no fields"),
-        [one] => format!("unknown field `{name}`, expected {one}"),
-        [a, b] => format!("unknown field `{name}`, expected {a} or {b}"),
-        _ => format!("unknown field `{name}`, expected one of {}", quoted.join(", ")),
-    }
+    format!("unknown field `{name}`, expected one of `{}`", known.join("`, `"))
 }
 
 /// A unit variant of an enum with `#[serde(rename_all = "snake_case")]`: the index of its
