@@ -1,5 +1,6 @@
 // Renders a `make bench` run (results.json) as Markdown, and puts it into BENCHMARKS.md
-// between the generated-section markers. Re-render a run with:
+// between the generated-section markers. BENCHMARKS.md gets the run without its detail
+// (`render(results, { detail: false })`); the run's report.md has all of it. Re-render a run with:
 //   node bench/report.mjs bench/results/<run>/results.json [--update BENCHMARKS.md]
 
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -149,7 +150,8 @@ export function targets(results) {
 const ORDER = ["direct", "pt-workerd", "relay-workerd", "relay-js-workerd", "held-workerd", "gw-workerd", "pt-miniflare", "held-miniflare", "gw-miniflare", "gw-miniflare-queued", "portkey", "litellm", "pt-wrangler", "gw-wrangler"];
 const PT_OF = { "gw-workerd": "pt-workerd", "gw-miniflare": "pt-miniflare", "gw-miniflare-queued": "pt-miniflare", "gw-wrangler": "pt-wrangler" };
 
-export function render(results) {
+/** The run as Markdown; `detail: false` leaves out what only the run's report.md keeps. */
+export function render(results, { detail = true } = {}) {
   const L = aggregateLoad(results);
   const S = aggregateStream(results);
   const label = (id) => results.contenders[id]?.label ?? id;
@@ -185,6 +187,10 @@ export function render(results) {
   }
   p(`**Each measurement**: wrk, ${results.options.warmup} s warm-up then ${results.options.duration} s measured, ${results.options.runs} runs interleaved across contenders (run 1 of every contender at c=1, c=16, c=64, then run 2 ...); figures are medians of the runs. wrk uses 1 thread at c=1 and 2 threads otherwise, on the same 2 cores as the contender.`);
   p();
+  if (!detail) {
+    p("Left out here, and kept in the run's own `report.md` (next to its `results.json`): the gateway's ratios to each peer, the memory soak's samples and each contender's processes, twiggy's view of the wasm and the CPU profiles.");
+    p();
+  }
 
   if (results.failures.length) {
     p("### Failures in this run");
@@ -193,7 +199,7 @@ export function render(results) {
     p();
   }
 
-  p("### Targets (issue 7)");
+  p("### Targets");
   p();
   p("| target | measured | |");
   p("|---|---|---|");
@@ -228,17 +234,19 @@ export function render(results) {
   p("CPU µs/request is the contender's process-tree CPU time (user + system, from /proc) over the measured run divided by its requests; for workers, the first figure is the workerd process alone. It includes the runtime's own HTTP work, so it is an upper bound on what Cloudflare would bill.");
   p();
 
-  p("**The gateway against each peer, same run** (req/s ratio; p50 ratio, lower is better):");
-  p();
-  p("| c | gateway (Miniflare) vs Portkey | vs LiteLLM | vs pass-through (Miniflare) | gateway (raw workerd) vs Portkey | vs LiteLLM | vs pass-through (raw workerd) |");
-  p("|---|---|---|---|---|---|---|");
-  for (const c of cs) {
-    const cell = (a, b) => (a && b ? `${ratio(a.rps, b.rps)} req/s, ${ratio(a.p50Ms, b.p50Ms)} p50` : "–");
-    const gm = L[`gw-miniflare@${c}`];
-    const gw = L[`gw-workerd@${c}`];
-    p(`| ${c} | ${cell(gm, L[`portkey@${c}`])} | ${cell(gm, L[`litellm@${c}`])} | ${cell(gm, L[`pt-miniflare@${c}`])} | ${cell(gw, L[`portkey@${c}`])} | ${cell(gw, L[`litellm@${c}`])} | ${cell(gw, L[`pt-workerd@${c}`])} |`);
+  if (detail) {
+    p("**The gateway against each peer, same run** (req/s ratio; p50 ratio, lower is better):");
+    p();
+    p("| c | gateway (Miniflare) vs Portkey | vs LiteLLM | vs pass-through (Miniflare) | gateway (raw workerd) vs Portkey | vs LiteLLM | vs pass-through (raw workerd) |");
+    p("|---|---|---|---|---|---|---|");
+    for (const c of cs) {
+      const cell = (a, b) => (a && b ? `${ratio(a.rps, b.rps)} req/s, ${ratio(a.p50Ms, b.p50Ms)} p50` : "–");
+      const gm = L[`gw-miniflare@${c}`];
+      const gw = L[`gw-workerd@${c}`];
+      p(`| ${c} | ${cell(gm, L[`portkey@${c}`])} | ${cell(gm, L[`litellm@${c}`])} | ${cell(gm, L[`pt-miniflare@${c}`])} | ${cell(gw, L[`portkey@${c}`])} | ${cell(gw, L[`litellm@${c}`])} | ${cell(gw, L[`pt-workerd@${c}`])} |`);
+    }
+    p();
   }
-  p();
 
   p("### Streamed requests (100 chunks, 5 ms apart at the upstream)");
   p();
@@ -281,18 +289,19 @@ export function render(results) {
   p();
   p("Resident memory of each contender's process tree after the load and streaming phases:");
   p();
-  p("| contender | RSS | of which workerd | requests served (measured runs) | processes |");
-  p("|---|---:|---:|---:|---|");
+  p(`| contender | RSS | of which workerd | requests served (measured runs) |${detail ? " processes |" : ""}`);
+  p(`|---|---:|---:|---:|${detail ? "---|" : ""}`);
   for (const id of ORDER) {
     const mem = results.memory[id];
     if (!mem) continue;
-    p(`| ${label(id)} | ${mib(mem.rssBytes)} | ${mib(mem.workerdRssBytes)} | ${int(mem.requestsServed)} | ${mem.processes.join(", ")} |`);
+    p(`| ${label(id)} | ${mib(mem.rssBytes)} | ${mib(mem.workerdRssBytes)} | ${int(mem.requestsServed)} |${detail ? ` ${mem.processes.join(", ")} |` : ""}`);
   }
   p();
   for (const [id, s] of Object.entries(results.soak)) {
     const verdict = soakVerdict(s);
-    p(`**${label(id)}: RSS of the workerd process across ${int(s.samples.at(-1).requests)} requests** (fresh process, c=16, sampled after each 1-second wrk run; rows nearest each 5,000${s.cappedAtSeconds ? `; stopped by the ${s.cappedAtSeconds}-second cap before ${int(results.options.soak)} requests` : ""}): ${verdict.flat ? "**flat**" : "**growing**"}, ${verdict.growth >= 0 ? "+" : ""}${f(verdict.growth / 2 ** 20, 1)} MiB from ${int(verdict.from.requests)} to ${int(verdict.last.requests)} requests (${f(verdict.perRequest, 0)} bytes per request).`);
+    p(`**${label(id)}: RSS of the workerd process across ${int(s.samples.at(-1).requests)} requests** (fresh process, c=16, sampled after each 1-second wrk run${detail ? "; rows nearest each 5,000" : ""}${s.cappedAtSeconds ? `; stopped by the ${s.cappedAtSeconds}-second cap before ${int(results.options.soak)} requests` : ""}): ${verdict.flat ? "**flat**" : "**growing**"}, ${verdict.growth >= 0 ? "+" : ""}${f(verdict.growth / 2 ** 20, 1)} MiB from ${int(verdict.from.requests)} to ${int(verdict.last.requests)} requests (${f(verdict.perRequest, 0)} bytes per request).`);
     p();
+    if (!detail) continue;
     const shown = [s.samples[0]];
     for (let k = 5000; k <= s.samples.at(-1).requests; k += 5000) {
       const x = s.samples.find((y) => y.requests >= k);
@@ -335,7 +344,7 @@ export function render(results) {
     p();
     p("Largest wasm sections: " + s.gateway.sections.slice(0, 6).map((x) => `${x.name} ${kb(x.bytes)}`).join(", ") + ".");
     p();
-    if (s.breakdown) {
+    if (detail && s.breakdown) {
       p("Where the raw bytes go (twiggy's items, grouped by name):");
       p();
       p("| part | raw | share |");
@@ -343,7 +352,7 @@ export function render(results) {
       for (const g of s.breakdown.groups.filter((x) => x.bytes > 0)) p(`| ${g.name} | ${kb(g.bytes)} | ${f((g.bytes / s.breakdown.total) * 100, 1)}% |`);
       p();
     }
-    if (s.twiggyTop) {
+    if (detail && s.twiggyTop) {
       p(`<details><summary>twiggy top 25 (${s.twiggyVersion})</summary>`);
       p();
       p("```");
@@ -365,7 +374,7 @@ export function render(results) {
     p();
   }
 
-  if (Object.keys(results.profile).length) {
+  if (detail && Object.keys(results.profile).length) {
     p("### CPU profiles under load (perf, raw workerd; non-streamed at c=16, streamed at c=4 with 100 chunks and no delay)");
     p();
     for (const [id, pr] of Object.entries(results.profile)) {
@@ -397,9 +406,14 @@ export function render(results) {
   return lines.join("\n");
 }
 
-/** Replaces the generated section of BENCHMARKS.md (or appends it). */
+/** Replaces the generated section of BENCHMARKS.md (or appends it): the run without its
+ * detail when `results` renders, else `md` as given. */
 export function updateBenchmarksMd(file, md, results) {
-  const section = `${BEGIN}\n\n${md}\n\n${END}`;
+  let brief = md;
+  if (results) {
+    try { brief = render(results, { detail: false }); } catch { /* keep md */ }
+  }
+  const section = `${BEGIN}\n\n${brief}\n\n${END}`;
   let text = existsSync(file) ? readFileSync(file, "utf8") : "# Benchmarks\n\n";
   const a = text.indexOf(BEGIN);
   const b = text.indexOf(END);
