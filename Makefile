@@ -108,7 +108,7 @@ fmt:
 clean:
 	rm -rf build .tools .wrangler target
 
-## make bench: issue 7's benchmarks, side by side with a trivial pass-through worker,
+## make bench: the benchmarks, side by side with a trivial pass-through worker,
 ## Portkey's gateway and LiteLLM's proxy, in one run of about 10 minutes (installs the first
 ## time: wrk, nginx and perf from Debian, twiggy from crates.io, Portkey from npm, LiteLLM
 ## from PyPI into bench/.venv). Results: bench/results/<time>/ and BENCHMARKS.md. Knobs:

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `make bench`: the gateway side by side with a trivial Rust pass-through worker, Portkey's
 // gateway and LiteLLM's proxy, against the same upstream on loopback, in one run.
-// Issue 7 is the spec; BENCHMARKS.md explains the method and the results.
+// BENCHMARKS.md explains the method and the results.
 //
 // Everything listens on 127.0.0.1, on free ports; every process started here runs in its
 // own process group and is killed when this script exits, however it exits (the Makefile

@@ -1,7 +1,7 @@
 //! The runtime calls that `glue.js` batches: a list crosses the wasm boundary once, as
 //! one text, instead of one call (and one copy of each string) per item. Header sets and
-//! `request.cf` reads were about a tenth of the gateway's own work per request in a
-//! profile on raw workerd (BENCHMARKS.md, Session 6).
+//! `request.cf` reads were about a tenth of the gateway's own work per request in a CPU
+//! profile on raw workerd.
 
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{self, JsValue};

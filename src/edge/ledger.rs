@@ -42,7 +42,7 @@ pub fn queue_fault(allowed: bool, headers: &Headers) -> bool {
 /// carries many events; alone, an event reaches the queue this much later, which nothing
 /// waits for: the consumer's own batching waits longer. Each queue call costs the sending
 /// isolate more than the events it carries (on Miniflare at c=16, 100 ms took 3% off the
-/// CPU per request that 20 ms cost; BENCHMARKS.md).
+/// CPU per request that 20 ms cost).
 const GATHER_MS: u64 = 100;
 /// The events gathered go to the queue packed, several to a message: Queue operations
 /// are billed per message (per 64 KB of it), and each message costs the queue and the

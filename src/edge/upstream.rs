@@ -26,7 +26,7 @@ use worker::{Delay, Request};
 pub enum Deadline {
     /// For a whole answer: the runtime's `AbortSignal.timeout`, which ends the call and its
     /// body at the deadline with no timer, callback or future of ours (those cost about 3%
-    /// of a non-streamed request's CPU; BENCHMARKS.md).
+    /// of a non-streamed request's CPU).
     Signal(AbortSignal),
     /// For a stream, whose limit ends at its first content, and a signal's cannot be called
     /// off: one timer, and a controller that ends the call when the timer fires first.

@@ -1,15 +1,8 @@
 //! Azure OpenAI: OpenAI's Chat Completions on an Azure resource.
 //!
-//! Per Microsoft Learn's Azure OpenAI references: the data-plane inference API ("Azure
-//! OpenAI REST API reference": `POST {endpoint}/openai/deployments/{deployment-id}/chat/
-//! completions?api-version=…`, key in the `api-key` header, OpenAI's request, answer and
-//! stream shapes) and the v1 API ("API version lifecycle": `{endpoint}/openai/v1/chat/
-//! completions` with no dated version, the deployment named as `model` in the body). The
-//! deployment types ("Deployment types") decide where a request is processed: Global in
-//! any Azure region, Data Zone within the EU member states or the United States, Standard
-//! (regional) in the resource's own region. Content filtering ("Content filtering") refuses
-//! a prompt with a 400 whose error code is `content_filter`, and cuts an answer with
-//! `finish_reason: "content_filter"`, which is OpenAI's own value and passes through.
+//! Per Microsoft Learn's "Azure OpenAI REST API reference" (`/openai/deployments/{id}/chat/
+//! completions?api-version=…`, key in `api-key`) and "API version lifecycle" (the v1 API,
+//! model in the body). A content-filter refusal is a 400 with code `content_filter`.
 
 use super::openai::{self, OpenAi};
 use super::{Auth, Provider, StreamTranslator, UpstreamRequest};

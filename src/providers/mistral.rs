@@ -1,18 +1,11 @@
 //! Mistral AI's La Plateforme (`https://api.mistral.ai/v1`): OpenAI's Chat Completions
 //! shape with Mistral's own differences.
 //!
-//! Per Mistral's API reference (docs.mistral.ai/api, "Chat Completion") and its function
-//! calling guide: `POST {base}/chat/completions` with `Authorization: Bearer`; the seed is
-//! `random_seed`; `safe_prompt` asks for Mistral's safety system prompt; `tool_choice` is
-//! `auto`, `none`, `any` (a tool must be called) or a named function; `n`,
-//! `presence_penalty`, `frequency_penalty`, `parallel_tool_calls`, `prediction` and
-//! `response_format` (`text`, `json_object`, `json_schema`) as in OpenAI; `finish_reason`
-//! is `stop`, `length`, `model_length` (the context window ran out), `error` or
-//! `tool_calls`. The request body is validated strictly: a field outside the schema (e.g.
-//! `stream_options`, `logprobs`) is a 422 `extra_forbidden`, so the gateway refuses such
-//! fields itself with a 400 naming them. Streams are OpenAI's `chat.completion.chunk`
-//! events ending with `data: [DONE]`; the chunk that finishes the answer carries the usage,
-//! which Mistral always sends (it has no `stream_options`).
+//! Per Mistral's API reference (docs.mistral.ai/api, "Chat Completion"): the seed is
+//! `random_seed`, `tool_choice` `any` means a tool must be called, `finish_reason` adds
+//! `model_length`. Mistral refuses any field outside its schema with a 422, so the
+//! gateway refuses such fields itself, naming them. A stream's finishing chunk always
+//! carries the usage (Mistral has no `stream_options`).
 
 use super::canonical::{asks_nothing, openai_usage, refused_detail, Cx, ToolChoice, IGNORED};
 use super::{Auth, Provider, StreamEnd, StreamTranslator, UpstreamRequest};

@@ -29,39 +29,44 @@ pub enum ProviderSettings {
     Vertex(vertex::Vertex),
 }
 
-/// The names the config gives providers.
-pub const NAMES: &[&str] = &["openai", "anthropic", "bedrock", "azure_openai", "mistral", "gemini", "vertex"];
+type Reader = fn(&Fields) -> Result<ProviderSettings, String>;
+
+/// The providers by the names the config gives them, each with the reader of its settings:
+/// the registry of what a deployment's `provider` may be.
+const PROVIDERS: &[(&str, Reader)] = &[
+    ("openai", |_| Ok(ProviderSettings::Openai)),
+    ("anthropic", |_| Ok(ProviderSettings::Anthropic)),
+    ("bedrock", |f| Ok(ProviderSettings::Bedrock(bedrock::Bedrock::read(f)?))),
+    ("azure_openai", |f| Ok(ProviderSettings::AzureOpenai(azure::Azure::read(f)?))),
+    ("mistral", |_| Ok(ProviderSettings::Mistral)),
+    ("gemini", |_| Ok(ProviderSettings::Gemini)),
+    ("vertex", |f| Ok(ProviderSettings::Vertex(vertex::Vertex::read(f)?))),
+];
 
 impl ProviderSettings {
     /// As the config names it, and as reported in `x-gateway-provider` and the ledger.
     pub fn name(&self) -> &'static str {
-        NAMES[match self {
-            Self::Openai => 0,
-            Self::Anthropic => 1,
-            Self::Bedrock(_) => 2,
-            Self::AzureOpenai(_) => 3,
-            Self::Mistral => 4,
-            Self::Gemini => 5,
-            Self::Vertex(_) => 6,
-        }]
+        match self {
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Bedrock(_) => "bedrock",
+            Self::AzureOpenai(_) => "azure_openai",
+            Self::Mistral => "mistral",
+            Self::Gemini => "gemini",
+            Self::Vertex(_) => "vertex",
+        }
     }
 
     /// The provider `name` with its settings, read from the deployment's fields.
     pub fn read(name: &str, f: &Fields, at: At) -> Result<Self, String> {
-        Ok(match name {
-            "openai" => Self::Openai,
-            "anthropic" => Self::Anthropic,
-            "bedrock" => Self::Bedrock(bedrock::Bedrock::read(f)?),
-            "azure_openai" => Self::AzureOpenai(azure::Azure::read(f)?),
-            "mistral" => Self::Mistral,
-            "gemini" => Self::Gemini,
-            "vertex" => Self::Vertex(vertex::Vertex::read(f)?),
-            _ => {
-                let known: Vec<String> = NAMES.iter().map(|n| format!("`{n}`")).collect();
+        match PROVIDERS.iter().find(|(n, _)| *n == name) {
+            Some((_, read)) => read(f),
+            None => {
+                let known: Vec<&str> = PROVIDERS.iter().map(|(n, _)| *n).collect();
                 let at = At::Field(&at, "provider");
-                return Err(format!("{at}: unknown variant `{name}`, expected one of {}", known.join(", ")));
+                Err(format!("{at}: unknown variant `{name}`, expected one of `{}`", known.join("`, `")))
             }
-        })
+        }
     }
 
     /// The Worker secrets the provider's settings name, with their fields.

@@ -2,20 +2,12 @@
 //! [`super::gemini`]) and Claude models (Anthropic's Messages format, shared with
 //! [`super::anthropic`]), both authenticated with a service account's OAuth access token.
 //!
-//! Per Google Cloud's Vertex AI documentation: the Gemini publisher's
-//! `POST https://{host}/v1/projects/{project}/locations/{location}/publishers/google/
-//! models/{model}:generateContent` and `:streamGenerateContent?alt=sse` ("Generate content
-//! with the Gemini API in Vertex AI"); Anthropic's models at `…/publishers/anthropic/
-//! models/{model}:rawPredict` and `:streamRawPredict`, with the Messages body minus
-//! `model` and plus `anthropic_version: "vertex-2023-10-16"` (Anthropic's "Claude on
-//! Vertex AI"); token counts at `…/publishers/anthropic/models/count-tokens:rawPredict`,
-//! with the model in the body ("Count tokens for Claude models"). Where a request is processed depends on the endpoint ("Data residency",
-//! "Deployments and endpoints"): the global endpoint (`aiplatform.googleapis.com`,
-//! location `global`) may process anywhere; the jurisdictional multi-region endpoints
-//! (`aiplatform.eu.rep.googleapis.com` with location `eu`, likewise `us`) keep ML
-//! processing in that jurisdiction; regional endpoints (`{region}-aiplatform.
-//! googleapis.com`) commit to in-region processing only for the models and regions the
-//! data-residency tables list, and not at all elsewhere.
+//! Wire format per Google Cloud's "Generate content with the Gemini API in Vertex AI"
+//! (`…/publishers/google/models/{model}:generateContent`, `:streamGenerateContent?alt=sse`)
+//! and Anthropic's "Claude on Vertex AI" (`…/publishers/anthropic/models/{model}:rawPredict`,
+//! `:streamRawPredict`, `anthropic_version` in the body; "Count tokens for Claude models"
+//! at `count-tokens:rawPredict`). Where each endpoint processes is config validation's
+//! business (`config::provider::vertex`).
 
 pub mod oauth;
 
