@@ -29,19 +29,8 @@ pub enum ProviderSettings {
     Vertex(vertex::Vertex),
 }
 
-type Reader = fn(&Fields) -> Result<ProviderSettings, String>;
-
-/// The providers by the names the config gives them, each with the reader of its settings:
-/// the registry of what a deployment's `provider` may be.
-const PROVIDERS: &[(&str, Reader)] = &[
-    ("openai", |_| Ok(ProviderSettings::Openai)),
-    ("anthropic", |_| Ok(ProviderSettings::Anthropic)),
-    ("bedrock", |f| Ok(ProviderSettings::Bedrock(bedrock::Bedrock::read(f)?))),
-    ("azure_openai", |f| Ok(ProviderSettings::AzureOpenai(azure::Azure::read(f)?))),
-    ("mistral", |_| Ok(ProviderSettings::Mistral)),
-    ("gemini", |_| Ok(ProviderSettings::Gemini)),
-    ("vertex", |f| Ok(ProviderSettings::Vertex(vertex::Vertex::read(f)?))),
-];
+/// The names the config gives providers (a test checks that each reads back as itself).
+pub const NAMES: &[&str] = &["openai", "anthropic", "bedrock", "azure_openai", "mistral", "gemini", "vertex"];
 
 impl ProviderSettings {
     /// As the config names it, and as reported in `x-gateway-provider` and the ledger.
@@ -59,14 +48,19 @@ impl ProviderSettings {
 
     /// The provider `name` with its settings, read from the deployment's fields.
     pub fn read(name: &str, f: &Fields, at: At) -> Result<Self, String> {
-        match PROVIDERS.iter().find(|(n, _)| *n == name) {
-            Some((_, read)) => read(f),
-            None => {
-                let known: Vec<&str> = PROVIDERS.iter().map(|(n, _)| *n).collect();
+        Ok(match name {
+            "openai" => Self::Openai,
+            "anthropic" => Self::Anthropic,
+            "bedrock" => Self::Bedrock(bedrock::Bedrock::read(f)?),
+            "azure_openai" => Self::AzureOpenai(azure::Azure::read(f)?),
+            "mistral" => Self::Mistral,
+            "gemini" => Self::Gemini,
+            "vertex" => Self::Vertex(vertex::Vertex::read(f)?),
+            _ => {
                 let at = At::Field(&at, "provider");
-                Err(format!("{at}: unknown variant `{name}`, expected one of `{}`", known.join("`, `")))
+                return Err(format!("{at}: unknown variant `{name}`, expected one of `{}`", NAMES.join("`, `")));
             }
-        }
+        })
     }
 
     /// The Worker secrets the provider's settings name, with their fields.
@@ -117,4 +111,26 @@ pub(crate) fn host(base_url: &str) -> &str {
 /// A required setting, with what it is for when it is missing.
 fn required<T>(value: Option<T>, missing: &str) -> Result<T, String> {
     value.ok_or_else(|| missing.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_name_reads_back_as_itself() {
+        let settings = json!({
+            "aws_region": "eu-central-1", "api_version": "v1", "azure_deployment_type": "global",
+            "gcp_project": "p", "gcp_location": "eu", "vertex_publisher": "google",
+            "gcp_service_account_secret": "SA"
+        });
+        for name in NAMES {
+            let f = Fields::any(&settings, At::Root).unwrap();
+            assert_eq!(ProviderSettings::read(name, &f, At::Root).unwrap().name(), *name);
+        }
+        let f = Fields::any(&settings, At::Root).unwrap();
+        let e = ProviderSettings::read("openia", &f, At::Root).unwrap_err();
+        assert!(e.starts_with("provider: unknown variant `openia`, expected one of `openai`, "), "{e}");
+    }
 }
