@@ -21,9 +21,12 @@ fn rank(layer: &str) -> Option<usize> {
     LAYERS.iter().position(|names| names.contains(&layer))
 }
 
-/// The code of a file before its unit tests.
+/// The code of a file before its first test-only module.
 fn code(text: &str) -> &str {
-    let end = text.find("#[cfg(test)]\nmod tests").or_else(|| text.find("#[cfg(test)]\npub(crate) mod tests"));
+    let end = ["", "pub(crate) ", "pub(super) "]
+        .iter()
+        .filter_map(|vis| text.find(&format!("#[cfg(test)]\n{vis}mod ")))
+        .min();
     &text[..end.unwrap_or(text.len())]
 }
 
@@ -83,7 +86,7 @@ fn no_import_points_up() {
 
 #[test]
 fn the_check_sees_an_upward_import() {
-    let text = "use crate::model::error::GatewayError;\nfn f() { crate::edge::x(); }\n#[cfg(test)]\nmod tests {\n    use crate::edge;\n}\n";
+    let text = "use crate::model::error::GatewayError;\nfn f() { crate::edge::x(); }\n#[cfg(test)]\npub(super) mod fixtures {\n    use crate::edge;\n}\n";
     let found = uses(text);
     assert_eq!(found, vec![(1, "model".to_string()), (2, "edge".to_string())]);
     assert!(rank("edge") > rank("config"));
