@@ -147,7 +147,7 @@ impl CountsTokens for VertexClaude {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::gemini::tests::{answer, data, parse, run_with, user, RECORDED};
+    use crate::providers::gemini::test_support::{answer, data, parse, run_with, user, RECORDED};
     use crate::providers::{for_deployment, StreamEnd};
     use crate::util::valueread::FromValue;
     use serde_json::{json, Value};
