@@ -140,7 +140,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
             let breaker = d.health_limits(&limits.health);
             health::update(&call.ctx, &d.id, breaker, |h| h.failed(now_ms(), breaker));
         }
-        match attempts.failed(d, auth.clone(), &failure, &auth, now_ms()) {
+        match attempts.failed(d, auth, &failure, now_ms()) {
             Next::FallBack | Next::OnlyLargerContext => {}
             Next::RetrySame(wait_ms) => Delay::from(Duration::from_millis(wait_ms)).await,
             Next::Fail(e) => return Ok(fail(call, &bill, &receipt, &attempts.log, e, Some(d))),

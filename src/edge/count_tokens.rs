@@ -65,7 +65,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
             }
             Err(failure) => failure,
         };
-        match attempts.failed(d, auth.clone(), &failure, &auth, now_ms()) {
+        match attempts.failed(d, auth, &failure, now_ms()) {
             Next::FallBack | Next::OnlyLargerContext => {}
             Next::RetrySame(wait_ms) => Delay::from(Duration::from_millis(wait_ms)).await,
             Next::Fail(e) => return Ok(receipt.error(Ingress::Anthropic, &attempts.log, &e)),

@@ -161,10 +161,10 @@ pub enum Next {
     Fail(GatewayError),
 }
 
-/// One request's attempts: the candidates still to try (each with what the shell needs to
-/// call it, such as its credentials), the record of those tried, and the limits.
-pub struct Attempts<'g, T> {
-    queue: VecDeque<(&'g Deployment, T)>,
+/// One request's attempts: the candidates still to try (each with the credentials to call
+/// it), the record of those tried, and the limits.
+pub struct Attempts<'g> {
+    queue: VecDeque<(&'g Deployment, Auth)>,
     pub log: AttemptLog,
     max_attempts: usize,
     max_retry_after_ms: u64,
@@ -175,9 +175,9 @@ pub struct Attempts<'g, T> {
     residency_rule: Option<String>,
 }
 
-impl<'g, T: Clone> Attempts<'g, T> {
+impl<'g> Attempts<'g> {
     pub fn new(
-        queue: impl IntoIterator<Item = (&'g Deployment, T)>,
+        queue: impl IntoIterator<Item = (&'g Deployment, Auth)>,
         limits: &Limits,
         started_ms: u64,
         residency_rule: Option<String>,
@@ -196,13 +196,13 @@ impl<'g, T: Clone> Attempts<'g, T> {
 
     /// The next deployment to try and how long its response head may take; `None` once
     /// the candidates, the attempts or the request's time have run out.
-    pub fn next(&mut self, now_ms: u64) -> Option<(&'g Deployment, T, u64)> {
-        let (d, extra) = self.queue.pop_front()?;
+    pub fn next(&mut self, now_ms: u64) -> Option<(&'g Deployment, Auth, u64)> {
+        let (d, auth) = self.queue.pop_front()?;
         let timeout = attempt_timeout(u64::from(d.first_byte_timeout_ms), now_ms, self.deadline_ms)?;
         if self.log.count() >= self.max_attempts {
             return None;
         }
-        Some((d, extra, timeout))
+        Some((d, auth, timeout))
     }
 
     pub fn answered(&mut self, d: &Deployment, status: u16) {
@@ -215,9 +215,9 @@ impl<'g, T: Clone> Attempts<'g, T> {
         self.log.failed(&d.id, None, class);
     }
 
-    /// Records a failed attempt and decides what follows. `extra` is what the shell needs
-    /// to try the same deployment again.
-    pub fn failed(&mut self, d: &'g Deployment, extra: T, f: &Failure, auth: &Auth, now_ms: u64) -> Next {
+    /// Records a failed attempt and decides what follows; `auth`, the attempt's credentials,
+    /// goes back in the queue for a retry of the same deployment.
+    pub fn failed(&mut self, d: &'g Deployment, auth: Auth, f: &Failure, now_ms: u64) -> Next {
         if f.falls_back() {
             self.log.failed_after(&d.id, f.status, f.class, f.consumed);
             if f.status.is_some_and(|s| !(200..300).contains(&s)) {
@@ -226,7 +226,7 @@ impl<'g, T: Clone> Attempts<'g, T> {
                     let wait_ms = u64::from(wait) * 1000;
                     if wait_ms <= self.max_retry_after_ms && now_ms.saturating_add(wait_ms) < self.deadline_ms {
                         self.retried_same = true;
-                        self.queue.push_back((d, extra));
+                        self.queue.push_back((d, auth));
                         return Next::RetrySame(wait_ms);
                     }
                 }
@@ -242,7 +242,7 @@ impl<'g, T: Clone> Attempts<'g, T> {
                 return Next::OnlyLargerContext;
             }
         }
-        Next::Fail(terminal(&d.id, status, f.class, &f.body, auth))
+        Next::Fail(terminal(&d.id, status, f.class, &f.body, &auth))
     }
 
     /// The client's error once nothing is left to try.
@@ -421,12 +421,12 @@ mod tests {
         config::parse(&v.to_string()).unwrap()
     }
 
-    fn attempts<'g>(g: &'g Gateway, ids: &[&str]) -> Attempts<'g, ()> {
-        let queue = ids.iter().map(|id| (g.deployment(id).unwrap(), ()));
+    fn attempts<'g>(g: &'g Gateway, ids: &[&str]) -> Attempts<'g> {
+        let queue = ids.iter().map(|id| (g.deployment(id).unwrap(), AUTH));
         Attempts::new(queue, &g.config.limits, 0, None)
     }
 
-    fn tried(a: &Attempts<()>) -> String {
+    fn tried(a: &Attempts) -> String {
         a.log.summary()
     }
 
@@ -436,18 +436,18 @@ mod tests {
     fn a_transient_failure_falls_back_to_the_next_candidate() {
         let g = gateway(|_| {});
         let mut a = attempts(&g, &["eu-a", "eu-b"]);
-        let (d, (), timeout) = a.next(0).unwrap();
+        let (d, _, timeout) = a.next(0).unwrap();
         assert_eq!((d.id.as_str(), timeout), ("eu-a", 30_000));
         for (status, class) in [(Some(529), ErrorClass::Overloaded), (None, ErrorClass::Timeout)] {
             let f = Failure { status, class, retry_after: None, consumed: None, body: Vec::new() };
             assert!(f.blames_deployment());
-            assert_eq!(attempts(&g, &["eu-a", "eu-b"]).failed(d, (), &f, &AUTH, 10), Next::FallBack);
+            assert_eq!(attempts(&g, &["eu-a", "eu-b"]).failed(d, AUTH, &f, 10), Next::FallBack);
         }
         assert_eq!(
-            a.failed(d, (), &Failure::refused(500, ErrorClass::Server, None, Vec::new()), &AUTH, 10),
+            a.failed(d, AUTH, &Failure::refused(500, ErrorClass::Server, None, Vec::new()), 10),
             Next::FallBack
         );
-        let (d, (), _) = a.next(10).unwrap();
+        let (d, _, _) = a.next(10).unwrap();
         assert_eq!(d.id, "eu-b");
         a.answered(d, 200);
         assert_eq!(tried(&a), "eu-a:500 server, eu-b:200 ok");
@@ -457,11 +457,11 @@ mod tests {
     fn a_success_head_whose_body_fails_falls_back_whatever_its_class() {
         let g = gateway(|_| {});
         let mut a = attempts(&g, &["eu-a", "eu-b"]);
-        let (d, (), _) = a.next(0).unwrap();
+        let (d, _, _) = a.next(0).unwrap();
         let consumed = Usage { input_tokens: 7, ..Usage::default() };
         let f = Failure::unusable(200, ErrorClass::ContentFilter, Some(consumed));
         assert!(f.blames_deployment());
-        assert_eq!(a.failed(d, (), &f, &AUTH, 0), Next::FallBack);
+        assert_eq!(a.failed(d, AUTH, &f, 0), Next::FallBack);
         assert_eq!(a.log.attempts[0].consumed, Some(consumed));
     }
 
@@ -469,12 +469,12 @@ mod tests {
     fn the_last_candidate_is_retried_once_after_a_short_retry_after() {
         let g = gateway(|_| {});
         let mut a = attempts(&g, &["eu-a"]);
-        let (d, (), _) = a.next(0).unwrap();
+        let (d, _, _) = a.next(0).unwrap();
         let busy = Failure::refused(429, ErrorClass::RateLimited, Some(2), Vec::new());
-        assert_eq!(a.failed(d, (), &busy, &AUTH, 1_000), Next::RetrySame(2_000));
-        let (again, (), _) = a.next(3_000).unwrap();
+        assert_eq!(a.failed(d, AUTH, &busy, 1_000), Next::RetrySame(2_000));
+        let (again, _, _) = a.next(3_000).unwrap();
         assert_eq!(again.id, "eu-a");
-        assert_eq!(a.failed(again, (), &busy, &AUTH, 3_100), Next::FallBack, "only once");
+        assert_eq!(a.failed(again, AUTH, &busy, 3_100), Next::FallBack, "only once");
         assert!(a.next(3_200).is_none());
         let e = a.exhausted();
         assert_eq!((e.status, e.retry_after), (429, Some(2)));
@@ -486,18 +486,18 @@ mod tests {
         let long = Failure::refused(503, ErrorClass::Overloaded, Some(6), Vec::new());
         let short = Failure::refused(503, ErrorClass::Overloaded, Some(5), Vec::new());
         let mut a = attempts(&g, &["eu-a"]);
-        let (d, (), _) = a.next(0).unwrap();
-        assert_eq!(a.failed(d, (), &long, &AUTH, 0), Next::FallBack, "beyond max_retry_after_ms");
+        let (d, _, _) = a.next(0).unwrap();
+        assert_eq!(a.failed(d, AUTH, &long, 0), Next::FallBack, "beyond max_retry_after_ms");
         let mut a = attempts(&g, &["eu-a"]);
-        let (d, (), _) = a.next(0).unwrap();
-        assert_eq!(a.failed(d, (), &short, &AUTH, 55_000), Next::FallBack, "past the total deadline");
+        let (d, _, _) = a.next(0).unwrap();
+        assert_eq!(a.failed(d, AUTH, &short, 55_000), Next::FallBack, "past the total deadline");
         let mut a = attempts(&g, &["eu-a", "eu-b"]);
-        let (d, (), _) = a.next(0).unwrap();
-        assert_eq!(a.failed(d, (), &short, &AUTH, 0), Next::FallBack, "another candidate is left");
+        let (d, _, _) = a.next(0).unwrap();
+        assert_eq!(a.failed(d, AUTH, &short, 0), Next::FallBack, "another candidate is left");
         let mut a = attempts(&g, &["eu-a"]);
-        let (d, (), _) = a.next(0).unwrap();
+        let (d, _, _) = a.next(0).unwrap();
         let none = Failure::refused(503, ErrorClass::Overloaded, None, Vec::new());
-        assert_eq!(a.failed(d, (), &none, &AUTH, 0), Next::FallBack, "no Retry-After");
+        assert_eq!(a.failed(d, AUTH, &none, 0), Next::FallBack, "no Retry-After");
     }
 
     #[test]
@@ -508,14 +508,14 @@ mod tests {
             }
         });
         let mut a = attempts(&g, &["eu-a", "eu-b", "us-a"]);
-        let (d, (), _) = a.next(0).unwrap();
+        let (d, _, _) = a.next(0).unwrap();
         let long =
             Failure::refused(400, ErrorClass::ContextLength, None, br#"{"error":{"message":"too long"}}"#.to_vec());
         assert!(!long.blames_deployment());
-        assert_eq!(a.failed(d, (), &long, &AUTH, 0), Next::OnlyLargerContext);
-        let (d, (), _) = a.next(0).unwrap();
+        assert_eq!(a.failed(d, AUTH, &long, 0), Next::OnlyLargerContext);
+        let (d, _, _) = a.next(0).unwrap();
         assert_eq!(d.id, "us-a", "the 4,000-token window is passed over");
-        match a.failed(d, (), &long, &AUTH, 0) {
+        match a.failed(d, AUTH, &long, 0) {
             Next::Fail(e) => assert_eq!((e.status, e.code), (400, "context_length_exceeded")),
             other => panic!("{other:?}"),
         }
@@ -525,18 +525,18 @@ mod tests {
     fn a_failure_the_client_caused_stops_with_the_providers_message() {
         let g = gateway(|_| {});
         let mut a = attempts(&g, &["eu-a", "eu-b"]);
-        let (d, (), _) = a.next(0).unwrap();
+        let (d, _, _) = a.next(0).unwrap();
         let bad =
             Failure::refused(400, ErrorClass::BadRequest, None, br#"{"error":{"message":"no such field"}}"#.to_vec());
-        match a.failed(d, (), &bad, &AUTH, 0) {
+        match a.failed(d, AUTH, &bad, 0) {
             Next::Fail(e) => assert!(e.message.contains("no such field"), "{}", e.message),
             other => panic!("{other:?}"),
         }
         for class in [ErrorClass::Auth, ErrorClass::NotFound, ErrorClass::ContentFilter] {
             let mut a = attempts(&g, &["eu-a", "eu-b"]);
-            let (d, (), _) = a.next(0).unwrap();
+            let (d, _, _) = a.next(0).unwrap();
             assert!(matches!(
-                a.failed(d, (), &Failure::refused(403, class, None, Vec::new()), &AUTH, 0),
+                a.failed(d, AUTH, &Failure::refused(403, class, None, Vec::new()), 0),
                 Next::Fail(_)
             ));
         }
@@ -547,8 +547,8 @@ mod tests {
         let g = gateway(|v| v["limits"]["max_attempts"] = 2.into());
         let mut a = attempts(&g, &["eu-a", "eu-b", "us-a"]);
         for _ in 0..2 {
-            let (d, (), _) = a.next(0).unwrap();
-            a.failed(d, (), &Failure::no_answer(ErrorClass::Unreachable), &AUTH, 0);
+            let (d, _, _) = a.next(0).unwrap();
+            a.failed(d, AUTH, &Failure::no_answer(ErrorClass::Unreachable), 0);
         }
         assert!(a.next(0).is_none(), "max_attempts");
         assert_eq!(a.exhausted().code, "upstream_failed");
@@ -562,7 +562,7 @@ mod tests {
     fn a_failed_credential_exchange_is_that_deployments_attempt() {
         let g = gateway(|_| {});
         let mut a = attempts(&g, &["eu-a", "eu-b"]);
-        let (d, (), _) = a.next(0).unwrap();
+        let (d, _, _) = a.next(0).unwrap();
         a.unauthorized(d, ErrorClass::Auth);
         assert_eq!(a.next(0).unwrap().0.id, "eu-b");
         assert_eq!(tried(&a), "eu-a:- auth");
@@ -572,9 +572,9 @@ mod tests {
     fn residency_narrowing_names_the_rule_when_everything_failed() {
         let g = gateway(|_| {});
         let mut a =
-            Attempts::new([(g.deployment("eu-a").unwrap(), ())], &g.config.limits, 0, Some("eu-callers".into()));
-        let (d, (), _) = a.next(0).unwrap();
-        a.failed(d, (), &Failure::refused(529, ErrorClass::Overloaded, None, Vec::new()), &AUTH, 0);
+            Attempts::new([(g.deployment("eu-a").unwrap(), AUTH)], &g.config.limits, 0, Some("eu-callers".into()));
+        let (d, _, _) = a.next(0).unwrap();
+        a.failed(d, AUTH, &Failure::refused(529, ErrorClass::Overloaded, None, Vec::new()), 0);
         assert_eq!(a.exhausted().code, "residency_unsatisfiable");
     }
 

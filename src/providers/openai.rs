@@ -11,18 +11,10 @@ use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
 use crate::model::usage::Usage;
 use crate::util::sse::SseDecoder;
-use crate::wire::openai::WireUsage;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
+use crate::wire::openai::Chunk;
 use serde_json::{Map, Value};
 
 pub struct OpenAi;
-
-#[derive(Deserialize)]
-struct WithUsage {
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
 
 /// The upstream body of an OpenAI-format request: the client's with the alias replaced by
 /// the deployment's model (or left out, for endpoints whose path names the model) and, for
@@ -82,7 +74,7 @@ impl Provider for OpenAi {
 
     /// Already in the client's format: passed on byte for byte, read only for its usage.
     fn response(&self, _req: &ChatRequest, body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorClass> {
-        let parsed = serde_json::from_slice::<WithUsage>(&body).map_err(|_| ErrorClass::Server)?;
+        let parsed = serde_json::from_slice::<Chunk>(&body).map_err(|_| ErrorClass::Server)?;
         Ok((body, parsed.usage.map(Usage::from)))
     }
 
@@ -106,32 +98,6 @@ impl Provider for OpenAi {
             ..PassThrough::default()
         })
     }
-}
-
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<Choice>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    #[serde(default)]
-    delta: Option<Delta>,
-    #[serde(default)]
-    finish_reason: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct Delta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Box<serde_json::value::RawValue>>,
-    #[serde(default)]
-    refusal: Option<String>,
 }
 
 /// OpenAI upstream to OpenAI client: events pass through byte for byte; the gateway only
@@ -181,8 +147,10 @@ impl StreamTranslator for PassThrough {
                 }
                 if let Some(d) = &choice.delta {
                     let len = |s: &Option<String>| s.as_deref().map_or(0, |s| s.chars().count());
+                    let calls = d.tool_calls.iter().flatten().filter_map(|c| c.function.as_ref());
+                    let called: usize = calls.map(|f| len(&f.name) + len(&f.arguments)).sum();
                     let text = len(&d.content) + len(&d.refusal);
-                    *streamed_chars += text + d.tool_calls.as_ref().map_or(0, |t| t.get().len());
+                    *streamed_chars += text + called;
                     if text > 0 || d.tool_calls.is_some() {
                         *started = true;
                     }
@@ -214,7 +182,7 @@ mod tests {
     use super::*;
     use crate::model::chat::{self, ChatRequest};
     use crate::util::valueread::FromValue;
-    use crate::wire::openai::{stream_error_event, usage_of};
+    use crate::wire::openai::{stream_error_event, usage_of, WireUsage};
     use serde_json::json;
 
     fn deployment() -> Deployment {

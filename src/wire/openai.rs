@@ -65,3 +65,63 @@ pub fn stream_error_event(error: &GatewayError) -> Vec<u8> {
     write_event(&mut out, None, &error.to_json());
     out
 }
+
+/// A `chat.completion.chunk`, as far as the gateway reads one: the relay watches it for
+/// content, the end and usage; the Anthropic ingress re-encodes it.
+#[derive(Deserialize)]
+pub struct Chunk {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+    #[serde(default)]
+    pub error: Option<ChunkError>,
+}
+
+#[derive(Deserialize)]
+pub struct ChunkChoice {
+    #[serde(default)]
+    pub index: u64,
+    #[serde(default)]
+    pub delta: Option<Delta>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Delta {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub refusal: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+#[derive(Deserialize)]
+pub struct ToolCallDelta {
+    #[serde(default)]
+    pub index: u64,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct FunctionDelta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ChunkError {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub code: Value,
+}

@@ -10,67 +10,8 @@ use crate::model::chat::ChatRequest;
 use crate::model::usage::Usage;
 use crate::util::sse::{write_event, Event, SseDecoder};
 use crate::wire::anthropic::write_error_event;
-use crate::wire::openai::WireUsage;
-use serde::Deserialize;
+use crate::wire::openai::{Chunk, ChunkError, ToolCallDelta};
 use serde_json::{json, Value};
-
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(default)]
-    error: Option<ChunkError>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    index: u64,
-    #[serde(default)]
-    delta: Option<Delta>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Delta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallDelta>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallDelta {
-    #[serde(default)]
-    index: u64,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    function: Option<FunctionDelta>,
-}
-
-#[derive(Deserialize, Default)]
-struct FunctionDelta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChunkError {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    code: Value,
-}
 
 /// The content block being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

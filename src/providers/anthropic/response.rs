@@ -10,8 +10,8 @@ use serde_json::Value;
 
 #[derive(Deserialize)]
 pub(super) struct WireMessage {
-    id: String,
-    model: String,
+    pub(super) id: String,
+    pub(super) model: String,
     #[serde(default)]
     content: Vec<WireBlock>,
     #[serde(default)]

@@ -5,7 +5,7 @@
 //! `message_delta` with cumulative usage, `message_stop`, `ping`, `error`; event types not
 //! listed there are to be ignored.
 
-use super::response::{finish_reason, WireBlock, WireUsage};
+use super::response::{finish_reason, WireBlock, WireMessage, WireUsage};
 use crate::model::error::GatewayError;
 use crate::model::usage::Usage;
 use crate::providers::canonical::Chunks;
@@ -18,7 +18,7 @@ use serde::Deserialize;
 #[serde(try_from = "FlatEvent")]
 enum WireEvent {
     MessageStart {
-        message: StartedMessage,
+        message: WireMessage,
     },
     ContentBlockStart {
         index: u64,
@@ -44,7 +44,7 @@ enum WireEvent {
 struct FlatEvent {
     #[serde(rename = "type")]
     kind: String,
-    message: Option<StartedMessage>,
+    message: Option<WireMessage>,
     index: Option<u64>,
     content_block: Option<WireBlock>,
     /// A `WireDelta` in `content_block_delta`, a `MessageChange` in `message_delta`.
@@ -79,13 +79,6 @@ impl TryFrom<FlatEvent> for WireEvent {
     }
 }
 
-#[derive(Deserialize)]
-struct StartedMessage {
-    id: String,
-    model: String,
-    #[serde(default)]
-    usage: WireUsage,
-}
 
 enum WireDelta {
     TextDelta { text: String },
