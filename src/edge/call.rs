@@ -153,15 +153,15 @@ impl<'a> Call<'a> {
 }
 
 /// What has been decided about a request, for its response headers.
-pub struct Receipt {
+pub struct Receipt<'a> {
     pub rule: String,
     /// Soft budgets reached.
     pub warnings: Vec<String>,
     /// Deployments left out because their circuit is open.
-    pub skipped: Vec<String>,
+    pub skipped: Vec<&'a str>,
 }
 
-impl Receipt {
+impl Receipt<'_> {
     pub fn headers(&self, log: &AttemptLog, served_by: Option<&Deployment>) -> Head {
         let mut h = Head::new();
         let _ = h.set("x-gateway-rule", &self.rule);

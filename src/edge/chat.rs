@@ -62,11 +62,8 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
         |d| credentials::resolve(call.env, d, now_unix),
         |d| health::admit(&call.ctx, &health, d, &limits.health),
     );
-    let receipt = Receipt {
-        rule: allowed.decision.rule.clone(),
-        warnings,
-        skipped: plan.skipped_for(Skip::CoolingDown).into_iter().map(str::to_string).collect(),
-    };
+    let receipt =
+        Receipt { rule: allowed.decision.rule.clone(), warnings, skipped: plan.skipped_for(Skip::CoolingDown) };
     let bill = call.bill(tags, &allowed, alias);
     if plan.queue.is_empty() {
         let detail = if !receipt.skipped.is_empty() {

@@ -270,7 +270,7 @@ pub enum Skip {
 /// The candidates that will be tried, in order, and those left out with why.
 pub struct Plan<'g, T> {
     pub queue: Vec<(&'g Deployment, T)>,
-    pub skipped: Vec<(String, Skip)>,
+    pub skipped: Vec<(&'g str, Skip)>,
 }
 
 /// Which of the allowed candidates (in order) to try: those whose credentials the shell
@@ -285,21 +285,21 @@ pub fn plan<'g, T>(
     let mut skipped = Vec::new();
     for &d in candidates {
         let Some(extra) = credentials(d) else {
-            skipped.push((d.id.clone(), Skip::SecretNotSet));
+            skipped.push((d.id.as_str(), Skip::SecretNotSet));
             continue;
         };
         match admit(d) {
-            Admission::Skip => skipped.push((d.id.clone(), Skip::CoolingDown)),
+            Admission::Skip => skipped.push((d.id.as_str(), Skip::CoolingDown)),
             Admission::Try | Admission::Probe => queue.push((d, extra)),
         }
     }
     Plan { queue, skipped }
 }
 
-impl<T> Plan<'_, T> {
+impl<'g, T> Plan<'g, T> {
     /// The deployments skipped for `why`.
-    pub fn skipped_for(&self, why: Skip) -> Vec<&str> {
-        self.skipped.iter().filter(|(_, w)| *w == why).map(|(id, _)| id.as_str()).collect()
+    pub fn skipped_for(&self, why: Skip) -> Vec<&'g str> {
+        self.skipped.iter().filter(|(_, w)| *w == why).map(|(id, _)| *id).collect()
     }
 }
 
@@ -443,10 +443,7 @@ mod tests {
             assert!(f.blames_deployment());
             assert_eq!(attempts(&g, &["eu-a", "eu-b"]).failed(d, AUTH, &f, 10), Next::FallBack);
         }
-        assert_eq!(
-            a.failed(d, AUTH, &Failure::refused(500, ErrorClass::Server, None, Vec::new()), 10),
-            Next::FallBack
-        );
+        assert_eq!(a.failed(d, AUTH, &Failure::refused(500, ErrorClass::Server, None, Vec::new()), 10), Next::FallBack);
         let (d, _, _) = a.next(10).unwrap();
         assert_eq!(d.id, "eu-b");
         a.answered(d, 200);
@@ -535,10 +532,7 @@ mod tests {
         for class in [ErrorClass::Auth, ErrorClass::NotFound, ErrorClass::ContentFilter] {
             let mut a = attempts(&g, &["eu-a", "eu-b"]);
             let (d, _, _) = a.next(0).unwrap();
-            assert!(matches!(
-                a.failed(d, AUTH, &Failure::refused(403, class, None, Vec::new()), 0),
-                Next::Fail(_)
-            ));
+            assert!(matches!(a.failed(d, AUTH, &Failure::refused(403, class, None, Vec::new()), 0), Next::Fail(_)));
         }
     }
 

@@ -79,7 +79,6 @@ impl TryFrom<FlatEvent> for WireEvent {
     }
 }
 
-
 enum WireDelta {
     TextDelta { text: String },
     InputJsonDelta { partial_json: String },
