@@ -68,10 +68,22 @@ pub struct Deployment {
 
 impl Deployment {
     /// Every Worker secret the deployment names, with its field.
-    pub fn secrets(&self) -> Vec<(&'static str, &str)> {
-        let mut out: Vec<_> = self.api_key_secret.iter().map(|s| ("api_key_secret", s.as_str())).collect();
-        out.extend(self.provider.secrets());
-        out
+    pub fn secrets(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let (mut sigv4, mut service_account) = (None, None);
+        match &self.provider {
+            ProviderSettings::Bedrock(b) => sigv4 = b.sigv4.as_ref(),
+            ProviderSettings::Vertex(v) => service_account = Some(v.service_account_secret.as_str()),
+            _ => {}
+        }
+        [
+            ("api_key_secret", self.api_key_secret.as_deref()),
+            ("aws_access_key_id_secret", sigv4.map(|k| k.access_key_id.as_str())),
+            ("aws_secret_access_key_secret", sigv4.map(|k| k.secret_access_key.as_str())),
+            ("aws_session_token_secret", sigv4.and_then(|k| k.session_token.as_deref())),
+            ("gcp_service_account_secret", service_account),
+        ]
+        .into_iter()
+        .filter_map(|(field, name)| Some((field, name?)))
     }
 
     pub fn health_limits<'a>(&'a self, defaults: &'a HealthLimits) -> &'a HealthLimits {

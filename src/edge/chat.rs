@@ -18,7 +18,7 @@ use crate::model::chat::ChatRequest;
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
 use crate::model::usage::Usage;
-use crate::policy::attempts::{self, AttemptLog, Attempts, Failure, Next, Skip};
+use crate::policy::attempts::{self, AttemptLog, Attempts, Failure, Next};
 use crate::policy::health::Health;
 use crate::policy::routing;
 use crate::providers::{self, SpeaksMessages, UpstreamRequest};
@@ -62,8 +62,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
         |d| credentials::resolve(call.env, d, now_unix),
         |d| health::admit(&call.ctx, &health, d, &limits.health),
     );
-    let receipt =
-        Receipt { rule: allowed.decision.rule.clone(), warnings, skipped: plan.skipped_for(Skip::CoolingDown) };
+    let receipt = Receipt { rule: allowed.decision.rule.clone(), warnings, skipped: plan.cooling_down };
     let bill = call.bill(tags, &allowed, alias);
     if plan.queue.is_empty() {
         let detail = if !receipt.skipped.is_empty() {

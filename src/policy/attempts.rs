@@ -258,19 +258,13 @@ pub fn attempt_timeout(first_byte_ms: u64, now: u64, deadline: u64) -> Option<u6
     Some(first_byte_ms.min(left))
 }
 
-/// Why an allowed deployment is not tried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
-    /// Its circuit is open: it failed repeatedly and is cooling down.
-    CoolingDown,
-    /// A Worker secret it names is not set.
-    SecretNotSet,
-}
-
 /// The candidates that will be tried, in order, and those left out with why.
 pub struct Plan<'g, T> {
     pub queue: Vec<(&'g Deployment, T)>,
-    pub skipped: Vec<(&'g str, Skip)>,
+    /// Their circuit is open: they failed repeatedly and are cooling down.
+    pub cooling_down: Vec<&'g str>,
+    /// A Worker secret they name is not set.
+    pub secret_not_set: Vec<&'g str>,
 }
 
 /// Which of the allowed candidates (in order) to try: those whose credentials the shell
@@ -281,26 +275,19 @@ pub fn plan<'g, T>(
     mut credentials: impl FnMut(&Deployment) -> Option<T>,
     mut admit: impl FnMut(&Deployment) -> Admission,
 ) -> Plan<'g, T> {
-    let mut queue = Vec::with_capacity(candidates.len());
-    let mut skipped = Vec::new();
+    let mut plan =
+        Plan { queue: Vec::with_capacity(candidates.len()), cooling_down: Vec::new(), secret_not_set: Vec::new() };
     for &d in candidates {
         let Some(extra) = credentials(d) else {
-            skipped.push((d.id.as_str(), Skip::SecretNotSet));
+            plan.secret_not_set.push(&d.id);
             continue;
         };
         match admit(d) {
-            Admission::Skip => skipped.push((d.id.as_str(), Skip::CoolingDown)),
-            Admission::Try | Admission::Probe => queue.push((d, extra)),
+            Admission::Skip => plan.cooling_down.push(&d.id),
+            Admission::Try | Admission::Probe => plan.queue.push((d, extra)),
         }
     }
-    Plan { queue, skipped }
-}
-
-impl<'g, T> Plan<'g, T> {
-    /// The deployments skipped for `why`.
-    pub fn skipped_for(&self, why: Skip) -> Vec<&'g str> {
-        self.skipped.iter().filter(|(_, w)| *w == why).map(|(id, _)| *id).collect()
-    }
+    plan
 }
 
 /// The client's error for an upstream failure that must not fall back. The provider's
@@ -584,7 +571,6 @@ mod tests {
         );
         let queue: Vec<&str> = p.queue.iter().map(|(d, _)| d.id.as_str()).collect();
         assert_eq!(queue, vec!["eu-a", "jp-a"]);
-        assert_eq!(p.skipped_for(Skip::CoolingDown), vec!["eu-b"]);
-        assert_eq!(p.skipped_for(Skip::SecretNotSet), vec!["us-a"]);
+        assert_eq!((p.cooling_down, p.secret_not_set), (vec!["eu-b"], vec!["us-a"]));
     }
 }

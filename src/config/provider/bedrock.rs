@@ -55,16 +55,6 @@ impl Bedrock {
         Ok(Bedrock { aws_region, sigv4 })
     }
 
-    pub fn secrets(&self) -> Vec<(&'static str, &str)> {
-        let Some(s) = &self.sigv4 else { return Vec::new() };
-        let mut out = vec![
-            ("aws_access_key_id_secret", s.access_key_id.as_str()),
-            ("aws_secret_access_key_secret", s.secret_access_key.as_str()),
-        ];
-        out.extend(s.session_token.as_deref().map(|t| ("aws_session_token_secret", t)));
-        out
-    }
-
     pub fn validate(&self, d: &Deployment) -> Result<(), String> {
         let region = &self.aws_region;
         if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {

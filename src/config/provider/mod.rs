@@ -63,15 +63,6 @@ impl ProviderSettings {
         })
     }
 
-    /// The Worker secrets the provider's settings name, with their fields.
-    pub fn secrets(&self) -> Vec<(&'static str, &str)> {
-        match self {
-            Self::Bedrock(b) => b.secrets(),
-            Self::Vertex(v) => vec![("gcp_service_account_secret", v.service_account_secret.as_str())],
-            _ => Vec::new(),
-        }
-    }
-
     /// The provider's own rules for a deployment; the caller names the deployment.
     pub fn validate(&self, d: &Deployment) -> Result<(), String> {
         match self {
