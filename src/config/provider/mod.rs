@@ -1,6 +1,5 @@
 //! Each provider's own part of a deployment: the settings only its deployments carry, read
 //! and checked here so that a deployment is complete and consistent before any request.
-//! The list below is the one place a provider's config name is written.
 
 pub mod azure;
 pub mod bedrock;
@@ -9,60 +8,59 @@ pub mod vertex;
 use super::Deployment;
 use crate::util::valueread::{At, Fields};
 
-/// A deployment's provider, with the settings only that provider has.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProviderSettings {
-    /// OpenAI's Chat Completions wire format (api.openai.com and its regional hosts, and
-    /// any OpenAI-compatible server).
-    Openai,
-    /// Anthropic's Messages API (api.anthropic.com).
-    Anthropic,
-    /// AWS Bedrock's Converse API (bedrock-runtime), SigV4-signed or with a Bedrock API key.
-    Bedrock(bedrock::Bedrock),
-    /// Azure OpenAI: OpenAI's format on a resource's deployment (`api-key` header).
-    AzureOpenai(azure::Azure),
-    /// Mistral's La Plateforme (api.mistral.ai): OpenAI-like, with Mistral's own fields.
-    Mistral,
-    /// Google's Gemini API (generativelanguage.googleapis.com), with an API key.
-    Gemini,
-    /// Google Cloud Vertex AI: Gemini, or Claude (Anthropic's format), with a service account.
-    Vertex(vertex::Vertex),
+/// Declares [`ProviderSettings`], its config [`NAMES`], `name` and `read` from one list.
+macro_rules! providers {
+    ($($(#[doc = $doc:literal])* $variant:ident $(($settings:ty))? = $name:literal,)*) => {
+        /// A deployment's provider, with the settings only that provider has.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ProviderSettings {
+            $($(#[doc = $doc])* $variant $(($settings))?,)*
+        }
+
+        /// The names the config gives providers.
+        pub const NAMES: &[&str] = &[$($name),*];
+
+        impl ProviderSettings {
+            /// As the config names it, and as reported in `x-gateway-provider` and the ledger.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => $name,)*
+                }
+            }
+
+            /// The provider `name` with its settings, read from the deployment's fields.
+            pub fn read(name: &str, f: &Fields, at: At) -> Result<Self, String> {
+                $(if name == $name {
+                    return Ok(Self::$variant $((<$settings>::read(f)?))?);
+                })*
+                let at = At::Field(&at, "provider");
+                Err(format!("{at}: unknown variant `{name}`, expected one of `{}`", NAMES.join("`, `")))
+            }
+        }
+    };
 }
 
-/// The names the config gives providers (a test checks that each reads back as itself).
-pub const NAMES: &[&str] = &["openai", "anthropic", "bedrock", "azure_openai", "mistral", "gemini", "vertex"];
+// The registry of providers a deployment may name: one line each, with the struct of its
+// own settings where it has some.
+providers! {
+    /// OpenAI's Chat Completions wire format (api.openai.com and its regional hosts, and
+    /// any OpenAI-compatible server).
+    Openai = "openai",
+    /// Anthropic's Messages API (api.anthropic.com).
+    Anthropic = "anthropic",
+    /// AWS Bedrock's Converse API (bedrock-runtime), SigV4-signed or with a Bedrock API key.
+    Bedrock(bedrock::Bedrock) = "bedrock",
+    /// Azure OpenAI: OpenAI's format on a resource's deployment (`api-key` header).
+    AzureOpenai(azure::Azure) = "azure_openai",
+    /// Mistral's La Plateforme (api.mistral.ai): OpenAI-like, with Mistral's own fields.
+    Mistral = "mistral",
+    /// Google's Gemini API (generativelanguage.googleapis.com), with an API key.
+    Gemini = "gemini",
+    /// Google Cloud Vertex AI: Gemini, or Claude (Anthropic's format), with a service account.
+    Vertex(vertex::Vertex) = "vertex",
+}
 
 impl ProviderSettings {
-    /// As the config names it, and as reported in `x-gateway-provider` and the ledger.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Openai => "openai",
-            Self::Anthropic => "anthropic",
-            Self::Bedrock(_) => "bedrock",
-            Self::AzureOpenai(_) => "azure_openai",
-            Self::Mistral => "mistral",
-            Self::Gemini => "gemini",
-            Self::Vertex(_) => "vertex",
-        }
-    }
-
-    /// The provider `name` with its settings, read from the deployment's fields.
-    pub fn read(name: &str, f: &Fields, at: At) -> Result<Self, String> {
-        Ok(match name {
-            "openai" => Self::Openai,
-            "anthropic" => Self::Anthropic,
-            "bedrock" => Self::Bedrock(bedrock::Bedrock::read(f)?),
-            "azure_openai" => Self::AzureOpenai(azure::Azure::read(f)?),
-            "mistral" => Self::Mistral,
-            "gemini" => Self::Gemini,
-            "vertex" => Self::Vertex(vertex::Vertex::read(f)?),
-            _ => {
-                let at = At::Field(&at, "provider");
-                return Err(format!("{at}: unknown variant `{name}`, expected one of `{}`", NAMES.join("`, `")));
-            }
-        })
-    }
-
     /// The provider's own rules for a deployment; the caller names the deployment.
     pub fn validate(&self, d: &Deployment) -> Result<(), String> {
         match self {
