@@ -364,7 +364,7 @@ impl Events<'_> {
                 let name = event["type"].as_str().unwrap_or_default();
                 self.out.chunk(format!("event: {name}\ndata: {event}\n\n").as_bytes())
             }
-            Framing::EventStream => self.out.chunk(&crate::bedrock::chunk_frame(event)),
+            Framing::EventStream => self.out.chunk(&crate::eventstream::chunk_frame(event)),
         }
     }
 }
@@ -446,7 +446,7 @@ fn end_early(error_code: Option<&str>, events: &mut Events) -> io::Result<()> {
     match events.framing {
         Framing::Sse => events.send(&error_body(kind, message))?,
         // Bedrock reports it as an exception frame (`error_code=throttlingException`).
-        Framing::EventStream => events.out.chunk(&crate::bedrock::exception_frame(kind, message))?,
+        Framing::EventStream => events.out.chunk(&crate::eventstream::exception_frame(kind, message))?,
     }
     events.out.end_stream()
 }

@@ -20,3 +20,34 @@ pub(crate) fn decode(text: &str, alphabet: &[u8; 64]) -> Option<Vec<u8>> {
     }
     Some(out)
 }
+
+/// Standard base64 with padding, decoded; `None` on any other symbol.
+pub(crate) fn decode_padded(text: &str) -> Option<Vec<u8>> {
+    decode(text.trim_end_matches('='), STANDARD)
+}
+
+/// Standard base64 with padding.
+pub(crate) fn encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { STANDARD[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(encode(plain.as_bytes()), encoded);
+            assert_eq!(decode_padded(encoded).unwrap(), plain.as_bytes());
+        }
+        assert_eq!(decode_padded("Zm9v!"), None);
+    }
+}

@@ -227,7 +227,7 @@ pub(crate) fn count_tokens(call: &Call, request: &Request, model: &str, out: &mu
     let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
     let invoke = body["input"]["invokeModel"]["body"]
         .as_str()
-        .and_then(base64_decode)
+        .and_then(crate::base64::decode_padded)
         .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
     let Some(invoke) = invoke else {
         return Fault::validation("input.invokeModel.body: a base64-encoded JSON body is required.")
@@ -250,7 +250,7 @@ pub(crate) fn counted_payload(path: &str, body: &str) -> Option<String> {
         return None;
     }
     let body: Value = serde_json::from_str(body).ok()?;
-    let bytes = base64_decode(body["input"]["invokeModel"]["body"].as_str()?)?;
+    let bytes = crate::base64::decode_padded(body["input"]["invokeModel"]["body"].as_str()?)?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -265,48 +265,6 @@ fn refuse(call: &Call, request: &Request, request_id: &str, out: &mut Responder)
         return Some(scripted(call, status).send(out, request_id, b.retry_after.or((status == 429).then_some(1))));
     }
     check_auth(request).err().map(|fault| fault.send(out, request_id, None))
-}
-
-/// One Anthropic stream event as InvokeModel streams it.
-pub(crate) fn chunk_frame(event: &Value) -> Vec<u8> {
-    let payload = json!({"bytes": base64(event.to_string().as_bytes())});
-    frame(
-        &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
-        payload.to_string().as_bytes(),
-    )
-}
-
-/// An exception frame ending a stream; `code` in either case (`ThrottlingException`).
-pub(crate) fn exception_frame(code: &str, message: &str) -> Vec<u8> {
-    // Exception frames name the type in lowerCamelCase: `throttlingException`.
-    let mut kind = code.to_string();
-    if let Some(first) = kind.get_mut(..1) {
-        first.make_ascii_lowercase();
-    }
-    let headers =
-        [(":exception-type", kind.as_str()), (":content-type", "application/json"), (":message-type", "exception")];
-    frame(&headers, json!({"message": message}).to_string().as_bytes())
-}
-
-/// Standard base64 with padding, decoded; `None` on any other symbol.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    crate::base64::decode(text.trim_end_matches('='), crate::base64::STANDARD)
-}
-
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                crate::base64::STANDARD[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 pub(crate) fn converse(call: &Call, request: &Request, stream: bool, out: &mut Responder) -> io::Result<()> {
@@ -404,42 +362,6 @@ impl Answer<'_> {
     }
 }
 
-/// Frames one event-stream message; every header is a string (type 7). Deliberately not
-/// the gateway's encoder: the mock is the independent check of the gateway's decoder.
-/// Layout: total length, headers length, prelude CRC, headers, payload, message CRC, all
-/// big-endian, CRC-32 (ISO-HDLC) over the bytes before it.
-fn frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
-    let mut encoded = Vec::new();
-    for (name, value) in headers {
-        encoded.push(name.len() as u8);
-        encoded.extend_from_slice(name.as_bytes());
-        encoded.push(7);
-        encoded.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        encoded.extend_from_slice(value.as_bytes());
-    }
-    let total = 12 + encoded.len() + payload.len() + 4;
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&(total as u32).to_be_bytes());
-    out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32(&out).to_be_bytes());
-    out.extend_from_slice(&encoded);
-    out.extend_from_slice(payload);
-    out.extend_from_slice(&crc32(&out).to_be_bytes());
-    out
-}
-
-/// Bit by bit (reflected polynomial 0xEDB88320): a few frames per answer need no table.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
 /// Writes the events of one ConverseStream answer.
 struct Events<'a> {
     out: &'a mut Responder,
@@ -453,11 +375,11 @@ impl Events<'_> {
         self.sent += 1;
         payload["p"] = PADDING[..1 + self.sent * 7 % PADDING.len()].into();
         let headers = [(":event-type", kind), (":content-type", "application/json"), (":message-type", "event")];
-        self.out.chunk(&frame(&headers, payload.to_string().as_bytes()))
+        self.out.chunk(&crate::eventstream::frame(&headers, payload.to_string().as_bytes()))
     }
 
     fn exception(&mut self, code: &str, message: &str) -> io::Result<()> {
-        self.out.chunk(&exception_frame(code, message))
+        self.out.chunk(&crate::eventstream::exception_frame(code, message))
     }
 }
 
@@ -496,29 +418,4 @@ fn send_stream(call: &Call, answer: &Answer, request_id: &str, out: &mut Respond
     events.event("messageStop", json!({"stopReason": answer.stop_reason()}))?;
     events.event("metadata", json!({"usage": answer.usage(), "metrics": {"latencyMs": 1}}))?;
     events.out.end_stream()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crc32_matches_the_standard_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-            assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes());
-        }
-        assert_eq!(base64_decode("Zm9v!"), None);
-    }
-
-    #[test]
-    fn a_frame_without_headers_or_payload_is_the_16_byte_minimum() {
-        // From the event-stream framing's published test vectors ("empty message").
-        assert_eq!(frame(&[], b""), [0, 0, 0, 0x10, 0, 0, 0, 0, 0x05, 0xc2, 0x48, 0xeb, 0x7d, 0x98, 0xc8, 0xff]);
-    }
 }

@@ -19,6 +19,7 @@ mod anthropic;
 mod base64;
 mod bedrock;
 mod control;
+mod eventstream;
 mod faults;
 mod gcp;
 mod gemini;
