@@ -26,7 +26,7 @@ help:
 	@echo "make dev    build and serve the gateway on 127.0.0.1:$(DEV_PORT) with the mock provider (demo key: gw-demo-local-only)"
 	@echo "make test   unit and end-to-end tests"
 	@echo "make size   release wasm size, raw and gzipped"
-	@echo "make lint   rustfmt and clippy, native and wasm32"
+	@echo "make lint   rustfmt, clippy (native and wasm32), and the one-way layers check"
 
 ## Tools: each step is skipped when what it installs is already there.
 tools: .tools/rust-target .tools/worker-build-$(WORKER_BUILD_V) .tools/wasm-bindgen-$(BINDGEN_V) node_modules/.installed
@@ -101,6 +101,7 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown --lib -- -D warnings
+	cargo test -q --test layers
 
 fmt:
 	cargo fmt --all
