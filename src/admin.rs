@@ -159,10 +159,10 @@ pub fn explain(g: &Gateway, q: &ExplainQuery) -> Result<Explained, crate::model:
     let mut caller = Caller::new(q.country.as_deref(), q.continent.as_deref(), q.eu);
     caller.location = q.latitude.zip(q.longitude).map(|(lat, lon)| [lat, lon]);
     let team = q.team.clone().or_else(|| key.and_then(|k| k.team.clone()));
-    let compliance = q.compliance.as_deref().map(str::to_ascii_lowercase);
+    let compliance = residency::compliance_tags(q.compliance.as_deref());
     let subject = Subject {
         caller: &caller,
-        compliance: compliance.as_deref(),
+        compliance: &compliance,
         team: team.as_deref(),
         key_id: key.map(|k| k.id.as_str()),
         key_policy: key.and_then(|k| k.residency.as_deref()),

@@ -28,10 +28,71 @@ fn with_rule_first(rule: Value) -> Value {
     residency
 }
 
+/// A gateway key bound to `team`, created through the admin API: rules match a team only
+/// through the key it is bound to.
+fn team_key(team: &str) -> String {
+    static KEYS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, secret)) = keys.iter().find(|(t, _)| t == team) {
+        return secret.clone();
+    }
+    let r = gateway().admin("POST", "/admin/keys", Some(&json!({"id": nonce("team-key"), "team": team})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let secret = r.json()["key"].as_str().unwrap().to_string();
+    keys.push((team.to_string(), secret.clone()));
+    secret
+}
+
+fn chat_as(key: &str, model: &str, text: &str, headers: &[(&str, &str)]) -> support::http::Response {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": text}]}).to_string();
+    let auth = format!("Bearer {key}");
+    let mut all = vec![("authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    support::http::send("POST", &gateway().url("/v1/chat/completions"), &all, Some(body.as_bytes())).unwrap()
+}
+
 fn ask(team: &str, text: &str) -> (u16, Option<String>, Option<String>) {
-    let body = json!({"model": "chat", "messages": [{"role": "user", "content": text}]});
-    let r = gateway().chat(&body, &[("x-gateway-team", team), ("x-gateway-geo-country", "US")]);
+    let r = chat_as(&team_key(team), "chat", text, &[("x-gateway-geo-country", "US")]);
     (r.status, r.header("x-gateway-rule").map(str::to_string), r.header("x-gateway-deployment").map(str::to_string))
+}
+
+const DE: [(&str, &str); 2] = [("x-gateway-geo-country", "DE"), ("x-gateway-geo-continent", "EU")];
+
+#[test]
+fn a_team_the_request_asserts_never_selects_a_rule() {
+    let _one_at_a_time = ADMIN.lock().unwrap_or_else(|e| e.into_inner());
+    let team = nonce("team-legal");
+    let rule_id = format!("anywhere-{team}");
+    let rule = json!({"id": rule_id, "when": {"teams": [team]}, "allow": ["any"]});
+    let r = gateway().admin("PUT", "/admin/residency", Some(&with_rule_first(rule)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A key bound to no team claims the team: the EU caller's rule still applies, and the
+    // US-only alias has nothing it allows.
+    let headers = [DE[0], DE[1], ("x-gateway-team", team.as_str())];
+    let r = chat_as(support::gateway::KEY, "single", &nonce("claims"), &headers);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        (r.json()["error"]["code"].as_str(), r.header("x-gateway-rule")),
+        (Some("residency_unsatisfiable"), Some("eu-callers"))
+    );
+    // A key bound to the team gets the team's rule.
+    let r = chat_as(&team_key(&team), "single", &nonce("bound"), &DE);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-rule"), Some(rule_id.as_str()));
+}
+
+#[test]
+fn several_compliance_tags_get_what_all_of_them_allow() {
+    let both = [DE[0], DE[1], ("x-gateway-compliance", "gdpr, US-only")];
+    let r = chat_as(support::gateway::KEY, "chat", &nonce("two-tags"), &both);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("x-gateway-rule"), Some("gdpr-tag+eu-callers"));
+    let again = [("x-gateway-geo-country", "US"), ("x-gateway-compliance", "gdpr,GDPR")];
+    let r = chat_as(support::gateway::KEY, "chat", &nonce("one-tag-twice"), &again);
+    assert_eq!((r.status, r.header("x-gateway-jurisdiction")), (200, Some("eu")));
+    let unknown = [("x-gateway-compliance", "gdpr,hipaa")];
+    let r = chat_as(support::gateway::KEY, "chat", &nonce("bogus-tag"), &unknown);
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("unknown_compliance_tag")));
 }
 
 #[test]

@@ -563,6 +563,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn names_compare_the_way_requests_do() {
+        // Request tags are lowercased; a team written otherwise in a rule or a budget would
+        // never match, and the request would fall through to a broader rule.
+        rejects(
+            |v| {
+                v["residency"]["rules"]
+                    .as_array_mut()
+                    .unwrap()
+                    .insert(0, serde_json::json!({"id": "legal", "when": {"teams": ["Legal"]}, "allow": ["any"]}))
+            },
+            "residency rule `legal`: team `Legal` is not a tag value",
+        );
+        rejects(
+            |v| v["budgets"] = serde_json::json!({"teams": {"Search": {"monthly_usd": "1"}}}),
+            "budgets.teams: team `Search` is not a tag value",
+        );
+        rejects(|v| v["keys"][0]["team"] = "Search".into(), "key `k1`: team `Search` is not a tag value");
+        rejects(|v| v["keys"][0]["env"] = "Prod Env".into(), "key `k1`: env `Prod Env` is not a tag value");
+    }
+
+    #[test]
     fn bundled_configs_are_valid() {
         parse(include_str!("../../config/gateway.json")).unwrap();
         parse(include_str!("../../config/demo.json")).unwrap();

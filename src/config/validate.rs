@@ -2,6 +2,7 @@
 //! residency rules that can all match and never point a tagged request outside its tag.
 
 use super::*;
+use crate::model::tag::is_tag_value;
 
 fn unique<'a>(what: &str, ids: impl Iterator<Item = &'a str>) -> Result<(), String> {
     let mut seen = HashSet::new();
@@ -14,6 +15,18 @@ fn unique<'a>(what: &str, ids: impl Iterator<Item = &'a str>) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+/// Names the config gives teams (and a key's default tags) must be what a request's tag
+/// becomes, or they would never compare equal and a rule or budget would silently not apply.
+fn check_tag(place: &str, what: &str, value: &str) -> Result<(), String> {
+    if is_tag_value(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{place}: {what} `{value}` is not a tag value (1 to 64 lowercase letters, digits, `.`, `_`, `-`; requests' tags are lowercased)"
+        ))
+    }
 }
 
 fn is_secret_name(name: &str) -> bool {
@@ -108,6 +121,9 @@ pub fn validate(c: &Config) -> Result<(), String> {
         );
     }
 
+    for team in c.budgets.teams.keys() {
+        check_tag("budgets.teams", "team", team)?;
+    }
     validate_residency(&c.residency)
 }
 
@@ -163,6 +179,11 @@ pub fn validate_key(c: &Config, k: &KeyConfig) -> Result<(), String> {
     }
     if let Some(r) = &k.residency {
         check_jurisdictions(r, &format!("{at} residency"))?;
+    }
+    for (what, value) in [("team", &k.team), ("feature", &k.feature), ("env", &k.env)] {
+        if let Some(v) = value {
+            check_tag(&at, what, v)?;
+        }
     }
     if let Some(b) = &k.rate_limit {
         if !is_secret_name(b) {
@@ -223,6 +244,9 @@ fn validate_residency(r: &Residency) -> Result<(), String> {
             if !CONTINENTS.contains(&c.as_str()) {
                 return Err(format!("{at}: unknown continent `{c}` (known: {})", CONTINENTS.join(", ")));
             }
+        }
+        for team in &w.teams {
+            check_tag(&at, "team", team)?;
         }
         for tag in &w.compliance {
             let Some(tag_allows) = r.compliance_tags.get(tag) else {

@@ -83,14 +83,15 @@ impl<'a> Call<'a> {
 
     /// Where the caller is, the residency rule that applies, and the alias's deployments it
     /// allows, nearest first.
-    pub fn allowed(&self, team: &str, alias: &Alias) -> Result<Allowed<'a>, GatewayError> {
+    pub fn allowed(&self, alias: &Alias) -> Result<Allowed<'a>, GatewayError> {
         let state: &'a State = self.state;
         let caller = self.caller();
-        let compliance = self.header("x-gateway-compliance").map(|t| t.to_ascii_lowercase());
+        let compliance = residency::compliance_tags(self.header("x-gateway-compliance").as_deref());
+        let team = self.key.team.as_deref().map(str::to_ascii_lowercase);
         let subject = Subject {
             caller: &caller,
-            compliance: compliance.as_deref(),
-            team: Some(team),
+            compliance: &compliance,
+            team: team.as_deref(),
             key_id: Some(&self.key.id),
             key_policy: self.key.residency.as_deref(),
         };

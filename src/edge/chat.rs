@@ -49,7 +49,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
     let warnings = call.budget(&tags).await?;
     call.rate_limit().await?;
 
-    let mut allowed = call.allowed(&tags.team, alias)?;
+    let mut allowed = call.allowed(alias)?;
     // The error names the rule only when the rule is what stood between the request and a
     // deployment that might have served it.
     let residency_bound = (!allowed.candidates.dropped.is_empty()).then(|| allowed.decision.rule.clone());

@@ -14,7 +14,6 @@ use crate::ingress::Ingress;
 use crate::model::error::GatewayError;
 use crate::policy::attempts::{self, Attempts, Failure, Next};
 use crate::policy::health::Admission;
-use crate::policy::tags;
 use crate::providers::{self, CountsTokens};
 use std::time::Duration;
 use worker::web_sys::Response;
@@ -24,8 +23,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
     let g = &call.state.gateway;
     let count = parse_count_tokens(&call.body().await?)?;
     let alias = call.alias(&count.model)?;
-    let team = tags::resolve(call.key, call.header("x-gateway-team").as_deref(), None, None)?.team;
-    let allowed = call.allowed(&team, alias)?;
+    let allowed = call.allowed(alias)?;
     let rule = &allowed.decision.rule;
     let counting: Vec<&Deployment> =
         allowed.candidates.kept.iter().copied().filter(|d| providers::counts_tokens(d).is_some()).collect();

@@ -5,4 +5,5 @@ pub mod chat;
 pub mod error;
 pub mod error_class;
 pub mod geo;
+pub mod tag;
 pub mod usage;

@@ -35,7 +35,10 @@ impl Allowed {
 
     /// Intersection: a tag or a key policy can only take jurisdictions away.
     fn narrow(self, list: &[String]) -> Allowed {
-        let other = Allowed::from_list(list);
+        self.intersect(Allowed::from_list(list))
+    }
+
+    fn intersect(self, other: Allowed) -> Allowed {
         match (self, other) {
             (Allowed::Any, o) => o,
             (s, Allowed::Any) => s,
@@ -60,11 +63,14 @@ impl Allowed {
     }
 }
 
-/// Who is asking, as far as residency cares.
+/// Who is asking, as far as residency cares. `team` and `key_id` are what the key is
+/// bound to, never what the request asserts: a rule conditioned on them may allow more
+/// than the location rules, so a caller must not be able to select it.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
     pub caller: &'a Caller,
-    pub compliance: Option<&'a str>,
+    /// The request's compliance tags (lowercase); each can only narrow.
+    pub compliance: &'a [String],
     pub team: Option<&'a str>,
     pub key_id: Option<&'a str>,
     pub key_policy: Option<&'a [String]>,
@@ -80,9 +86,9 @@ fn listed(list: &[String], value: Option<&str>) -> bool {
     list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
 }
 
-fn matches_identity(rule: &Rule, s: &Subject) -> bool {
+fn matches_identity(rule: &Rule, s: &Subject, tag: Option<&str>) -> bool {
     let w = &rule.when;
-    listed(&w.compliance, s.compliance) && listed(&w.teams, s.team) && listed(&w.keys, s.key_id)
+    listed(&w.compliance, tag) && listed(&w.teams, s.team) && listed(&w.keys, s.key_id)
 }
 
 fn matches_location(rule: &Rule, c: &Caller) -> bool {
@@ -92,10 +98,34 @@ fn matches_location(rule: &Rule, c: &Caller) -> bool {
         && w.eu.is_none_or(|eu| c.eu == Some(eu))
 }
 
-/// The rule that applies and what it allows after narrowing by the compliance tag and the
-/// key's policy.
+/// The rule that applies and what it allows after narrowing by the compliance tags and the
+/// key's policy. A request with several tags is decided once per tag and gets the
+/// intersection, named after every rule that took part (`gdpr-tag+hipaa-tag`).
 pub fn decide(r: &Residency, s: &Subject) -> Result<Decision, GatewayError> {
-    let tag_allows = match s.compliance {
+    let mut tags = s.compliance.iter().map(|t| Some(t.as_str())).peekable();
+    if tags.peek().is_none() {
+        return decide_for(r, s, None);
+    }
+    let mut decision: Option<Decision> = None;
+    for tag in tags {
+        let one = decide_for(r, s, tag)?;
+        decision = Some(match decision {
+            None => one,
+            Some(d) => Decision {
+                rule: if d.rule.split('+').any(|id| id == one.rule) {
+                    d.rule
+                } else {
+                    format!("{}+{}", d.rule, one.rule)
+                },
+                allowed: d.allowed.intersect(one.allowed),
+            },
+        });
+    }
+    Ok(decision.expect("at least one tag"))
+}
+
+fn decide_for(r: &Residency, s: &Subject, tag: Option<&str>) -> Result<Decision, GatewayError> {
+    let tag_allows = match tag {
         None => None,
         Some(tag) => Some(r.compliance_tags.get(tag).ok_or_else(|| {
             let known: Vec<&str> = r.compliance_tags.keys().map(String::as_str).collect();
@@ -107,16 +137,16 @@ pub fn decide(r: &Residency, s: &Subject) -> Result<Decision, GatewayError> {
     };
 
     let rule = if s.caller.location_known() {
-        r.rules.iter().find(|rule| matches_identity(rule, s) && matches_location(rule, s.caller))
+        r.rules.iter().find(|rule| matches_identity(rule, s, tag) && matches_location(rule, s.caller))
     } else {
         match r.unknown_location {
             UnknownLocation::IgnoreLocation => {
-                r.rules.iter().find(|rule| matches_identity(rule, s) && !rule.when.has_location())
+                r.rules.iter().find(|rule| matches_identity(rule, s, tag) && !rule.when.has_location())
             }
             UnknownLocation::MostRestrictive => r
                 .rules
                 .iter()
-                .filter(|rule| matches_identity(rule, s))
+                .filter(|rule| matches_identity(rule, s, tag))
                 .min_by_key(|rule| Allowed::from_list(&rule.allow).breadth()),
         }
     }
@@ -132,6 +162,18 @@ pub fn decide(r: &Residency, s: &Subject) -> Result<Decision, GatewayError> {
         allowed = allowed.narrow(list);
     }
     Ok(Decision { rule: rule.id.clone(), allowed })
+}
+
+/// The request's compliance tags from `x-gateway-compliance`: comma-separated, lowercased,
+/// each once.
+pub fn compliance_tags(header: Option<&str>) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for tag in header.unwrap_or_default().split(',').map(|t| t.trim().to_ascii_lowercase()) {
+        if !tag.is_empty() && !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    tags
 }
 
 /// Why a deployment of the alias is not a candidate.
@@ -198,7 +240,11 @@ mod tests {
     }
 
     fn subject<'a>(caller: &'a Caller, tag: Option<&'a str>) -> Subject<'a> {
-        Subject { caller, compliance: tag, team: None, key_id: None, key_policy: None }
+        let compliance: &'a [String] = match tag {
+            None => &[],
+            Some(t) => Box::leak(Box::new([t.to_string()])),
+        };
+        Subject { caller, compliance, team: None, key_id: None, key_policy: None }
     }
 
     fn at(country: &str, continent: &str, location: Option<[f64; 2]>) -> Caller {
@@ -410,7 +456,8 @@ mod tests {
                 let team = rng.pick(&[None, Some("a"), Some("b")]);
                 let policy = [vec!["eu".to_string()], vec!["us".to_string(), "apac".to_string()]];
                 let key_policy = rng.pick(&[None, Some(&policy[0][..]), Some(&policy[1][..])]);
-                let s = Subject { caller: &caller, compliance: tag, team, key_id: None, key_policy };
+                let tags: Vec<String> = tag.map(str::to_string).into_iter().collect();
+                let s = Subject { caller: &caller, compliance: &tags, team, key_id: None, key_policy };
                 let d = decide(&g.config.residency, &s).unwrap();
                 let rule = g.config.residency.rules.iter().find(|r| r.id == d.rule).unwrap();
                 let rule_allows = Allowed::from_list(&rule.allow);
@@ -471,5 +518,32 @@ mod tests {
             "rules": rules,
         });
         v.to_string()
+    }
+
+    #[test]
+    fn several_compliance_tags_get_the_intersection_of_every_tags_decision() {
+        let mut g = gw();
+        let tags = &mut g.config.residency.compliance_tags;
+        tags.insert("eea".into(), vec!["eu".into(), "uk".into()]);
+        // A rule for one tag allows more than the other tag's own rule.
+        g.config.residency.rules.insert(
+            0,
+            Rule {
+                id: "eea-tag".into(),
+                description: None,
+                when: crate::config::Conditions { compliance: vec!["eea".into()], ..Default::default() },
+                allow: vec!["eu".into(), "uk".into()],
+            },
+        );
+        let us = at("US", "NA", None);
+        let both = ["eea".to_string(), "us-only".to_string()];
+        let d = decide(&g.config.residency, &Subject { compliance: &both, ..subject(&us, None) }).unwrap();
+        assert_eq!(d.allowed, Allowed::Only(vec![]), "eu/uk and us have nothing in common");
+        let gdpr_eea = ["eea".to_string(), "gdpr".to_string()];
+        let d = decide(&g.config.residency, &Subject { compliance: &gdpr_eea, ..subject(&us, None) }).unwrap();
+        assert_eq!((d.rule.as_str(), d.allowed), ("eea-tag+gdpr-tag", Allowed::Only(vec!["eu".into()])));
+        let unknown = ["gdpr".to_string(), "hipaa".to_string()];
+        let e = decide(&g.config.residency, &Subject { compliance: &unknown, ..subject(&us, None) }).unwrap_err();
+        assert_eq!(e.code, "unknown_compliance_tag");
     }
 }

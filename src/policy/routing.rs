@@ -165,7 +165,7 @@ mod tests {
     }
 
     fn cands<'a>(g: &'a Gateway, alias: &str, caller: &Caller) -> Candidates<'a> {
-        let s = Subject { caller, compliance: None, team: None, key_id: None, key_policy: None };
+        let s = Subject { caller, compliance: &[], team: None, key_id: None, key_policy: None };
         let d = decide(&g.config.residency, &s).unwrap();
         candidates(g, g.alias(alias).unwrap(), &d, caller)
     }

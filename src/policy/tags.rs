@@ -3,9 +3,9 @@
 
 use crate::config::KeyConfig;
 use crate::model::error::GatewayError;
+use crate::model::tag::{is_tag_value, MAX_LEN};
 
 pub const UNTAGGED: &str = "untagged";
-const MAX_LEN: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tags {
@@ -17,10 +17,7 @@ pub struct Tags {
 /// Lowercased, so `QA` and `qa` do not split a breakdown; letters, digits, `.`, `_`, `-`.
 fn clean(header: &str, value: &str) -> Result<String, GatewayError> {
     let v = value.trim().to_ascii_lowercase();
-    let ok = !v.is_empty()
-        && v.len() <= MAX_LEN
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if is_tag_value(&v) {
         Ok(v)
     } else {
         Err(GatewayError::bad_request(

@@ -207,7 +207,7 @@ pub fn test_config() -> Value {
             {"id": "secret-held", "secret": "GATEWAY_KEY_SECRET_HELD"}
         ],
         "residency": {
-            "compliance_tags": {"gdpr": ["eu", "uk", "ch"]},
+            "compliance_tags": {"gdpr": ["eu", "uk", "ch"], "us-only": ["us"]},
             "rules": [
                 {"id": "gdpr-tag", "when": {"compliance": ["gdpr"]}, "allow": ["eu"]},
                 {"id": "eu-callers", "when": {"eu": true}, "allow": ["eu"]},
