@@ -113,11 +113,12 @@ fn residency_routing(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("residency_routing");
     for (name, caller, tag) in &callers {
+        let tags: Vec<String> = tag.iter().map(|t| t.to_string()).collect();
         group.bench_function(*name, |b| {
             b.iter(|| {
                 let subject = Subject {
                     caller: black_box(caller),
-                    compliance: *tag,
+                    compliance: &tags,
                     team: key.team.as_deref(),
                     key_id: Some(&key.id),
                     key_policy: key.residency.as_deref(),
