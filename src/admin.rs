@@ -147,8 +147,13 @@ pub struct ExplainedCandidate {
 }
 
 /// What the gateway would decide for the hypothetical request: the rule, the allowed
-/// jurisdictions and every deployment of the alias, kept (in try order) or dropped (why).
-pub fn explain(g: &Gateway, q: &ExplainQuery) -> Result<Explained, crate::model::error::GatewayError> {
+/// jurisdictions and every deployment of the alias, kept (in try order) or left out (why:
+/// the rules, or a Worker secret it names that `secret_set` says is not set).
+pub fn explain(
+    g: &Gateway,
+    q: &ExplainQuery,
+    secret_set: &dyn Fn(&str) -> bool,
+) -> Result<Explained, crate::model::error::GatewayError> {
     let alias = g.alias(&q.model).ok_or_else(|| crate::model::error::GatewayError::model_not_found(&q.model))?;
     let key = match &q.key {
         Some(id) => Some(g.config.keys.iter().find(|k| &k.id == id).ok_or_else(|| {
@@ -173,17 +178,27 @@ pub fn explain(g: &Gateway, q: &ExplainQuery) -> Result<Explained, crate::model:
         let d = g.deployment(id)?;
         caller.location.zip(d.location).map(|(a, b)| distance_km(a, b).round() as u64)
     };
+    let mut order = 0;
     let mut candidates: Vec<ExplainedCandidate> = cands
         .kept
         .iter()
-        .enumerate()
-        .map(|(i, d)| ExplainedCandidate {
-            deployment: d.id.clone(),
-            jurisdiction: d.jurisdiction.clone(),
-            region: d.region.clone(),
-            order: Some(i + 1),
-            distance_km: distance(&d.id),
-            reason: format!("jurisdiction `{}` is allowed by rule `{}`", d.jurisdiction, decision.rule),
+        .map(|d| {
+            let allowed = format!("jurisdiction `{}` is allowed by rule `{}`", d.jurisdiction, decision.rule);
+            let unset: Vec<&str> = d.secrets().map(|(_, name)| name).filter(|name| !secret_set(name)).collect();
+            let (order, reason) = if unset.is_empty() {
+                order += 1;
+                (Some(order), allowed)
+            } else {
+                (None, format!("{allowed}, but it is skipped: its secret {} is not set", unset.join(", ")))
+            };
+            ExplainedCandidate {
+                deployment: d.id.clone(),
+                jurisdiction: d.jurisdiction.clone(),
+                region: d.region.clone(),
+                order,
+                distance_km: distance(&d.id),
+                reason,
+            }
         })
         .collect();
     candidates.extend(cands.dropped.iter().map(|x| {
@@ -334,7 +349,7 @@ mod tests {
             "model": "chat", "country": "JP", "continent": "AS", "latitude": 35.7, "longitude": 139.7
         });
         let q = ExplainQuery::read(&q).unwrap();
-        let e = explain(&g, &q).unwrap();
+        let e = explain(&g, &q, &|_| true).unwrap();
         assert_eq!((e.rule.as_str(), e.allowed.as_str(), e.caller.as_str()), ("apac-callers", "apac", "JP/AS"));
         let kept: Vec<(&str, Option<usize>)> =
             e.candidates.iter().map(|c| (c.deployment.as_str(), c.order)).filter(|c| c.1.is_some()).collect();
@@ -345,10 +360,10 @@ mod tests {
         assert!(dropped.order.is_none() && dropped.reason.contains("not allowed by rule `apac-callers`"));
 
         let q = ExplainQuery::read(&serde_json::json!({"model": "chat", "key": "k2"})).unwrap();
-        let e = explain(&g, &q).unwrap();
+        let e = explain(&g, &q, &|_| true).unwrap();
         assert_eq!((e.rule.as_str(), e.allowed.as_str(), e.location_known), ("eu-callers", "eu", false));
         let bad = ExplainQuery::read(&serde_json::json!({"model": "nope"})).unwrap();
-        assert_eq!(explain(&g, &bad).unwrap_err().status, 404);
+        assert_eq!(explain(&g, &bad, &|_| true).unwrap_err().status, 404);
         assert!(ExplainQuery::read(&serde_json::json!({"model": "chat", "colour": 1})).is_err());
     }
 }

@@ -275,11 +275,20 @@ fn an_unreachable_upstream_is_a_502() {
 }
 
 #[test]
-fn a_deployment_without_its_provider_key_is_never_called() {
+fn a_deployment_without_its_provider_key_is_never_called_and_the_operator_is_told() {
     let n = nonce("unset");
     let r = gateway().chat(&ask("unset", &n), &[]);
-    assert_error(&r, 503, "residency_unsatisfiable");
+    let v = assert_error(&r, 503, "upstream_unavailable");
+    assert!(v["error"]["message"].as_str().unwrap().contains("unset-secret (its secret is not set)"), "{v}");
+    assert_eq!(r.header("x-gateway-skipped"), Some("unset-secret (its secret is not set)"));
     assert!(tags_called(&n).is_empty());
+    // Said at config load too, naming the secret.
+    let log = gateway().log_text();
+    assert!(
+        log.contains("deployment `unset-secret`: api_key_secret names NEVER_SET_PROVIDER_KEY, which is not set"),
+        "{}",
+        gateway().log_tail()
+    );
 }
 
 #[test]
@@ -415,8 +424,11 @@ fn fallback_stays_inside_the_allowed_jurisdictions() {
     script("eu-1", &n, "status=529");
     script("eu-2", &n, "status=529");
     let r = gateway().chat(&ask("chat", &n), &[("x-gateway-geo-country", "DE")]);
-    let v = assert_error(&r, 503, "residency_unsatisfiable");
-    assert!(v["error"]["message"].as_str().unwrap().contains("eu-callers"));
+    // Busy, retry: not "can never be served here".
+    let v = assert_error(&r, 503, "upstream_overloaded");
+    assert!(v["error"]["message"].as_str().unwrap().contains("residency rule `eu-callers`"), "{v}");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.header("x-gateway-rule"), Some("eu-callers"));
     assert_eq!(tags_called(&n), vec!["eu-1", "eu-2"], "no deployment outside the EU was called");
 }
 

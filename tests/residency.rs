@@ -268,6 +268,11 @@ fn explain_shows_the_rule_and_the_candidates() {
     let r = gateway().admin("POST", "/admin/residency/explain", Some(&json!({"model": "chat", "country": "T1"})));
     assert_eq!(r.json()["location_known"], false);
     assert_eq!(r.json()["rule"], "eu-callers", "an anonymised caller gets the most restrictive rule");
+    // An allowed deployment whose secret is not set is named as skipped, with the secret.
+    let r = gateway().admin("POST", "/admin/residency/explain", Some(&json!({"model": "unset", "country": "US"})));
+    let unset = &r.json()["candidates"][0];
+    assert_eq!((unset["deployment"].as_str(), unset["order"].as_u64()), (Some("unset-secret"), None), "{unset}");
+    assert!(unset["reason"].as_str().unwrap().contains("NEVER_SET_PROVIDER_KEY is not set"), "{unset}");
 }
 
 #[test]

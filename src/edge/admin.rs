@@ -225,7 +225,9 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
         (Method::Post, "/admin/residency/explain") => {
             let q: ExplainQuery = body_json(&req).await?;
             let s = state::load(env).await?;
-            let mut explained = serde_json::to_value(admin::explain(&s.gateway, &q)?).expect("plain data serialises");
+            let mut explained =
+                serde_json::to_value(admin::explain(&s.gateway, &q, &|name| state::secret(env, name).is_some())?)
+                    .expect("plain data serialises");
             explained["version"] = json!(s.version);
             respond::json(200, &explained)
         }

@@ -154,21 +154,21 @@ impl<'a> Call<'a> {
 }
 
 /// What has been decided about a request, for its response headers.
-pub struct Receipt<'a> {
+pub struct Receipt {
     pub rule: String,
     /// Soft budgets reached.
     pub warnings: Vec<String>,
-    /// Deployments left out because their circuit is open.
-    pub skipped: Vec<&'a str>,
+    /// Allowed deployments left out, and why (`attempts::Plan::skipped`).
+    pub skipped: String,
 }
 
-impl Receipt<'_> {
+impl Receipt {
     pub fn headers(&self, log: &AttemptLog, served_by: Option<&Deployment>) -> Head {
         let mut h = Head::new();
         let _ = h.set("x-gateway-rule", &self.rule);
         let _ = h.set("x-gateway-attempts", &log.count().to_string());
         if !self.skipped.is_empty() {
-            let _ = h.set("x-gateway-skipped", &format!("{} (failing, cooling down)", self.skipped.join(", ")));
+            let _ = h.set("x-gateway-skipped", &self.skipped);
         }
         if !self.warnings.is_empty() {
             let _ = h.set("x-gateway-budget-warning", &self.warnings.join("; "));

@@ -62,21 +62,14 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
         |d| credentials::resolve(call.env, d, now_unix),
         |d| health::admit(&call.ctx, &health, d, &limits.health),
     );
-    let receipt = Receipt { rule: allowed.decision.rule.clone(), warnings, skipped: plan.cooling_down };
+    let receipt = Receipt { rule: allowed.decision.rule.clone(), warnings, skipped: plan.skipped() };
     let bill = call.bill(tags, &allowed, alias);
     if plan.queue.is_empty() {
-        let detail = if !receipt.skipped.is_empty() {
-            format!("every allowed deployment of alias `{}` is failing and cooling down", alias.name)
-        } else if allowed.candidates.dropped.is_empty() {
-            format!("no deployment of alias `{}` has its provider key set", alias.name)
-        } else {
-            format!(
-                "none of alias `{}`'s deployments can serve it here ({})",
-                alias.name,
-                allowed.decision.allowed.label()
-            )
-        };
-        let e = GatewayError::residency_unsatisfiable(&allowed.decision.rule, detail);
+        let now = now_ms();
+        let reopens = |id: &&str| health.get(*id)?.open_until.map(|until| until.saturating_sub(now).div_ceil(1000));
+        let cooling_s =
+            plan.cooling_down.iter().filter_map(reopens).min().map(|s| u32::try_from(s).unwrap_or(u32::MAX));
+        let e = attempts::unservable(&alias.name, &allowed.decision, &allowed.candidates, &plan, cooling_s);
         return Ok(fail(call, &bill, &receipt, &AttemptLog::default(), e, None));
     }
 

@@ -36,10 +36,9 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
     }
     let now_unix = now_ms() / 1000;
     let plan = attempts::plan(&counting, |d| credentials::resolve(call.env, d, now_unix), |_| Admission::Try);
-    let receipt = Receipt { rule: rule.clone(), warnings: Vec::new(), skipped: Vec::new() };
+    let receipt = Receipt { rule: rule.clone(), warnings: Vec::new(), skipped: plan.skipped() };
     if plan.queue.is_empty() {
-        let detail = format!("no deployment of alias `{}` that can count tokens has its provider key set", alias.name);
-        let e = GatewayError::residency_unsatisfiable(rule, detail);
+        let e = attempts::unservable(&alias.name, &allowed.decision, &allowed.candidates, &plan, None);
         return Ok(receipt.error(Ingress::Anthropic, &Default::default(), &e));
     }
     let beta = call.header("anthropic-beta");

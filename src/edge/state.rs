@@ -128,6 +128,7 @@ pub fn build(env: &Env, version: u64, source: String) -> Result<State, GatewayEr
     let gateway = config::parse(&source)
         .map_err(|e| GatewayError::internal(format!("The gateway config (version {version}) is invalid: {e}")))?;
     let keys = KeyRing::build(&gateway, |name| secret(env, name));
+    warn_unset_secrets(env, &gateway);
     Ok(State {
         version,
         source,
@@ -136,6 +137,16 @@ pub fn build(env: &Env, version: u64, source: String) -> Result<State, GatewayEr
         trust_geo_headers: var(env, "TRUST_GEO_HEADERS").as_deref() == Some("true"),
         allow_test_faults: var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true"),
     })
+}
+
+/// A deployment whose secret is not set is skipped at every request; say so once per
+/// config load, naming the secret, so the operator does not mistake it for residency.
+fn warn_unset_secrets(env: &Env, g: &Gateway) {
+    for d in &g.config.deployments {
+        for (field, name) in d.secrets().filter(|(_, name)| secret(env, name).is_none()) {
+            worker::console_warn!("deployment `{}`: {field} names {name}, which is not set; it is skipped", d.id);
+        }
+    }
 }
 
 /// Makes `state` this isolate's current state at once (the admin API calls this after a

@@ -8,6 +8,7 @@ use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
 use crate::model::usage::Usage;
 use crate::policy::health::Admission;
+use crate::policy::residency::{Candidates, Decision, Dropped};
 use crate::providers::{redact, Auth};
 use std::collections::VecDeque;
 
@@ -63,13 +64,14 @@ impl AttemptLog {
             .join(", ")
     }
 
-    /// What the client gets when every attempt failed with a class that falls back.
-    /// `residency_rule` is set when the rules kept some of the alias's deployments out:
-    /// then the honest answer is that nothing the rules allow could serve.
+    /// What the client gets when every attempt failed with a class that falls back: the
+    /// last failure's code, so that a busy allowed set reads "retry" and never "can never be
+    /// served here". `residency_rule` is named when the rules kept some of the alias's
+    /// deployments out.
     pub fn exhausted(&self, residency_rule: Option<&str>, retry_after: Option<u32>) -> GatewayError {
-        let detail = format!("tried {}", self.summary());
+        let mut detail = format!("tried {}", self.summary());
         if let Some(rule) = residency_rule {
-            return GatewayError::residency_unsatisfiable(rule, detail);
+            detail.push_str(&format!("; residency rule `{rule}` allows no other deployment of the alias"));
         }
         let last = self.attempts.last().and_then(|a| a.failure).unwrap_or(ErrorClass::Server);
         match last {
@@ -258,6 +260,48 @@ pub fn attempt_timeout(first_byte_ms: u64, now: u64, deadline: u64) -> Option<u6
     Some(first_byte_ms.min(left))
 }
 
+/// The client's error when nothing can be tried: `residency_unsatisfiable` only when the
+/// rules left the alias no deployment that could take the request (it can never be served
+/// here); a request no allowed deployment can take is the client's to change; allowed
+/// deployments that are all skipped are unavailable, with `Retry-After` (`cooling_s`) when
+/// every one of them is only cooling down.
+pub fn unservable<T>(
+    alias: &str,
+    decision: &Decision,
+    candidates: &Candidates,
+    plan: &Plan<T>,
+    cooling_s: Option<u32>,
+) -> GatewayError {
+    let reasons = |dropped: &[Dropped]| {
+        dropped.iter().map(|d| format!("{}: {}", d.deployment, d.reason)).collect::<Vec<_>>().join("; ")
+    };
+    if candidates.kept.is_empty() {
+        if candidates.dropped.iter().any(|d| d.residency) || candidates.dropped.is_empty() {
+            let detail = format!(
+                "none of alias `{alias}`'s deployments may take it ({}: {})",
+                decision.allowed.label(),
+                reasons(&candidates.dropped)
+            );
+            return GatewayError::residency_unsatisfiable(&decision.rule, detail);
+        }
+        return GatewayError::bad_request(
+            "no_capable_deployment",
+            format!("No deployment of alias `{alias}` can take this request: {}.", reasons(&candidates.dropped)),
+        );
+    }
+    let skipped = plan.skipped();
+    let e = GatewayError::new(
+        503,
+        "service_unavailable",
+        "upstream_unavailable",
+        format!("No deployment of alias `{alias}` can be called now: {skipped}."),
+    );
+    match cooling_s {
+        Some(s) if plan.secret_not_set.is_empty() => e.with_retry_after(s.max(1)),
+        _ => e,
+    }
+}
+
 /// The candidates that will be tried, in order, and those left out with why.
 pub struct Plan<'g, T> {
     pub queue: Vec<(&'g Deployment, T)>,
@@ -265,6 +309,15 @@ pub struct Plan<'g, T> {
     pub cooling_down: Vec<&'g str>,
     /// A Worker secret they name is not set.
     pub secret_not_set: Vec<&'g str>,
+}
+
+impl<T> Plan<'_, T> {
+    /// The deployments left out and why, as `x-gateway-skipped` and errors say it.
+    pub fn skipped(&self) -> String {
+        let cooling = self.cooling_down.iter().map(|id| format!("{id} (cooling down)"));
+        let unset = self.secret_not_set.iter().map(|id| format!("{id} (its secret is not set)"));
+        cooling.chain(unset).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// Which of the allowed candidates (in order) to try: those whose credentials the shell
@@ -345,6 +398,7 @@ pub fn terminal(deployment: &str, status: u16, class: ErrorClass, body: &[u8], a
 mod tests {
     use super::*;
     use crate::config::{self, Gateway};
+    use crate::policy::residency::{Allowed, Decision, Dropped};
 
     #[test]
     fn summary_lists_every_attempt() {
@@ -369,7 +423,7 @@ mod tests {
         log.failed("c", Some(529), ErrorClass::Overloaded);
         assert_eq!(log.exhausted(None, None).status, 503);
         let e = log.exhausted(Some("eu-callers"), None);
-        assert_eq!((e.status, e.code), (503, "residency_unsatisfiable"));
+        assert_eq!((e.status, e.code), (503, "upstream_overloaded"));
         assert!(e.message.contains("`eu-callers`") && e.message.contains("c:529 overloaded"));
     }
 
@@ -550,13 +604,51 @@ mod tests {
     }
 
     #[test]
-    fn residency_narrowing_names_the_rule_when_everything_failed() {
+    fn an_allowed_set_that_failed_gets_the_failures_code_and_names_the_rule() {
         let g = gateway(|_| {});
         let mut a =
             Attempts::new([(g.deployment("eu-a").unwrap(), AUTH)], &g.config.limits, 0, Some("eu-callers".into()));
         let (d, _, _) = a.next(0).unwrap();
-        a.failed(d, AUTH, &Failure::refused(529, ErrorClass::Overloaded, None, Vec::new()), 0);
-        assert_eq!(a.exhausted().code, "residency_unsatisfiable");
+        a.failed(d, AUTH, &Failure::refused(529, ErrorClass::Overloaded, Some(3), Vec::new()), 10_000);
+        let e = a.exhausted();
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (503, "upstream_overloaded", Some(3)),
+            "busy, retry: not residency"
+        );
+        assert!(e.message.contains("residency rule `eu-callers`"), "{}", e.message);
+    }
+
+    #[test]
+    fn nothing_to_try_says_why_residency_only_when_the_rules_left_nothing() {
+        let g = gateway(|_| {});
+        let d = |id| g.deployment(id).unwrap();
+        let decision = Decision { rule: "eu-callers".into(), allowed: Allowed::Only(vec!["eu".into()]) };
+        let dropped = |id: &str, residency| Dropped { deployment: id.into(), reason: "why".into(), residency };
+        let nothing_allowed = Candidates { kept: vec![], bands: vec![], dropped: vec![dropped("us-a", true)] };
+        let empty = Plan::<()> { queue: vec![], cooling_down: vec![], secret_not_set: vec![] };
+        let e = unservable("chat", &decision, &nothing_allowed, &empty, None);
+        assert_eq!((e.status, e.code), (503, "residency_unsatisfiable"));
+        let unfit = Candidates { kept: vec![], bands: vec![], dropped: vec![dropped("eu-a", false)] };
+        let e = unservable("chat", &decision, &unfit, &empty, None);
+        assert_eq!((e.status, e.code), (400, "no_capable_deployment"));
+        assert!(e.message.contains("eu-a: why"), "{}", e.message);
+        let kept = Candidates { kept: vec![d("eu-a"), d("eu-b")], bands: vec![0, 0], dropped: vec![] };
+        let skipped = Plan::<()> { queue: vec![], cooling_down: vec!["eu-a"], secret_not_set: vec!["eu-b"] };
+        let e = unservable("chat", &decision, &kept, &skipped, Some(7));
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (503, "upstream_unavailable", None),
+            "a missing secret needs the operator"
+        );
+        assert!(
+            e.message.contains("eu-a (cooling down)") && e.message.contains("eu-b (its secret is not set)"),
+            "{}",
+            e.message
+        );
+        let cooling = Plan::<()> { queue: vec![], cooling_down: vec!["eu-a", "eu-b"], secret_not_set: vec![] };
+        let e = unservable("chat", &decision, &kept, &cooling, Some(7));
+        assert_eq!((e.code, e.retry_after), ("upstream_unavailable", Some(7)));
     }
 
     #[test]

@@ -181,6 +181,8 @@ pub fn compliance_tags(header: Option<&str>) -> Vec<String> {
 pub struct Dropped {
     pub deployment: String,
     pub reason: String,
+    /// Left out by the residency rules, not for what the request needs.
+    pub residency: bool,
 }
 
 #[derive(Debug)]
@@ -206,6 +208,7 @@ pub fn candidates<'a>(g: &'a Gateway, alias: &Alias, decision: &Decision, caller
         } else {
             dropped.push(Dropped {
                 deployment: d.id.clone(),
+                residency: true,
                 reason: format!(
                     "jurisdiction `{}` is not allowed by rule `{}` (allowed: {})",
                     d.jurisdiction,

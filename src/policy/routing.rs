@@ -80,7 +80,7 @@ pub fn fit(c: &mut Candidates, n: &Needs) {
     while i < c.kept.len() {
         match unfit(c.kept[i], n) {
             Some(reason) => {
-                c.dropped.push(Dropped { deployment: c.kept[i].id.clone(), reason });
+                c.dropped.push(Dropped { deployment: c.kept[i].id.clone(), reason, residency: false });
                 c.kept.remove(i);
                 c.bands.remove(i);
             }

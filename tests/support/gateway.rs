@@ -383,6 +383,11 @@ impl Gateway {
         panic!("wrangler dev did not become ready; its log:\n{}", self.log_tail());
     }
 
+    /// Everything the worker has logged so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let log = fs::read_to_string(&self.log).unwrap_or_default();
         log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
