@@ -387,3 +387,26 @@ fn a_failed_attempts_consumed_tokens_are_recorded() {
     assert_eq!(attempts[0]["input_tokens"], 77, "{attempts}");
     assert_eq!(attempts[1]["failure"], Value::Null);
 }
+
+#[test]
+fn a_candidate_that_cannot_take_the_request_is_skipped_and_the_request_still_recorded() {
+    let team = nonce("team-unsupported");
+    // Mistral refuses `logprobs`; the OpenAI deployment after it takes it.
+    let body = json!({"model": "mistral-then-openai", "logprobs": true,
+        "messages": [{"role": "user", "content": nonce("logprobs")}]});
+    let r = gateway().chat(&body, &[("x-gateway-team", &team)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-deployment"), Some("eu-1"));
+    assert_eq!(r.header("x-gateway-tried"), Some("mistral-eu:- unsupported, eu-1:200 ok"));
+    // Nothing else can take it: the 400 names the field, and the request is on the ledger.
+    let body =
+        json!({"model": "mistral-eu", "logprobs": true, "messages": [{"role": "user", "content": nonce("only")}]});
+    let r = gateway().chat(&body, &[("x-gateway-team", &team)]);
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("unsupported_parameter")), "{}", r.text());
+    let n = wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'"), 2);
+    assert_eq!(n, 2, "one event per request, whatever its outcome");
+    let events = events_of_team(&team);
+    let refused = events.iter().find(|e| e["status"] == 400).expect("the refused request's event");
+    assert_eq!((refused["outcome"].as_str(), refused["cost_micros"].as_u64()), (Some("error"), Some(0)));
+    assert!(refused["attempts_detail"].as_str().unwrap().contains("unsupported"), "{refused}");
+}

@@ -85,8 +85,15 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
         // A Messages request goes to a deployment in the same format as the client sent it.
         let native = chat.native.as_ref().zip(providers::speaks_messages(d));
         let up = match native {
-            Some((messages, speaks)) => speaks.build_native(d, &chat, messages, &auth)?,
-            None => providers::for_deployment(d).build(d, &chat, &auth)?,
+            Some((messages, speaks)) => speaks.build_native(d, &chat, messages, &auth),
+            None => providers::for_deployment(d).build(d, &chat, &auth),
+        };
+        let up = match up {
+            Ok(up) => up,
+            Err(e) => {
+                attempts.unsupported(d, e);
+                continue;
+            }
         };
         let target = Target { d, native: native.map(|(_, speaks)| speaks), up, timeout };
         let tried_at = now_ms();

@@ -52,7 +52,13 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
                 continue;
             }
         };
-        let up = counter.count_request(d, &count.body, beta.as_deref(), &auth)?;
+        let up = match counter.count_request(d, &count.body, beta.as_deref(), &auth) {
+            Ok(up) => up,
+            Err(e) => {
+                attempts.unsupported(d, e);
+                continue;
+            }
+        };
         let failure = match count_once(d, counter, &up, timeout).await {
             Ok((status, counted)) => {
                 attempts.answered(d, status);

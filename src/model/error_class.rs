@@ -13,6 +13,9 @@ pub enum ErrorClass {
     NotFound,
     ContextLength,
     ContentFilter,
+    /// The gateway could not express the request in the deployment's format; nothing was
+    /// sent.
+    Unsupported,
 }
 
 impl ErrorClass {
@@ -49,6 +52,7 @@ impl ErrorClass {
             Self::NotFound => "not_found",
             Self::ContextLength => "context_length",
             Self::ContentFilter => "content_filter",
+            Self::Unsupported => "unsupported",
         }
     }
 }

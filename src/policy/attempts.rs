@@ -73,7 +73,8 @@ impl AttemptLog {
         if let Some(rule) = residency_rule {
             detail.push_str(&format!("; residency rule `{rule}` allows no other deployment of the alias"));
         }
-        let last = self.attempts.last().and_then(|a| a.failure).unwrap_or(ErrorClass::Server);
+        let mut sent = self.attempts.iter().rev().filter_map(|a| a.failure);
+        let last = sent.find(|c| *c != ErrorClass::Unsupported).unwrap_or(ErrorClass::Server);
         match last {
             ErrorClass::RateLimited => GatewayError::new(
                 429,
@@ -168,6 +169,10 @@ pub enum Next {
 pub struct Attempts<'g> {
     queue: VecDeque<(&'g Deployment, Auth)>,
     pub log: AttemptLog,
+    /// Attempts made: a candidate skipped for a request it cannot take uses none.
+    made: usize,
+    /// The first such refusal, the client's error when no candidate could take it.
+    unsupported: Option<GatewayError>,
     max_attempts: usize,
     max_retry_after_ms: u64,
     deadline_ms: u64,
@@ -187,6 +192,8 @@ impl<'g> Attempts<'g> {
         Attempts {
             queue: queue.into_iter().collect(),
             log: AttemptLog::default(),
+            made: 0,
+            unsupported: None,
             max_attempts: limits.max_attempts,
             max_retry_after_ms: limits.max_retry_after_ms,
             deadline_ms: started_ms.saturating_add(limits.total_deadline_ms),
@@ -201,25 +208,35 @@ impl<'g> Attempts<'g> {
     pub fn next(&mut self, now_ms: u64) -> Option<(&'g Deployment, Auth, u64)> {
         let (d, auth) = self.queue.pop_front()?;
         let timeout = attempt_timeout(u64::from(d.first_byte_timeout_ms), now_ms, self.deadline_ms)?;
-        if self.log.count() >= self.max_attempts {
+        if self.made >= self.max_attempts {
             return None;
         }
         Some((d, auth, timeout))
     }
 
     pub fn answered(&mut self, d: &Deployment, status: u16) {
+        self.made += 1;
         self.log.succeeded(&d.id, status);
     }
 
     /// The deployment's credentials could not be made ready (a token exchange failed): its
     /// attempt failed, and the next candidate is tried.
     pub fn unauthorized(&mut self, d: &Deployment, class: ErrorClass) {
+        self.made += 1;
         self.log.failed(&d.id, None, class);
+    }
+
+    /// The request cannot be expressed in the deployment's format (a field its provider
+    /// cannot take): it is skipped, and `e` is the client's error if no other can.
+    pub fn unsupported(&mut self, d: &Deployment, e: GatewayError) {
+        self.log.failed(&d.id, None, ErrorClass::Unsupported);
+        self.unsupported.get_or_insert(e);
     }
 
     /// Records a failed attempt and decides what follows; `auth`, the attempt's credentials,
     /// goes back in the queue for a retry of the same deployment.
     pub fn failed(&mut self, d: &'g Deployment, auth: Auth, f: &Failure, now_ms: u64) -> Next {
+        self.made += 1;
         if f.falls_back() {
             self.log.failed_after(&d.id, f.status, f.class, f.consumed);
             if f.status.is_some_and(|s| !(200..300).contains(&s)) {
@@ -249,7 +266,10 @@ impl<'g> Attempts<'g> {
 
     /// The client's error once nothing is left to try.
     pub fn exhausted(&self) -> GatewayError {
-        self.log.exhausted(self.residency_rule.as_deref(), self.retry_after)
+        match &self.unsupported {
+            Some(e) if self.made == 0 => e.clone(),
+            _ => self.log.exhausted(self.residency_rule.as_deref(), self.retry_after),
+        }
     }
 }
 
@@ -664,5 +684,24 @@ mod tests {
         let queue: Vec<&str> = p.queue.iter().map(|(d, _)| d.id.as_str()).collect();
         assert_eq!(queue, vec!["eu-a", "jp-a"]);
         assert_eq!((p.cooling_down, p.secret_not_set), (vec!["eu-b"], vec!["us-a"]));
+    }
+
+    #[test]
+    fn a_candidate_that_cannot_take_the_request_is_skipped_without_using_an_attempt() {
+        let g = gateway(|v| v["limits"]["max_attempts"] = 1.into());
+        let mut a = attempts(&g, &["eu-a", "eu-b"]);
+        let (d, _, _) = a.next(0).unwrap();
+        a.unsupported(d, GatewayError::bad_request("unsupported_parameter", "`logprobs` is not supported"));
+        let (d, _, _) = a.next(0).expect("a skipped candidate is not an attempt");
+        assert_eq!(d.id, "eu-b");
+        a.answered(d, 200);
+        assert_eq!(tried(&a), "eu-a:- unsupported, eu-b:200 ok");
+
+        let mut a = attempts(&g, &["eu-a"]);
+        let (d, _, _) = a.next(0).unwrap();
+        a.unsupported(d, GatewayError::bad_request("unsupported_parameter", "`logprobs` is not supported"));
+        assert!(a.next(0).is_none());
+        let e = a.exhausted();
+        assert_eq!((e.status, e.code), (400, "unsupported_parameter"), "nothing else could take it: the first refusal");
     }
 }

@@ -196,7 +196,8 @@ pub fn test_config() -> Value {
             {"name": "claude-then-openai", "deployments": ["claude-1", "us-1"]},
             {"name": "bedrock", "deployments": ["bedrock-eu"]},
             {"name": "bedrock-key", "deployments": ["bedrock-us-key"]},
-            {"name": "claude-eu-or-bedrock", "deployments": ["claude-eu", "claude-1", "bedrock-eu"]}
+            {"name": "claude-eu-or-bedrock", "deployments": ["claude-eu", "claude-1", "bedrock-eu"]},
+            {"name": "mistral-then-openai", "deployments": ["mistral-eu", "eu-1"]}
         ],
         "keys": [
             {"id": "test", "sha256": sha256_hex(KEY)},
