@@ -154,3 +154,18 @@ fn models_show_each_aliases_capabilities() {
     assert_eq!(of("vision")["vision"], true, "one of its deployments has vision");
     assert_eq!((of("single")["tools"].as_bool(), of("single")["json_mode"].as_bool()), (Some(true), Some(true)));
 }
+
+#[test]
+fn a_long_answer_that_times_out_does_not_open_the_circuit_for_everyone() {
+    // A non-streamed request that asks for a long answer waits for all of it: its timeout
+    // is the client's choice, not the deployment failing like a 503.
+    let n = nonce("long-answer");
+    script("slowpoke", &n, "first_byte_delay_ms=3000", None);
+    let mut body = ask("long", &n);
+    body["max_tokens"] = json!(32000);
+    let r = gateway().chat(&body, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-tried"), Some("slowpoke:- timeout, steady:200 ok"));
+    let r = gateway().chat(&ask("long", &nonce("next-tenant")), &[]);
+    assert_eq!(r.header("x-gateway-deployment"), Some("slowpoke"), "skipped: {:?}", r.header("x-gateway-skipped"));
+}

@@ -132,7 +132,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
             }
             Err(failure) => failure,
         };
-        if failure.blames_deployment() {
+        if failure.blames_deployment(attempts::long_answer(chat.stream, chat.facts.answer_tokens)) {
             let breaker = d.health_limits(&limits.health);
             health::update(&call.ctx, &d.id, breaker, |h| h.failed(now_ms(), breaker));
         }

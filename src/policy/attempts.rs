@@ -143,10 +143,23 @@ impl Failure {
         self.status.is_none_or(|s| (200..300).contains(&s)) || self.class.falls_back()
     }
 
-    /// Whether it counts against the deployment's health (its circuit breaker).
-    pub fn blames_deployment(&self) -> bool {
-        self.falls_back()
+    /// Whether it counts against the deployment's health (its circuit breaker). A timeout
+    /// while waiting for a `long_answer` the client asked for measures the client's choice,
+    /// not the deployment: one tenant's long generations must not open the circuit for all.
+    pub fn blames_deployment(&self, long_answer: bool) -> bool {
+        self.falls_back() && !(long_answer && self.class == ErrorClass::Timeout)
     }
+}
+
+/// Answer budgets up to this many tokens are short enough that a non-streamed answer
+/// timing out says more about the deployment than about the request.
+const SHORT_ANSWER_TOKENS: u64 = 1024;
+
+/// Whether a request waits for a long answer as a whole: not streamed (a stream's deadline
+/// ends at its first content), and with an answer budget over [`SHORT_ANSWER_TOKENS`] or
+/// none (0: the provider's own limit).
+pub fn long_answer(stream: bool, answer_tokens: u64) -> bool {
+    !stream && (answer_tokens == 0 || answer_tokens > SHORT_ANSWER_TOKENS)
 }
 
 /// What to do after a failed attempt.
@@ -501,7 +514,7 @@ mod tests {
         assert_eq!((d.id.as_str(), timeout), ("eu-a", 30_000));
         for (status, class) in [(Some(529), ErrorClass::Overloaded), (None, ErrorClass::Timeout)] {
             let f = Failure { status, class, retry_after: None, consumed: None, body: Vec::new() };
-            assert!(f.blames_deployment());
+            assert!(f.blames_deployment(false));
             assert_eq!(attempts(&g, &["eu-a", "eu-b"]).failed(d, AUTH, &f, 10), Next::FallBack);
         }
         assert_eq!(a.failed(d, AUTH, &Failure::refused(500, ErrorClass::Server, None, Vec::new()), 10), Next::FallBack);
@@ -518,7 +531,7 @@ mod tests {
         let (d, _, _) = a.next(0).unwrap();
         let consumed = Usage { input_tokens: 7, ..Usage::default() };
         let f = Failure::unusable(200, ErrorClass::ContentFilter, Some(consumed));
-        assert!(f.blames_deployment());
+        assert!(f.blames_deployment(false));
         assert_eq!(a.failed(d, AUTH, &f, 0), Next::FallBack);
         assert_eq!(a.log.attempts[0].consumed, Some(consumed));
     }
@@ -569,7 +582,7 @@ mod tests {
         let (d, _, _) = a.next(0).unwrap();
         let long =
             Failure::refused(400, ErrorClass::ContextLength, None, br#"{"error":{"message":"too long"}}"#.to_vec());
-        assert!(!long.blames_deployment());
+        assert!(!long.blames_deployment(false));
         assert_eq!(a.failed(d, AUTH, &long, 0), Next::OnlyLargerContext);
         let (d, _, _) = a.next(0).unwrap();
         assert_eq!(d.id, "us-a", "the 4,000-token window is passed over");
@@ -703,5 +716,18 @@ mod tests {
         assert!(a.next(0).is_none());
         let e = a.exhausted();
         assert_eq!((e.status, e.code), (400, "unsupported_parameter"), "nothing else could take it: the first refusal");
+    }
+
+    #[test]
+    fn a_timeout_on_a_long_answer_the_client_chose_does_not_blame_the_deployment() {
+        let timeout = Failure::no_answer(ErrorClass::Timeout);
+        assert!(timeout.blames_deployment(false));
+        assert!(!timeout.blames_deployment(true));
+        assert!(!Failure::unusable(200, ErrorClass::Timeout, None).blames_deployment(true), "cut off mid-body");
+        assert!(Failure::refused(503, ErrorClass::Overloaded, None, Vec::new()).blames_deployment(true));
+        // Streams wait only for their first content; whole answers, for all of it.
+        assert!(!long_answer(true, 32_000) && !long_answer(true, 0));
+        assert!(long_answer(false, 32_000) && long_answer(false, 0), "no max_tokens: the provider's own limit");
+        assert!(!long_answer(false, 256));
     }
 }

@@ -128,6 +128,9 @@ pub fn test_config() -> Value {
     let us = |id: &str| deployment(id, "us", "us-east-1", [39.0, -77.5]);
     let mut flaky = us("flaky");
     flaky["health"] = json!({"failure_threshold": 2, "window_ms": 30000, "cooldown_ms": 2500});
+    // Trips at its first failure, for the long-answer test.
+    let mut slowpoke = us("slowpoke");
+    slowpoke["health"] = json!({"failure_threshold": 1, "window_ms": 30000, "cooldown_ms": 30000});
     let with = |mut d: Value, capabilities: Value| {
         d["capabilities"] = capabilities;
         d
@@ -136,6 +139,7 @@ pub fn test_config() -> Value {
         us("w-a"),
         us("w-b"),
         flaky,
+        slowpoke,
         us("steady"),
         us("solo"),
         with(us("ctx-small"), json!({"context_window": 8000})),
@@ -188,6 +192,7 @@ pub fn test_config() -> Value {
             {"name": "ab", "strategy": "weighted", "deployments": ["w-a", "w-b"], "weights": {"w-a": 90, "w-b": 10}},
             {"name": "ab-sticky", "strategy": "weighted", "sticky": "user", "deployments": ["w-a", "w-b"], "weights": {"w-a": 50, "w-b": 50}},
             {"name": "breaker", "deployments": ["flaky", "steady"]},
+            {"name": "long", "deployments": ["slowpoke", "steady"]},
             {"name": "solo", "deployments": ["solo"]},
             {"name": "ctx", "deployments": ["ctx-small", "ctx-tiny", "ctx-big"]},
             {"name": "vision", "deployments": ["text-only", "seeing"]},
