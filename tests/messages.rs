@@ -387,7 +387,7 @@ fn counting_falls_back_and_refuses_what_it_cannot_count() {
     assert!(mock().requests_matching(&n).is_empty());
     let unset = json!({"model": "claude-unset", "messages": [{"role": "user", "content": "x"}]});
     let message = assert_anthropic_error(&count(&unset, &[]), 503, "api_error");
-    assert!(message.contains("has its provider key set"), "{message}");
+    assert!(message.contains("claude-unset (its secret is not set)"), "{message}");
     let message = assert_anthropic_error(&count(&json!({"model": "claude"}), &[]), 400, "invalid_request_error");
     assert!(message.contains("`messages`"), "{message}");
 }
@@ -558,4 +558,36 @@ fn a_hard_budget_refuses_with_a_billing_error() {
     assert_eq!(statuses, [200, 200, 402]);
     let message = assert_anthropic_error(&messages_as(BUDGET_KEY, &ask("single", text), &[]), 402, "billing_error");
     assert!(message.contains("key `budgeted`"), "{message}");
+}
+
+#[test]
+fn server_tools_are_refused_where_residency_restricts_and_sent_where_it_does_not() {
+    // Web search runs on Anthropic's servers wherever they choose: no jurisdiction holds it.
+    let n = nonce("web-search");
+    let mut body = ask("claude-eu-or-bedrock", &n);
+    body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]);
+    let german = [("x-gateway-geo-country", "DE"), ("x-gateway-geo-continent", "EU")];
+    let r = messages_as(KEY, &body, &german);
+    let message = assert_anthropic_error(&r, 400, "invalid_request_error");
+    assert!(message.contains("`tools[0]` (web_search_20250305)") && message.contains("eu-callers"), "{message}");
+    assert!(mock().requests_matching(&n).is_empty(), "nothing left the gateway");
+    let r = messages_as(KEY, &body, &[("x-gateway-geo-country", "US")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(only_upstream(&n)["tools"][0]["type"], "web_search_20250305");
+}
+
+#[test]
+fn counting_tokens_is_rate_limited_like_requests() {
+    let r =
+        gateway().admin("POST", "/admin/keys", Some(&json!({"id": nonce("count-limited"), "rate_limit": "RL_TINY"})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    let url = gateway().url("/v1/messages/count_tokens");
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            let body = json!({"model": "claude", "messages": [{"role": "user", "content": nonce("count-me")}]}).to_string();
+            http::send("POST", &url, &headers_for(&key, &[]), Some(body.as_bytes())).unwrap().status
+        })
+        .collect();
+    assert_eq!(statuses, vec![200, 200, 200, 429], "RL_TINY allows three a minute");
 }

@@ -20,6 +20,7 @@ use crate::model::error_class::ErrorClass;
 use crate::model::usage::Usage;
 use crate::policy::attempts::{self, AttemptLog, Attempts, Failure, Next};
 use crate::policy::health::Health;
+use crate::policy::residency;
 use crate::policy::routing;
 use crate::providers::{self, SpeaksMessages, UpstreamRequest};
 use std::collections::HashMap;
@@ -50,6 +51,9 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
     call.rate_limit().await?;
 
     let mut allowed = call.allowed(alias)?;
+    if let Some(native) = &chat.native {
+        residency::check_server_tools(&allowed.decision, &native.server_tools())?;
+    }
     // The error names the rule only when the rule is what stood between the request and a
     // deployment that might have served it.
     let residency_bound = (!allowed.candidates.dropped.is_empty()).then(|| allowed.decision.rule.clone());

@@ -1,7 +1,8 @@
 //! `POST /v1/messages/count_tokens`: the prompt's size as the first allowed deployment
 //! that can count it says (Anthropic's endpoint, Vertex AI's or Bedrock's for Claude),
 //! tried by the same attempt policy as a request. Free at the provider, so neither billed
-//! nor held to budgets or rate limits; but the prompt travels, so residency applies.
+//! nor held to budgets; but rate limited like a request, and the prompt travels, so
+//! residency applies.
 
 use super::call::{Call, Receipt};
 use super::credentials;
@@ -23,6 +24,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
     let g = &call.state.gateway;
     let count = parse_count_tokens(&call.body().await?)?;
     let alias = call.alias(&count.model)?;
+    call.rate_limit().await?;
     let allowed = call.allowed(alias)?;
     let rule = &allowed.decision.rule;
     let counting: Vec<&Deployment> =

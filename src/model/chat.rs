@@ -135,6 +135,19 @@ impl NativeMessages {
     pub fn translatable(&self) -> bool {
         self.untranslatable.is_none()
     }
+
+    /// The tools Anthropic runs on its own servers (web search, web fetch, code
+    /// execution), by their index in `tools` and their type.
+    pub fn server_tools(&self) -> Vec<(usize, &str)> {
+        const SERVER_TOOLS: [&str; 3] = ["web_search_", "web_fetch_", "code_execution_"];
+        let tools = self.body.get("tools").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        tools
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, t.get("type")?.as_str()?)))
+            .filter(|(_, kind)| SERVER_TOOLS.iter().any(|prefix| kind.starts_with(prefix)))
+            .collect()
+    }
 }
 
 fn invalid(message: impl Into<String>) -> GatewayError {

@@ -164,6 +164,23 @@ fn decide_for(r: &Residency, s: &Subject, tag: Option<&str>) -> Result<Decision,
     Ok(Decision { rule: rule.id.clone(), allowed })
 }
 
+/// Tools a provider runs on its own servers (Anthropic's web search, web fetch, code
+/// execution) go where that provider chooses, whatever the deployment's jurisdiction: they
+/// are refused unless the decision allows any jurisdiction.
+pub fn check_server_tools(decision: &Decision, tools: &[(usize, &str)]) -> Result<(), GatewayError> {
+    match (tools.first(), &decision.allowed) {
+        (None, _) | (_, Allowed::Any) => Ok(()),
+        (Some((i, kind)), allowed) => Err(GatewayError::bad_request(
+            "server_tool_not_allowed",
+            format!(
+                "`tools[{i}]` ({kind}) runs on the provider's own servers, outside the jurisdictions residency rule `{}` allows ({}); remove it, or ask for a rule that allows any jurisdiction.",
+                decision.rule,
+                allowed.label()
+            ),
+        )),
+    }
+}
+
 /// The request's compliance tags from `x-gateway-compliance`: comma-separated, lowercased,
 /// each once.
 pub fn compliance_tags(header: Option<&str>) -> Vec<String> {
