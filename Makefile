@@ -12,6 +12,9 @@ WRANGLER       := node_modules/.bin/wrangler
 STATE          := .wrangler/state
 DEV_PORT       := 8787
 MOCK_PORT      := 8788
+DEV_INSPECTOR_PORT := 9229
+# Seconds between the cron's runs under `make dev` (wrangler dev never runs crons itself).
+DEV_CRON_S     := 300
 
 export WRANGLER_SEND_METRICS := false
 export WASM_BINDGEN_BIN := $(CARGO_BIN)/wasm-bindgen
@@ -84,14 +87,17 @@ size: worker
 	@raw=$$(stat -c %s build/index_bg.wasm); gz=$$(gzip -9c build/index_bg.wasm | wc -c); \
 	awk -v r=$$raw -v g=$$gz 'BEGIN { printf "release wasm: %d bytes raw (%.1f KiB), %d bytes gzipped (%.1f KiB)\n", r, r/1024, g, g/1024 }'
 
-## make dev: migrations, the mock provider on :$(MOCK_PORT), the gateway on :$(DEV_PORT).
+## make dev: migrations, the mock provider on :$(MOCK_PORT), the gateway on :$(DEV_PORT), and
+## the cron every $(DEV_CRON_S) s through wrangler's scheduled-event trigger.
 dev: tools worker
 	CI=true $(WRANGLER) d1 migrations apply llm-edge-gateway --local --env dev --persist-to $(STATE)
 	cargo build -q -p mock-provider
 	@set -m; target/debug/mock-provider --port $(MOCK_PORT) & mock=$$!; \
-	$(WRANGLER) dev --env dev --ip 127.0.0.1 --port $(DEV_PORT) --persist-to $(STATE) \
-		--show-interactive-dev-session=false --var "GATEWAY_CONFIG:$$(cat config/demo.json)" </dev/null & dev=$$!; \
-	trap 'kill -TERM -$$dev -$$mock 2>/dev/null' EXIT INT TERM; wait $$dev
+	config=$$(sed 's#127.0.0.1:8788#127.0.0.1:$(MOCK_PORT)#g' config/demo.json); \
+	$(WRANGLER) dev --env dev --ip 127.0.0.1 --port $(DEV_PORT) --inspector-port $(DEV_INSPECTOR_PORT) \
+		--persist-to $(STATE) --show-interactive-dev-session=false --var "GATEWAY_CONFIG:$$config" </dev/null & dev=$$!; \
+	while sleep $(DEV_CRON_S); do curl -s -o /dev/null http://127.0.0.1:$(DEV_PORT)/cdn-cgi/handler/scheduled; done & cron=$$!; \
+	trap 'kill -TERM -$$dev -$$mock -$$cron 2>/dev/null' EXIT INT TERM; wait $$dev
 
 ## make test: unit tests, then the end-to-end tests (which start the mock and workerd).
 test: tools worker

@@ -585,7 +585,8 @@ fn counting_tokens_is_rate_limited_like_requests() {
     let url = gateway().url("/v1/messages/count_tokens");
     let statuses: Vec<u16> = (0..4)
         .map(|_| {
-            let body = json!({"model": "claude", "messages": [{"role": "user", "content": nonce("count-me")}]}).to_string();
+            let body =
+                json!({"model": "claude", "messages": [{"role": "user", "content": nonce("count-me")}]}).to_string();
             http::send("POST", &url, &headers_for(&key, &[]), Some(body.as_bytes())).unwrap().status
         })
         .collect();

@@ -285,3 +285,16 @@ fn the_whole_config_can_be_read() {
     assert_eq!(r.status, 200);
     assert!(r.json()["entries"].is_array());
 }
+
+#[test]
+fn a_country_header_alone_behaves_like_request_cf() {
+    // request.cf always carries the continent and coordinates; the dev stand-in derives them.
+    for (country, nearest) in [("JP", "jp-1"), ("SG", "sg-1")] {
+        let r = chat_as(support::gateway::KEY, "chat", &nonce("country-only"), &[("x-gateway-geo-country", country)]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            (r.header("x-gateway-rule"), r.header("x-gateway-deployment")),
+            (Some("apac-callers"), Some(nearest))
+        );
+    }
+}

@@ -75,7 +75,7 @@ impl<'a> Call<'a> {
     fn caller(&self) -> Caller {
         if self.state.trust_geo_headers {
             if let Some(country) = self.header("x-gateway-geo-country") {
-                return Caller::new(Some(&country), self.header("x-gateway-geo-continent").as_deref(), None);
+                return Caller::stand_in(&country, self.header("x-gateway-geo-continent").as_deref());
             }
         }
         glue::cf_lines(self.req).and_then(|lines| CfFields::from_lines(&lines)).map(Caller::from).unwrap_or_default()

@@ -30,6 +30,16 @@ impl Caller {
         Caller { country, continent: clean(continent), eu, ..Caller::default() }
     }
 
+    /// The caller as `request.cf` would describe someone in `country`, from the country
+    /// alone: for the trusted `x-gateway-geo-*` headers, whose caller would otherwise have
+    /// no continent and no location. An explicit `continent` wins.
+    pub fn stand_in(country: &str, continent: Option<&str>) -> Caller {
+        let code = country.trim().to_ascii_uppercase();
+        let known = crate::model::countries::lookup(&code);
+        let continent = continent.or(known.map(|(c, _)| c));
+        Caller { location: known.and_then(|(_, l)| l), ..Caller::new(Some(&code), continent, None) }
+    }
+
     /// False for a missing country and for Cloudflare's placeholders: `XX` (unknown) and
     /// `T1` (Tor), where no location condition can be trusted.
     pub fn location_known(&self) -> bool {
@@ -170,6 +180,23 @@ mod trig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_country_alone_stands_in_for_what_request_cf_would_say() {
+        let jp = Caller::stand_in("jp", None);
+        assert_eq!((jp.country.as_deref(), jp.continent.as_deref(), jp.eu), (Some("JP"), Some("AS"), Some(false)));
+        let [lat, lon] = jp.location.expect("a representative location");
+        assert!(distance_km([lat, lon], [35.68, 139.69]) < 100.0, "Tokyo: {lat}, {lon}");
+        let no = Caller::stand_in("NO", None);
+        assert_eq!((no.continent.as_deref(), no.eu), (Some("EU"), Some(false)), "Norway: Europe, not the EU");
+        assert_eq!(Caller::stand_in("DE", None).eu, Some(true));
+        let given = Caller::stand_in("US", Some("EU"));
+        assert_eq!(given.continent.as_deref(), Some("EU"), "an explicit continent header wins");
+        let aq = Caller::stand_in("AQ", None);
+        assert_eq!((aq.continent.as_deref(), aq.location), (Some("AN"), None));
+        let unknown = Caller::stand_in("XX", None);
+        assert_eq!((unknown.continent.as_deref(), unknown.location, unknown.location_known()), (None, None, false));
+    }
 
     #[test]
     fn normalises_and_derives_eu_membership() {

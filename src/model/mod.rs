@@ -2,6 +2,7 @@
 //! usage, upstream error classes and the one error type clients see.
 
 pub mod chat;
+mod countries;
 pub mod error;
 pub mod error_class;
 pub mod geo;

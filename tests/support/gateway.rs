@@ -298,7 +298,7 @@ pub fn gcp_service_account(tag: &str) -> String {
     key.to_string()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -524,7 +524,7 @@ fn local_store(command: impl Fn() -> Command) -> std::process::Output {
 }
 
 /// Kills the process group `pgid` once this test process has exited.
-fn watch(pgid: u32) -> Child {
+pub fn watch(pgid: u32) -> Child {
     let script = format!(
         "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -TERM -{pgid} 2>/dev/null; sleep 3; kill -KILL -{pgid} 2>/dev/null",
         parent = std::process::id()
