@@ -45,7 +45,8 @@ fn make_dev_serves_the_demo_runs_the_cron_and_stands_in_for_request_cf() {
         .stdout(log.try_clone().unwrap())
         .stderr(log);
     let mut dev = make.spawn().expect("make dev starts");
-    let _watchdog = watch(dev.id());
+    // Stops make dev however the test ends; stopped itself when the test ends well.
+    let mut watchdog = watch(dev.id());
     let base = format!("http://127.0.0.1:{port}");
 
     wait_for("the gateway's first 200", Duration::from_secs(120), || {
@@ -73,4 +74,6 @@ fn make_dev_serves_the_demo_runs_the_cron_and_stands_in_for_request_cf() {
 
     let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", dev.id())]).status();
     let _ = dev.wait();
+    let _ = watchdog.kill();
+    let _ = watchdog.wait();
 }
