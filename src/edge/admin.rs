@@ -87,8 +87,11 @@ struct Change<'a> {
 }
 
 async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Response, GatewayError> {
-    let parsed = config::parse(&change.doc).map_err(|e| GatewayError::bad_request("invalid_config", e))?;
-    let changes = admin::config_diff(&current.gateway.config, &parsed.config);
+    config::parse(&change.doc).map_err(|e| GatewayError::bad_request("invalid_config", e))?;
+    let document = |text: &str| -> Result<Value, GatewayError> {
+        serde_json::from_str(text).map_err(|e| GatewayError::internal(e.to_string()))
+    };
+    let changes = admin::config_diff(&document(&current.source)?, &document(&change.doc)?);
     if change.dry_run {
         return respond::json(
             200,
