@@ -10,27 +10,65 @@ use crate::util::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// Admin tokens from the `ADMIN_TOKEN` secret: `label:token` pairs separated by commas
-/// (`compliance:s3cret,platform:t0ken`), or one bare token labelled `admin`. The label is
-/// the identity the audit log records.
+/// Admin tokens from the `ADMIN_TOKEN` secret: `label:token` entries separated by commas
+/// (`compliance:<token>,platform:<token>`). The label is the identity the audit log records.
 #[derive(Debug, Default)]
 pub struct AdminTokens {
     by_hash: Vec<(String, String)>,
 }
 
+const MIN_TOKEN: usize = 16;
+const MAX_TOKEN: usize = 512;
+const MAX_LABEL: usize = 32;
+
 impl AdminTokens {
-    pub fn parse(secret: &str) -> AdminTokens {
-        let by_hash = secret
-            .split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .filter_map(|entry| {
-                let (label, token) = entry.split_once(':').unwrap_or(("admin", entry));
-                let token = token.trim();
-                (!token.is_empty()).then(|| (label.trim().to_string(), sha256_hex(token.as_bytes())))
-            })
-            .collect();
-        AdminTokens { by_hash }
+    /// The tokens, or why the secret is not in the format. Strict on purpose: a secret that
+    /// could be read two ways (a bare token, a token with `:` in it, a short or repeated
+    /// one) disables the admin API rather than being read in the way its writer may not
+    /// have meant (`abc:def` as the 3-character token `def`). Errors never show a token.
+    /// Unset or blank: no tokens (the API is off).
+    pub fn parse(secret: &str) -> Result<AdminTokens, String> {
+        let secret = secret.trim();
+        let mut by_hash: Vec<(String, String)> = Vec::new();
+        if secret.is_empty() {
+            return Ok(AdminTokens { by_hash });
+        }
+        for (i, entry) in secret.split(',').map(str::trim).enumerate() {
+            let n = i + 1;
+            if entry.is_empty() {
+                return Err(format!("entry {n} is empty; entries are `label:token`, separated by commas"));
+            }
+            let Some((label, token)) = entry.split_once(':') else {
+                return Err(format!("entry {n} has no label; write it as `label:token`"));
+            };
+            let label_ok = label.len() <= MAX_LABEL
+                && !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
+            if !label_ok {
+                return Err(format!(
+                    "entry {n}: the label is not 1 to {MAX_LABEL} lowercase letters, digits, `-` or `_`"
+                ));
+            }
+            let at = format!("entry {n} (`{label}`)");
+            if !token.bytes().all(|b| b.is_ascii_graphic() && b != b':' && b != b',') {
+                return Err(format!("{at}: the token may not contain `:`, `,`, spaces or non-ASCII characters"));
+            }
+            if !(MIN_TOKEN..=MAX_TOKEN).contains(&token.len()) {
+                return Err(format!(
+                    "{at}: the token has {} characters; at least {MIN_TOKEN} and at most {MAX_TOKEN}",
+                    token.len()
+                ));
+            }
+            let hash = sha256_hex(token.as_bytes());
+            if by_hash.iter().any(|(l, _)| l == label) {
+                return Err(format!("entry {n}: the label `{label}` is used twice"));
+            }
+            if by_hash.iter().any(|(_, h)| *h == hash) {
+                return Err(format!("{at}: the same token as another entry; each label needs its own"));
+            }
+            by_hash.push((label.to_string(), hash));
+        }
+        Ok(AdminTokens { by_hash })
     }
 
     /// The label of the presented token, if it is one.
@@ -310,14 +348,35 @@ mod tests {
 
     #[test]
     fn admin_tokens_carry_labels() {
-        let t = AdminTokens::parse("compliance:s3cret, platform:t0k:en ,bare");
-        assert_eq!(t.authenticate("s3cret"), Some("compliance"));
-        assert_eq!(t.authenticate("t0k:en"), Some("platform"));
-        assert_eq!(t.authenticate("platform:t0k:en"), None);
-        assert_eq!(AdminTokens::parse("solo-token").authenticate("solo-token"), Some("admin"));
+        let t = AdminTokens::parse(" compliance:s3cret-s3cret-s3cret , platform:t0ken-t0ken-t0ken-t0ken\n").unwrap();
+        assert_eq!(t.authenticate("s3cret-s3cret-s3cret"), Some("compliance"));
+        assert_eq!(t.authenticate("t0ken-t0ken-t0ken-t0ken"), Some("platform"));
+        assert_eq!(t.authenticate("platform:t0ken-t0ken-t0ken-t0ken"), None);
         assert_eq!(t.authenticate("nope"), None);
-        assert!(AdminTokens::parse(" , ").is_empty());
-        assert!(AdminTokens::parse("label:").is_empty());
+        assert!(AdminTokens::parse("").unwrap().is_empty());
+        assert!(AdminTokens::parse(" \n").unwrap().is_empty());
+    }
+
+    /// Anything but `label:token` entries, each unambiguous, disables the admin API: the
+    /// secret is never read as something its writer may not have meant.
+    #[test]
+    fn admin_token_format_is_strict() {
+        let refused = |secret: &str, needle: &str| {
+            let e = AdminTokens::parse(secret).err().unwrap_or_else(|| panic!("`{secret}` was accepted"));
+            assert!(e.contains(needle), "`{secret}`: {e} should say `{needle}`");
+            assert!(!e.contains("abcdefghijklmnop"), "an error never shows a token: {e}");
+        };
+        refused("abc:def", "entry 1 (`abc`): the token has 3 characters; at least 16");
+        refused("abcdefghijklmnopqrst", "entry 1 has no label");
+        refused("ops:abcdefghijklmnop:q", "entry 1 (`ops`): the token may not contain");
+        refused("Bad Label:abcdefghijklmnopqrst", "entry 1: the label");
+        refused(":abcdefghijklmnopqrst", "entry 1: the label");
+        refused("ops:abcdefghij klmnopqrst", "entry 1 (`ops`): the token may not contain");
+        refused("ops:abcdefghijklmnopqrst,", "entry 2 is empty");
+        refused("ops:abcdefghijklmnopqrst,,x:abcdefghijklmnopqrsu", "entry 2 is empty");
+        refused("ops:abcdefghijklmnopqrst,ops:abcdefghijklmnopqrsu", "entry 2: the label `ops` is used twice");
+        refused("ops:abcdefghijklmnopqrst,dev:abcdefghijklmnopqrst", "entry 2 (`dev`): the same token as another");
+        refused(&format!("ops:{}", "a".repeat(513)), "at most 512");
     }
 
     /// A config with every field the reader knows, one deployment per provider with

@@ -66,3 +66,76 @@ fn a_change_to_team_budgets_alone_is_stored_and_audited() {
     assert_eq!((r.json()["unchanged"].as_bool(), r.json()["version"].as_u64()), (Some(true), Some(version)));
     assert_eq!(kv_active().0, version);
 }
+
+/// `config` with a deployment at the mock's `tag` naming `secret`, and an alias for it.
+fn with_deployment(mut config: Value, tag: &str, secret: &str) -> Value {
+    let deployment = json!({
+        "id": tag, "provider": "openai", "model": "m", "base_url": format!("{}/{tag}/v1", support::gateway::mock().base_url()),
+        "api_key_secret": secret, "jurisdiction": "us", "region": "us-east-1",
+        "price": {"input": "1", "output": "1"}
+    });
+    config["deployments"].as_array_mut().unwrap().push(deployment);
+    config["aliases"].as_array_mut().unwrap().push(json!({"name": tag, "deployments": [tag]}));
+    config
+}
+
+#[test]
+fn a_deployment_may_only_name_the_secrets_the_deploy_allows() {
+    let _guard = one_at_a_time();
+    let (before, config) = current_config();
+    let audited_before = gateway().d1("SELECT COUNT(*) AS n FROM audit_log")[0]["n"].as_u64();
+    let cases = [
+        ("ADMIN_TOKEN", "is the admin API's token"),
+        // Key `secret-held`'s own secret.
+        ("GATEWAY_KEY_SECRET_HELD", "is the secret of key `secret-held`"),
+        ("SOME_OTHER_SECRET", "is not in PROVIDER_SECRETS"),
+    ];
+    for (secret, why) in cases {
+        let tag = nonce("exfil");
+        let r = put_config(&with_deployment(config.clone(), &tag, secret), &[]);
+        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("invalid_config")), "{}", r.text());
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(&format!("api_key_secret `{secret}` {why}")), "{message}");
+        // A dry run refuses it too.
+        let auth = format!("Bearer {}", support::gateway::ADMIN_COMPLIANCE);
+        let body = with_deployment(config.clone(), &tag, secret).to_string();
+        let url = gateway().url("/admin/config?dry_run=true");
+        let r = support::http::send("PUT", &url, &[("authorization", &auth)], Some(body.as_bytes())).unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    // Nothing was stored or audited.
+    assert_eq!(kv_active().0, before);
+    assert_eq!(gateway().d1("SELECT COUNT(*) AS n FROM audit_log")[0]["n"].as_u64(), audited_before);
+
+    // A listed secret is fine.
+    let tag = nonce("listed");
+    let r = put_config(&with_deployment(config.clone(), &tag, "TEST_PROVIDER_KEY"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(kv_active().0, r.json()["version"].as_u64().unwrap());
+}
+
+/// A config that names the admin token and reached KV some other way (written before the
+/// allow-list existed, or by hand) still never sends it anywhere: the deployment is skipped.
+#[test]
+fn a_stored_config_naming_the_admin_token_never_resolves_it() {
+    let _guard = one_at_a_time();
+    let g = gateway();
+    let (before, config) = current_config();
+    let tag = nonce("exfil-stored");
+    let version = before.max(kv_active().0) + 1;
+    g.kv_put(&format!("config:v:{version:012}"), &with_deployment(config, &tag, "ADMIN_TOKEN").to_string());
+    g.kv_put("config:active", &version.to_string());
+    let started = std::time::Instant::now();
+    while current_config().0 != version {
+        assert!(started.elapsed().as_secs() < 30, "the gateway never saw version {version}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let body = json!({"model": tag, "messages": [{"role": "user", "content": "hi"}]});
+    let r = g.chat(&body, &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    let leaked: Vec<_> = support::gateway::mock().requests().into_iter().filter(|q| q.tag == tag).collect();
+    assert!(leaked.is_empty(), "the deployment was called: {:?}", leaked[0].headers);
+
+    let r = g.admin("POST", "/admin/config/rollback", Some(&json!({"version": before})));
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -6,6 +6,7 @@
 use super::state::{self, now_ms, State};
 use super::{keystore, respond, store, upstream};
 use crate::admin::{self, AdminTokens, ExplainQuery};
+use crate::config::secrets::ADMIN_TOKEN;
 use crate::config::{self, Residency};
 use crate::ledger::breakdown::{self, Format};
 use crate::model::error::GatewayError;
@@ -19,7 +20,16 @@ use worker::{Env, Method, Request};
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 fn authenticate(req: &Request, env: &Env) -> Result<String, GatewayError> {
-    let tokens = AdminTokens::parse(&state::secret(env, "ADMIN_TOKEN").unwrap_or_default());
+    let tokens = AdminTokens::parse(&state::secret(env, ADMIN_TOKEN).unwrap_or_default()).map_err(|why| {
+        // Logged, not answered: the caller is not authenticated yet.
+        worker::console_error!("the admin API is disabled: ADMIN_TOKEN is malformed: {why}");
+        GatewayError::new(
+            500,
+            "api_error",
+            "admin_token_invalid",
+            "The admin API is disabled: the ADMIN_TOKEN secret is not in the `label:token,...` format; the worker's log says why.",
+        )
+    })?;
     if tokens.is_empty() {
         return Err(GatewayError::unauthorized("The admin API is disabled: set the ADMIN_TOKEN secret."));
     }
@@ -87,7 +97,9 @@ struct Change<'a> {
 }
 
 async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Response, GatewayError> {
-    config::parse(&change.doc).map_err(|e| GatewayError::bad_request("invalid_config", e))?;
+    let invalid = |e: String| GatewayError::bad_request("invalid_config", e);
+    let parsed = config::parse(&change.doc).map_err(invalid)?;
+    current.check_secrets(&parsed.config).map_err(invalid)?;
     let document = |text: &str| -> Result<Value, GatewayError> {
         serde_json::from_str(text).map_err(|e| GatewayError::internal(e.to_string()))
     };
@@ -382,7 +394,7 @@ async fn import_litellm(req: &Request, env: &Env) -> Result<Response, GatewayErr
     for part in ["deployments", "aliases", "limits"] {
         config[part] = imported.draft[part].clone();
     }
-    let validation = config::parse(&config.to_string()).err();
+    let validation = config::parse(&config.to_string()).and_then(|g| current.check_secrets(&g.config)).err();
     respond::json(
         200,
         &json!({"config": config, "notes": imported.notes, "valid": validation.is_none(), "validation_error": validation}),

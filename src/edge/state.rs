@@ -6,7 +6,8 @@
 //! [`RECHECK_MS`], and parses a document only when the version changed.
 
 use super::store;
-use crate::config::{self, Gateway, KeyConfig};
+use crate::config::secrets::{self, ProviderSecrets};
+use crate::config::{self, Config, Gateway, KeyConfig};
 use crate::model::error::GatewayError;
 use crate::policy::keys::KeyRing;
 use std::cell::RefCell;
@@ -33,6 +34,8 @@ pub struct State {
     pub trust_geo_headers: bool,
     /// `ALLOW_TEST_FAULTS = "true"`: the test environment only.
     pub allow_test_faults: bool,
+    /// The secrets deployments may read (`PROVIDER_SECRETS`), or why the var is invalid.
+    provider_secrets: Result<ProviderSecrets, String>,
 }
 
 struct Cached {
@@ -135,6 +138,7 @@ pub fn build(env: &Env, version: u64, source: String) -> Result<State, GatewayEr
         keys,
         trust_geo_headers: var(env, "TRUST_GEO_HEADERS").as_deref() == Some("true"),
         allow_test_faults: var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true"),
+        provider_secrets: ProviderSecrets::parse(var(env, secrets::VAR).as_deref()),
     })
 }
 
@@ -215,6 +219,23 @@ async fn recheck(env: &Env, cached: Option<Rc<State>>) -> Result<Rc<State>, Gate
 }
 
 impl State {
+    /// Whether every secret `c` names is one it may name (the admin API refuses a config
+    /// that fails this; the cron logs an active one that does).
+    pub fn check_secrets(&self, c: &Config) -> Result<(), String> {
+        self.provider_secrets.as_ref().map_err(Clone::clone)?.check(c)
+    }
+
+    /// A secret a deployment of this config names, read only if deployments may read it;
+    /// `None` (the deployment is skipped) otherwise, as when it is not set.
+    pub fn provider_secret(&self, env: &Env, name: &str) -> Option<String> {
+        let allowed = self.provider_secrets.as_ref().is_ok_and(|p| p.may_read(&self.gateway.config, name));
+        if allowed {
+            secret(env, name)
+        } else {
+            None
+        }
+    }
+
     /// A key from the config; the error is what the client gets when KV has none either.
     pub fn authenticate_config(&self, presented: Option<&str>) -> Result<&KeyConfig, GatewayError> {
         self.keys.authenticate(&self.gateway, presented)
