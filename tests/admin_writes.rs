@@ -139,3 +139,56 @@ fn a_stored_config_naming_the_admin_token_never_resolves_it() {
     let r = g.admin("POST", "/admin/config/rollback", Some(&json!({"version": before})));
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// A change whose KV writes fail after its audit row claimed the next version: before, the
+/// claimed number stayed taken and every later change got 409 for ever. Now the failed
+/// write is recorded as failed, its half-written version removed, and the next change
+/// succeeds under a version number of its own.
+#[test]
+fn a_write_that_fails_halfway_leaves_the_api_usable_and_the_audit_truthful() {
+    let _guard = one_at_a_time();
+    let g = gateway();
+    let team = nonce("halfway");
+    let (before, mut config) = current_config();
+    config["budgets"]["teams"][&team] = json!({"monthly_usd": "1.00"});
+    let summary = format!("team budgets added: {team}");
+
+    // Fails before anything is stored; then fails after the version's document is stored
+    // but before it is activated.
+    for fault in ["admin-kv-version", "admin-kv-active"] {
+        let r = put_config(&config, &[("x-gateway-test-fault", fault)]);
+        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (503, Some("store_unavailable")), "{}", r.text());
+        assert!(r.json()["error"]["message"].as_str().unwrap().contains("not applied"), "{}", r.text());
+        assert_eq!(kv_active().0, before, "a failed write activates nothing");
+    }
+    let r = put_config(&config, &[]);
+    assert_eq!(r.status, 200, "the API is not locked by the failed writes: {}", r.text());
+    let version = r.json()["version"].as_u64().unwrap();
+    assert_eq!(r.json()["previous_version"].as_u64(), Some(before));
+
+    let (active, doc) = kv_active();
+    assert_eq!(active, version);
+    assert_eq!(doc.unwrap()["budgets"]["teams"][&team]["monthly_usd"], "1.00");
+
+    // The audit log says what happened to each attempt.
+    let rows = g.d1(&format!(
+        "SELECT old_version, new_version, status, detail FROM audit_log WHERE summary = '{summary}' ORDER BY id"
+    ));
+    let got: Vec<(Option<u64>, &str)> =
+        rows.iter().map(|r| (r["old_version"].as_u64(), r["status"].as_str().unwrap())).collect();
+    assert_eq!(got, [(Some(before), "failed"), (Some(before), "failed"), (Some(before), "applied")], "{rows:?}");
+    assert!(rows[0]["detail"].as_str().unwrap().contains("admin-kv-version"), "{rows:?}");
+    assert!(rows[1]["detail"].as_str().unwrap().contains("admin-kv-active"), "{rows:?}");
+    assert_eq!(rows[2]["new_version"].as_u64(), Some(version));
+    // Versions are never reused, and no half-written version is left to roll back to.
+    let claimed: Vec<u64> = rows.iter().map(|r| r["new_version"].as_u64().unwrap()).collect();
+    assert!(claimed[0] < claimed[1] && claimed[1] < claimed[2], "{claimed:?}");
+    for failed in &claimed[..2] {
+        assert_eq!(g.kv_get(&format!("config:v:{failed:012}")), None, "version {failed} was not applied");
+        let r = g.admin("POST", "/admin/config/rollback", Some(&json!({"version": failed})));
+        assert_eq!(r.status, 404, "{}", r.text());
+    }
+    let listed = g.admin("GET", "/admin/audit?limit=5", None).json();
+    let mine = listed["entries"].as_array().unwrap().iter().find(|e| e["new_version"] == claimed[0]).cloned();
+    assert_eq!(mine.unwrap()["status"], "failed");
+}

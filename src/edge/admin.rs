@@ -94,6 +94,8 @@ struct Change<'a> {
     action: &'a str,
     doc: String,
     dry_run: bool,
+    /// A KV write to fail (tests only: `admin-kv-version`, `admin-kv-active`).
+    fault: Option<&'a str>,
 }
 
 async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Response, GatewayError> {
@@ -113,23 +115,18 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
     if changes.is_empty() {
         return respond::json(200, &json!({"version": current.version, "changes": changes, "unchanged": true}));
     }
-    let version = current.version + 1;
     let summary = changes.join("; ");
     let ts_ms = now_ms();
-    // The audit row claims the version number first: a concurrent change gets a 409 here
-    // before it can touch KV, and no change takes effect unaudited.
-    store::audit(
-        &store::d1(env)?,
-        &store::AuditEntry {
-            ts_ms,
-            actor: change.actor,
-            action: change.action,
-            old_version: Some(current.version),
-            new_version: Some(version),
-            summary: &summary,
-        },
-    )
-    .await?;
+    let db = store::d1(env)?;
+    let entry = store::AuditEntry {
+        ts_ms,
+        actor: change.actor,
+        action: change.action,
+        old_version: Some(current.version),
+        new_version: None,
+        summary: &summary,
+    };
+    let version = store::claim_version(&db, &entry, current.version).await?;
     let kv = store::kv(env)?;
     let meta = store::VersionMeta {
         version,
@@ -138,8 +135,26 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
         action: change.action.to_string(),
         changes: changes.clone(),
     };
-    store::put_version(&kv, &change.doc, &meta).await?;
-    store::set_active(&kv, version).await?;
+    if let Err(e) = write_version(&kv, &change, &meta).await {
+        // An error can come back for a write that landed: the active version says.
+        if store::active_version(&kv).await.ok() != Some(version) {
+            if let Err(d) = store::delete_version(&kv, version).await {
+                worker::console_error!("config version {version}: {}", d.message);
+            }
+            if let Err(a) = store::settle(&db, version, store::Outcome::Failed(&e.message)).await {
+                worker::console_error!("config version {version} failed, not recorded: {}", a.message);
+            }
+            let message = format!(
+                "{} The change was not applied: version {version} is recorded as failed in the audit log and version {} is still active; try again.",
+                e.message, current.version
+            );
+            return Err(GatewayError::new(e.status, e.kind, e.code, message));
+        }
+    }
+    if let Err(a) = store::settle(&db, version, store::Outcome::Applied).await {
+        // The change is in effect; its row stays `pending` (outcome not recorded).
+        worker::console_error!("config version {version} applied, not recorded: {}", a.message);
+    }
     state::install(state::build(env, version, change.doc)?);
     respond::json(
         200,
@@ -150,6 +165,28 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
             "effective": "now in this colo; everywhere within about a minute (KV propagation)",
         }),
     )
+}
+
+/// The version's document, then the pointer to it. A test may fail either write
+/// (`x-gateway-test-fault: admin-kv-version` / `admin-kv-active`).
+async fn write_version(
+    kv: &worker::KvStore,
+    change: &Change<'_>,
+    meta: &store::VersionMeta,
+) -> Result<(), GatewayError> {
+    let injected = |name: &str| match change.fault == Some(name) {
+        true => Err(GatewayError::new(
+            503,
+            "service_unavailable",
+            "store_unavailable",
+            format!("Writing to KV failed ({name}, an injected test fault)."),
+        )),
+        false => Ok(()),
+    };
+    injected("admin-kv-version")?;
+    store::put_version(kv, &change.doc, meta).await?;
+    injected("admin-kv-active")?;
+    store::set_active(kv, meta.version).await
 }
 
 struct Rollback {
@@ -181,6 +218,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
     let actor = authenticate(&req, env)?;
     let method = req.method();
     let dry_run = query_flag(&req, "dry_run");
+    let fault = state::test_fault(state::var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true"), req.headers());
     match (method, path) {
         (Method::Get, "/admin/config") => {
             let s = state::load(env).await?;
@@ -192,7 +230,12 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
             let doc = body_document(&req).await?;
             let current = fresh_state(env).await?;
             let doc = serde_json::to_string(&doc).expect("a JSON value serialises");
-            apply(env, &current, Change { actor: &actor, action: "config.replace", doc, dry_run }).await
+            apply(
+                env,
+                &current,
+                Change { actor: &actor, action: "config.replace", doc, dry_run, fault: fault.as_deref() },
+            )
+            .await
         }
         (Method::Get, "/admin/config/versions") => {
             let versions = store::list_versions(env).await?;
@@ -204,7 +247,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
             let current = fresh_state(env).await?;
             let doc = version_source(env, version).await?;
             let action = format!("config.rollback_to_{version}");
-            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run }).await
+            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run, fault: fault.as_deref() }).await
         }
         (Method::Get, "/admin/residency") => {
             let s = state::load(env).await?;
@@ -226,7 +269,12 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
             let current = fresh_state(env).await?;
             let doc = replace_residency(&current.source, &residency)?;
             let dry_run = dry_run || path.ends_with("/validate");
-            apply(env, &current, Change { actor: &actor, action: "residency.replace", doc, dry_run }).await
+            apply(
+                env,
+                &current,
+                Change { actor: &actor, action: "residency.replace", doc, dry_run, fault: fault.as_deref() },
+            )
+            .await
         }
         (Method::Post, "/admin/residency/rollback") => {
             let Rollback { version } = body_json(&req).await?;
@@ -235,7 +283,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
                 .map_err(|e| GatewayError::internal(e.to_string()))?;
             let doc = replace_residency(&current.source, &old["residency"])?;
             let action = format!("residency.rollback_to_{version}");
-            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run }).await
+            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run, fault: fault.as_deref() }).await
         }
         (Method::Post, "/admin/residency/explain") => {
             let q: ExplainQuery = body_json(&req).await?;

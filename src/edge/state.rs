@@ -66,6 +66,13 @@ pub fn secret(env: &Env, name: &str) -> Option<String> {
     value
 }
 
+/// The fault a request asks to have injected (`x-gateway-test-fault`), honoured only where
+/// `ALLOW_TEST_FAULTS = "true"` (the test environment), never elsewhere: each use names
+/// the faults it knows (the ledger's `queue`, the admin API's `admin-kv-*`, ...).
+pub fn test_fault(allowed: bool, headers: &worker::Headers) -> Option<String> {
+    allowed.then(|| headers.get("x-gateway-test-fault").ok().flatten()).flatten()
+}
+
 /// `Date.now()`: the `worker` crate's `Date::now` makes a `Date` object to read it.
 pub fn now_ms() -> u64 {
     worker::js_sys::Date::now() as u64
