@@ -4,7 +4,7 @@
 //! audited in D1 with the token's label, then activated through KV.
 
 use super::state::{self, now_ms, State};
-use super::{keystore, respond, store, upstream};
+use super::{keyadmin, keystore, respond, store, upstream};
 use crate::admin::{self, AdminTokens, ExplainQuery};
 use crate::config::secrets::ADMIN_TOKEN;
 use crate::config::{self, Residency};
@@ -126,8 +126,22 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
         new_version: None,
         summary: &summary,
     };
-    let version = store::claim_version(&db, &entry, current.version).await?;
+    // Key ids the change adds may not be the admin API's: checked here for keys made
+    // before D1 kept them (only KV has those), and by the claim itself for the rest.
     let kv = store::kv(env)?;
+    let added: Vec<&str> = parsed
+        .config
+        .keys
+        .iter()
+        .map(|k| k.id.as_str())
+        .filter(|id| !current.gateway.config.keys.iter().any(|k| k.id == *id))
+        .collect();
+    for id in &added {
+        if keystore::in_kv(&kv, id).await? {
+            return Err(keystore::exists(id, "was created through the admin API; the config may not use its id"));
+        }
+    }
+    let store::Claim { row, version } = store::claim_version(&db, &entry, current.version, &added).await?;
     let meta = store::VersionMeta {
         version,
         ts_ms,
@@ -141,7 +155,7 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
             if let Err(d) = store::delete_version(&kv, version).await {
                 worker::console_error!("config version {version}: {}", d.message);
             }
-            if let Err(a) = store::settle(&db, version, store::Outcome::Failed(&e.message)).await {
+            if let Err(a) = store::settle(&db, row, store::Outcome::Failed(&e.message)).await {
                 worker::console_error!("config version {version} failed, not recorded: {}", a.message);
             }
             let message = format!(
@@ -151,7 +165,7 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
             return Err(GatewayError::new(e.status, e.kind, e.code, message));
         }
     }
-    if let Err(a) = store::settle(&db, version, store::Outcome::Applied).await {
+    if let Err(a) = store::settle(&db, row, store::Outcome::Applied).await {
         // The change is in effect; its row stays `pending` (outcome not recorded).
         worker::console_error!("config version {version} applied, not recorded: {}", a.message);
     }
@@ -356,14 +370,6 @@ async fn costs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
     }
 }
 
-async fn audit_key(env: &Env, actor: &str, action: &str, summary: &str) -> Result<(), GatewayError> {
-    store::audit(
-        &store::d1(env)?,
-        &store::AuditEntry { ts_ms: now_ms(), actor, action, old_version: None, new_version: None, summary },
-    )
-    .await
-}
-
 /// `POST /admin/keys`: the body is a key without its secret (`id`, `team`, `feature`, `env`,
 /// `aliases`, `residency`, `budget`, `rate_limit`); the answer carries the secret, once.
 async fn create_key(req: &Request, env: &Env, actor: &str) -> Result<Response, GatewayError> {
@@ -374,23 +380,13 @@ async fn create_key(req: &Request, env: &Env, actor: &str) -> Result<Response, G
             "The gateway makes the secret; send no `sha256` or `secret`.",
         ));
     }
-    let state = state::load(env).await?;
+    // The config as KV has it now: the key is created only if it is still that version.
+    let state = fresh_state(env).await?;
     // Validated with a placeholder hash: the real one does not exist yet.
     let probe = crate::config::KeyConfig { sha256: Some("0".repeat(64)), ..key.clone() };
     config::validate_key(&state.gateway.config, &probe).map_err(|e| GatewayError::bad_request("invalid_key", e))?;
-    let kv = store::kv(env)?;
-    if keystore::id_taken(&kv, &state, &key.id).await? {
-        return Err(GatewayError::new(
-            409,
-            "invalid_request_error",
-            "key_exists",
-            format!("A key with id `{}` exists.", key.id),
-        ));
-    }
-    let summary = format!("key `{}` created for team {}", key.id, key.team.as_deref().unwrap_or("(none)"));
     let id = key.id.clone();
-    let secret = keystore::create(&kv, key, actor).await?;
-    audit_key(env, actor, "key.create", &summary).await?;
+    let secret = keyadmin::create(env, &state, key, actor).await?;
     respond::json(
         201,
         &json!({"id": id, "key": secret, "note": "This is the only time the key is shown; the gateway keeps only its SHA-256."}),
@@ -422,10 +418,9 @@ async fn revoke_key(env: &Env, actor: &str, id: &str) -> Result<Response, Gatewa
             format!("Key `{id}` is defined in the config; remove it there (PUT /admin/config)."),
         ));
     }
-    let meta = keystore::revoke(env, id).await?.ok_or_else(|| {
+    let meta = keyadmin::revoke(env, id, actor).await?.ok_or_else(|| {
         GatewayError::new(404, "invalid_request_error", "key_not_found", format!("No key with id `{id}`."))
     })?;
-    audit_key(env, actor, "key.revoke", &format!("key `{id}` revoked")).await?;
     respond::json(200, &json!({"id": id, "revoked_ms": meta.revoked_ms}))
 }
 

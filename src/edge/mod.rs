@@ -8,6 +8,7 @@ mod count_tokens;
 mod credentials;
 mod glue;
 mod health;
+mod keyadmin;
 mod keystore;
 mod ledger;
 mod models;

@@ -23,7 +23,7 @@ fn version_key(v: u64) -> String {
     format!("{VERSION_PREFIX}{v:012}")
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> GatewayError {
+pub fn unavailable(what: &str, e: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(503, "service_unavailable", "store_unavailable", format!("{what} failed: {e}"))
 }
 
@@ -223,11 +223,13 @@ pub struct AuditEntry<'a> {
     pub summary: &'a str,
 }
 
-/// Records an action that is complete (key changes).
-pub async fn audit(db: &D1Database, e: &AuditEntry<'_>) -> Result<(), GatewayError> {
+/// Records an action, `applied` when it is complete or `pending` when it is about to be
+/// made (then [`settle`]d); returns the row's id.
+pub async fn audit(db: &D1Database, e: &AuditEntry<'_>, status: &str) -> Result<u64, GatewayError> {
     let stmt = db
         .prepare(
-            "INSERT INTO audit_log (ts_ms, actor, action, old_version, new_version, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO audit_log (ts_ms, actor, action, old_version, new_version, summary, status) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         )
         .bind(&[
             JsValue::from_f64(e.ts_ms as f64),
@@ -236,9 +238,11 @@ pub async fn audit(db: &D1Database, e: &AuditEntry<'_>) -> Result<(), GatewayErr
             e.old_version.map_or(JsValue::NULL, |v| JsValue::from_f64(v as f64)),
             e.new_version.map_or(JsValue::NULL, |v| JsValue::from_f64(v as f64)),
             JsValue::from_str(e.summary),
+            JsValue::from_str(status),
         ])
         .map_err(|err| unavailable("preparing the audit row", err))?;
-    stmt.run().await.map(drop).map_err(|err| unavailable("writing the audit log", err))
+    let row = rows(&stmt, "writing the audit log").await?;
+    row.first().and_then(|r| r["id"].as_u64()).ok_or_else(|| unavailable("writing the audit log", "no row id"))
 }
 
 /// How long a claimed version may stay `pending` and still hold up other changes: a write
@@ -258,35 +262,64 @@ const ABANDON: &str = "UPDATE audit_log SET status = 'failed', \
 /// The claim: the next number above both the version the change is built on and every
 /// number ever claimed (so a failed write's number is never reused), unless another
 /// change is in flight or newer than what this change was built on.
+/// A config change that adds key ids claims them too: none may belong to a key created
+/// through the admin API (`gateway_keys`), whose creation checks for claims in turn, so
+/// an id never ends up both in the config and in KV.
 const CLAIM: &str = "INSERT INTO audit_log (ts_ms, actor, action, old_version, new_version, summary, status) \
      SELECT ?1, ?2, ?3, ?4, CAST(MAX(?4, COALESCE((SELECT MAX(new_version) FROM audit_log), 0)) + 1 AS INTEGER), ?5, 'pending' \
      WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE new_version > ?4 AND status IN ('pending', 'applied')) \
-     RETURNING new_version";
+     AND NOT EXISTS (SELECT 1 FROM gateway_keys WHERE id IN (SELECT value FROM json_each(?6))) \
+     RETURNING id, new_version";
+
+const KEY_TAKEN: &str = "SELECT id FROM gateway_keys WHERE id IN (SELECT value FROM json_each(?1)) LIMIT 1";
+
+/// Whether a key created through the admin API may be created now, on a config read at
+/// version `?1`: no config change claimed since (in flight, or applied and maybe not yet
+/// visible here). The same ages as [`ABANDON`]: older claims no longer count.
+pub const NO_CONFIG_CHANGE_SINCE: &str = "NOT EXISTS (SELECT 1 FROM audit_log WHERE new_version > ?1 \
+     AND ((status = 'pending' AND ts_ms > ?2) OR (status = 'applied' AND ts_ms > ?3)))";
+
+/// The two cut-offs [`NO_CONFIG_CHANGE_SINCE`] takes (as `?2` and `?3`) at `now`.
+pub fn claim_cutoffs(now: u64) -> [u64; 2] {
+    [now.saturating_sub(PENDING_MS), now.saturating_sub(PROPAGATION_MS)]
+}
 
 const BLOCKING: &str = "SELECT new_version, status, actor, ts_ms FROM audit_log \
      WHERE new_version > ?1 AND status IN ('pending', 'applied') ORDER BY new_version DESC LIMIT 1";
 
-fn f64s(values: &[u64]) -> Vec<JsValue> {
+pub fn f64s(values: &[u64]) -> Vec<JsValue> {
     values.iter().map(|v| JsValue::from_f64(*v as f64)).collect()
 }
 
-async fn rows(stmt: &D1PreparedStatement, what: &str) -> Result<Vec<Value>, GatewayError> {
+pub async fn rows(stmt: &D1PreparedStatement, what: &str) -> Result<Vec<Value>, GatewayError> {
     let text = rows_json(stmt).await.map_err(|e| unavailable(what, e))?;
     serde_json::from_str(&text).map_err(|e| unavailable(what, e))
 }
 
-fn conflict(code: &'static str, message: String) -> GatewayError {
+pub fn conflict(code: &'static str, message: String) -> GatewayError {
     GatewayError::new(409, "invalid_request_error", code, message)
 }
 
+/// A claimed config version and its audit row.
+pub struct Claim {
+    pub row: u64,
+    pub version: u64,
+}
+
 /// Claims the next config version for a change built on version `based_on` (`e`'s
-/// `old_version`), with a `pending` audit row: the row is written before KV, so no change
-/// takes effect unaudited, and two changes built on the same version cannot both win.
-/// Every write then settles its row ([`settle`]).
-pub async fn claim_version(db: &D1Database, e: &AuditEntry<'_>, based_on: u64) -> Result<u64, GatewayError> {
+/// `old_version`) that adds the key ids `added_keys`, with a `pending` audit row: the row
+/// is written before KV, so no change takes effect unaudited, and two changes built on
+/// the same version cannot both win. Every write then settles its row ([`settle`]).
+pub async fn claim_version(
+    db: &D1Database,
+    e: &AuditEntry<'_>,
+    based_on: u64,
+    added_keys: &[&str],
+) -> Result<Claim, GatewayError> {
+    let [pending, propagation] = claim_cutoffs(e.ts_ms);
     let abandon = db
         .prepare(ABANDON)
-        .bind(&f64s(&[based_on, e.ts_ms.saturating_sub(PENDING_MS), e.ts_ms.saturating_sub(PROPAGATION_MS)]))
+        .bind(&f64s(&[based_on, pending, propagation]))
         .map_err(|err| unavailable("preparing the audit claim", err))?;
     abandon.run().await.map_err(|err| unavailable("writing the audit log", err))?;
     let claim = db
@@ -297,6 +330,7 @@ pub async fn claim_version(db: &D1Database, e: &AuditEntry<'_>, based_on: u64) -
             JsValue::from_str(e.action),
             JsValue::from_f64(based_on as f64),
             JsValue::from_str(e.summary),
+            JsValue::from_str(&serde_json::to_string(added_keys).expect("strings serialise")),
         ])
         .map_err(|err| unavailable("preparing the audit claim", err))?;
     let claimed = match rows_json(&claim).await {
@@ -310,8 +344,18 @@ pub async fn claim_version(db: &D1Database, e: &AuditEntry<'_>, based_on: u64) -
         }
         Err(err) => return Err(unavailable("writing the audit log", err)),
     };
-    if let Some(v) = claimed.first().and_then(|r| r["new_version"].as_u64()) {
-        return Ok(v);
+    if let Some(r) = claimed.first() {
+        if let (Some(row), Some(version)) = (r["id"].as_u64(), r["new_version"].as_u64()) {
+            return Ok(Claim { row, version });
+        }
+    }
+    let ids = JsValue::from_str(&serde_json::to_string(added_keys).expect("strings serialise"));
+    let taken = db.prepare(KEY_TAKEN).bind(&[ids]).map_err(|err| unavailable("reading the key table", err))?;
+    if let Some(id) = rows(&taken, "reading the key table").await?.first().and_then(|r| r["id"].as_str()) {
+        return Err(conflict(
+            "key_exists",
+            format!("Key id `{id}` belongs to a key created through the admin API (revoked or not); the config may not use it."),
+        ));
     }
     let why = db.prepare(BLOCKING).bind(&f64s(&[based_on])).map_err(|err| unavailable("reading the audit log", err))?;
     let row = rows(&why, "reading the audit log").await?.into_iter().next().unwrap_or_default();
@@ -337,15 +381,15 @@ pub enum Outcome<'a> {
     Failed(&'a str),
 }
 
-/// Records the outcome of the write that claimed `version`.
-pub async fn settle(db: &D1Database, version: u64, outcome: Outcome<'_>) -> Result<(), GatewayError> {
+/// Records the outcome of the write whose `pending` audit row is `row`.
+pub async fn settle(db: &D1Database, row: u64, outcome: Outcome<'_>) -> Result<(), GatewayError> {
     let (status, detail) = match outcome {
         Outcome::Applied => ("applied", JsValue::NULL),
         Outcome::Failed(why) => ("failed", JsValue::from_str(why)),
     };
     let stmt = db
-        .prepare("UPDATE audit_log SET status = ?1, detail = ?2 WHERE new_version = ?3 AND status = 'pending'")
-        .bind(&[JsValue::from_str(status), detail, JsValue::from_f64(version as f64)])
+        .prepare("UPDATE audit_log SET status = ?1, detail = ?2 WHERE id = ?3 AND status = 'pending'")
+        .bind(&[JsValue::from_str(status), detail, JsValue::from_f64(row as f64)])
         .map_err(|err| unavailable("preparing the audit outcome", err))?;
     stmt.run().await.map(drop).map_err(|err| unavailable("recording the audit outcome", err))
 }
