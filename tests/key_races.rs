@@ -155,3 +155,75 @@ fn a_lookup_under_way_does_not_undo_a_revocation() {
         http::send("DELETE", &g.url(&format!("/admin/keys/{}", nonce("nobody"))), &[("authorization", &auth)], None);
     assert_eq!(r.unwrap().status, 404);
 }
+
+fn keystore_stats() -> Value {
+    let r = gateway().admin("GET", "/admin/test/keystore", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Unauthenticated traffic with made-up keys: each new one used to cost a KV read and an
+/// entry in the isolate's memo, for ever. Both are bounded now.
+#[test]
+fn a_storm_of_made_up_keys_costs_bounded_memory_and_kv_reads() {
+    let _guard = one_at_a_time();
+    // A real key, in use before and during the storm.
+    let r = create_key(&nonce("storm-survivor"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let real = r.json()["key"].as_str().unwrap().to_string();
+    assert_eq!(chat_with(&real, &[]).status, 200);
+
+    let before = keystore_stats();
+    let started = std::time::Instant::now();
+    let (threads, per_thread) = (8, 250);
+    let statuses: Vec<u16> = thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let real = &real;
+                s.spawn(move || {
+                    let mut seen = Vec::new();
+                    for i in 0..per_thread {
+                        // Mostly keys shaped like the gateway's, each new; some not; some repeated.
+                        let token = match i % 10 {
+                            0 => format!("sk-not-a-gateway-key-{}", nonce("junk")),
+                            1 => format!("gw-{}", "1".repeat(64)),
+                            _ => {
+                                format!("gw-{}", llm_edge_gateway::util::hash::sha256_hex(nonce("made-up").as_bytes()))
+                            }
+                        };
+                        seen.push(chat_with(&token, &[]).status);
+                        if i % 50 == 0 {
+                            assert_eq!(
+                                chat_with(real, &[]).status,
+                                200,
+                                "a real key works through the storm (thread {t})"
+                            );
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = keystore_stats();
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 503), "{statuses:?}");
+
+    // KV reads: at most the burst plus the refill over the storm's time (and a little for
+    // the real key's periodic re-reads).
+    let reads = after["kv_reads"].as_u64().unwrap() - before["kv_reads"].as_u64().unwrap();
+    let burst = after["read_burst"].as_u64().unwrap_or(0) as f64;
+    let per_s = after["reads_per_s"].as_u64().unwrap_or(0) as f64;
+    let bound = burst + per_s * elapsed + elapsed / 2.0 + 10.0;
+    let storm = threads * per_thread;
+    assert!(
+        (reads as f64) <= bound,
+        "{storm} made-up keys in {elapsed:.1} s cost {reads} KV reads; the bound is {bound:.0} ({after})"
+    );
+    // Memory: the memo never holds more than its capacity.
+    let capacity = after["capacity"].as_u64().expect("the memo has a capacity");
+    assert!(after["entries"].as_u64().unwrap() <= capacity, "{after}");
+    assert!(statuses.iter().filter(|s| **s == 503).count() > 0, "the storm was throttled");
+    assert_eq!(chat_with(&real, &[]).status, 200);
+}

@@ -319,6 +319,10 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
         (Method::Delete, p) if p.starts_with("/admin/keys/") => {
             revoke_key(env, &actor, &p["/admin/keys/".len()..]).await
         }
+        // This isolate's key memo, for the tests only (ALLOW_TEST_FAULTS).
+        (Method::Get, "/admin/test/keystore") if state::var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true") => {
+            respond::json(200, &keystore::stats())
+        }
         (Method::Get, "/admin/audit") => {
             let rows = store::audit_rows(&store::d1(env)?, query_u32(&req, "limit").unwrap_or(50).min(1000)).await?;
             respond::bytes(200, "application/json", format!("{{\"entries\":{rows}}}").into_bytes())

@@ -1,25 +1,23 @@
 //! Gateway keys created through the admin API, kept in KV by the SHA-256 of the secret
 //! (`key:<hash>`), never in clear, with an index by id (`keyid:<id>`) for listing and
 //! revocation (D1's `gateway_keys` decides who may have an id: `keyadmin`). The edge reads
-//! them on the request path through a short per-isolate memo,
-//! so a revocation is effective at once in the isolate that wrote it, within
-//! [`MEMO_MS`] in the rest of its colo, and within KV's propagation (about a minute)
-//! everywhere.
+//! them on the request path through a per-isolate memo (`policy::keys::KeyMemo`: bounded,
+//! and with a budget of KV reads for keys it does not know), so a revocation is effective
+//! at once in the isolate that wrote it, within `FOUND_MS` (2 s) in the rest of its colo,
+//! and within KV's propagation (about a minute) everywhere.
 
 use super::state::{now_ms, State};
 use super::store;
 use crate::config::KeyConfig;
 use crate::model::error::GatewayError;
-use crate::policy::keys;
+use crate::policy::keys::{self, KeyMemo, Lookup};
 use crate::util::hash::sha256_hex;
 use crate::util::valueread::{At, Fields, FromValue};
 use serde::Serialize;
 use serde_json::Value;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use worker::{Env, Headers, KvStore};
 
-pub const MEMO_MS: u64 = 2_000;
 /// `x-gateway-test-fault: slow-key-lookup` holds a lookup this long after its KV read
 /// (tests only), so that a revocation can land in between.
 const SLOW_LOOKUP_MS: u64 = 1_500;
@@ -64,19 +62,21 @@ impl FromValue for KeyMeta {
 }
 
 thread_local! {
-    static MEMO: RefCell<HashMap<String, (Option<KeyConfig>, u64)>> = RefCell::new(HashMap::new());
-    /// Keys revoked by this isolate, by hash, and when: a lookup that read the record
-    /// before the revocation and finishes after it must not put the key back, and KV may
-    /// serve a deleted record from its cache for up to a minute.
-    static REVOKED: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+    /// KV lookups of keys, bounded in memory and in the reads made-up keys may cost
+    /// (`policy::keys::KeyMemo`).
+    static MEMO: RefCell<KeyMemo> = RefCell::new(KeyMemo::default());
 }
 
-/// How long this isolate remembers a revocation: KV's cache and propagation (a minute).
-const REVOKED_MS: u64 = 60_000;
-
-fn revoked_here(hash: &str) -> bool {
-    let now = now_ms();
-    REVOKED.with(|r| r.borrow().get(hash).is_some_and(|at| now.saturating_sub(*at) < REVOKED_MS))
+/// This isolate's memo, for tests (`GET /admin/test/keystore`).
+pub fn stats() -> Value {
+    MEMO.with(|m| {
+        let m = m.borrow();
+        let (entries, capacity) = m.size();
+        serde_json::json!({
+            "kv_reads": m.kv_reads, "throttled": m.throttled, "entries": entries, "capacity": capacity,
+            "read_burst": keys::READ_BURST, "reads_per_s": keys::READS_PER_S,
+        })
+    })
 }
 
 pub fn kv_error(what: &str, e: impl std::fmt::Display) -> GatewayError {
@@ -89,14 +89,19 @@ pub fn exists(id: &str, why: &str) -> GatewayError {
 }
 
 async fn lookup(kv: &KvStore, hash: &str, slow: bool) -> Result<Option<KeyConfig>, GatewayError> {
-    let now = now_ms();
-    if revoked_here(hash) {
-        return Ok(None);
-    }
-    if let Some(hit) = MEMO.with(|m| m.borrow().get(hash).filter(|(_, at)| now.saturating_sub(*at) < MEMO_MS).cloned())
-    {
-        return Ok(hit.0);
-    }
+    let ticket = match MEMO.with(|m| m.borrow_mut().lookup(hash, now_ms())) {
+        Lookup::Known(key) => return Ok(key),
+        Lookup::Read(ticket) => ticket,
+        Lookup::Throttled => {
+            return Err(GatewayError::new(
+                503,
+                "service_unavailable",
+                "key_check_throttled",
+                "Too many unknown gateway keys reached this server just now, so this one could not be checked; retry in a second.",
+            )
+            .with_retry_after(1))
+        }
+    };
     let record = store::get_json::<KeyRecord>(kv, &format!("{KEY_PREFIX}{hash}"))
         .await
         .map_err(|e| kv_error("reading a gateway key", e))?
@@ -104,12 +109,7 @@ async fn lookup(kv: &KvStore, hash: &str, slow: bool) -> Result<Option<KeyConfig
     if slow {
         worker::Delay::from(std::time::Duration::from_millis(SLOW_LOOKUP_MS)).await;
     }
-    // Revoked while the read was under way: the revocation wins.
-    if revoked_here(hash) {
-        return Ok(None);
-    }
-    MEMO.with(|m| m.borrow_mut().insert(hash.to_string(), (record.clone(), now)));
-    Ok(record)
+    Ok(MEMO.with(|m| m.borrow_mut().settle(hash, ticket, record, now_ms())))
 }
 
 /// The key a request presents: from the config (by hash or Worker secret), else from KV.
@@ -120,7 +120,8 @@ pub async fn authenticate(env: &Env, state: &State, h: &Headers) -> Result<KeyCo
     match state.authenticate_config(presented) {
         Ok(k) => Ok(k.clone()),
         Err(e) => {
-            let Some(secret) = presented else { return Err(e) };
+            // Only keys the admin API could have made are looked up in KV.
+            let Some(secret) = presented.filter(|p| keys::may_be_api_key(p)) else { return Err(e) };
             let kv = store::kv(env)?;
             let slow = super::state::test_fault(state.allow_test_faults, h).as_deref() == Some("slow-key-lookup");
             lookup(&kv, &sha256_hex(secret.as_bytes()), slow).await?.ok_or(e)
@@ -164,13 +165,7 @@ pub async fn store_key(kv: &KvStore, record: &KeyRecord) -> Result<(), GatewayEr
 /// Makes the key with this hash stop authenticating: in this isolate at once (whatever
 /// lookups are under way), elsewhere once KV's delete reaches them.
 pub async fn forget(kv: &KvStore, hash: &str) -> Result<(), GatewayError> {
-    REVOKED.with(|r| {
-        let mut r = r.borrow_mut();
-        let now = now_ms();
-        r.retain(|_, at| now.saturating_sub(*at) < REVOKED_MS);
-        r.insert(hash.to_string(), now);
-    });
-    MEMO.with(|m| m.borrow_mut().remove(hash));
+    MEMO.with(|m| m.borrow_mut().revoke(hash, now_ms()));
     kv.delete(&format!("{KEY_PREFIX}{hash}")).await.map_err(|e| kv_error("revoking a key", e))
 }
 
