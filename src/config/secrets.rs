@@ -58,6 +58,12 @@ impl ProviderSecrets {
         self.refusal(c, name).is_none()
     }
 
+    /// Whether a gateway key may be held in the secret `name` (checked again when keys are
+    /// read, so a stored config cannot turn the admin token or a provider key into one).
+    pub fn may_hold_key(&self, name: &str) -> bool {
+        name != ADMIN_TOKEN && !self.names.iter().any(|n| n == name)
+    }
+
     /// Every secret `c` names is where it may be: a deployment's in the list, never the
     /// admin token or a key's; a key's never the admin token or a listed provider secret
     /// (a key held in a provider's secret would make the provider key a gateway key).
@@ -71,7 +77,7 @@ impl ProviderSecrets {
         }
         for k in &c.keys {
             let Some(name) = k.secret.as_deref() else { continue };
-            if name == ADMIN_TOKEN || self.names.iter().any(|n| n == name) {
+            if !self.may_hold_key(name) {
                 return Err(format!(
                     "key `{}`: secret `{name}` is {}; a key needs a secret of its own",
                     k.id,
@@ -161,5 +167,7 @@ mod tests {
             .check(&provider)
             .unwrap_err()
             .contains("secret `SPARE_KEY` is a provider secret (PROVIDER_SECRETS)"));
+        assert!(!spare.may_hold_key("SPARE_KEY") && !spare.may_hold_key("ADMIN_TOKEN"));
+        assert!(spare.may_hold_key("GATEWAY_KEY_K2"));
     }
 }

@@ -137,7 +137,10 @@ pub fn base_source(env: &Env) -> String {
 pub fn build(env: &Env, version: u64, source: String) -> Result<State, GatewayError> {
     let gateway = config::parse(&source)
         .map_err(|e| GatewayError::internal(format!("The gateway config (version {version}) is invalid: {e}")))?;
-    let keys = KeyRing::build(&gateway, |name| secret(env, name));
+    let provider_secrets = ProviderSecrets::parse(var(env, secrets::VAR).as_deref());
+    // Never the admin token or a provider's key, whatever a stored config names.
+    let may_hold_key = |name: &str| provider_secrets.as_ref().is_ok_and(|p| p.may_hold_key(name));
+    let keys = KeyRing::build(&gateway, |name| if may_hold_key(name) { secret(env, name) } else { None });
     Ok(State {
         version,
         source,
@@ -145,7 +148,7 @@ pub fn build(env: &Env, version: u64, source: String) -> Result<State, GatewayEr
         keys,
         trust_geo_headers: var(env, "TRUST_GEO_HEADERS").as_deref() == Some("true"),
         allow_test_faults: var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true"),
-        provider_secrets: ProviderSecrets::parse(var(env, secrets::VAR).as_deref()),
+        provider_secrets,
     })
 }
 
