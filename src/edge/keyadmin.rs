@@ -106,11 +106,21 @@ pub async fn create(env: &Env, state: &State, mut key: KeyConfig, actor: &str) -
     let revoked =
         run(&db, "SELECT id FROM gateway_keys WHERE id = ?1 AND revoked_ms IS NULL", &[id], "reading the key table")
             .await;
-    if !matches!(&revoked, Ok(live) if !live.is_empty()) {
-        keystore::forget(&kv, &hash).await?;
-        let why = "revoked while it was being created";
-        let _ = store::settle(&db, row, Outcome::Failed(why)).await;
-        return Err(conflict("key_revoked", format!("Key `{}` was {why}; nothing was created.", record.key.id)));
+    match revoked {
+        Ok(live) if !live.is_empty() => {}
+        Ok(_) => {
+            keystore::revoke(env, &record_id, &hash, now).await?;
+            let why = "revoked while it was being created";
+            let _ = store::settle(&db, row, Outcome::Failed(why)).await;
+            return Err(conflict("key_revoked", format!("Key `{record_id}` was {why}; it does not authenticate.")));
+        }
+        // Unconfirmed: taken back out rather than left to a revoke it may have missed.
+        Err(e) => {
+            keystore::forget(&kv, &hash).await?;
+            let _ = release(&db, &record_id).await;
+            let _ = store::settle(&db, row, Outcome::Failed(&e.message)).await;
+            return Err(e);
+        }
     }
     if let Err(e) = store::settle(&db, row, Outcome::Applied).await {
         worker::console_error!("key `{}` created, audit not settled: {}", record.key.id, e.message);
