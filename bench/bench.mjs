@@ -348,7 +348,8 @@ async function startWorker(def, id, { profile = false } = {}) {
     const text = (name, value) => `(name = "${name}", text = "${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}")`;
     const bindings = gw
       ? [`(name = "GATEWAY_CONFIG", text = embed "gateway-config.json")`, text("TRUST_GEO_HEADERS", "true"),
-         text("BENCH_PROVIDER_KEY", PROVIDER_KEY), `(name = "GATEWAY_KV", kvNamespace = "stub")`,
+         text("BENCH_PROVIDER_KEY", PROVIDER_KEY), text("PROVIDER_SECRETS", "BENCH_PROVIDER_KEY"),
+         `(name = "GATEWAY_KV", kvNamespace = "stub")`,
          `(name = "COST_EVENTS", queue = "stub")`]
       : Object.entries(upstreamVars).map(([k, v]) => text(k, v));
     // The stub runs in a workerd process of its own, so that the gateway's process CPU

@@ -2,35 +2,73 @@
 //! change changes (the audit's diff summary), and the explain answer for a hypothetical
 //! caller.
 
-use crate::config::{Config, Gateway, Residency, Rule};
+use crate::config::Gateway;
 use crate::model::geo::{distance_km, Caller};
 use crate::policy::residency::{self, Subject};
 use crate::util::hash::sha256_hex;
 use crate::util::valueread::{At, Fields, FromValue};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-/// Admin tokens from the `ADMIN_TOKEN` secret: `label:token` pairs separated by commas
-/// (`compliance:s3cret,platform:t0ken`), or one bare token labelled `admin`. The label is
-/// the identity the audit log records.
+/// Admin tokens from the `ADMIN_TOKEN` secret: `label:token` entries separated by commas
+/// (`compliance:<token>,platform:<token>`). The label is the identity the audit log records.
 #[derive(Debug, Default)]
 pub struct AdminTokens {
     by_hash: Vec<(String, String)>,
 }
 
+const MIN_TOKEN: usize = 16;
+const MAX_TOKEN: usize = 512;
+const MAX_LABEL: usize = 32;
+
 impl AdminTokens {
-    pub fn parse(secret: &str) -> AdminTokens {
-        let by_hash = secret
-            .split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .filter_map(|entry| {
-                let (label, token) = entry.split_once(':').unwrap_or(("admin", entry));
-                let token = token.trim();
-                (!token.is_empty()).then(|| (label.trim().to_string(), sha256_hex(token.as_bytes())))
-            })
-            .collect();
-        AdminTokens { by_hash }
+    /// The tokens, or why the secret is not in the format. Strict on purpose: a secret that
+    /// could be read two ways (a bare token, a token with `:` in it, a short or repeated
+    /// one) disables the admin API rather than being read in the way its writer may not
+    /// have meant (`abc:def` as the 3-character token `def`). Errors never show a token.
+    /// Unset or blank: no tokens (the API is off).
+    pub fn parse(secret: &str) -> Result<AdminTokens, String> {
+        let secret = secret.trim();
+        let mut by_hash: Vec<(String, String)> = Vec::new();
+        if secret.is_empty() {
+            return Ok(AdminTokens { by_hash });
+        }
+        for (i, entry) in secret.split(',').map(str::trim).enumerate() {
+            let n = i + 1;
+            if entry.is_empty() {
+                return Err(format!("entry {n} is empty; entries are `label:token`, separated by commas"));
+            }
+            let Some((label, token)) = entry.split_once(':') else {
+                return Err(format!("entry {n} has no label; write it as `label:token`"));
+            };
+            let label_ok = label.len() <= MAX_LABEL
+                && !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
+            if !label_ok {
+                return Err(format!(
+                    "entry {n}: the label is not 1 to {MAX_LABEL} lowercase letters, digits, `-` or `_`"
+                ));
+            }
+            let at = format!("entry {n} (`{label}`)");
+            if !token.bytes().all(|b| b.is_ascii_graphic() && b != b':' && b != b',') {
+                return Err(format!("{at}: the token may not contain `:`, `,`, spaces or non-ASCII characters"));
+            }
+            if !(MIN_TOKEN..=MAX_TOKEN).contains(&token.len()) {
+                return Err(format!(
+                    "{at}: the token has {} characters; at least {MIN_TOKEN} and at most {MAX_TOKEN}",
+                    token.len()
+                ));
+            }
+            let hash = sha256_hex(token.as_bytes());
+            if by_hash.iter().any(|(l, _)| l == label) {
+                return Err(format!("entry {n}: the label `{label}` is used twice"));
+            }
+            if by_hash.iter().any(|(_, h)| *h == hash) {
+                return Err(format!("{at}: the same token as another entry; each label needs its own"));
+            }
+            by_hash.push((label.to_string(), hash));
+        }
+        Ok(AdminTokens { by_hash })
     }
 
     /// The label of the presented token, if it is one.
@@ -44,52 +82,148 @@ impl AdminTokens {
     }
 }
 
-/// `rules added: a, b` / `removed` / `changed` lines for one section of the config.
-fn section_diff<T: PartialEq>(what: &str, old: &[T], new: &[T], id: impl Fn(&T) -> &str, out: &mut Vec<String>) {
-    let find = |list: &[T], key: &str| list.iter().position(|x| id(x) == key);
-    let added: Vec<&str> = new.iter().map(&id).filter(|k| find(old, k).is_none()).collect();
-    let removed: Vec<&str> = old.iter().map(&id).filter(|k| find(new, k).is_none()).collect();
-    let changed: Vec<&str> = new.iter().filter(|n| find(old, id(n)).is_some_and(|i| old[i] != **n)).map(&id).collect();
-    for (verb, items) in [("added", added), ("removed", removed), ("changed", changed)] {
-        if !items.is_empty() {
-            out.push(format!("{what} {verb}: {}", items.join(", ")));
+/// Parts of the document that are collections of named entries, reported entry by entry
+/// (`rules added: ch-banking`, `deployments changed: eu-a (price.input)`): lists matched by
+/// their entries' id field, and maps by key.
+const SECTIONS: &[(&str, &str, Option<&str>)] = &[
+    ("deployments", "deployments", Some("id")),
+    ("aliases", "aliases", Some("name")),
+    ("keys", "keys", Some("id")),
+    ("residency.rules", "rules", Some("id")),
+    ("residency.compliance_tags", "compliance tags", None),
+    ("budgets.teams", "team budgets", None),
+];
+
+/// What a config change changes, one line per kind of change, for the audit log and the
+/// answer. The documents are compared as JSON, field by field, so every field takes part
+/// (a field the config gains later included): the answer is empty exactly when the two
+/// documents are equal.
+pub fn config_diff(old: &Value, new: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk("", Some(old), Some(new), &mut out);
+    if out.is_empty() && old != new {
+        // Unreachable by construction (the walk reports every difference); kept so that a
+        // change can never be answered "unchanged".
+        out.push("document changed".into());
+    }
+    out
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// A value for the audit: compact JSON, cut short.
+fn show(v: Option<&Value>) -> String {
+    let Some(v) = v else { return "(none)".into() };
+    let text = v.to_string();
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// An object, or none for an absent one: compared with an empty object.
+fn object<'v>(v: Option<&'v Value>, none: &'v Map<String, Value>) -> Option<&'v Map<String, Value>> {
+    match v {
+        None => Some(none),
+        Some(v) => v.as_object(),
+    }
+}
+
+fn find<'v>(list: &[(&str, &'v Value)], key: &str) -> Option<&'v Value> {
+    list.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// Objects (an absent one counts as empty) field by field, sections entry by entry,
+/// anything else as a whole: `limits.max_attempts: 3 -> 5`.
+fn walk(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<String>) {
+    if let Some((_, label, id)) = SECTIONS.iter().find(|(p, _, _)| *p == path) {
+        if section(label, *id, old, new, out) {
+            return;
         }
     }
+    let none = Map::new();
+    match (object(old, &none), object(new, &none)) {
+        (Some(a), Some(b)) if old.is_some() || new.is_some() => {
+            for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+                walk(&join(path, key), a.get(key), b.get(key), out);
+            }
+        }
+        _ if old != new => out.push(format!("{path}: {} -> {}", show(old), show(new))),
+        _ => {}
+    }
 }
 
-/// One line per kind of change between two rule sets, for the audit log.
-pub fn residency_diff(old: &Residency, new: &Residency) -> Vec<String> {
-    let mut out = Vec::new();
-    section_diff("rules", &old.rules, &new.rules, |r: &Rule| r.id.as_str(), &mut out);
-    let order = |r: &Residency, other: &Residency| -> Vec<String> {
-        r.rules.iter().map(|x| x.id.clone()).filter(|id| other.rules.iter().any(|o| &o.id == id)).collect()
+/// The field paths inside one entry where it changed (empty when the entry is not an
+/// object and changed as a whole).
+fn changed_fields(path: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<String>) {
+    match (old.and_then(Value::as_object), new.and_then(Value::as_object)) {
+        (Some(a), Some(b)) => {
+            for key in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+                changed_fields(&join(path, key), a.get(key), b.get(key), out);
+            }
+        }
+        _ if old != new => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+/// `label added/removed/changed/reordered` lines for a section; false when the values do
+/// not have the section's shape (then they are compared as plain values).
+fn section(label: &str, id: Option<&str>, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<String>) -> bool {
+    let (Some(old), Some(new)) = (entries(old, id), entries(new, id)) else { return false };
+    let added: Vec<&str> = new.iter().map(|(k, _)| *k).filter(|k| find(&old, k).is_none()).collect();
+    let removed: Vec<&str> = old.iter().map(|(k, _)| *k).filter(|k| find(&new, k).is_none()).collect();
+    let changed: Vec<String> = new
+        .iter()
+        .filter_map(|(k, v)| {
+            let before = find(&old, k)?;
+            let mut fields = Vec::new();
+            changed_fields("", Some(before), Some(v), &mut fields);
+            match fields.as_slice() {
+                [] => None,
+                [whole] if whole.is_empty() => Some(k.to_string()),
+                _ => Some(format!("{k} ({})", fields.join(", "))),
+            }
+        })
+        .collect();
+    for (verb, items) in [("added", added.join(", ")), ("removed", removed.join(", ")), ("changed", changed.join(", "))]
+    {
+        if !items.is_empty() {
+            out.push(format!("{label} {verb}: {items}"));
+        }
+    }
+    // The order of a list's entries is part of the document (it decides which rule
+    // applies first).
+    let common = |a: &[(&str, &Value)], b: &[(&str, &Value)]| -> Vec<String> {
+        a.iter().map(|(k, _)| k.to_string()).filter(|k| find(b, k).is_some()).collect()
     };
-    if order(old, new) != order(new, old) {
-        let now: Vec<&str> = new.rules.iter().map(|r| r.id.as_str()).collect();
-        out.push(format!("rules reordered: {}", now.join(" > ")));
+    if id.is_some() && common(&old, &new) != common(&new, &old) {
+        let now: Vec<&str> = new.iter().map(|(k, _)| *k).collect();
+        out.push(format!("{label} reordered: {}", now.join(" > ")));
     }
-    let tags = |r: &Residency| r.compliance_tags.iter().map(|(t, j)| (t.clone(), j.clone())).collect::<Vec<_>>();
-    section_diff("compliance tags", &tags(old), &tags(new), |(t, _): &(String, Vec<String>)| t.as_str(), &mut out);
-    if old.unknown_location != new.unknown_location {
-        out.push(format!("unknown_location: {} -> {}", old.unknown_location.as_str(), new.unknown_location.as_str()));
-    }
-    if old.distance_band_km != new.distance_band_km {
-        out.push(format!("distance_band_km: {} -> {}", old.distance_band_km, new.distance_band_km));
-    }
-    out
+    true
 }
 
-/// Residency changes plus the routing parts (deployments, aliases, keys, limits).
-pub fn config_diff(old: &Config, new: &Config) -> Vec<String> {
-    let mut out = residency_diff(&old.residency, &new.residency);
-    section_diff("deployments", &old.deployments, &new.deployments, |d| d.id.as_str(), &mut out);
-    section_diff("aliases", &old.aliases, &new.aliases, |a| a.name.as_str(), &mut out);
-    section_diff("keys", &old.keys, &new.keys, |k| k.id.as_str(), &mut out);
-    if old.limits != new.limits {
-        // Numbers only: Debug here prints no strings, so it needs no escaping tables.
-        out.push(format!("limits: {:?} -> {:?}", old.limits, new.limits));
-    }
-    out
+/// A section's entries by name, in order: a list of objects with unique string ids, or a
+/// map; absent is empty. None for anything else.
+fn entries<'v>(v: Option<&'v Value>, id: Option<&str>) -> Option<Vec<(&'v str, &'v Value)>> {
+    let list: Vec<(&str, &Value)> = match (v, id) {
+        (None, _) => Vec::new(),
+        (Some(Value::Object(m)), None) => m.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        (Some(Value::Array(a)), Some(field)) => {
+            a.iter().map(|e| Some((e.get(field)?.as_str()?, e))).collect::<Option<Vec<_>>>()?
+        }
+        _ => return None,
+    };
+    let mut names: Vec<&str> = list.iter().map(|(k, _)| *k).collect();
+    names.sort_unstable();
+    names.windows(2).all(|w| w[0] != w[1]).then_some(list)
 }
 
 /// A hypothetical request for `POST /admin/residency/explain`. Read through a `Value` (see
@@ -229,64 +363,252 @@ mod tests {
 
     #[test]
     fn admin_tokens_carry_labels() {
-        let t = AdminTokens::parse("compliance:s3cret, platform:t0k:en ,bare");
-        assert_eq!(t.authenticate("s3cret"), Some("compliance"));
-        assert_eq!(t.authenticate("t0k:en"), Some("platform"));
-        assert_eq!(t.authenticate("platform:t0k:en"), None);
-        assert_eq!(AdminTokens::parse("solo-token").authenticate("solo-token"), Some("admin"));
+        let t = AdminTokens::parse(" compliance:s3cret-s3cret-s3cret , platform:t0ken-t0ken-t0ken-t0ken\n").unwrap();
+        assert_eq!(t.authenticate("s3cret-s3cret-s3cret"), Some("compliance"));
+        assert_eq!(t.authenticate("t0ken-t0ken-t0ken-t0ken"), Some("platform"));
+        assert_eq!(t.authenticate("platform:t0ken-t0ken-t0ken-t0ken"), None);
         assert_eq!(t.authenticate("nope"), None);
-        assert!(AdminTokens::parse(" , ").is_empty());
-        assert!(AdminTokens::parse("label:").is_empty());
+        assert!(AdminTokens::parse("").unwrap().is_empty());
+        assert!(AdminTokens::parse(" \n").unwrap().is_empty());
+    }
+
+    /// Anything but `label:token` entries, each unambiguous, disables the admin API: the
+    /// secret is never read as something its writer may not have meant.
+    #[test]
+    fn admin_token_format_is_strict() {
+        let refused = |secret: &str, needle: &str| {
+            let e = AdminTokens::parse(secret).err().unwrap_or_else(|| panic!("`{secret}` was accepted"));
+            assert!(e.contains(needle), "`{secret}`: {e} should say `{needle}`");
+            assert!(!e.contains("abcdefghijklmnop"), "an error never shows a token: {e}");
+        };
+        refused("abc:def", "entry 1 (`abc`): the token has 3 characters; at least 16");
+        refused("abcdefghijklmnopqrst", "entry 1 has no label");
+        refused("ops:abcdefghijklmnop:q", "entry 1 (`ops`): the token may not contain");
+        refused("Bad Label:abcdefghijklmnopqrst", "entry 1: the label");
+        refused(":abcdefghijklmnopqrst", "entry 1: the label");
+        refused("ops:abcdefghij klmnopqrst", "entry 1 (`ops`): the token may not contain");
+        refused("ops:abcdefghijklmnopqrst,", "entry 2 is empty");
+        refused("ops:abcdefghijklmnopqrst,,x:abcdefghijklmnopqrsu", "entry 2 is empty");
+        refused("ops:abcdefghijklmnopqrst,ops:abcdefghijklmnopqrsu", "entry 2: the label `ops` is used twice");
+        refused("ops:abcdefghijklmnopqrst,dev:abcdefghijklmnopqrst", "entry 2 (`dev`): the same token as another");
+        refused(&format!("ops:{}", "a".repeat(513)), "at most 512");
+    }
+
+    /// A config with every field the reader knows, one deployment per provider with
+    /// settings of its own; `every_field_is_in_the_full_config` keeps it complete.
+    fn full() -> Value {
+        let price =
+            serde_json::json!({"input": "3.00", "output": "15.00", "cached_input": "0.30", "cache_write": "3.75"});
+        serde_json::json!({
+            "deployments": [
+                {"id": "oa", "provider": "openai", "model": "gpt", "base_url": "https://eu.api.openai.com/v1",
+                 "api_key_secret": "OPENAI_KEY", "jurisdiction": "eu", "region": "eu", "location": [50.1, 8.7],
+                 "first_byte_timeout_ms": 20000, "price": price,
+                 "capabilities": {"vision": true, "tools": false, "json_mode": true, "context_window": 128000},
+                 "health": {"failure_threshold": 4, "window_ms": 30000, "cooldown_ms": 10000}},
+                {"id": "br", "provider": "bedrock", "model": "eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                 "base_url": "https://bedrock-runtime.eu-central-1.amazonaws.com", "aws_region": "eu-central-1",
+                 "aws_access_key_id_secret": "AWS_ID", "aws_secret_access_key_secret": "AWS_KEY",
+                 "aws_session_token_secret": "AWS_TOKEN", "jurisdiction": "eu", "region": "eu-central-1", "price": price},
+                {"id": "az", "provider": "azure_openai", "model": "gpt-4o", "base_url": "https://r.openai.azure.com",
+                 "api_key_secret": "AZURE_KEY", "api_version": "2024-10-21", "azure_deployment_type": "data_zone_eu",
+                 "jurisdiction": "eu", "region": "swedencentral", "price": price},
+                {"id": "vx", "provider": "vertex", "model": "gemini-2.5-flash", "base_url": "https://aiplatform.eu.rep.googleapis.com",
+                 "gcp_project": "p", "gcp_location": "eu", "vertex_publisher": "google",
+                 "gcp_service_account_secret": "GCP_SA", "jurisdiction": "eu", "region": "eu", "price": price}
+            ],
+            "aliases": [
+                {"name": "fast", "description": "d", "strategy": "weighted", "deployments": ["oa", "az"],
+                 "weights": {"oa": 90, "az": 10}, "sticky": "user"},
+                {"name": "claude", "deployments": ["br"]},
+                {"name": "gem", "deployments": ["vx"]}
+            ],
+            "keys": [
+                {"id": "k1", "sha256": "a".repeat(64), "team": "search", "feature": "rank", "env": "prod",
+                 "aliases": ["fast"], "residency": ["eu"], "budget": {"monthly_usd": "200.00", "mode": "hard"},
+                 "rate_limit": "RL_STANDARD"},
+                {"id": "k2", "secret": "GATEWAY_KEY_OPS"}
+            ],
+            "residency": {
+                "unknown_location": "most_restrictive",
+                "compliance_tags": {"gdpr": ["eu", "uk"], "eu-data": ["eu", "uk"]},
+                "distance_band_km": 1000,
+                "rules": [
+                    {"id": "gdpr-tag", "description": "GDPR", "when": {"compliance": ["gdpr"]}, "allow": ["eu"]},
+                    {"id": "eu-callers", "when": {"countries": ["DE", "FR"], "continents": ["EU"], "eu": true, "compliance": ["eu-data"],
+                     "teams": ["search"], "keys": ["k1"]}, "allow": ["eu", "uk"]},
+                    {"id": "default", "allow": ["any"]}
+                ]
+            },
+            "limits": {"max_body_bytes": 4194304, "max_attempts": 3, "total_deadline_ms": 60000,
+                       "max_retry_after_ms": 5000,
+                       "health": {"failure_threshold": 5, "window_ms": 60000, "cooldown_ms": 30000}},
+            "budgets": {"teams": {"search": {"monthly_usd": "2400.00", "mode": "soft"}}}
+        })
+    }
+
+    /// Every object the reader reads strictly names each field it knows: a field added to
+    /// the config must be added to `full()` too, so that the leaf walk covers it.
+    #[test]
+    fn every_field_is_in_the_full_config() {
+        let doc = full();
+        config::parse(&doc.to_string()).expect("the full config is valid");
+        let strict: &[(&str, &[&str])] = &[
+            ("", &[]),
+            ("/deployments/0", &[]),
+            ("/deployments/1", &["api_key_secret", "location", "first_byte_timeout_ms", "capabilities", "health"]),
+            ("/deployments/2", &["location", "first_byte_timeout_ms", "capabilities", "health"]),
+            ("/deployments/3", &["api_key_secret", "location", "first_byte_timeout_ms", "capabilities", "health"]),
+            ("/deployments/0/price", &[]),
+            ("/deployments/0/capabilities", &[]),
+            ("/deployments/0/health", &[]),
+            ("/aliases/0", &[]),
+            ("/keys/0", &["secret"]),
+            ("/keys/1", &["sha256", "team", "feature", "env", "aliases", "residency", "budget", "rate_limit"]),
+            ("/keys/0/budget", &[]),
+            ("/residency", &[]),
+            ("/residency/rules/0", &[]),
+            ("/residency/rules/1/when", &[]),
+            ("/limits", &[]),
+            ("/limits/health", &[]),
+            ("/budgets", &[]),
+            ("/budgets/teams/search", &[]),
+        ];
+        for (pointer, absent) in strict {
+            let mut probe = doc.clone();
+            probe.pointer_mut(pointer).unwrap().as_object_mut().unwrap().insert("zz_unknown".into(), 1.into());
+            let err = config::parse(&probe.to_string()).unwrap_err();
+            let known = err.split("expected one of ").nth(1).unwrap_or_else(|| panic!("{pointer}: {err}"));
+            let object = doc.pointer(pointer).unwrap().as_object().unwrap();
+            for name in known.split(", ").map(|n| n.trim_matches('`')) {
+                assert!(object.contains_key(name) || absent.contains(&name), "{pointer} lacks `{name}`");
+            }
+        }
+    }
+
+    /// Every leaf position of a JSON document with its pointer.
+    fn leaves(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, x)| leaves(x, format!("{at}/{k}"), out)),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| leaves(x, format!("{at}/{i}"), out)),
+            _ => out.push(at),
+        }
+    }
+
+    fn mutated(v: &Value) -> Value {
+        match v {
+            Value::Bool(b) => Value::Bool(!b),
+            Value::Number(n) => match n.as_u64() {
+                Some(u) => (u + 1).into(),
+                None => (n.as_f64().unwrap() + 0.5).into(),
+            },
+            Value::String(s) => format!("{s}x").into(),
+            _ => Value::Bool(true),
+        }
+    }
+
+    /// What a change at `pointer` must be reported as: the last field name on the path
+    /// (a named entry's id field is reported by the entry's old id).
+    fn mention(doc: &Value, pointer: &str) -> String {
+        let parts: Vec<&str> = pointer.split('/').skip(1).collect();
+        let last = parts.iter().rposition(|p| p.parse::<usize>().is_err()).unwrap();
+        if matches!(parts[last], "id" | "name") {
+            return doc.pointer(pointer).unwrap().as_str().unwrap().to_string();
+        }
+        parts[last].to_string()
+    }
+
+    /// Every leaf of the full config, changed or removed, is in the diff: nothing a PUT
+    /// changes can be answered "unchanged" or left out of the audit.
+    #[test]
+    fn config_diff_sees_every_leaf() {
+        let old = full();
+        assert!(config_diff(&old, &old.clone()).is_empty());
+        let mut paths = Vec::new();
+        leaves(&old, String::new(), &mut paths);
+        assert!(paths.len() > 100, "{}", paths.len());
+        for pointer in &paths {
+            let mut new = old.clone();
+            let leaf = new.pointer_mut(pointer).unwrap();
+            *leaf = mutated(leaf);
+            let diff = config_diff(&old, &new).join("; ");
+            let needle = mention(&old, pointer);
+            assert!(diff.contains(&needle), "changing {pointer}: {diff:?} should mention `{needle}`");
+        }
+        // And every field removed (object members) is seen too.
+        for pointer in &paths {
+            let (parent, field) = pointer.rsplit_once('/').unwrap();
+            let mut new = old.clone();
+            let Some(object) = new.pointer_mut(parent).and_then(Value::as_object_mut) else { continue };
+            object.remove(field);
+            assert!(!config_diff(&old, &new).is_empty(), "removing {pointer} is not seen");
+        }
     }
 
     fn sample() -> Gateway {
         config::parse(&config::tests::sample()).unwrap()
     }
 
+    fn sample_doc() -> Value {
+        serde_json::from_str(&config::tests::sample()).unwrap()
+    }
+
     #[test]
-    fn residency_diff_names_what_changed() {
-        let old = sample().config.residency;
+    fn config_diff_names_what_changed() {
+        let old = sample_doc();
         let mut new = old.clone();
-        assert!(residency_diff(&old, &new).is_empty());
-        new.rules[1].allow = vec!["eu".into(), "uk".into()];
-        new.rules.remove(2);
-        let mut added = new.rules[0].clone();
-        added.id = "swiss".into();
-        added.when.compliance.clear();
-        added.when.countries = vec!["CH".into()];
-        new.rules.insert(0, added);
-        new.compliance_tags.insert("hipaa".into(), vec!["us".into()]);
-        new.compliance_tags.insert("gdpr".into(), vec!["eu".into()]);
-        let diff = residency_diff(&old, &new);
+        let rules = new["residency"]["rules"].as_array_mut().unwrap();
+        rules[1]["allow"] = serde_json::json!(["eu", "uk"]);
+        rules.remove(2);
+        rules.insert(0, serde_json::json!({"id": "swiss", "when": {"countries": ["CH"]}, "allow": ["ch"]}));
+        new["residency"]["compliance_tags"]["hipaa"] = serde_json::json!(["us"]);
+        new["residency"]["compliance_tags"]["gdpr"] = serde_json::json!(["eu"]);
         assert_eq!(
-            diff,
+            config_diff(&old, &new),
             vec![
-                "rules added: swiss",
-                "rules removed: apac-callers",
-                "rules changed: eu-callers",
                 "compliance tags added: hipaa",
                 "compliance tags changed: gdpr",
+                "rules added: swiss",
+                "rules removed: apac-callers",
+                "rules changed: eu-callers (allow)",
             ]
         );
         let mut swapped = old.clone();
-        swapped.rules.swap(0, 1);
+        swapped["residency"]["rules"].as_array_mut().unwrap().swap(0, 1);
         assert_eq!(
-            residency_diff(&old, &swapped),
+            config_diff(&old, &swapped),
             vec!["rules reordered: eu-callers > gdpr-tag > apac-callers > default"]
         );
     }
 
     #[test]
-    fn config_diff_covers_routing() {
-        let old = sample().config;
+    fn config_diff_covers_every_section() {
+        let old = sample_doc();
         let mut new = old.clone();
-        new.deployments[0].model = "other".into();
-        new.aliases.pop();
-        new.limits.max_attempts = 5;
-        let diff = config_diff(&old, &new);
-        assert!(diff.contains(&"deployments changed: eu-a".to_string()), "{diff:?}");
-        assert!(diff.contains(&"aliases removed: us-only".to_string()), "{diff:?}");
-        assert!(diff.iter().any(|l| l.starts_with("limits:")), "{diff:?}");
+        new["deployments"][0]["model"] = "other".into();
+        new["deployments"][1]["price"]["input"] = "9".into();
+        new["aliases"].as_array_mut().unwrap().pop();
+        new["limits"] = serde_json::json!({"max_attempts": 5});
+        new["budgets"] = serde_json::json!({"teams": {"search": {"monthly_usd": "10"}}});
+        assert_eq!(
+            config_diff(&old, &new),
+            vec![
+                "aliases removed: us-only",
+                "deployments changed: eu-a (model), eu-b (price.input)",
+                "team budgets added: search",
+                "limits.max_attempts: (none) -> 5",
+            ]
+        );
+        // Key order and whitespace are not changes; a long value is cut short.
+        let reparsed: Value = serde_json::from_str(&serde_json::to_string_pretty(&old).unwrap()).unwrap();
+        assert!(config_diff(&old, &reparsed).is_empty());
+        let mut long = old.clone();
+        long["aliases"][0]["description"] = "x".repeat(100).into();
+        assert_eq!(config_diff(&old, &long), vec!["aliases changed: chat (description)"]);
+        let mut odd = old.clone();
+        odd["limits"] = serde_json::json!(["not", "an", "object", "x".repeat(80)]);
+        let line = &config_diff(&old, &odd)[0];
+        assert!(line.starts_with("limits: (none) -> [\"not\"") && line.ends_with('…'), "{line}");
     }
 
     /// The derived reader `ExplainQuery`'s hand-written one replaced, as the reference.

@@ -8,6 +8,7 @@ pub mod litellm;
 pub mod price;
 pub mod provider;
 mod read;
+pub mod secrets;
 mod validate;
 
 use crate::config::budget::Budget;
@@ -15,6 +16,7 @@ use crate::config::price::Price;
 use crate::util::valueread::{self, FromValue};
 pub use provider::ProviderSettings;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use validate::is_secret_name;
 pub use validate::{validate, validate_key};
 
 /// Jurisdictions a deployment may declare. `global` is for endpoints that may process

@@ -4,8 +4,9 @@
 //! audited in D1 with the token's label, then activated through KV.
 
 use super::state::{self, now_ms, State};
-use super::{keystore, respond, store, upstream};
+use super::{keyadmin, keystore, respond, store, upstream};
 use crate::admin::{self, AdminTokens, ExplainQuery};
+use crate::config::secrets::ADMIN_TOKEN;
 use crate::config::{self, Residency};
 use crate::ledger::breakdown::{self, Format};
 use crate::model::error::GatewayError;
@@ -19,7 +20,16 @@ use worker::{Env, Method, Request};
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 fn authenticate(req: &Request, env: &Env) -> Result<String, GatewayError> {
-    let tokens = AdminTokens::parse(&state::secret(env, "ADMIN_TOKEN").unwrap_or_default());
+    let tokens = AdminTokens::parse(&state::secret(env, ADMIN_TOKEN).unwrap_or_default()).map_err(|why| {
+        // Logged, not answered: the caller is not authenticated yet.
+        worker::console_error!("the admin API is disabled: ADMIN_TOKEN is malformed: {why}");
+        GatewayError::new(
+            500,
+            "api_error",
+            "admin_token_invalid",
+            "The admin API is disabled: the ADMIN_TOKEN secret is not in the `label:token,...` format; the worker's log says why.",
+        )
+    })?;
     if tokens.is_empty() {
         return Err(GatewayError::unauthorized("The admin API is disabled: set the ADMIN_TOKEN secret."));
     }
@@ -84,11 +94,18 @@ struct Change<'a> {
     action: &'a str,
     doc: String,
     dry_run: bool,
+    /// A KV write to fail (tests only: `admin-kv-version`, `admin-kv-active`).
+    fault: Option<&'a str>,
 }
 
 async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Response, GatewayError> {
-    let parsed = config::parse(&change.doc).map_err(|e| GatewayError::bad_request("invalid_config", e))?;
-    let changes = admin::config_diff(&current.gateway.config, &parsed.config);
+    let invalid = |e: String| GatewayError::bad_request("invalid_config", e);
+    let parsed = config::parse(&change.doc).map_err(invalid)?;
+    current.check_secrets(&parsed.config).map_err(invalid)?;
+    let document = |text: &str| -> Result<Value, GatewayError> {
+        serde_json::from_str(text).map_err(|e| GatewayError::internal(e.to_string()))
+    };
+    let changes = admin::config_diff(&document(&current.source)?, &document(&change.doc)?);
     if change.dry_run {
         return respond::json(
             200,
@@ -98,24 +115,33 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
     if changes.is_empty() {
         return respond::json(200, &json!({"version": current.version, "changes": changes, "unchanged": true}));
     }
-    let version = current.version + 1;
     let summary = changes.join("; ");
     let ts_ms = now_ms();
-    // The audit row claims the version number first: a concurrent change gets a 409 here
-    // before it can touch KV, and no change takes effect unaudited.
-    store::audit(
-        &store::d1(env)?,
-        &store::AuditEntry {
-            ts_ms,
-            actor: change.actor,
-            action: change.action,
-            old_version: Some(current.version),
-            new_version: Some(version),
-            summary: &summary,
-        },
-    )
-    .await?;
+    let db = store::d1(env)?;
+    let entry = store::AuditEntry {
+        ts_ms,
+        actor: change.actor,
+        action: change.action,
+        old_version: Some(current.version),
+        new_version: None,
+        summary: &summary,
+    };
+    // Key ids the change adds may not be the admin API's: checked here for keys made
+    // before D1 kept them (only KV has those), and by the claim itself for the rest.
     let kv = store::kv(env)?;
+    let added: Vec<&str> = parsed
+        .config
+        .keys
+        .iter()
+        .map(|k| k.id.as_str())
+        .filter(|id| !current.gateway.config.keys.iter().any(|k| k.id == *id))
+        .collect();
+    for id in &added {
+        if keystore::in_kv(&kv, id).await? {
+            return Err(keystore::exists(id, "was created through the admin API; the config may not use its id"));
+        }
+    }
+    let store::Claim { row, version } = store::claim_version(&db, &entry, current.version, &added).await?;
     let meta = store::VersionMeta {
         version,
         ts_ms,
@@ -123,8 +149,26 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
         action: change.action.to_string(),
         changes: changes.clone(),
     };
-    store::put_version(&kv, &change.doc, &meta).await?;
-    store::set_active(&kv, version).await?;
+    if let Err(e) = write_version(&kv, &change, &meta).await {
+        // An error can come back for a write that landed: the active version says.
+        if store::active_version(&kv).await.ok() != Some(version) {
+            if let Err(d) = store::delete_version(&kv, version).await {
+                worker::console_error!("config version {version}: {}", d.message);
+            }
+            if let Err(a) = store::settle(&db, row, store::Outcome::Failed(&e.message)).await {
+                worker::console_error!("config version {version} failed, not recorded: {}", a.message);
+            }
+            let message = format!(
+                "{} The change was not applied: version {version} is recorded as failed in the audit log and version {} is still active; try again.",
+                e.message, current.version
+            );
+            return Err(GatewayError::new(e.status, e.kind, e.code, message));
+        }
+    }
+    if let Err(a) = store::settle(&db, row, store::Outcome::Applied).await {
+        // The change is in effect; its row stays `pending` (outcome not recorded).
+        worker::console_error!("config version {version} applied, not recorded: {}", a.message);
+    }
     state::install(state::build(env, version, change.doc)?);
     respond::json(
         200,
@@ -135,6 +179,28 @@ async fn apply(env: &Env, current: &State, change: Change<'_>) -> Result<Respons
             "effective": "now in this colo; everywhere within about a minute (KV propagation)",
         }),
     )
+}
+
+/// The version's document, then the pointer to it. A test may fail either write
+/// (`x-gateway-test-fault: admin-kv-version` / `admin-kv-active`).
+async fn write_version(
+    kv: &worker::KvStore,
+    change: &Change<'_>,
+    meta: &store::VersionMeta,
+) -> Result<(), GatewayError> {
+    let injected = |name: &str| match change.fault == Some(name) {
+        true => Err(GatewayError::new(
+            503,
+            "service_unavailable",
+            "store_unavailable",
+            format!("Writing to KV failed ({name}, an injected test fault)."),
+        )),
+        false => Ok(()),
+    };
+    injected("admin-kv-version")?;
+    store::put_version(kv, &change.doc, meta).await?;
+    injected("admin-kv-active")?;
+    store::set_active(kv, meta.version).await
 }
 
 struct Rollback {
@@ -166,6 +232,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
     let actor = authenticate(&req, env)?;
     let method = req.method();
     let dry_run = query_flag(&req, "dry_run");
+    let fault = state::test_fault(state::var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true"), req.headers());
     match (method, path) {
         (Method::Get, "/admin/config") => {
             let s = state::load(env).await?;
@@ -177,7 +244,12 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
             let doc = body_document(&req).await?;
             let current = fresh_state(env).await?;
             let doc = serde_json::to_string(&doc).expect("a JSON value serialises");
-            apply(env, &current, Change { actor: &actor, action: "config.replace", doc, dry_run }).await
+            apply(
+                env,
+                &current,
+                Change { actor: &actor, action: "config.replace", doc, dry_run, fault: fault.as_deref() },
+            )
+            .await
         }
         (Method::Get, "/admin/config/versions") => {
             let versions = store::list_versions(env).await?;
@@ -189,7 +261,7 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
             let current = fresh_state(env).await?;
             let doc = version_source(env, version).await?;
             let action = format!("config.rollback_to_{version}");
-            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run }).await
+            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run, fault: fault.as_deref() }).await
         }
         (Method::Get, "/admin/residency") => {
             let s = state::load(env).await?;
@@ -211,7 +283,12 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
             let current = fresh_state(env).await?;
             let doc = replace_residency(&current.source, &residency)?;
             let dry_run = dry_run || path.ends_with("/validate");
-            apply(env, &current, Change { actor: &actor, action: "residency.replace", doc, dry_run }).await
+            apply(
+                env,
+                &current,
+                Change { actor: &actor, action: "residency.replace", doc, dry_run, fault: fault.as_deref() },
+            )
+            .await
         }
         (Method::Post, "/admin/residency/rollback") => {
             let Rollback { version } = body_json(&req).await?;
@@ -220,13 +297,13 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
                 .map_err(|e| GatewayError::internal(e.to_string()))?;
             let doc = replace_residency(&current.source, &old["residency"])?;
             let action = format!("residency.rollback_to_{version}");
-            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run }).await
+            apply(env, &current, Change { actor: &actor, action: &action, doc, dry_run, fault: fault.as_deref() }).await
         }
         (Method::Post, "/admin/residency/explain") => {
             let q: ExplainQuery = body_json(&req).await?;
             let s = state::load(env).await?;
             let mut explained =
-                serde_json::to_value(admin::explain(&s.gateway, &q, &|name| state::secret(env, name).is_some())?)
+                serde_json::to_value(admin::explain(&s.gateway, &q, &|name| s.provider_secret(env, name).is_some())?)
                     .expect("plain data serialises");
             explained["version"] = json!(s.version);
             respond::json(200, &explained)
@@ -243,6 +320,10 @@ pub async fn handle(req: Request, env: &Env, path: &str) -> Result<Response, Gat
         (Method::Get, "/admin/keys") => list_keys(env).await,
         (Method::Delete, p) if p.starts_with("/admin/keys/") => {
             revoke_key(env, &actor, &p["/admin/keys/".len()..]).await
+        }
+        // This isolate's key memo, for the tests only (ALLOW_TEST_FAULTS).
+        (Method::Get, "/admin/test/keystore") if state::var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true") => {
+            respond::json(200, &keystore::stats())
         }
         (Method::Get, "/admin/audit") => {
             let rows = store::audit_rows(&store::d1(env)?, query_u32(&req, "limit").unwrap_or(50).min(1000)).await?;
@@ -295,14 +376,6 @@ async fn costs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
     }
 }
 
-async fn audit_key(env: &Env, actor: &str, action: &str, summary: &str) -> Result<(), GatewayError> {
-    store::audit(
-        &store::d1(env)?,
-        &store::AuditEntry { ts_ms: now_ms(), actor, action, old_version: None, new_version: None, summary },
-    )
-    .await
-}
-
 /// `POST /admin/keys`: the body is a key without its secret (`id`, `team`, `feature`, `env`,
 /// `aliases`, `residency`, `budget`, `rate_limit`); the answer carries the secret, once.
 async fn create_key(req: &Request, env: &Env, actor: &str) -> Result<Response, GatewayError> {
@@ -313,23 +386,13 @@ async fn create_key(req: &Request, env: &Env, actor: &str) -> Result<Response, G
             "The gateway makes the secret; send no `sha256` or `secret`.",
         ));
     }
-    let state = state::load(env).await?;
+    // The config as KV has it now: the key is created only if it is still that version.
+    let state = fresh_state(env).await?;
     // Validated with a placeholder hash: the real one does not exist yet.
     let probe = crate::config::KeyConfig { sha256: Some("0".repeat(64)), ..key.clone() };
     config::validate_key(&state.gateway.config, &probe).map_err(|e| GatewayError::bad_request("invalid_key", e))?;
-    let kv = store::kv(env)?;
-    if keystore::id_taken(&kv, &state, &key.id).await? {
-        return Err(GatewayError::new(
-            409,
-            "invalid_request_error",
-            "key_exists",
-            format!("A key with id `{}` exists.", key.id),
-        ));
-    }
-    let summary = format!("key `{}` created for team {}", key.id, key.team.as_deref().unwrap_or("(none)"));
     let id = key.id.clone();
-    let secret = keystore::create(&kv, key, actor).await?;
-    audit_key(env, actor, "key.create", &summary).await?;
+    let secret = keyadmin::create(env, &state, key, actor).await?;
     respond::json(
         201,
         &json!({"id": id, "key": secret, "note": "This is the only time the key is shown; the gateway keeps only its SHA-256."}),
@@ -361,10 +424,9 @@ async fn revoke_key(env: &Env, actor: &str, id: &str) -> Result<Response, Gatewa
             format!("Key `{id}` is defined in the config; remove it there (PUT /admin/config)."),
         ));
     }
-    let meta = keystore::revoke(env, id).await?.ok_or_else(|| {
+    let meta = keyadmin::revoke(env, id, actor).await?.ok_or_else(|| {
         GatewayError::new(404, "invalid_request_error", "key_not_found", format!("No key with id `{id}`."))
     })?;
-    audit_key(env, actor, "key.revoke", &format!("key `{id}` revoked")).await?;
     respond::json(200, &json!({"id": id, "revoked_ms": meta.revoked_ms}))
 }
 
@@ -381,7 +443,7 @@ async fn import_litellm(req: &Request, env: &Env) -> Result<Response, GatewayErr
     for part in ["deployments", "aliases", "limits"] {
         config[part] = imported.draft[part].clone();
     }
-    let validation = config::parse(&config.to_string()).err();
+    let validation = config::parse(&config.to_string()).and_then(|g| current.check_secrets(&g.config)).err();
     respond::json(
         200,
         &json!({"config": config, "notes": imported.notes, "valid": validation.is_none(), "validation_error": validation}),

@@ -63,7 +63,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
     let now_unix = call.started_ms / 1000;
     let plan = attempts::plan(
         &allowed.candidates.kept,
-        |d| credentials::resolve(call.env, d, now_unix),
+        |d| credentials::resolve(call.state, call.env, d, now_unix),
         |d| health::admit(&call.ctx, &health, d, &limits.health),
     );
     let receipt = Receipt { rule: allowed.decision.rule.clone(), warnings, skipped: plan.skipped() };
@@ -79,7 +79,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
 
     let mut attempts = Attempts::new(plan.queue, limits, call.started_ms, residency_bound);
     while let Some((d, auth, timeout)) = attempts.next(now_ms()) {
-        let auth = match credentials::authorize(call.env, d, auth).await {
+        let auth = match credentials::authorize(call.state, call.env, d, auth).await {
             Ok(auth) => auth,
             Err(class) => {
                 attempts.unauthorized(d, class);

@@ -37,7 +37,8 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
         return Err(GatewayError::bad_request("tokens_not_countable", message));
     }
     let now_unix = now_ms() / 1000;
-    let plan = attempts::plan(&counting, |d| credentials::resolve(call.env, d, now_unix), |_| Admission::Try);
+    let plan =
+        attempts::plan(&counting, |d| credentials::resolve(call.state, call.env, d, now_unix), |_| Admission::Try);
     let receipt = Receipt { rule: rule.clone(), warnings: Vec::new(), skipped: plan.skipped() };
     if plan.queue.is_empty() {
         let e = attempts::unservable(&alias.name, &allowed.decision, &allowed.candidates, &plan, None);
@@ -47,7 +48,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
     let mut attempts = Attempts::new(plan.queue, &g.config.limits, call.started_ms, None);
     while let Some((d, auth, timeout)) = attempts.next(now_ms()) {
         let counter = providers::counts_tokens(d).expect("only counting deployments are planned");
-        let auth = match credentials::authorize(call.env, d, auth).await {
+        let auth = match credentials::authorize(call.state, call.env, d, auth).await {
             Ok(auth) => auth,
             Err(class) => {
                 attempts.unauthorized(d, class);

@@ -1,8 +1,7 @@
 //! The secrets a deployment's upstream calls authenticate with, read from Worker secrets
 //! named in the config, and the OAuth access tokens some of them are exchanged for.
 
-use super::state::now_ms;
-use super::state::secret;
+use super::state::{now_ms, State};
 use super::upstream;
 use crate::config::provider::{bedrock::Bedrock, vertex::Vertex};
 use crate::config::{Deployment, ProviderSettings};
@@ -22,24 +21,26 @@ thread_local! {
     static TOKENS: RefCell<HashMap<String, AccessToken>> = RefCell::new(HashMap::new());
 }
 
-/// `None` when a secret the deployment names is not set: such a deployment is skipped,
-/// never called without its credentials.
-pub fn resolve(env: &Env, d: &Deployment, now_unix: u64) -> Option<Auth> {
+/// `None` when a secret the deployment names is not set, or is not one deployments may
+/// read (`PROVIDER_SECRETS`): such a deployment is skipped, never called without its
+/// credentials.
+pub fn resolve(state: &State, env: &Env, d: &Deployment, now_unix: u64) -> Option<Auth> {
+    let secret = |name: &str| state.provider_secret(env, name);
     // `Some(None)`: no secret named; `None`: named but not set.
     let named = |name: &Option<String>| match name {
-        Some(name) => secret(env, name).map(Some),
+        Some(name) => secret(name).map(Some),
         None => Some(None),
     };
     let api_key = named(&d.api_key_secret)?;
     let aws = match &d.provider {
         ProviderSettings::Bedrock(Bedrock { sigv4: Some(keys), .. }) => Some(AwsCredentials {
-            access_key_id: secret(env, &keys.access_key_id)?,
-            secret_access_key: secret(env, &keys.secret_access_key)?,
+            access_key_id: secret(&keys.access_key_id)?,
+            secret_access_key: secret(&keys.secret_access_key)?,
             session_token: named(&keys.session_token)?,
         }),
         // The service account's token is fetched by `authorize`, once the deployment is tried.
         ProviderSettings::Vertex(v) => {
-            secret(env, &v.service_account_secret)?;
+            secret(&v.service_account_secret)?;
             None
         }
         _ => None,
@@ -50,11 +51,12 @@ pub fn resolve(env: &Env, d: &Deployment, now_unix: u64) -> Option<Auth> {
 /// Completes `auth` just before a deployment is tried: for a service account, with an
 /// access token from this isolate's cache, or exchanged for one. A failed exchange is
 /// that deployment's failure, as a refused key would be.
-pub async fn authorize(env: &Env, d: &Deployment, mut auth: Auth) -> Result<Auth, ErrorClass> {
+pub async fn authorize(state: &State, env: &Env, d: &Deployment, mut auth: Auth) -> Result<Auth, ErrorClass> {
     let ProviderSettings::Vertex(Vertex { service_account_secret: name, .. }) = &d.provider else { return Ok(auth) };
     let complain = |why: String| worker::console_error!("deployment `{}`: no access token: {why}", d.id);
-    let account = secret(env, name)
-        .ok_or_else(|| format!("the secret {name} is not set"))
+    let account = state
+        .provider_secret(env, name)
+        .ok_or_else(|| format!("the secret {name} is not set, or not one deployments may read"))
         .and_then(|key| ServiceAccount::parse(&key))
         .map_err(|why| {
             complain(why);

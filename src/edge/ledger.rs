@@ -35,7 +35,7 @@ const UNREADABLE_PREFIX: &str = "ledger:unreadable:";
 /// `ALLOW_TEST_FAULTS = "true"` (the test environment): `x-gateway-test-fault: queue`
 /// makes the queue send fail. The header is not read elsewhere.
 pub fn queue_fault(allowed: bool, headers: &Headers) -> bool {
-    allowed && headers.get("x-gateway-test-fault").ok().flatten().as_deref() == Some("queue")
+    super::state::test_fault(allowed, headers).as_deref() == Some("queue")
 }
 
 /// How long the first event of a batch waits for others. Under load, one queue call then

@@ -8,6 +8,7 @@ mod count_tokens;
 mod credentials;
 mod glue;
 mod health;
+mod keyadmin;
 mod keystore;
 mod ledger;
 mod models;
@@ -134,8 +135,14 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             Err(e) => worker::console_error!("spend snapshot not refreshed: {e}"),
         }
     }
-    if let Err(e) = state::load(&env).await {
-        worker::console_error!("config invalid: {}", e.message);
+    match state::load(&env).await {
+        Err(e) => worker::console_error!("config invalid: {}", e.message),
+        // Such deployments are skipped; the admin API would refuse this config.
+        Ok(s) => {
+            if let Err(e) = s.check_secrets(&s.gateway.config) {
+                worker::console_error!("config (version {}) names a secret it may not: {e}", s.version);
+            }
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! [`RECHECK_MS`], and parses a document only when the version changed.
 
 use super::store;
-use crate::config::{self, Gateway, KeyConfig};
+use crate::config::secrets::{self, ProviderSecrets};
+use crate::config::{self, Config, Gateway, KeyConfig};
 use crate::model::error::GatewayError;
 use crate::policy::keys::KeyRing;
 use std::cell::RefCell;
@@ -33,6 +34,8 @@ pub struct State {
     pub trust_geo_headers: bool,
     /// `ALLOW_TEST_FAULTS = "true"`: the test environment only.
     pub allow_test_faults: bool,
+    /// The secrets deployments may read (`PROVIDER_SECRETS`), or why the var is invalid.
+    provider_secrets: Result<ProviderSecrets, String>,
 }
 
 struct Cached {
@@ -61,6 +64,13 @@ pub fn secret(env: &Env, name: &str) -> Option<String> {
     let value = env.secret(name).ok().map(|v| v.to_string()).filter(|v| !v.is_empty());
     SECRETS.with(|s| s.borrow_mut().insert(name.to_string(), value.clone()));
     value
+}
+
+/// The fault a request asks to have injected (`x-gateway-test-fault`), honoured only where
+/// `ALLOW_TEST_FAULTS = "true"` (the test environment), never elsewhere: each use names
+/// the faults it knows (the ledger's `queue`, the admin API's `admin-kv-*`, ...).
+pub fn test_fault(allowed: bool, headers: &worker::Headers) -> Option<String> {
+    allowed.then(|| headers.get("x-gateway-test-fault").ok().flatten()).flatten()
 }
 
 /// `Date.now()`: the `worker` crate's `Date::now` makes a `Date` object to read it.
@@ -127,24 +137,31 @@ pub fn base_source(env: &Env) -> String {
 pub fn build(env: &Env, version: u64, source: String) -> Result<State, GatewayError> {
     let gateway = config::parse(&source)
         .map_err(|e| GatewayError::internal(format!("The gateway config (version {version}) is invalid: {e}")))?;
-    let keys = KeyRing::build(&gateway, |name| secret(env, name));
-    warn_unset_secrets(env, &gateway);
-    Ok(State {
+    let provider_secrets = ProviderSecrets::parse(var(env, secrets::VAR).as_deref());
+    // Never the admin token or a provider's key, whatever a stored config names.
+    let may_hold_key = |name: &str| provider_secrets.as_ref().is_ok_and(|p| p.may_hold_key(name));
+    let keys = KeyRing::build(&gateway, |name| if may_hold_key(name) { secret(env, name) } else { None });
+    let state = State {
         version,
         source,
         gateway,
         keys,
         trust_geo_headers: var(env, "TRUST_GEO_HEADERS").as_deref() == Some("true"),
         allow_test_faults: var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true"),
-    })
+        provider_secrets,
+    };
+    warn_unreadable_secrets(env, &state);
+    Ok(state)
 }
 
-/// A deployment whose secret is not set is skipped at every request; say so once per
-/// config load, naming the secret, so the operator does not mistake it for residency.
-fn warn_unset_secrets(env: &Env, g: &Gateway) {
-    for d in &g.config.deployments {
-        for (field, name) in d.secrets().filter(|(_, name)| secret(env, name).is_none()) {
-            worker::console_warn!("deployment `{}`: {field} names {name}, which is not set; it is skipped", d.id);
+/// A deployment whose secret is not set (or not one deployments may read) is skipped at
+/// every request; say so once per config load, naming the secret, so the operator does
+/// not mistake it for residency.
+fn warn_unreadable_secrets(env: &Env, state: &State) {
+    for d in &state.gateway.config.deployments {
+        for (field, name) in d.secrets().filter(|(_, name)| state.provider_secret(env, name).is_none()) {
+            let why = if secret(env, name).is_none() { "is not set" } else { "is not listed in PROVIDER_SECRETS" };
+            worker::console_warn!("deployment `{}`: {field} names {name}, which {why}; it is skipped", d.id);
         }
     }
 }
@@ -226,6 +243,23 @@ async fn recheck(env: &Env, cached: Option<Rc<State>>) -> Result<Rc<State>, Gate
 }
 
 impl State {
+    /// Whether every secret `c` names is one it may name (the admin API refuses a config
+    /// that fails this; the cron logs an active one that does).
+    pub fn check_secrets(&self, c: &Config) -> Result<(), String> {
+        self.provider_secrets.as_ref().map_err(Clone::clone)?.check(c)
+    }
+
+    /// A secret a deployment of this config names, read only if deployments may read it;
+    /// `None` (the deployment is skipped) otherwise, as when it is not set.
+    pub fn provider_secret(&self, env: &Env, name: &str) -> Option<String> {
+        let allowed = self.provider_secrets.as_ref().is_ok_and(|p| p.may_read(&self.gateway.config, name));
+        if allowed {
+            secret(env, name)
+        } else {
+            None
+        }
+    }
+
     /// A key from the config; the error is what the client gets when KV has none either.
     pub fn authenticate_config(&self, presented: Option<&str>) -> Result<&KeyConfig, GatewayError> {
         self.keys.authenticate(&self.gateway, presented)

@@ -2,7 +2,7 @@
 //! pointer to the active one (`config:active`): the edge reads KV on the request path, and
 //! KV replicates to every colo by itself. D1 holds the audit log, whose unique
 //! `new_version` is what makes two concurrent admin writes conflict instead of one
-//! silently overwriting the other.
+//! silently overwriting the other; each claim records whether its write was applied.
 
 use crate::model::error::GatewayError;
 use crate::util::valueread::{At, Fields, FromValue};
@@ -23,7 +23,7 @@ fn version_key(v: u64) -> String {
     format!("{VERSION_PREFIX}{v:012}")
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> GatewayError {
+pub fn unavailable(what: &str, e: impl std::fmt::Display) -> GatewayError {
     GatewayError::new(503, "service_unavailable", "store_unavailable", format!("{what} failed: {e}"))
 }
 
@@ -75,6 +75,12 @@ pub async fn put_version(kv: &KvStore, doc: &str, meta: &VersionMeta) -> Result<
         .execute()
         .await
         .map_err(|e| unavailable("writing a config version", e))
+}
+
+/// Removes a version whose activation failed, so that nothing can roll back to a
+/// version that never took effect.
+pub async fn delete_version(kv: &KvStore, v: u64) -> Result<(), GatewayError> {
+    kv.delete(&version_key(v)).await.map_err(|e| unavailable("removing a config version", e))
 }
 
 pub async fn set_active(kv: &KvStore, v: u64) -> Result<(), GatewayError> {
@@ -217,11 +223,13 @@ pub struct AuditEntry<'a> {
     pub summary: &'a str,
 }
 
-/// Records a config change. `Err` with status 409 when another change took this version.
-pub async fn audit(db: &D1Database, e: &AuditEntry<'_>) -> Result<(), GatewayError> {
+/// Records an action, `applied` when it is complete or `pending` when it is about to be
+/// made (then [`settle`]d); returns the row's id.
+pub async fn audit(db: &D1Database, e: &AuditEntry<'_>, status: &str) -> Result<u64, GatewayError> {
     let stmt = db
         .prepare(
-            "INSERT INTO audit_log (ts_ms, actor, action, old_version, new_version, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO audit_log (ts_ms, actor, action, old_version, new_version, summary, status) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         )
         .bind(&[
             JsValue::from_f64(e.ts_ms as f64),
@@ -230,29 +238,168 @@ pub async fn audit(db: &D1Database, e: &AuditEntry<'_>) -> Result<(), GatewayErr
             e.old_version.map_or(JsValue::NULL, |v| JsValue::from_f64(v as f64)),
             e.new_version.map_or(JsValue::NULL, |v| JsValue::from_f64(v as f64)),
             JsValue::from_str(e.summary),
+            JsValue::from_str(status),
         ])
         .map_err(|err| unavailable("preparing the audit row", err))?;
-    match stmt.run().await {
-        Ok(_) => Ok(()),
-        Err(err) if err.to_string().contains("UNIQUE") => Err(GatewayError::new(
-            409,
-            "invalid_request_error",
+    let row = rows(&stmt, "writing the audit log").await?;
+    row.first().and_then(|r| r["id"].as_u64()).ok_or_else(|| unavailable("writing the audit log", "no row id"))
+}
+
+/// How long a claimed version may stay `pending` and still hold up other changes: a write
+/// takes well under a second, so one still pending after this died halfway.
+const PENDING_MS: u64 = 60_000;
+/// How long a version recorded as applied may be newer than the active version KV shows
+/// here and still be taken for KV's propagation (about a minute) rather than a write whose
+/// activation never happened (as the audit-first writes before the status column left).
+const PROPAGATION_MS: u64 = 300_000;
+
+/// Rows that claimed a version above `based_on` and can no longer become it: marked
+/// failed, so they neither hold up this change nor claim, in the log, to be in effect.
+const ABANDON: &str = "UPDATE audit_log SET status = 'failed', \
+     detail = 'never became the active version (it was ' || ?1 || ' when a later change was made)' \
+     WHERE new_version > ?1 AND ((status = 'pending' AND ts_ms <= ?2) OR (status = 'applied' AND ts_ms <= ?3))";
+
+/// The claim: the next number above both the version the change is built on and every
+/// number ever claimed (so a failed write's number is never reused), unless another
+/// change is in flight or newer than what this change was built on.
+/// A config change that adds key ids claims them too: none may belong to a key created
+/// through the admin API (`gateway_keys`), whose creation checks for claims in turn, so
+/// an id never ends up both in the config and in KV.
+const CLAIM: &str = "INSERT INTO audit_log (ts_ms, actor, action, old_version, new_version, summary, status) \
+     SELECT ?1, ?2, ?3, ?4, CAST(MAX(?4, COALESCE((SELECT MAX(new_version) FROM audit_log), 0)) + 1 AS INTEGER), ?5, 'pending' \
+     WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE new_version > ?4 AND status IN ('pending', 'applied')) \
+     AND NOT EXISTS (SELECT 1 FROM gateway_keys WHERE id IN (SELECT value FROM json_each(?6))) \
+     RETURNING id, new_version";
+
+const KEY_TAKEN: &str = "SELECT id FROM gateway_keys WHERE id IN (SELECT value FROM json_each(?1)) LIMIT 1";
+
+/// Whether a key created through the admin API may be created now, on a config read at
+/// version `?1`: no config change claimed since (in flight, or applied and maybe not yet
+/// visible here). The same ages as [`ABANDON`]: older claims no longer count.
+pub const NO_CONFIG_CHANGE_SINCE: &str = "NOT EXISTS (SELECT 1 FROM audit_log WHERE new_version > ?1 \
+     AND ((status = 'pending' AND ts_ms > ?2) OR (status = 'applied' AND ts_ms > ?3)))";
+
+/// The two cut-offs [`NO_CONFIG_CHANGE_SINCE`] takes (as `?2` and `?3`) at `now`.
+pub fn claim_cutoffs(now: u64) -> [u64; 2] {
+    [now.saturating_sub(PENDING_MS), now.saturating_sub(PROPAGATION_MS)]
+}
+
+const BLOCKING: &str = "SELECT new_version, status, actor, ts_ms FROM audit_log \
+     WHERE new_version > ?1 AND status IN ('pending', 'applied') ORDER BY new_version DESC LIMIT 1";
+
+pub fn f64s(values: &[u64]) -> Vec<JsValue> {
+    values.iter().map(|v| JsValue::from_f64(*v as f64)).collect()
+}
+
+pub async fn rows(stmt: &D1PreparedStatement, what: &str) -> Result<Vec<Value>, GatewayError> {
+    let text = rows_json(stmt).await.map_err(|e| unavailable(what, e))?;
+    serde_json::from_str(&text).map_err(|e| unavailable(what, e))
+}
+
+pub fn conflict(code: &'static str, message: String) -> GatewayError {
+    GatewayError::new(409, "invalid_request_error", code, message)
+}
+
+/// A claimed config version and its audit row.
+pub struct Claim {
+    pub row: u64,
+    pub version: u64,
+}
+
+/// Claims the next config version for a change built on version `based_on` (`e`'s
+/// `old_version`) that adds the key ids `added_keys`, with a `pending` audit row: the row
+/// is written before KV, so no change takes effect unaudited, and two changes built on
+/// the same version cannot both win. Every write then settles its row ([`settle`]).
+pub async fn claim_version(
+    db: &D1Database,
+    e: &AuditEntry<'_>,
+    based_on: u64,
+    added_keys: &[&str],
+) -> Result<Claim, GatewayError> {
+    let [pending, propagation] = claim_cutoffs(e.ts_ms);
+    let abandon = db
+        .prepare(ABANDON)
+        .bind(&f64s(&[based_on, pending, propagation]))
+        .map_err(|err| unavailable("preparing the audit claim", err))?;
+    abandon.run().await.map_err(|err| unavailable("writing the audit log", err))?;
+    let claim = db
+        .prepare(CLAIM)
+        .bind(&[
+            JsValue::from_f64(e.ts_ms as f64),
+            JsValue::from_str(e.actor),
+            JsValue::from_str(e.action),
+            JsValue::from_f64(based_on as f64),
+            JsValue::from_str(e.summary),
+            JsValue::from_str(&serde_json::to_string(added_keys).expect("strings serialise")),
+        ])
+        .map_err(|err| unavailable("preparing the audit claim", err))?;
+    let claimed = match rows_json(&claim).await {
+        Ok(text) => serde_json::from_str::<Vec<Value>>(&text).map_err(|err| unavailable("claiming a version", err))?,
+        // Two changes computed the same number at once; the other one has it.
+        Err(err) if err.contains("UNIQUE") => {
+            return Err(conflict(
+                "version_conflict",
+                "Another change claimed the next version first; read the current config and try again.".into(),
+            ))
+        }
+        Err(err) => return Err(unavailable("writing the audit log", err)),
+    };
+    if let Some(r) = claimed.first() {
+        if let (Some(row), Some(version)) = (r["id"].as_u64(), r["new_version"].as_u64()) {
+            return Ok(Claim { row, version });
+        }
+    }
+    let ids = JsValue::from_str(&serde_json::to_string(added_keys).expect("strings serialise"));
+    let taken = db.prepare(KEY_TAKEN).bind(&[ids]).map_err(|err| unavailable("reading the key table", err))?;
+    if let Some(id) = rows(&taken, "reading the key table").await?.first().and_then(|r| r["id"].as_str()) {
+        return Err(conflict(
+            "key_exists",
+            format!("Key id `{id}` belongs to a key created through the admin API (revoked or not); the config may not use it."),
+        ));
+    }
+    let why = db.prepare(BLOCKING).bind(&f64s(&[based_on])).map_err(|err| unavailable("reading the audit log", err))?;
+    let row = rows(&why, "reading the audit log").await?.into_iter().next().unwrap_or_default();
+    let (version, actor) = (row["new_version"].as_u64().unwrap_or_default(), row["actor"].as_str().unwrap_or("?"));
+    let ago = e.ts_ms.saturating_sub(row["ts_ms"].as_u64().unwrap_or(e.ts_ms)) / 1000;
+    Err(match row["status"].as_str() {
+        Some("pending") => conflict(
+            "change_in_progress",
+            format!("Version {version} is being written by another change (`{actor}`, {ago} s ago); try again in a moment."),
+        ),
+        _ => conflict(
             "version_conflict",
             format!(
-                "Another change created version {} first; read the current config and try again.",
-                e.new_version.unwrap_or_default()
+                "Version {version} was applied {ago} s ago and this change was built on version {based_on}: KV here has not caught up yet (about a minute). Read the current config and try again."
             ),
-        )),
-        Err(err) => Err(unavailable("writing the audit log", err)),
-    }
+        ),
+    })
+}
+
+/// What became of a claimed version.
+pub enum Outcome<'a> {
+    Applied,
+    Failed(&'a str),
+}
+
+/// Records the outcome of the write whose `pending` audit row is `row`.
+pub async fn settle(db: &D1Database, row: u64, outcome: Outcome<'_>) -> Result<(), GatewayError> {
+    let (status, detail) = match outcome {
+        Outcome::Applied => ("applied", JsValue::NULL),
+        Outcome::Failed(why) => ("failed", JsValue::from_str(why)),
+    };
+    let stmt = db
+        .prepare("UPDATE audit_log SET status = ?1, detail = ?2 WHERE id = ?3 AND status = 'pending'")
+        .bind(&[JsValue::from_str(status), detail, JsValue::from_f64(row as f64)])
+        .map_err(|err| unavailable("preparing the audit outcome", err))?;
+    stmt.run().await.map(drop).map_err(|err| unavailable("recording the audit outcome", err))
 }
 
 /// The newest `limit` audit rows, as a JSON array of objects (`id`, `ts_ms`, `actor`,
-/// `action`, `old_version`, `new_version`, `summary`).
+/// `action`, `old_version`, `new_version`, `summary`, `status`, `detail`).
 pub async fn audit_rows(db: &D1Database, limit: u32) -> Result<String, GatewayError> {
     let stmt = db
         .prepare(
-            "SELECT id, ts_ms, actor, action, old_version, new_version, summary FROM audit_log ORDER BY id DESC LIMIT ?1",
+            "SELECT id, ts_ms, actor, action, old_version, new_version, summary, status, detail FROM audit_log ORDER BY id DESC LIMIT ?1",
         )
         .bind(&[JsValue::from_f64(f64::from(limit))])
         .map_err(|e| unavailable("reading the audit log", e))?;
