@@ -410,3 +410,37 @@ fn a_candidate_that_cannot_take_the_request_is_skipped_and_the_request_still_rec
     assert_eq!((refused["outcome"].as_str(), refused["cost_micros"].as_u64()), (Some("error"), Some(0)));
     assert!(refused["attempts_detail"].as_str().unwrap().contains("unsupported"), "{refused}");
 }
+
+/// The cost event of request `id`, once it has reached D1.
+fn event(id: &str) -> Value {
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE request_id = '{id}'"), 1), 1);
+    gateway().d1(&format!("SELECT * FROM cost_events WHERE request_id = '{id}'")).remove(0)
+}
+
+/// 112 characters, in 8 pieces: a stream cut after 4 has relayed 56 of them, 14 tokens.
+const LONG_REPLY: &str =
+    "The quick brown fox jumps over the lazy dog while the patient gateway counts every token that reaches its client";
+
+#[test]
+fn a_cut_stream_is_billed_for_what_reached_the_client_whatever_the_provider_said() {
+    assert_eq!(LONG_REPLY.len(), 112);
+    // Anthropic's message_start says 1 output token; Gemini's chunks before the last say
+    // none. 14 tokens of text had reached the client when the stream was cut.
+    for (alias, deployment) in [("claude", "claude-1"), ("gemini", "gemini")] {
+        let team = nonce(&format!("ledger-cut-{alias}"));
+        let text = format!("{team} [mock:chunks=8,cut_after=4,prompt_tokens=200,reply={LONG_REPLY}]");
+        let body = json!({"model": alias, "stream": true, "messages": [{"role": "user", "content": text}]});
+        let s = gateway().chat_stream(&body, &[("x-gateway-team", &team)]);
+        if s.status != 200 {
+            let status = s.status;
+            panic!("{alias}: {status} {}", String::from_utf8_lossy(&s.collect().unwrap_or_default()));
+        }
+        assert_eq!(s.header("x-gateway-deployment"), Some(deployment));
+        let id = s.header("x-gateway-request-id").unwrap().to_string();
+        let _ = s.collect();
+        let e = event(&id);
+        assert_eq!(e["outcome"], "cut", "{alias}: {e}");
+        assert_eq!((e["input_tokens"].as_u64(), e["output_tokens"].as_u64()), (Some(200), Some(14)), "{alias}: {e}");
+        assert_eq!(e["cost_micros"].as_u64(), Some(cost(deployment, 200, 14)), "{alias}: {e}");
+    }
+}

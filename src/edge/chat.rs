@@ -227,7 +227,7 @@ async fn try_once(
     if chat.stream {
         let outlet = Outlet::new(head(status)).map_err(|_| Failure::unusable(status, ErrorClass::Server, None))?;
         let translator = match t.native {
-            Some(speaks) => speaks.native_stream(),
+            Some(speaks) => speaks.native_stream(chat),
             None => provider.stream(chat),
         };
         return match streaming::open(&response, translator, &mut deadline).await {

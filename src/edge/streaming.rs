@@ -50,8 +50,8 @@ pub async fn open(
     while !translator.started() {
         match pieces.next(deadline).await {
             Ok(Some(chunk)) => translator.push(&chunk, &mut first),
-            Ok(None) => return Err((ErrorClass::Server, translator.usage())),
-            Err(class) => return Err((class, translator.usage())),
+            Ok(None) => return Err((ErrorClass::Server, Some(translator.consumed().billed))),
+            Err(class) => return Err((class, Some(translator.consumed().billed))),
         }
     }
     pieces.release();
@@ -288,7 +288,7 @@ pub fn respond(c: Committed, outlet: Outlet) -> Response {
         let _ = JsFuture::from(ended).await;
         let (end, usage) = {
             let mut r = relay.borrow_mut();
-            (r.finish(&mut Vec::new()), r.translator.usage())
+            (r.finish(&mut Vec::new()), Some(r.translator.consumed().billed))
         };
         bill.close(Ending {
             served_by: Some(&deployment),
