@@ -602,7 +602,7 @@ fn a_cut_stream_is_billed_for_what_reached_the_client_passed_through_or_translat
     // Claude's stream passes through as Anthropic sent it (message_start: 1 output token);
     // Gemini's is translated into Anthropic's events (its chunks before the last: none).
     // 14 tokens of text had reached the client at the cut; at $3 / $15 per MTok.
-    for (alias, deployment) in [("claude", "claude-1"), ("gemini", "gemini")] {
+    for (alias, deployment, reported_output) in [("claude", "claude-1", 1u64), ("gemini", "gemini", 0)] {
         let team = nonce(&format!("msg-cut-billed-{alias}"));
         let mut body = ask(alias, &format!("{team} [mock:chunks=8,cut_after=4,prompt_tokens=200,reply={LONG_REPLY}]"));
         body["stream"] = json!(true);
@@ -617,5 +617,7 @@ fn a_cut_stream_is_billed_for_what_reached_the_client_passed_through_or_translat
         assert_eq!(e["outcome"], "cut", "{alias}: {e}");
         assert_eq!((e["input_tokens"].as_u64(), e["output_tokens"].as_u64()), (Some(200), Some(14)), "{alias}: {e}");
         assert_eq!(e["cost_micros"].as_u64(), Some(200 * 3 + 14 * 15), "{alias}: {e}");
+        let estimated = (14 - reported_output) * 15;
+        assert_eq!(e["cost_estimated_micros"].as_u64(), Some(estimated), "{alias}: the part above the report: {e}");
     }
 }
