@@ -156,9 +156,12 @@ fn failed_requests_are_recorded_too() {
     assert_eq!(r.status, 502);
     assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'"), 1), 1);
     let e = &events_of_team(&team)[0];
+    // workerd reports a refused connection as it reports one lost after the request was
+    // sent ("Network connection lost."): the prompt may have been billed, and is estimated.
+    let prompt = cost("dead", prompt_estimate("hello"), 0);
     assert_eq!(
-        (e["outcome"].as_str(), e["status"].as_u64(), e["cost_micros"].as_u64()),
-        (Some("error"), Some(502), Some(0))
+        (e["outcome"].as_str(), e["status"].as_u64(), e["cost_micros"].as_u64(), e["cost_estimated_micros"].as_u64()),
+        (Some("error"), Some(502), Some(prompt), Some(prompt))
     );
     let attempts: Value = serde_json::from_str(e["attempts_detail"].as_str().unwrap()).unwrap();
     assert_eq!(attempts[0]["failure"], "unreachable");
@@ -267,7 +270,7 @@ fn the_breakdown_matches_a_hand_computed_table() {
     assert!(r.header("content-type").unwrap().starts_with("text/csv"));
     let text = r.text();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("team,jurisdiction,requests,input_tokens,output_tokens,cached_tokens,cost_micros,unpriced_requests,cost_usd,share_pct"));
+    assert_eq!(lines.next(), Some("team,jurisdiction,requests,input_tokens,output_tokens,cached_tokens,cost_micros,cost_estimated_micros,unpriced_requests,cost_usd,share_pct,estimated_pct"));
     assert_eq!(lines.count(), 4);
 
     let r = gateway().admin("GET", "/admin/costs?group_by=colour", None);
@@ -409,4 +412,148 @@ fn a_candidate_that_cannot_take_the_request_is_skipped_and_the_request_still_rec
     let refused = events.iter().find(|e| e["status"] == 400).expect("the refused request's event");
     assert_eq!((refused["outcome"].as_str(), refused["cost_micros"].as_u64()), (Some("error"), Some(0)));
     assert!(refused["attempts_detail"].as_str().unwrap().contains("unsupported"), "{refused}");
+}
+
+/// The gateway's own estimate of a one-message prompt: a token per four characters,
+/// rounded up, and four of framing.
+fn prompt_estimate(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4) + 4
+}
+
+/// The cost event of request `id`, once it has reached D1.
+fn event(id: &str) -> Value {
+    assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE request_id = '{id}'"), 1), 1);
+    gateway().d1(&format!("SELECT * FROM cost_events WHERE request_id = '{id}'")).remove(0)
+}
+
+fn attempts_of(e: &Value) -> Vec<Value> {
+    serde_json::from_str::<Value>(e["attempts_detail"].as_str().unwrap()).unwrap().as_array().unwrap().clone()
+}
+
+#[test]
+fn calls_that_may_have_been_billed_are_priced_as_estimates_never_as_free() {
+    let team = nonce("ledger-estimated");
+    // No answer in time; the connection lost before an answer; a 2xx the gateway cannot
+    // read. Each reached the provider, which may bill it: the prompt is estimated (and the
+    // unreadable body's bytes as output), never $0.
+    let garbled_output = (mock_provider::GARBLED_BODY.len() as u64).div_ceil(4);
+    let mut total = 0;
+    for (directive, code, output) in [
+        ("first_byte_delay_ms=2600", "upstream_timeout", 0),
+        ("hang_up=1", "upstream_failed", 0),
+        ("garbled=1", "upstream_failed", garbled_output),
+    ] {
+        let text = format!("{} [mock:{directive}]", nonce("estimated"));
+        let r = gateway().chat(&ask("single", &text, false), &[("x-gateway-team", &team)]);
+        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (502, Some(code)), "{}", r.text());
+        let e = event(r.header("x-gateway-request-id").unwrap());
+        let expected = cost("us-1", prompt_estimate(&text), output);
+        assert_eq!(e["outcome"], "error", "{e}");
+        assert_eq!(e["cost_micros"].as_u64(), Some(expected), "{directive}: {e}");
+        assert_eq!(e["cost_estimated_micros"].as_u64(), Some(expected), "{directive}: all of it estimated: {e}");
+        assert_eq!(
+            (e["input_tokens"].as_u64(), e["output_tokens"].as_u64()),
+            (Some(prompt_estimate(&text)), Some(output))
+        );
+        let attempts = attempts_of(&e);
+        assert_eq!(attempts[0]["cost_micros"].as_u64(), Some(expected), "{attempts:?}");
+        assert_eq!(attempts[0]["cost_estimated_micros"].as_u64(), Some(expected), "{attempts:?}");
+        total += expected;
+    }
+    // An error status is not billed by providers: $0, and not an estimate.
+    let r = gateway()
+        .chat(&ask("single", &format!("{} [mock:status=500]", nonce("refused")), false), &[("x-gateway-team", &team)]);
+    assert_eq!(r.status, 502);
+    let e = event(r.header("x-gateway-request-id").unwrap());
+    assert_eq!((e["cost_micros"].as_u64(), e["cost_estimated_micros"].as_u64()), (Some(0), Some(0)), "{e}");
+    assert_eq!(attempts_of(&e)[0]["cost_micros"].as_u64(), Some(0));
+
+    // The rollup and the breakdown carry the estimated share.
+    assert_eq!(wait_count(&format!("SELECT SUM(requests) AS n FROM cost_daily WHERE team = '{team}'"), 4), 4);
+    let r = gateway().admin("GET", &format!("/admin/costs?group_by=team&team={team}"), None);
+    let v = r.json();
+    let row = &v["rows"][0];
+    assert_eq!((row["cost_micros"].as_u64(), row["cost_estimated_micros"].as_u64()), (Some(total), Some(total)), "{v}");
+    assert_eq!(row["estimated_pct"], "100.00", "{v}");
+    assert_eq!(v["total"]["cost_estimated_micros"].as_u64(), Some(total), "{v}");
+}
+
+#[test]
+fn a_failed_attempts_reported_tokens_are_priced_into_the_event() {
+    let team = nonce("ledger-failed-priced");
+    // Anthropic reports 77 prompt tokens and 1 output token in message_start, then fails
+    // before any content; us-1 answers. Both calls cost money.
+    support::gateway::mock().script(mock_provider::Script {
+        tag: "claude-1".into(),
+        needle: team.clone(),
+        times: None,
+        behaviour: mock_provider::Behaviour::parse("cut_after=0,error_code=overloaded_error,prompt_tokens=77").unwrap(),
+    });
+    let text = format!("{team} [mock:prompt_tokens=10,completion_tokens=5]");
+    let body = json!({"model": "claude-then-openai", "messages": [{"role": "user", "content": text}], "stream": true});
+    let s = gateway().chat_stream(&body, &[("x-gateway-team", &team)]);
+    assert_eq!(s.header("x-gateway-deployment"), Some("us-1"));
+    let id = s.header("x-gateway-request-id").unwrap().to_string();
+    let _ = s.collect();
+    let e = event(&id);
+    let failed = cost("claude-1", 77, 1);
+    let answered = cost("us-1", 10, 5);
+    assert_eq!(e["cost_micros"].as_u64(), Some(failed + answered), "{e}");
+    assert_eq!(e["cost_estimated_micros"].as_u64(), Some(0), "all of it reported: {e}");
+    assert_eq!((e["input_tokens"].as_u64(), e["output_tokens"].as_u64()), (Some(87), Some(6)), "{e}");
+    let attempts = attempts_of(&e);
+    assert_eq!(
+        (attempts[0]["cost_micros"].as_u64(), attempts[1]["cost_micros"].as_u64()),
+        (Some(failed), Some(answered)),
+        "{attempts:?}"
+    );
+}
+
+#[test]
+fn failed_requests_count_against_a_hard_budget() {
+    // Team `failcap` may spend $0.0001; a timed-out request's prompt alone is estimated
+    // above that. Before, failed requests cost $0 and a hard budget never stopped them.
+    let text = format!("{} {} [mock:first_byte_delay_ms=2600]", nonce("failcap"), "a long prompt ".repeat(30));
+    let statuses: Vec<u16> =
+        (0..3).map(|_| gateway().chat(&ask("single", &text, false), &[("x-gateway-team", "failcap")]).status).collect();
+    assert_eq!(statuses, [502, 402, 402]);
+    let spent = cost("us-1", prompt_estimate(&text), 0);
+    assert!(spent > 100);
+    // The cron's snapshot of the month, from D1's rollup, counts it too.
+    assert_eq!(wait_count("SELECT SUM(requests) AS n FROM cost_daily WHERE team = 'failcap'", 1), 1);
+    gateway().run_cron();
+    let month =
+        gateway().d1("SELECT day FROM cost_daily WHERE team = 'failcap'")[0]["day"].as_str().unwrap()[..7].to_string();
+    let snapshot: Value = serde_json::from_str(&gateway().kv_get(&format!("spend:{month}")).unwrap()).unwrap();
+    assert_eq!(snapshot["teams"]["failcap"].as_u64(), Some(spent), "{snapshot}");
+}
+
+/// 112 characters, in 8 pieces: a stream cut after 4 has relayed 56 of them, 14 tokens.
+const LONG_REPLY: &str =
+    "The quick brown fox jumps over the lazy dog while the patient gateway counts every token that reaches its client";
+
+#[test]
+fn a_cut_stream_is_billed_for_what_reached_the_client_whatever_the_provider_said() {
+    assert_eq!(LONG_REPLY.len(), 112);
+    // Anthropic's message_start says 1 output token; Gemini's chunks before the last say
+    // none. 14 tokens of text had reached the client when the stream was cut.
+    for (alias, deployment, reported_output) in [("claude", "claude-1", 1), ("gemini", "gemini", 0)] {
+        let team = nonce(&format!("ledger-cut-{alias}"));
+        let text = format!("{team} [mock:chunks=8,cut_after=4,prompt_tokens=200,reply={LONG_REPLY}]");
+        let body = json!({"model": alias, "stream": true, "messages": [{"role": "user", "content": text}]});
+        let s = gateway().chat_stream(&body, &[("x-gateway-team", &team)]);
+        if s.status != 200 {
+            let status = s.status;
+            panic!("{alias}: {status} {}", String::from_utf8_lossy(&s.collect().unwrap_or_default()));
+        }
+        assert_eq!(s.header("x-gateway-deployment"), Some(deployment));
+        let id = s.header("x-gateway-request-id").unwrap().to_string();
+        let _ = s.collect();
+        let e = event(&id);
+        assert_eq!(e["outcome"], "cut", "{alias}: {e}");
+        assert_eq!((e["input_tokens"].as_u64(), e["output_tokens"].as_u64()), (Some(200), Some(14)), "{alias}: {e}");
+        assert_eq!(e["cost_micros"].as_u64(), Some(cost(deployment, 200, 14)), "{alias}: {e}");
+        let estimated = cost(deployment, 200, 14) - cost(deployment, 200, reported_output);
+        assert_eq!(e["cost_estimated_micros"].as_u64(), Some(estimated), "{alias}: the part above the report: {e}");
+    }
 }

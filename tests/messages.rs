@@ -592,3 +592,32 @@ fn counting_tokens_is_rate_limited_like_requests() {
         .collect();
     assert_eq!(statuses, vec![200, 200, 200, 429], "RL_TINY allows three a minute");
 }
+
+/// 112 characters, in 8 pieces: a stream cut after 4 has relayed 56 of them, 14 tokens.
+const LONG_REPLY: &str =
+    "The quick brown fox jumps over the lazy dog while the patient gateway counts every token that reaches its client";
+
+#[test]
+fn a_cut_stream_is_billed_for_what_reached_the_client_passed_through_or_translated() {
+    // Claude's stream passes through as Anthropic sent it (message_start: 1 output token);
+    // Gemini's is translated into Anthropic's events (its chunks before the last: none).
+    // 14 tokens of text had reached the client at the cut; at $3 / $15 per MTok.
+    for (alias, deployment, reported_output) in [("claude", "claude-1", 1u64), ("gemini", "gemini", 0)] {
+        let team = nonce(&format!("msg-cut-billed-{alias}"));
+        let mut body = ask(alias, &format!("{team} [mock:chunks=8,cut_after=4,prompt_tokens=200,reply={LONG_REPLY}]"));
+        body["stream"] = json!(true);
+        let url = gateway().url("/v1/messages");
+        let headers = headers_for(KEY, &[("x-gateway-team", &team)]);
+        let s =
+            http::send_streaming("POST", &url, &headers, Some(body.to_string().as_bytes())).expect("gateway answers");
+        assert_eq!((s.status, s.header("x-gateway-deployment")), (200, Some(deployment)));
+        let _ = s.collect();
+        assert_eq!(wait_count(&format!("SELECT COUNT(*) AS n FROM cost_events WHERE team = '{team}'"), 1), 1);
+        let e = gateway().d1(&format!("SELECT * FROM cost_events WHERE team = '{team}'")).remove(0);
+        assert_eq!(e["outcome"], "cut", "{alias}: {e}");
+        assert_eq!((e["input_tokens"].as_u64(), e["output_tokens"].as_u64()), (Some(200), Some(14)), "{alias}: {e}");
+        assert_eq!(e["cost_micros"].as_u64(), Some(200 * 3 + 14 * 15), "{alias}: {e}");
+        let estimated = (14 - reported_output) * 15;
+        assert_eq!(e["cost_estimated_micros"].as_u64(), Some(estimated), "{alias}: the part above the report: {e}");
+    }
+}

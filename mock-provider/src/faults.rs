@@ -31,6 +31,12 @@ pub struct Behaviour {
     pub tool_call: Option<String>,
     /// The tool call's arguments, a JSON text (default `{}`).
     pub tool_args: Option<String>,
+    /// Read the request, then close the connection without answering: an upstream that
+    /// crashed (or a connection lost) after the request reached it.
+    pub hang_up: bool,
+    /// Answer 200 with a body that is not the format's (cut short JSON), as a provider or
+    /// a proxy in front of it might.
+    pub garbled: bool,
 }
 
 impl Behaviour {
@@ -52,6 +58,11 @@ impl Behaviour {
             value.parse().map(Some).map_err(|_| format!("`{key}` needs a whole number, got `{value}`"))
         }
         let text = || Some(value.to_string());
+        let flag = || match value {
+            "1" | "true" => Ok(true),
+            "0" | "false" => Ok(false),
+            _ => Err(format!("`{key}` is 1 or 0, not `{value}`")),
+        };
         match key {
             "status" => self.status = num(key, value)?,
             "error_code" => self.error_code = text(),
@@ -66,6 +77,8 @@ impl Behaviour {
             "cached_tokens" => self.cached_tokens = num(key, value)?,
             "tool_call" => self.tool_call = text(),
             "tool_args" => self.tool_args = text(),
+            "hang_up" => self.hang_up = flag()?,
+            "garbled" => self.garbled = flag()?,
             _ => return Err(format!("unknown mock field `{key}`")),
         }
         Ok(())
@@ -189,6 +202,9 @@ mod tests {
 
     #[test]
     fn directives_reject_unknown_keys_and_bad_numbers() {
+        let flags = Behaviour::parse("hang_up=1,garbled=true").unwrap();
+        assert!(flags.hang_up && flags.garbled);
+        assert!(Behaviour::parse("hang_up=yes").unwrap_err().contains("hang_up"));
         assert!(Behaviour::parse("stauts=500").unwrap_err().contains("stauts"));
         assert!(Behaviour::parse("status=abc").unwrap_err().contains("status"));
         assert!(Behaviour::parse("status").is_err());

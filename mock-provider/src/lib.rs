@@ -36,6 +36,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
 pub use faults::{Behaviour, Script};
+
+/// The body of a `garbled` answer: JSON cut short, in no provider's format.
+pub const GARBLED_BODY: &str = r#"{"id": "mock-garbled", "choices": [{"#;
 pub use log::LoggedRequest;
 
 use faults::Scripts;
@@ -193,6 +196,13 @@ fn handle(state: &State, request: &Request, out: &mut Responder) -> io::Result<(
     };
     if let Some(ms) = behaviour.first_byte_delay_ms {
         thread::sleep(Duration::from_millis(ms));
+    }
+    // Format-independent failures of a request that reached the provider.
+    if behaviour.hang_up {
+        return out.cut();
+    }
+    if behaviour.garbled {
+        return out.send(200, &[("Content-Type", "application/json")], GARBLED_BODY.as_bytes());
     }
     let call = Call {
         tag: tag.to_string(),

@@ -43,7 +43,7 @@ pub fn format_usd(micros: u64) -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Price {
     pub input: PerMtok,
     pub output: PerMtok,

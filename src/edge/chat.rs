@@ -17,7 +17,7 @@ use crate::ledger::Outcome;
 use crate::model::chat::ChatRequest;
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
-use crate::model::usage::Usage;
+use crate::model::usage::{Consumed, Usage};
 use crate::policy::attempts::{self, AttemptLog, Attempts, Failure, Next};
 use crate::policy::health::Health;
 use crate::policy::residency;
@@ -103,14 +103,14 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
         let tried_at = now_ms();
         let head = |status| receipt.headers_if_served(&attempts.log, d, status);
         let failure = match try_once(call, &chat, &target, head).await {
-            Ok(Answer::Whole { status, body, usage, upstream_ttfb }) => {
+            Ok(Answer::Whole { status, body, consumed, upstream_ttfb }) => {
                 attempts.answered(d, status);
                 health::update(&call.ctx, &d.id, d.health_limits(&limits.health), |h| {
                     h.succeeded(now_ms(), upstream_ttfb)
                 });
                 let cost = bill.close(Ending {
                     served_by: Some(d),
-                    usage,
+                    answer: Some(consumed),
                     status,
                     outcome: Outcome::Ok,
                     ttfb_ms: Some(tried_at + upstream_ttfb - call.started_ms),
@@ -118,9 +118,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Response, GatewayError> {
                 });
                 let mut headers = receipt.headers(&attempts.log, Some(d));
                 let _ = headers.set("content-type", "application/json");
-                if let Some(micros) = cost {
-                    let _ = headers.set("x-gateway-cost-usd", &format_usd(micros));
-                }
+                let _ = headers.set("x-gateway-cost-usd", &format_usd(cost));
                 return respond::with_bytes(status, &headers, body);
             }
             Ok(Answer::Stream { status, opened, outlet }) => {
@@ -180,7 +178,7 @@ fn fail(
 ) -> Response {
     bill.close(Ending {
         served_by: last,
-        usage: None,
+        answer: None,
         status: e.status,
         outcome: Outcome::Error,
         ttfb_ms: None,
@@ -200,7 +198,7 @@ struct Target<'d> {
 
 /// An attempt that answered.
 enum Answer {
-    Whole { status: u16, body: Vec<u8>, usage: Option<Usage>, upstream_ttfb: u64 },
+    Whole { status: u16, body: Vec<u8>, consumed: Consumed, upstream_ttfb: u64 },
     Stream { status: u16, opened: Opened, outlet: Outlet },
 }
 
@@ -214,9 +212,10 @@ async fn try_once(
 ) -> Result<Answer, Failure> {
     let provider = providers::for_deployment(t.d);
     let deadline = if chat.stream { Deadline::for_stream(t.timeout) } else { Ok(Deadline::for_answer(t.timeout)) };
-    let mut deadline = deadline.map_err(Failure::no_answer)?;
+    let mut deadline = deadline.map_err(Failure::not_sent)?;
     let sent_at = now_ms();
-    let response = upstream::send(&t.up, &mut deadline).await.map_err(Failure::no_answer)?;
+    let prompt = chat.facts.input_tokens;
+    let response = upstream::send(&t.up, &mut deadline).await.map_err(|class| Failure::no_answer(class, prompt))?;
     let status = response.status();
     if !(200..300).contains(&status) {
         let body = upstream::read_all(&response, &mut deadline).await.unwrap_or_default();
@@ -224,10 +223,13 @@ async fn try_once(
         let retry_after = response.header("retry-after").and_then(|v| v.parse::<u32>().ok());
         return Err(Failure::refused(status, class, retry_after, body));
     }
+    // From here the provider has taken the request: a failure is billed at least for the
+    // prompt, and for what the provider reported or sent.
+    let taken = |output_chars| Consumed::at_least(None, Usage::estimate(prompt, output_chars));
     if chat.stream {
-        let outlet = Outlet::new(head(status)).map_err(|_| Failure::unusable(status, ErrorClass::Server, None))?;
+        let outlet = Outlet::new(head(status)).map_err(|_| Failure::unusable(status, ErrorClass::Server, taken(0)))?;
         let translator = match t.native {
-            Some(speaks) => speaks.native_stream(),
+            Some(speaks) => speaks.native_stream(chat),
             None => provider.stream(chat),
         };
         return match streaming::open(&response, translator, &mut deadline).await {
@@ -236,12 +238,21 @@ async fn try_once(
         };
     }
     let upstream_ttfb = now_ms() - sent_at;
-    let answer = upstream::read_all(&response, &mut deadline).await.and_then(|b| match t.native {
-        Some(_) => providers::anthropic::native_response(b),
-        None => provider.response(chat, b).and_then(|(b, usage)| Ok((call.ingress.response(chat, b)?, usage))),
-    });
+    let body =
+        upstream::read_all(&response, &mut deadline).await.map_err(|c| Failure::unusable(status, c, taken(0)))?;
+    // A body that cannot be read as an answer is billed for its bytes as output: it holds
+    // whatever the provider generated.
+    let received = body.len();
+    let answer = match t.native {
+        Some(_) => providers::anthropic::native_response(body),
+        None => provider.response(chat, body).and_then(|(b, usage)| Ok((call.ingress.response(chat, b)?, usage))),
+    };
     match answer {
-        Ok((body, usage)) => Ok(Answer::Whole { status, body, usage, upstream_ttfb }),
-        Err(class) => Err(Failure::unusable(status, class, None)),
+        Ok((body, usage)) => {
+            // Without usage, estimated from the answer: never unpriced.
+            let consumed = usage.map_or_else(|| taken(body.len()), Consumed::reported);
+            Ok(Answer::Whole { status, body, consumed, upstream_ttfb })
+        }
+        Err(class) => Err(Failure::unusable(status, class, taken(received))),
     }
 }

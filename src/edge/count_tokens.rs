@@ -88,7 +88,8 @@ async fn count_once(
     timeout: u64,
 ) -> Result<(u16, Vec<u8>), Failure> {
     let mut deadline = Deadline::for_answer(timeout);
-    let answer = upstream::send(up, &mut deadline).await.map_err(Failure::no_answer)?;
+    // Counting is free at the provider: a failed count costs nothing.
+    let answer = upstream::send(up, &mut deadline).await.map_err(|class| Failure::no_answer(class, 0).free())?;
     let status = answer.status();
     let body = upstream::read_all(&answer, &mut deadline).await.unwrap_or_default();
     if !(200..300).contains(&status) {
@@ -96,6 +97,7 @@ async fn count_once(
         let retry_after = answer.header("retry-after").and_then(|v| v.parse::<u32>().ok());
         return Err(Failure::refused(status, class, retry_after, body));
     }
-    let counted = counter.count_answer(body).map_err(|class| Failure::unusable(status, class, None))?;
+    let unreadable = |class| Failure::unusable(status, class, Default::default()).free();
+    let counted = counter.count_answer(body).map_err(unreadable)?;
     Ok((status, counted))
 }

@@ -16,7 +16,7 @@ use super::store;
 use crate::config::Deployment;
 use crate::ledger::{check_event_json, events_in_message, pack, CostEvent, Facts, Outcome};
 use crate::model::geo::Caller;
-use crate::model::usage::Usage;
+use crate::model::usage::Consumed;
 use crate::policy::attempts::AttemptLog;
 use crate::policy::tags::Tags;
 use std::cell::RefCell;
@@ -186,7 +186,7 @@ async fn park(kv: &KvStore, events: &[Event]) -> Result<(), String> {
 const INSERT: &str = "INSERT OR IGNORE INTO cost_events (request_id, ts_ms, day, key_id, team, feature, env, \
 caller_country, caller_continent, caller_colo, residency_rule, jurisdiction, provider, region, deployment, \
 endpoint_host, alias, model, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_micros, priced, \
-status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail) \
+cost_estimated_micros, status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail) \
 SELECT json_extract(value, '$.request_id'), json_extract(value, '$.ts_ms'), json_extract(value, '$.day'), \
 json_extract(value, '$.key_id'), json_extract(value, '$.team'), json_extract(value, '$.feature'), \
 json_extract(value, '$.env'), json_extract(value, '$.caller_country'), json_extract(value, '$.caller_continent'), \
@@ -195,7 +195,8 @@ json_extract(value, '$.provider'), json_extract(value, '$.region'), json_extract
 json_extract(value, '$.endpoint_host'), json_extract(value, '$.alias'), json_extract(value, '$.model'), \
 json_extract(value, '$.input_tokens'), json_extract(value, '$.output_tokens'), json_extract(value, '$.cached_tokens'), \
 json_extract(value, '$.cache_write_tokens'), json_extract(value, '$.cost_micros'), \
-json_extract(value, '$.cost_micros') IS NOT NULL, json_extract(value, '$.status'), json_extract(value, '$.outcome'), \
+json_extract(value, '$.cost_micros') IS NOT NULL, COALESCE(json_extract(value, '$.cost_estimated_micros'), 0), \
+json_extract(value, '$.status'), json_extract(value, '$.outcome'), \
 json_extract(value, '$.latency_ms'), json_extract(value, '$.ttfb_ms'), json_array_length(value, '$.attempts'), \
 json_extract(value, '$.attempts') FROM json_each(?1)";
 
@@ -203,17 +204,17 @@ json_extract(value, '$.attempts') FROM json_each(?1)";
 /// inserts, so a row is counted once however often its batch is delivered.
 const ROLLUP: &str = "INSERT INTO cost_daily (day, team, feature, env, caller_country, caller_continent, \
 jurisdiction, provider, region, deployment, model, requests, input_tokens, output_tokens, cached_tokens, \
-cost_micros, unpriced_requests) \
+cost_micros, cost_estimated_micros, unpriced_requests) \
 SELECT day, team, feature, env, COALESCE(caller_country, '-'), COALESCE(caller_continent, '-'), \
 COALESCE(jurisdiction, '-'), COALESCE(provider, '-'), COALESCE(region, '-'), COALESCE(deployment, '-'), \
 COALESCE(model, '-'), COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), \
-SUM(COALESCE(cost_micros, 0)), SUM(priced = 0) \
+SUM(COALESCE(cost_micros, 0)), SUM(cost_estimated_micros), SUM(priced = 0) \
 FROM cost_events WHERE rolled_up = 0 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \
 ON CONFLICT (day, team, feature, env, caller_country, caller_continent, jurisdiction, provider, region, \
 deployment, model) DO UPDATE SET requests = requests + excluded.requests, \
 input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens, \
 cached_tokens = cached_tokens + excluded.cached_tokens, cost_micros = cost_micros + excluded.cost_micros, \
-unpriced_requests = unpriced_requests + excluded.unpriced_requests";
+cost_estimated_micros = cost_estimated_micros + excluded.cost_estimated_micros, unpriced_requests = unpriced_requests + excluded.unpriced_requests";
 
 const MARK_ROLLED_UP: &str = "UPDATE cost_events SET rolled_up = 1 WHERE rolled_up = 0";
 
@@ -367,7 +368,8 @@ pub struct Bill {
 /// How a request ended, as far as its bill goes.
 pub struct Ending<'a> {
     pub served_by: Option<&'a Deployment>,
-    pub usage: Option<Usage>,
+    /// What the answer consumed, if there was one; the attempts carry the rest.
+    pub answer: Option<Consumed>,
     pub status: u16,
     pub outcome: Outcome,
     pub ttfb_ms: Option<u64>,
@@ -375,8 +377,9 @@ pub struct Ending<'a> {
 }
 
 impl Bill {
-    /// Records the event (after the response, through `wait_until`) and returns its cost.
-    pub fn close(&self, end: Ending<'_>) -> Option<u64> {
+    /// Records the event (after the response, through `wait_until`) and returns its cost,
+    /// which counts against this isolate's view of the budgets at once.
+    pub fn close(&self, end: Ending<'_>) -> u64 {
         let event = CostEvent::new(&Facts {
             request_id: &self.request_id,
             started_ms: self.started_ms,
@@ -389,13 +392,13 @@ impl Bill {
             alias: &self.alias,
             deployment: end.served_by,
             provider: end.served_by.map(|d| d.provider.name()),
-            usage: end.usage,
+            answer: end.answer,
             status: end.status,
             outcome: end.outcome,
             attempts: end.attempts,
         });
         let cost = event.cost_micros;
-        super::spend::note(&self.tags.team, &self.key_id, cost.unwrap_or(0));
+        super::spend::note(&self.tags.team, &self.key_id, cost);
         record(&self.ctx, &self.env, event, self.fail_queue);
         cost
     }

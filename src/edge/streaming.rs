@@ -17,7 +17,7 @@ use crate::ingress::StreamEncoder;
 use crate::ledger::Outcome;
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
-use crate::model::usage::Usage;
+use crate::model::usage::Consumed;
 use crate::policy::attempts::AttemptLog;
 use crate::providers::{StreamEnd, StreamTranslator};
 use std::cell::RefCell;
@@ -38,20 +38,20 @@ pub struct Opened {
 }
 
 /// Reads the upstream stream until its first content event or the deadline. A failure
-/// carries what the provider reported consumed so far (Anthropic reports the input first).
+/// carries what the stream is billed for so far (Anthropic reports the input first).
 pub async fn open(
     response: &upstream::Answer,
     mut translator: Box<dyn StreamTranslator>,
     deadline: &mut Deadline,
-) -> Result<Opened, (ErrorClass, Option<Usage>)> {
-    let rest = response.body().ok_or((ErrorClass::Server, None))?;
+) -> Result<Opened, (ErrorClass, Consumed)> {
+    let rest = response.body().ok_or_else(|| (ErrorClass::Server, translator.consumed()))?;
     let mut pieces = Pieces::new(&rest);
     let mut first = Vec::new();
     while !translator.started() {
         match pieces.next(deadline).await {
             Ok(Some(chunk)) => translator.push(&chunk, &mut first),
-            Ok(None) => return Err((ErrorClass::Server, translator.usage())),
-            Err(class) => return Err((class, translator.usage())),
+            Ok(None) => return Err((ErrorClass::Server, translator.consumed())),
+            Err(class) => return Err((class, translator.consumed())),
         }
     }
     pieces.release();
@@ -286,13 +286,13 @@ pub fn respond(c: Committed, outlet: Outlet) -> Response {
     let ctx = bill.ctx.clone();
     ctx.wait_until(async move {
         let _ = JsFuture::from(ended).await;
-        let (end, usage) = {
+        let (end, consumed) = {
             let mut r = relay.borrow_mut();
-            (r.finish(&mut Vec::new()), r.translator.usage())
+            (r.finish(&mut Vec::new()), r.translator.consumed())
         };
         bill.close(Ending {
             served_by: Some(&deployment),
-            usage,
+            answer: Some(consumed),
             status: 200,
             outcome: if end == StreamEnd::Complete { Outcome::Ok } else { Outcome::Cut },
             ttfb_ms: Some(ttfb_ms),

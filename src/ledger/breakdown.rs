@@ -22,8 +22,17 @@ const DIMENSIONS: &[(&str, &str)] = &[
     ("model", "model"),
 ];
 
-const MEASURES: &[&str] =
-    &["requests", "input_tokens", "output_tokens", "cached_tokens", "cost_micros", "unpriced_requests"];
+/// `cost_estimated_micros` is the part of `cost_micros` the gateway estimated (a call that
+/// failed or was cut before its provider reported all of its usage).
+const MEASURES: &[&str] = &[
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cost_micros",
+    "cost_estimated_micros",
+    "unpriced_requests",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -154,6 +163,9 @@ pub struct Totals {
     pub cached_tokens: u64,
     pub cost_micros: u64,
     pub cost_usd: String,
+    pub cost_estimated_micros: u64,
+    /// The estimated part's share of the cost.
+    pub estimated_pct: String,
     pub unpriced_requests: u64,
 }
 
@@ -182,6 +194,8 @@ pub fn present(q: &Query, rows: Vec<Map<String, Value>>) -> (Vec<Map<String, Val
         cached_tokens: sum("cached_tokens"),
         cost_micros: total_cost,
         cost_usd: format_usd(total_cost),
+        cost_estimated_micros: sum("cost_estimated_micros"),
+        estimated_pct: share_pct(sum("cost_estimated_micros"), total_cost),
         unpriced_requests: sum("unpriced_requests"),
     };
     let rows = rows
@@ -194,6 +208,7 @@ pub fn present(q: &Query, rows: Vec<Map<String, Value>>) -> (Vec<Map<String, Val
             let cost = measure(&r, "cost_micros");
             r.insert("cost_usd".into(), Value::from(format_usd(cost)));
             r.insert("share_pct".into(), Value::from(share_pct(cost, total_cost)));
+            r.insert("estimated_pct".into(), Value::from(share_pct(measure(&r, "cost_estimated_micros"), cost)));
             r
         })
         .collect();
@@ -216,7 +231,7 @@ fn csv_field(v: &Value) -> String {
 pub fn csv(q: &Query, rows: &[Map<String, Value>]) -> String {
     let mut header: Vec<&str> = q.group_by.clone();
     header.extend(MEASURES);
-    header.extend(["cost_usd", "share_pct"]);
+    header.extend(["cost_usd", "share_pct", "estimated_pct"]);
     let mut out = header.join(",") + "\n";
     for r in rows {
         let line: Vec<String> = header.iter().map(|h| csv_field(r.get(*h).unwrap_or(&Value::Null))).collect();
@@ -245,7 +260,7 @@ mod tests {
             sql,
             "SELECT team AS team, caller_country AS country, SUM(requests) AS requests, SUM(input_tokens) AS input_tokens, \
 SUM(output_tokens) AS output_tokens, SUM(cached_tokens) AS cached_tokens, SUM(cost_micros) AS cost_micros, \
-SUM(unpriced_requests) AS unpriced_requests FROM cost_daily WHERE day >= ?1 AND day <= ?2 AND team IN (?3, ?4) \
+SUM(cost_estimated_micros) AS cost_estimated_micros, SUM(unpriced_requests) AS unpriced_requests FROM cost_daily WHERE day >= ?1 AND day <= ?2 AND team IN (?3, ?4) \
 AND env IN (?5) GROUP BY team, caller_country ORDER BY cost_micros DESC, team, caller_country"
         );
         assert_eq!(params, vec!["2026-10-01", "2026-11-25", "search", "ads", "qa"]);
@@ -278,10 +293,13 @@ AND env IN (?5) GROUP BY team, caller_country ORDER BY cost_micros DESC, team, c
         let q = parse("group_by=env").unwrap();
         let rows = vec![
             row(json!({"env": "qa", "requests": 8, "cost_micros": 2_000_000, "input_tokens": 10})),
-            row(json!({"env": "prod", "requests": 2, "cost_micros": 1_000_000, "unpriced_requests": 1})),
+            row(json!({"env": "prod", "requests": 2, "cost_micros": 1_000_000, "cost_estimated_micros": 250_000,
+                "unpriced_requests": 1})),
         ];
         let (rows, totals) = present(&q, rows);
         assert_eq!(totals.cost_usd, "3.000000");
+        assert_eq!((totals.cost_estimated_micros, totals.estimated_pct.as_str()), (250_000, "8.33"));
+        assert_eq!((&rows[0]["estimated_pct"], &rows[1]["estimated_pct"]), (&json!("0.00"), &json!("25.00")));
         assert_eq!((totals.requests, totals.unpriced_requests), (10, 1));
         assert_eq!(rows[0]["share_pct"], "66.67");
         assert_eq!(rows[1]["share_pct"], "33.33");
@@ -290,9 +308,9 @@ AND env IN (?5) GROUP BY team, caller_country ORDER BY cost_micros DESC, team, c
         let text = csv(&q, &rows);
         assert_eq!(
             text.lines().next().unwrap(),
-            "env,requests,input_tokens,output_tokens,cached_tokens,cost_micros,unpriced_requests,cost_usd,share_pct"
+            "env,requests,input_tokens,output_tokens,cached_tokens,cost_micros,cost_estimated_micros,unpriced_requests,cost_usd,share_pct,estimated_pct"
         );
-        assert_eq!(text.lines().nth(1).unwrap(), "qa,8,10,0,0,2000000,0,2.000000,66.67");
+        assert_eq!(text.lines().nth(1).unwrap(), "qa,8,10,0,0,2000000,0,0,2.000000,66.67,0.00");
         assert_eq!(share_pct(1, 0), "0.00");
         assert_eq!(csv_field(&json!("a,\"b\"")), "\"a,\"\"b\"\"\"");
     }

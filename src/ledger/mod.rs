@@ -7,8 +7,8 @@ pub mod pricing;
 use crate::config::Deployment;
 use crate::ledger::pricing::cost_micros;
 use crate::model::geo::Caller;
-use crate::model::usage::Usage;
-use crate::policy::attempts::AttemptLog;
+use crate::model::usage::{Consumed, Usage};
+use crate::policy::attempts::{Attempt, AttemptLog, Charge};
 use crate::policy::tags::Tags;
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,7 @@ pub enum Outcome {
     /// A complete answer.
     Ok,
     /// A stream that ended without its terminal event or with an upstream error: billed
-    /// for what was consumed.
+    /// at least for its prompt and for what reached the client.
     Cut,
     /// No answer: the client got an error.
     Error,
@@ -40,11 +40,21 @@ pub struct AttemptRecord {
     pub status: Option<u16>,
     /// `None` for the attempt that answered.
     pub failure: Option<String>,
-    /// Tokens a failed attempt had consumed, when its provider reported them.
+    /// Tokens the call is billed for (reported, or estimated where not); absent for a call
+    /// that provably cost nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
+    /// What the call cost, at its own deployment's price, and the part of that estimated.
+    #[serde(default)]
+    pub cost_micros: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cost_estimated_micros: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,8 +81,14 @@ pub struct CostEvent {
     pub output_tokens: u64,
     pub cached_tokens: u64,
     pub cache_write_tokens: u64,
-    /// `None` when the tokens are unknown (no usage reported): unpriced, never a silent 0.
-    pub cost_micros: Option<u64>,
+    /// The sum of the attempts' costs: every call that may have cost money is priced, at
+    /// its deployment's price; what its provider did not report is estimated. (Events from
+    /// before that may carry `null`: unpriced.)
+    pub cost_micros: u64,
+    /// The part of `cost_micros` that is the gateway's estimate rather than the providers'
+    /// reports.
+    #[serde(default)]
+    pub cost_estimated_micros: u64,
     pub status: u16,
     pub outcome: Outcome,
     pub latency_ms: u64,
@@ -94,7 +110,9 @@ pub struct Facts<'a> {
     /// The deployment that answered (or last failed), if any was called.
     pub deployment: Option<&'a Deployment>,
     pub provider: Option<&'a str>,
-    pub usage: Option<Usage>,
+    /// What the answer consumed, when there was one: the answering attempt's charge, at
+    /// `deployment`'s price.
+    pub answer: Option<Consumed>,
     pub status: u16,
     pub outcome: Outcome,
     pub attempts: &'a AttemptLog,
@@ -107,17 +125,38 @@ pub fn host_of(url: &str) -> &str {
     host_port.rsplit_once('@').map_or(host_port, |(_, h)| h)
 }
 
+impl AttemptRecord {
+    fn of(a: &Attempt, charge: Option<Charge>) -> AttemptRecord {
+        let billed = charge.map(|c| c.consumed.billed);
+        let (cost, estimated) = charge.map_or((0, 0), priced);
+        AttemptRecord {
+            deployment: a.deployment.clone(),
+            status: a.status,
+            failure: a.failure.map(|c| c.as_str().to_string()),
+            input_tokens: billed.map(|u| u.input_tokens),
+            output_tokens: billed.map(|u| u.output_tokens),
+            cost_micros: cost,
+            cost_estimated_micros: estimated,
+        }
+    }
+}
+
+/// A call's cost at its price, and the part above what its provider reported: rounded
+/// once each, so the estimated part never exceeds the cost.
+fn priced(c: Charge) -> (u64, u64) {
+    let cost = cost_micros(&c.price, &c.consumed.billed);
+    (cost, cost.saturating_sub(cost_micros(&c.price, &c.consumed.reported)))
+}
+
 impl CostEvent {
+    /// The event, its cost the sum of its attempts' (the answering one's is `f.answer` at
+    /// `f.deployment`'s price), its tokens theirs.
     pub fn new(f: &Facts) -> CostEvent {
-        let usage = f.usage.unwrap_or_default();
-        // Priced from the reported usage; with no usage and no answer nothing was consumed,
-        // but a response that should have reported usage and did not stays unpriced.
-        let cost = match (f.usage, f.deployment, f.outcome) {
-            (Some(u), Some(d), _) => Some(cost_micros(&d.price, &u)),
-            (None, _, Outcome::Error) => Some(0),
-            // Tokens without a deployment to price them cannot happen; tokens unknown can.
-            (Some(_), None, _) | (None, _, _) => None,
-        };
+        let answer = f.answer.zip(f.deployment).map(|(consumed, d)| Charge { consumed, price: d.price });
+        let charge_of = |a: &Attempt| if a.failure.is_none() { answer } else { a.charge };
+        let tried = &f.attempts.attempts;
+        let attempts: Vec<AttemptRecord> = tried.iter().map(|a| AttemptRecord::of(a, charge_of(a))).collect();
+        let usage = tried.iter().filter_map(charge_of).fold(Usage::default(), |sum, c| sum.plus(c.consumed.billed));
         CostEvent {
             request_id: f.request_id.to_string(),
             ts_ms: f.started_ms,
@@ -141,23 +180,13 @@ impl CostEvent {
             output_tokens: usage.output_tokens,
             cached_tokens: usage.cached_input_tokens,
             cache_write_tokens: usage.cache_write_tokens,
-            cost_micros: cost,
+            cost_micros: attempts.iter().map(|a| a.cost_micros).sum(),
+            cost_estimated_micros: attempts.iter().map(|a| a.cost_estimated_micros).sum(),
             status: f.status,
             outcome: f.outcome,
             latency_ms: f.finished_ms.saturating_sub(f.started_ms),
             ttfb_ms: f.ttfb_ms,
-            attempts: f
-                .attempts
-                .attempts
-                .iter()
-                .map(|a| AttemptRecord {
-                    deployment: a.deployment.clone(),
-                    status: a.status,
-                    failure: a.failure.map(|c| c.as_str().to_string()),
-                    input_tokens: a.consumed.map(|u| u.input_tokens),
-                    output_tokens: a.consumed.map(|u| u.output_tokens),
-                })
-                .collect(),
+            attempts,
         }
     }
 }
@@ -194,7 +223,9 @@ pub fn check_event_json(json: &[u8]) -> Result<String, String> {
             &["ts_ms", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "status", "latency_ms"],
             number,
         ),
-        (&["cost_micros", "ttfb_ms"], number_or_null),
+        // `cost_micros` is null in events from before every attempt was priced, and
+        // `cost_estimated_micros` absent.
+        (&["cost_micros", "cost_estimated_micros", "ttfb_ms"], number_or_null),
     ];
     let wrong = |name: &str, kind: &str| Err(format!("`{name}` must be {kind}"));
     for (names, (fits, kind)) in fields {
@@ -244,6 +275,7 @@ pub fn pack(lens: &[usize], max_bytes: usize, max_items: usize) -> Vec<std::ops:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::price::{PerMtok, Price};
     use crate::model::error_class::ErrorClass;
     use crate::util::valueread::FromValue;
 
@@ -257,7 +289,7 @@ mod tests {
 
     fn facts<'a>(
         d: Option<&'a Deployment>,
-        usage: Option<Usage>,
+        answer: Option<Consumed>,
         outcome: Outcome,
         log: &'a AttemptLog,
         tags: &'a Tags,
@@ -275,7 +307,7 @@ mod tests {
             alias: "chat",
             deployment: d,
             provider: d.map(|_| "openai"),
-            usage,
+            answer,
             status: 200,
             outcome,
             attempts: log,
@@ -291,9 +323,9 @@ mod tests {
         log.failed("eu-0", Some(529), ErrorClass::Overloaded);
         log.succeeded("eu-1", 200);
         let usage = Usage { input_tokens: 1000, output_tokens: 100, ..Usage::default() };
-        let e = CostEvent::new(&facts(Some(&d), Some(usage), Outcome::Ok, &log, &tags, &caller));
+        let e = CostEvent::new(&facts(Some(&d), Some(Consumed::reported(usage)), Outcome::Ok, &log, &tags, &caller));
         assert_eq!(e.day, "2025-11-25");
-        assert_eq!(e.cost_micros, Some(3_000 + 1_500));
+        assert_eq!((e.cost_micros, e.cost_estimated_micros), (3_000 + 1_500, 0));
         assert_eq!(e.endpoint_host.as_deref(), Some("eu.api.example.com:8443"));
         assert_eq!((e.jurisdiction.as_deref(), e.region.as_deref()), (Some("eu"), Some("eu-central-1")));
         assert_eq!((e.caller_country.as_deref(), e.caller_colo.as_deref()), (Some("DE"), Some("FRA")));
@@ -305,28 +337,34 @@ mod tests {
                 status: Some(529),
                 failure: Some("overloaded".into()),
                 input_tokens: None,
-                output_tokens: None
-            }
+                output_tokens: None,
+                cost_micros: 0,
+                cost_estimated_micros: 0,
+            },
+            "an error status is not billed"
         );
+        assert_eq!((e.attempts[1].input_tokens, e.attempts[1].cost_micros), (Some(1000), 4_500));
         let back: CostEvent = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e);
     }
 
     #[test]
-    fn missing_usage_is_unpriced_unless_nothing_was_answered() {
+    fn an_estimated_answer_shows_its_estimated_part() {
         let d = deployment();
         let tags = Tags { team: "t".into(), feature: "f".into(), env: "e".into() };
         let caller = Caller::default();
-        let log = AttemptLog::default();
-        assert_eq!(CostEvent::new(&facts(Some(&d), None, Outcome::Ok, &log, &tags, &caller)).cost_micros, None);
-        assert_eq!(CostEvent::new(&facts(Some(&d), None, Outcome::Cut, &log, &tags, &caller)).cost_micros, None);
-        let failed = CostEvent::new(&facts(None, None, Outcome::Error, &log, &tags, &caller));
-        assert_eq!((failed.cost_micros, failed.deployment), (Some(0), None));
-        let cut = Usage { input_tokens: 10, output_tokens: 3, ..Usage::default() };
-        assert_eq!(
-            CostEvent::new(&facts(Some(&d), Some(cut), Outcome::Cut, &log, &tags, &caller)).cost_micros,
-            Some(75)
-        );
+        let mut log = AttemptLog::default();
+        log.succeeded("eu-1", 200);
+        // A cut stream: the provider had said 10 in, 1 out; 3 out had reached the client.
+        let reported = Usage { input_tokens: 10, output_tokens: 1, ..Usage::default() };
+        let cut = Consumed::at_least(Some(reported), Usage::estimate(4, 12));
+        let e = CostEvent::new(&facts(Some(&d), Some(cut), Outcome::Cut, &log, &tags, &caller));
+        assert_eq!((e.input_tokens, e.output_tokens), (10, 3));
+        assert_eq!((e.cost_micros, e.cost_estimated_micros), (30 + 45, 30));
+        assert_eq!((e.attempts[0].cost_micros, e.attempts[0].cost_estimated_micros), (75, 30));
+        // Nothing called: nothing billed.
+        let failed = CostEvent::new(&facts(None, None, Outcome::Error, &AttemptLog::default(), &tags, &caller));
+        assert_eq!((failed.cost_micros, failed.deployment), (0, None));
     }
 
     #[test]
@@ -344,7 +382,8 @@ mod tests {
         let mut log = AttemptLog::default();
         log.succeeded("eu-1", 200);
         let usage = Usage { input_tokens: 10, output_tokens: 5, ..Usage::default() };
-        let event = CostEvent::new(&facts(Some(&d), Some(usage), Outcome::Ok, &log, &tags, &caller));
+        let event =
+            CostEvent::new(&facts(Some(&d), Some(Consumed::reported(usage)), Outcome::Ok, &log, &tags, &caller));
         let json = serde_json::to_vec(&event).unwrap();
         assert_eq!(check_event_json(&json).unwrap(), event.request_id);
         let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
@@ -359,12 +398,17 @@ mod tests {
             ("attempts", serde_json::json!({})),
             ("model", serde_json::json!(3)),
             ("cost_micros", serde_json::json!(1.5)),
+            ("cost_estimated_micros", serde_json::json!("some")),
         ] {
             let mut broken = v.clone();
             broken[name] = bad;
             let e = check_event_json(broken.to_string().as_bytes()).unwrap_err();
             assert!(e.contains(name), "{name}: {e}");
         }
+        let mut older = v.clone();
+        older.as_object_mut().unwrap().remove("cost_estimated_micros");
+        older["cost_micros"] = serde_json::Value::Null;
+        assert!(check_event_json(older.to_string().as_bytes()).is_ok(), "an event from before estimates");
         let mut missing = v.clone();
         missing.as_object_mut().unwrap().remove("team");
         assert!(check_event_json(missing.to_string().as_bytes()).unwrap_err().contains("team"));
@@ -404,6 +448,104 @@ mod tests {
                 assert!(joined <= max || r.len() == 1, "{r:?} at {max}: {joined}");
                 assert!(r.len() <= items);
             }
+        }
+    }
+
+    fn charge(input: u64, output: u64, price: &Deployment) -> Charge {
+        Charge {
+            consumed: Consumed::reported(Usage { input_tokens: input, output_tokens: output, ..Usage::default() }),
+            price: price.price,
+        }
+    }
+
+    #[test]
+    fn tokens_a_failed_attempt_reported_are_priced_into_the_event() {
+        let d = deployment();
+        let tags = Tags { team: "t".into(), feature: "f".into(), env: "e".into() };
+        let caller = Caller::default();
+        let mut log = AttemptLog::default();
+        // A stream that reported its prompt (1,000 tokens) and then failed before content.
+        log.failed_after("eu-1", Some(200), ErrorClass::Server, Some(charge(1000, 0, &d)));
+        log.succeeded("eu-1", 200);
+        let usage = Usage { input_tokens: 1000, output_tokens: 100, ..Usage::default() };
+        let e = CostEvent::new(&facts(Some(&d), Some(Consumed::reported(usage)), Outcome::Ok, &log, &tags, &caller));
+        assert_eq!(e.cost_micros, 3_000 + (3_000 + 1_500), "both calls were billed by the provider");
+        assert_eq!((e.input_tokens, e.output_tokens), (2000, 100));
+        assert_eq!(e.attempts[0].cost_micros, 3_000);
+    }
+
+    /// A small deterministic generator (xorshift), for the property below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    #[test]
+    fn an_events_cost_is_the_sum_of_its_priced_attempts() {
+        let prices = [
+            Price { input: PerMtok(3_000_000), output: PerMtok(15_000_000), cached_input: None, cache_write: None },
+            Price {
+                input: PerMtok(330_000),
+                output: PerMtok(1_650_001),
+                cached_input: Some(PerMtok(33_333)),
+                cache_write: Some(PerMtok(412_500)),
+            },
+        ];
+        let mut d = deployment();
+        let tags = Tags { team: "t".into(), feature: "f".into(), env: "e".into() };
+        let caller = Caller::default();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2_000 {
+            let usage = |rng: &mut Rng| {
+                let input = rng.below(50_000);
+                Usage {
+                    input_tokens: input,
+                    output_tokens: rng.below(8_000),
+                    cached_input_tokens: rng.below(input + 1) / 2,
+                    cache_write_tokens: rng.below(input + 1) / 4,
+                }
+            };
+            let consumed = |rng: &mut Rng, reported: Usage, estimate: Usage| match rng.below(3) {
+                0 => Consumed::reported(reported),
+                1 => Consumed::at_least(Some(reported), estimate),
+                _ => Consumed::at_least(None, estimate),
+            };
+            let mut log = AttemptLog::default();
+            let mut expected = (0, 0);
+            for i in 0..rng.below(4) {
+                let (r, e) = (usage(&mut rng), usage(&mut rng));
+                let price = prices[rng.below(2) as usize];
+                let charge = (rng.below(3) > 0).then(|| Charge { consumed: consumed(&mut rng, r, e), price });
+                if let Some(c) = charge {
+                    let (cost, estimated) =
+                        (cost_micros(&c.price, &c.consumed.billed), cost_micros(&c.price, &c.consumed.reported));
+                    expected = (expected.0 + cost, expected.1 + cost.saturating_sub(estimated));
+                }
+                log.failed_after(&format!("d{i}"), Some(200), ErrorClass::Server, charge);
+            }
+            let answered = rng.below(2) == 0;
+            let (r, e) = (usage(&mut rng), usage(&mut rng));
+            let answer = answered.then(|| consumed(&mut rng, r, e));
+            d.price = prices[rng.below(2) as usize];
+            if let Some(a) = answer {
+                log.succeeded("eu-1", 200);
+                let cost = cost_micros(&d.price, &a.billed);
+                expected = (expected.0 + cost, expected.1 + cost.saturating_sub(cost_micros(&d.price, &a.reported)));
+            }
+            let outcome = if answered { Outcome::Ok } else { Outcome::Error };
+            let e = CostEvent::new(&facts(Some(&d), answer, outcome, &log, &tags, &caller));
+            assert_eq!((e.cost_micros, e.cost_estimated_micros), expected);
+            assert_eq!(e.cost_micros, e.attempts.iter().map(|a| a.cost_micros).sum::<u64>());
+            assert_eq!(e.cost_estimated_micros, e.attempts.iter().map(|a| a.cost_estimated_micros).sum::<u64>());
+            assert!(e.attempts.iter().all(|a| a.cost_estimated_micros <= a.cost_micros));
+            let billed: u64 = e.attempts.iter().filter_map(|a| a.input_tokens).sum();
+            assert_eq!(e.input_tokens, billed);
         }
     }
 }

@@ -3,10 +3,11 @@
 //! only larger context windows, or stop), the record of what was tried, and the error the
 //! client gets. A pure state machine: the shell sends and waits, this decides.
 
+use crate::config::price::Price;
 use crate::config::{Deployment, Limits};
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
-use crate::model::usage::Usage;
+use crate::model::usage::{Consumed, Usage};
 use crate::policy::health::Admission;
 use crate::policy::residency::{Candidates, Decision, Dropped};
 use crate::providers::{redact, Auth};
@@ -19,9 +20,17 @@ pub struct Attempt {
     pub status: Option<u16>,
     /// `None` for the attempt that answered.
     pub failure: Option<ErrorClass>,
-    /// What a failed attempt had consumed when it failed, if the provider said (a stream
-    /// that reported its input before dying).
-    pub consumed: Option<Usage>,
+    /// What a failed call may have cost; `None` when it provably cost nothing (it was never
+    /// sent, or the provider refused it with an error status). The answering call's is
+    /// its answer's, which the ledger adds when the answer has ended.
+    pub charge: Option<Charge>,
+}
+
+/// What one upstream call consumed, at its deployment's price.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Charge {
+    pub consumed: Consumed,
+    pub price: Price,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -34,8 +43,8 @@ impl AttemptLog {
         self.failed_after(deployment, status, class, None);
     }
 
-    pub fn failed_after(&mut self, deployment: &str, status: Option<u16>, class: ErrorClass, consumed: Option<Usage>) {
-        self.attempts.push(Attempt { deployment: deployment.to_string(), status, failure: Some(class), consumed });
+    pub fn failed_after(&mut self, deployment: &str, status: Option<u16>, class: ErrorClass, charge: Option<Charge>) {
+        self.attempts.push(Attempt { deployment: deployment.to_string(), status, failure: Some(class), charge });
     }
 
     pub fn succeeded(&mut self, deployment: &str, status: u16) {
@@ -43,7 +52,7 @@ impl AttemptLog {
             deployment: deployment.to_string(),
             status: Some(status),
             failure: None,
-            consumed: None,
+            charge: None,
         });
     }
 
@@ -114,25 +123,39 @@ pub struct Failure {
     pub class: ErrorClass,
     /// The provider's `Retry-After`, in seconds.
     pub retry_after: Option<u32>,
-    /// What the provider reported consumed before the failure.
-    pub consumed: Option<Usage>,
+    /// What the call may have cost; `None` when it provably cost nothing.
+    pub consumed: Option<Consumed>,
     /// The provider's error body, for the client's error if this failure is final.
     pub body: Vec<u8>,
 }
 
 impl Failure {
-    /// No response head: unreachable, or no head before the deadline.
-    pub fn no_answer(class: ErrorClass) -> Self {
+    /// The request never left the gateway: nothing to bill.
+    pub fn not_sent(class: ErrorClass) -> Self {
         Failure { status: None, class, retry_after: None, consumed: None, body: Vec::new() }
     }
 
-    /// A success head whose body or stream then failed: malformed, cut before content,
-    /// or too slow.
-    pub fn unusable(status: u16, class: ErrorClass, consumed: Option<Usage>) -> Self {
-        Failure { status: Some(status), class, retry_after: None, consumed, body: Vec::new() }
+    /// No response head: none before the deadline, or the connection failed. The request
+    /// may have reached the provider, which may bill its prompt (estimated at
+    /// `prompt_tokens`): the runtime reports a refused connection and one lost after the
+    /// request was sent alike, so neither is provably free.
+    pub fn no_answer(class: ErrorClass, prompt_tokens: u64) -> Self {
+        let consumed = Consumed::at_least(None, Usage::estimate(prompt_tokens, 0));
+        Failure { status: None, class, retry_after: None, consumed: Some(consumed), body: Vec::new() }
     }
 
-    /// An error status, classified from the provider's body.
+    /// A success head whose body or stream then failed (malformed, cut before content, or
+    /// too slow): the provider took the request, and what it consumed is billed.
+    pub fn unusable(status: u16, class: ErrorClass, consumed: Consumed) -> Self {
+        Failure { status: Some(status), class, retry_after: None, consumed: Some(consumed), body: Vec::new() }
+    }
+
+    /// The same failure of a call the provider does not bill (a token count).
+    pub fn free(self) -> Self {
+        Failure { consumed: None, ..self }
+    }
+
+    /// An error status, classified from the provider's body. Providers do not bill those.
     pub fn refused(status: u16, class: ErrorClass, retry_after: Option<u32>, body: Vec<u8>) -> Self {
         Failure { status: Some(status), class, retry_after, consumed: None, body }
     }
@@ -250,8 +273,9 @@ impl<'g> Attempts<'g> {
     /// goes back in the queue for a retry of the same deployment.
     pub fn failed(&mut self, d: &'g Deployment, auth: Auth, f: &Failure, now_ms: u64) -> Next {
         self.made += 1;
+        let charge = f.consumed.map(|consumed| Charge { consumed, price: d.price });
+        self.log.failed_after(&d.id, f.status, f.class, charge);
         if f.falls_back() {
-            self.log.failed_after(&d.id, f.status, f.class, f.consumed);
             if f.status.is_some_and(|s| !(200..300).contains(&s)) {
                 self.retry_after = f.retry_after;
                 if let (true, false, Some(wait)) = (self.queue.is_empty(), self.retried_same, f.retry_after) {
@@ -266,7 +290,6 @@ impl<'g> Attempts<'g> {
             return Next::FallBack;
         }
         let status = f.status.unwrap_or_default();
-        self.log.failed(&d.id, f.status, f.class);
         if f.class == ErrorClass::ContextLength {
             let window = d.capabilities.context_window.unwrap_or(0);
             self.queue.retain(|(other, _)| other.capabilities.context_window.is_some_and(|w| w > window));
@@ -529,11 +552,36 @@ mod tests {
         let g = gateway(|_| {});
         let mut a = attempts(&g, &["eu-a", "eu-b"]);
         let (d, _, _) = a.next(0).unwrap();
-        let consumed = Usage { input_tokens: 7, ..Usage::default() };
-        let f = Failure::unusable(200, ErrorClass::ContentFilter, Some(consumed));
+        let consumed = Consumed::reported(Usage { input_tokens: 7, ..Usage::default() });
+        let f = Failure::unusable(200, ErrorClass::ContentFilter, consumed);
         assert!(f.blames_deployment(false));
         assert_eq!(a.failed(d, AUTH, &f, 0), Next::FallBack);
-        assert_eq!(a.log.attempts[0].consumed, Some(consumed));
+        assert_eq!(a.log.attempts[0].charge, Some(Charge { consumed, price: d.price }), "at its deployment's price");
+    }
+
+    #[test]
+    fn a_call_is_charged_unless_it_provably_cost_nothing() {
+        let g = gateway(|_| {});
+        let d = g.deployment("eu-a").unwrap();
+        // Never sent, or refused with an error status: providers bill neither.
+        assert_eq!(Failure::not_sent(ErrorClass::Unreachable).consumed, None);
+        assert_eq!(Failure::refused(500, ErrorClass::Server, None, Vec::new()).consumed, None);
+        // No answer: the provider may have taken the request; its prompt is estimated.
+        let timed_out = Failure::no_answer(ErrorClass::Timeout, 120).consumed.unwrap();
+        assert_eq!(timed_out.billed, Usage { input_tokens: 120, ..Usage::default() });
+        assert!(timed_out.is_estimated());
+        let mut a = attempts(&g, &["eu-a", "eu-b"]);
+        a.next(0).unwrap();
+        a.failed(d, AUTH, &Failure::no_answer(ErrorClass::Timeout, 120), 0);
+        let (b, _, _) = a.next(0).unwrap();
+        a.failed(b, AUTH, &Failure::refused(400, ErrorClass::BadRequest, None, Vec::new()), 0);
+        let charges: Vec<_> = a.log.attempts.iter().map(|t| t.charge).collect();
+        assert_eq!(charges, [Some(Charge { consumed: timed_out, price: d.price }), None]);
+        // Skipped before sending: nothing.
+        let mut a = attempts(&g, &["eu-a", "eu-b"]);
+        a.unauthorized(d, ErrorClass::Auth);
+        a.unsupported(d, GatewayError::bad_request("unsupported_parameter", "no"));
+        assert!(a.log.attempts.iter().all(|t| t.charge.is_none()));
     }
 
     #[test]
@@ -616,7 +664,7 @@ mod tests {
         let mut a = attempts(&g, &["eu-a", "eu-b", "us-a"]);
         for _ in 0..2 {
             let (d, _, _) = a.next(0).unwrap();
-            a.failed(d, AUTH, &Failure::no_answer(ErrorClass::Unreachable), 0);
+            a.failed(d, AUTH, &Failure::no_answer(ErrorClass::Unreachable, 10), 0);
         }
         assert!(a.next(0).is_none(), "max_attempts");
         assert_eq!(a.exhausted().code, "upstream_failed");
@@ -720,10 +768,13 @@ mod tests {
 
     #[test]
     fn a_timeout_on_a_long_answer_the_client_chose_does_not_blame_the_deployment() {
-        let timeout = Failure::no_answer(ErrorClass::Timeout);
+        let timeout = Failure::no_answer(ErrorClass::Timeout, 10);
         assert!(timeout.blames_deployment(false));
         assert!(!timeout.blames_deployment(true));
-        assert!(!Failure::unusable(200, ErrorClass::Timeout, None).blames_deployment(true), "cut off mid-body");
+        assert!(
+            !Failure::unusable(200, ErrorClass::Timeout, Consumed::default()).blames_deployment(true),
+            "cut off mid-body"
+        );
         assert!(Failure::refused(503, ErrorClass::Overloaded, None, Vec::new()).blames_deployment(true));
         // Streams wait only for their first content; whole answers, for all of it.
         assert!(!long_answer(true, 32_000) && !long_answer(true, 0));

@@ -54,6 +54,7 @@ impl Provider for Azure {
 mod tests {
     use super::*;
     use crate::model::chat;
+    use crate::model::usage::Consumed;
     use crate::providers::StreamEnd;
     use crate::util::valueread::FromValue;
     use serde_json::{json, Value};
@@ -156,7 +157,8 @@ mod tests {
             t.push(&input.as_bytes()[cut..], &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), expected, "cut {cut}");
             assert_eq!(t.end(), StreamEnd::Complete);
-            assert_eq!(t.usage(), Some(Usage { input_tokens: 5, output_tokens: 1, ..Usage::default() }));
+            let usage = Usage { input_tokens: 5, output_tokens: 1, ..Usage::default() };
+            assert_eq!(t.consumed(), Consumed::reported(usage));
         }
         let mut t = Azure.stream(&req);
         t.push(&input.as_bytes()[..input.find("\"role\"").unwrap()], &mut Vec::new());
@@ -222,5 +224,24 @@ mod tests {
         config["deployments"][0]["api_version"] = json!("2024-10-21");
         let err = crate::config::parse(&config.to_string()).map(drop).unwrap_err();
         assert!(err.contains("deployment `eu-a` (openai): unknown field `api_version`"), "{err}");
+    }
+
+    #[test]
+    fn a_cut_stream_is_billed_at_least_for_what_reached_the_client() {
+        // Usage reported on the first chunk (prompt only), then 40 characters, then the cut.
+        let text = |t: &str| {
+            format!("data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{t}\"}},\"finish_reason\":null}}]}}\n\n")
+        };
+        let input = format!(
+            "data: {{\"id\":\"c\",\"choices\":[],\"prompt_filter_results\":[],\"usage\":{{\"prompt_tokens\":30,\"completion_tokens\":0}}}}\n\n{}{}",
+            text("0123456789abcdefghij"),
+            text("0123456789abcdefghij")
+        );
+        let req = chat::parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#).unwrap();
+        let mut t = Azure.stream(&req);
+        t.push(input.as_bytes(), &mut Vec::new());
+        assert_eq!(t.end(), StreamEnd::Cut);
+        let reported = Usage { input_tokens: 30, ..Usage::default() };
+        assert_eq!(t.consumed(), Consumed { reported, billed: Usage { output_tokens: 10, ..reported } });
     }
 }

@@ -13,7 +13,7 @@ use crate::config::Deployment;
 use crate::model::chat::ChatRequest;
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
-use crate::model::usage::Usage;
+use crate::model::usage::{Consumed, Meter, Usage};
 use crate::util::sse::{write_event, SseDecoder};
 use crate::wire::openai::{stream_error_event, usage_of};
 use serde_json::{json, Map, Value};
@@ -82,7 +82,7 @@ impl Provider for Mistral {
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
         Box::new(Translator {
             wants_usage: req.client_wants_usage,
-            estimated_input: req.facts.input_tokens,
+            meter: Meter::new(req.facts.input_tokens),
             ..Translator::default()
         })
     }
@@ -262,9 +262,7 @@ struct Translator {
     wants_usage: bool,
     /// The answer's id, model and creation time, for the usage chunk written at the end.
     identity: Option<(Value, Value, Value)>,
-    usage: Option<Usage>,
-    estimated_input: u64,
-    streamed_chars: usize,
+    meter: Meter,
     started: bool,
     finished: bool,
     done: bool,
@@ -299,16 +297,16 @@ impl StreamTranslator for Translator {
         StreamEnd::of(self.failed, self.done && self.finished, self.decoder.has_partial())
     }
 
-    /// The reported usage; for a stream cut before it, an estimate of what was consumed.
-    fn usage(&self) -> Option<Usage> {
-        Usage::reported_or_estimated(self.usage, self.estimated_input, self.streamed_chars)
+    fn consumed(&self) -> Consumed {
+        let complete = !self.failed && self.done && self.finished && !self.decoder.has_partial();
+        self.meter.consumed(complete)
     }
 }
 
 impl Translator {
     fn chunk(&mut self, mut chunk: Value, out: &mut Vec<u8>) {
         if let Some(usage) = chunk.get("usage").and_then(usage_of) {
-            self.usage = Some(usage);
+            self.meter.reported = Some(usage);
         }
         self.identity = Some((chunk["id"].clone(), chunk["model"].clone(), chunk["created"].clone()));
         let choices = chunk.get_mut("choices").and_then(Value::as_array_mut).map(std::mem::take).unwrap_or_default();
@@ -332,12 +330,15 @@ impl Translator {
             normalise_finish(&mut choice);
             if let Some(content) = choice.get_mut("delta").and_then(|d| d.get_mut("content")) {
                 normalise_content(content);
-                let chars = content.as_str().map_or(0, |t| t.chars().count());
-                self.streamed_chars += chars;
-                self.started |= chars > 0;
+                let text = content.as_str().unwrap_or_default();
+                self.meter.relayed(text);
+                self.started |= !text.is_empty();
             }
             if let Some(calls) = choice["delta"].get("tool_calls").filter(|c| !c.is_null()) {
-                self.streamed_chars += calls.to_string().len();
+                for function in calls.as_array().into_iter().flatten().map(|c| &c["function"]) {
+                    self.meter.relayed(function["name"].as_str().unwrap_or_default());
+                    self.meter.relayed(function["arguments"].as_str().unwrap_or_default());
+                }
                 self.started = true;
             }
             kept.push(choice);
@@ -360,7 +361,7 @@ impl Translator {
         if self.wants_usage {
             let (id, model, created) = self.identity.clone().unwrap_or_default();
             let last = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [], "usage": openai_usage(self.usage.unwrap_or_default())});
+                "choices": [], "usage": openai_usage(self.meter.reported.unwrap_or_default())});
             write_event(out, None, &last.to_string());
         }
         write_event(out, None, "[DONE]");
@@ -563,7 +564,7 @@ mod tests {
         .concat()
     }
 
-    fn run(input: &str, wants_usage: bool, cut: usize) -> (String, StreamEnd, Option<Usage>, bool) {
+    fn run(input: &str, wants_usage: bool, cut: usize) -> (String, StreamEnd, Consumed, bool) {
         let mut body = json!({"model": "m", "messages": [user(json!("x"))], "stream": true});
         if wants_usage {
             body["stream_options"] = json!({"include_usage": true});
@@ -573,7 +574,7 @@ mod tests {
         t.push(&input.as_bytes()[..cut], &mut out);
         let started = t.started();
         t.push(&input.as_bytes()[cut..], &mut out);
-        (String::from_utf8(out).unwrap(), t.end(), t.usage(), started)
+        (String::from_utf8(out).unwrap(), t.end(), t.consumed(), started)
     }
 
     fn data(out: &str) -> Vec<Value> {
@@ -593,7 +594,7 @@ mod tests {
                 assert_eq!((&split.0, split.1, split.2), (&whole.0, whole.1, whole.2), "cut {cut}");
             }
             assert_eq!(whole.1, StreamEnd::Complete);
-            assert_eq!(whole.2, Some(Usage { input_tokens: 9, output_tokens: 3, ..Usage::default() }));
+            assert_eq!(whole.2, Consumed::reported(Usage { input_tokens: 9, output_tokens: 3, ..Usage::default() }));
             let events = data(&whole.0);
             assert_eq!(events.last().unwrap(), "[DONE]");
             let text: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
@@ -628,10 +629,11 @@ mod tests {
         let input = recorded();
         let before_finish =
             input.find("\"finish_reason\":\"stop\"").map(|i| input[..i].rfind("data: ").unwrap()).unwrap();
-        let (out, end, usage, _) = run(&input[..before_finish], true, 0);
+        let (out, end, consumed, _) = run(&input[..before_finish], true, 0);
         assert_eq!(end, StreamEnd::Cut);
         assert!(!out.contains("[DONE]"));
-        assert_eq!(usage, Some(Usage { input_tokens: 5, output_tokens: 3, ..Usage::default() }), "estimated");
+        let estimate = Usage { input_tokens: 5, output_tokens: 3, ..Usage::default() };
+        assert_eq!(consumed, Consumed::at_least(None, estimate), "estimated");
         let no_done = &input[..input.find("data: [DONE]").unwrap()];
         assert_eq!(run(no_done, false, 0).1, StreamEnd::Cut);
         let error =
@@ -639,5 +641,24 @@ mod tests {
         let (out, end, ..) = run(&error, false, 0);
         assert_eq!(end, StreamEnd::Failed);
         assert_eq!(data(&out).last().unwrap()["error"]["code"], "upstream_failed");
+    }
+
+    #[test]
+    fn a_cut_stream_is_billed_at_least_for_what_reached_the_client() {
+        // Usage on the first chunk (prompt only), then 40 characters of text, then the cut.
+        let input = [
+            chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+                Some(json!({"prompt_tokens": 30, "completion_tokens": 0, "total_tokens": 30})),
+            ),
+            chunk(json!({"content": "0123456789abcdefghij"}), Value::Null, None),
+            chunk(json!({"content": "0123456789abcdefghij"}), Value::Null, None),
+        ]
+        .concat();
+        let (_, end, consumed, _) = run(&input, false, 0);
+        assert_eq!(end, StreamEnd::Cut);
+        let reported = Usage { input_tokens: 30, ..Usage::default() };
+        assert_eq!(consumed, Consumed { reported, billed: Usage { output_tokens: 10, ..reported } });
     }
 }

@@ -15,7 +15,7 @@ use crate::config::{Deployment, ProviderSettings};
 use crate::model::chat::{ChatRequest, NativeMessages};
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
-use crate::model::usage::Usage;
+use crate::model::usage::{Consumed, Usage};
 use serde_json::{Map, Value};
 
 /// What one upstream call authenticates with, resolved by the shell from the
@@ -92,7 +92,9 @@ pub trait StreamTranslator {
     fn started(&self) -> bool;
     /// At upstream end of stream: whether it ended with its terminal event.
     fn end(&mut self) -> StreamEnd;
-    fn usage(&self) -> Option<Usage>;
+    /// What the stream is billed for: the provider's final usage once it completed, else
+    /// at least what it reported and what reached the client ([`Meter::consumed`]).
+    fn consumed(&self) -> Consumed;
     /// The event that tells the client the gateway ended its stream early, in the format
     /// this translator writes.
     fn cut_event(&self, e: &GatewayError) -> Vec<u8> {
@@ -138,8 +140,8 @@ pub trait SpeaksMessages {
     ) -> Result<UpstreamRequest, GatewayError>;
 
     /// The stream as Anthropic's events, passed on as they come.
-    fn native_stream(&self) -> Box<dyn StreamTranslator> {
-        anthropic::native_stream()
+    fn native_stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
+        anthropic::native_stream(req)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::Deployment;
 use crate::model::chat::ChatRequest;
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
-use crate::model::usage::Usage;
+use crate::model::usage::{Consumed, Meter, Usage};
 use crate::util::sse::SseDecoder;
 use crate::wire::openai::Chunk;
 use serde_json::{Map, Value};
@@ -94,7 +94,7 @@ impl Provider for OpenAi {
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
         Box::new(PassThrough {
             client_wants_usage: req.client_wants_usage,
-            estimated_input: req.facts.input_tokens,
+            meter: Meter::new(req.facts.input_tokens),
             ..PassThrough::default()
         })
     }
@@ -110,16 +110,14 @@ struct PassThrough {
     started: bool,
     finished: bool,
     done: bool,
-    usage: Option<Usage>,
-    estimated_input: u64,
-    /// Characters of content and tool-call arguments relayed, to estimate the output of a
-    /// stream cut before its usage chunk.
-    streamed_chars: usize,
+    /// The usage chunk (or usage an OpenAI-compatible server sends earlier), and the
+    /// characters of content, tool names and arguments relayed.
+    meter: Meter,
 }
 
 impl StreamTranslator for PassThrough {
     fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        let Self { decoder, client_wants_usage, started, finished, done, usage, streamed_chars, .. } = self;
+        let Self { decoder, client_wants_usage, started, finished, done, meter } = self;
         decoder.push(bytes, |event| {
             let Some(data) = event.data.as_deref() else {
                 // Comments keep idle connections open; pass them on.
@@ -137,7 +135,7 @@ impl StreamTranslator for PassThrough {
             };
             let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
             if let Some(u) = chunk.usage {
-                *usage = Some(u.into());
+                meter.reported = Some(u.into());
                 *started = true;
             }
             for choice in &chunk.choices {
@@ -150,7 +148,7 @@ impl StreamTranslator for PassThrough {
                     let calls = d.tool_calls.iter().flatten().filter_map(|c| c.function.as_ref());
                     let called: usize = calls.map(|f| len(&f.name) + len(&f.arguments)).sum();
                     let text = len(&d.content) + len(&d.refusal);
-                    *streamed_chars += text + called;
+                    meter.relayed_chars += text + called;
                     if text > 0 || d.tool_calls.is_some() {
                         *started = true;
                     }
@@ -170,10 +168,9 @@ impl StreamTranslator for PassThrough {
         StreamEnd::of(false, self.done && self.finished, self.decoder.has_partial())
     }
 
-    /// The reported usage; for a stream cut before the usage chunk, an estimate of what
-    /// was consumed — billed, never a silent zero.
-    fn usage(&self) -> Option<Usage> {
-        Usage::reported_or_estimated(self.usage, self.estimated_input, self.streamed_chars)
+    fn consumed(&self) -> Consumed {
+        let complete = self.done && self.finished && !self.decoder.has_partial();
+        self.meter.consumed(complete)
     }
 }
 
@@ -355,7 +352,7 @@ mod tests {
         s
     }
 
-    fn run(input: &str, wants_usage: bool, cut: usize) -> (Vec<u8>, StreamEnd, Option<Usage>, bool) {
+    fn run(input: &str, wants_usage: bool, cut: usize) -> (Vec<u8>, StreamEnd, Consumed, bool) {
         let body = if wants_usage {
             r#"{"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{"include_usage":true}}"#
         } else {
@@ -367,7 +364,7 @@ mod tests {
         t.push(&input.as_bytes()[..cut], &mut out);
         let started_early = t.started();
         t.push(&input.as_bytes()[cut..], &mut out);
-        (out, t.end(), t.usage(), started_early)
+        (out, t.end(), t.consumed(), started_early)
     }
 
     #[test]
@@ -377,7 +374,7 @@ mod tests {
             let (out, end, usage, _) = run(&input, false, cut);
             assert_eq!(String::from_utf8(out).unwrap(), recorded(false, true), "cut {cut}");
             assert_eq!(end, StreamEnd::Complete);
-            assert_eq!(usage, Some(Usage { input_tokens: 9, output_tokens: 2, ..Usage::default() }));
+            assert_eq!(usage, Consumed::reported(Usage { input_tokens: 9, output_tokens: 2, ..Usage::default() }));
             let (out, ..) = run(&input, true, cut);
             assert_eq!(String::from_utf8(out).unwrap(), input, "cut {cut}");
         }
@@ -403,7 +400,9 @@ mod tests {
         // Cut before the usage chunk: billed for an estimate of what was consumed.
         let (_, end, usage, _) = run(&chunk("xxxxx"), false, 0);
         assert_eq!(end, StreamEnd::Cut);
-        assert_eq!(usage, Some(Usage { input_tokens: 4, output_tokens: 2, ..Usage::default() }));
+        let estimate = Usage { input_tokens: 4, output_tokens: 2, ..Usage::default() };
+        assert_eq!(usage, Consumed::at_least(None, estimate));
+        assert!(usage.is_estimated());
     }
 
     #[test]
@@ -411,5 +410,24 @@ mod tests {
         let e = crate::model::error::GatewayError::new(502, "upstream_error", "stream_cut", "cut");
         let ev = String::from_utf8(stream_error_event(&e)).unwrap();
         assert!(ev.starts_with("data: {\"error\":{") && ev.ends_with("\n\n"));
+    }
+
+    /// An OpenAI-compatible server that reports usage early (on its first chunk) and is cut:
+    /// what was reported is a lower bound; 40 characters reached the client, 10 tokens.
+    fn early_usage_then_cut() -> String {
+        let early = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":0,\"total_tokens\":30}}\n\n";
+        format!("{early}{}{}", chunk("0123456789abcdefghij"), chunk("0123456789abcdefghij"))
+    }
+
+    #[test]
+    fn a_cut_stream_is_billed_at_least_for_what_reached_the_client() {
+        let (_, end, consumed, _) = run(&early_usage_then_cut(), false, 0);
+        assert_eq!(end, StreamEnd::Cut);
+        let reported = Usage { input_tokens: 30, ..Usage::default() };
+        assert_eq!(consumed, Consumed { reported, billed: Usage { output_tokens: 10, ..reported } });
+        // The same stream, complete: its report is final. Without a report, estimated.
+        let complete = format!("{}data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\ndata: [DONE]\n\n", early_usage_then_cut());
+        assert_eq!(run(&complete, false, 0).2, Consumed::reported(reported));
+        assert!(run(&recorded(false, true), false, 0).2.is_estimated());
     }
 }

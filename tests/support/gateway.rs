@@ -223,7 +223,8 @@ pub fn test_config() -> Value {
         },
         // Shared deployments never trip a breaker between tests; `flaky` has its own.
         "limits": {"max_body_bytes": MAX_BODY, "max_attempts": 3, "health": {"failure_threshold": 1000}},
-        "budgets": {"teams": {"softcap": {"monthly_usd": "0.000001", "mode": "soft"}}}
+        "budgets": {"teams": {"softcap": {"monthly_usd": "0.000001", "mode": "soft"},
+            "failcap": {"monthly_usd": "0.0001", "mode": "hard"}}}
     });
     config["deployments"].as_array_mut().unwrap().extend(routing);
     let (deployments, aliases) = google_azure_mistral();

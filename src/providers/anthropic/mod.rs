@@ -80,7 +80,7 @@ impl Provider for Anthropic {
             identity: Identity { created: req.received_at, ..Identity::default() },
             wants_usage: req.client_wants_usage,
         };
-        Box::new(Translator::new(chunks, false))
+        Box::new(Translator::new(chunks, false, req.facts.input_tokens))
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::Deployment;
 use crate::model::chat::{ChatRequest, NativeMessages};
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
-use crate::model::usage::Usage;
+use crate::model::usage::{Consumed, Usage};
 use crate::providers::canonical::Chunks;
 use crate::providers::{Auth, CountsTokens, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest};
 use serde_json::{Map, Value};
@@ -65,8 +65,9 @@ pub fn native_response(body: Vec<u8>) -> Result<(Vec<u8>, Option<Usage>), ErrorC
 /// A Messages stream for a Messages client: every byte goes on as it came. The events are
 /// read only for what the gateway needs of them: the first content (any block's delta,
 /// thinking included), the usage and how the stream ended.
-pub fn native_stream() -> Box<dyn StreamTranslator> {
-    Box::new(Native { reader: Translator::new(Chunks::default(), true), unused: Vec::new() })
+pub fn native_stream(req: &ChatRequest) -> Box<dyn StreamTranslator> {
+    let reader = Translator::new(Chunks::default(), true, req.facts.input_tokens);
+    Box::new(Native { reader, unused: Vec::new() })
 }
 
 struct Native {
@@ -90,8 +91,8 @@ impl StreamTranslator for Native {
         self.reader.end()
     }
 
-    fn usage(&self) -> Option<Usage> {
-        self.reader.usage()
+    fn consumed(&self) -> Consumed {
+        self.reader.consumed()
     }
 
     fn cut_event(&self, e: &GatewayError) -> Vec<u8> {
@@ -133,7 +134,7 @@ mod tests {
     /// Pushes `input` to a native stream in two pieces; the output, and whether it had
     /// started after the first.
     fn native_run(input: &str, cut: usize) -> (Box<dyn StreamTranslator>, Vec<u8>, bool) {
-        let mut t = native_stream();
+        let mut t = native_stream(&parse(json!({"model": "m", "messages": [user(json!("x"))], "stream": true})));
         let mut out = Vec::new();
         t.push(&input.as_bytes()[..cut], &mut out);
         let started = t.started();
@@ -146,18 +147,23 @@ mod tests {
         for input in [RECORDED, THINKING] {
             let (mut whole, out, _) = native_run(input, 0);
             assert_eq!(out, input.as_bytes());
-            let (end, usage) = (whole.end(), whole.usage());
+            let (end, consumed) = (whole.end(), whole.consumed());
             assert_eq!(end, StreamEnd::Complete);
             for cut in 1..=input.len() {
                 let (mut t, out, _) = native_run(input, cut);
                 assert_eq!(out, input.as_bytes(), "cut {cut}");
-                assert_eq!((t.end(), t.usage()), (end, usage), "cut {cut}");
+                assert_eq!((t.end(), t.consumed()), (end, consumed), "cut {cut}");
             }
         }
-        let usage = native_run(THINKING, 0).0.usage();
+        let consumed = native_run(THINKING, 0).0.consumed();
         assert_eq!(
-            usage,
-            Some(Usage { input_tokens: 52, output_tokens: 30, cached_input_tokens: 0, cache_write_tokens: 40 })
+            consumed,
+            Consumed::reported(Usage {
+                input_tokens: 52,
+                output_tokens: 30,
+                cached_input_tokens: 0,
+                cache_write_tokens: 40
+            })
         );
     }
 
@@ -229,5 +235,16 @@ mod tests {
         native.beta = None;
         let up = Anthropic.build_native(&deployment(), &req, &native, &auth).unwrap();
         assert!(up.headers.iter().all(|(name, _)| *name != "anthropic-beta"));
+    }
+
+    #[test]
+    fn a_cut_native_stream_is_billed_for_what_reached_the_client_thinking_included() {
+        // Cut after the thinking ("Two and two…") and the text ("Four."): 17 characters
+        // reached the client, 5 tokens; message_start said 1. The signature is not output.
+        let cut = THINKING.find("event: message_delta").unwrap();
+        let (t, _, _) = native_run(&THINKING[..cut], 0);
+        let consumed = t.consumed();
+        assert_eq!((consumed.billed.input_tokens, consumed.billed.output_tokens), (52, 5));
+        assert_eq!((consumed.reported.output_tokens, consumed.billed.cache_write_tokens), (1, 40));
     }
 }

@@ -7,7 +7,7 @@
 
 use super::response::{finish_reason, WireBlock, WireMessage, WireUsage};
 use crate::model::error::GatewayError;
-use crate::model::usage::Usage;
+use crate::model::usage::{Consumed, Meter};
 use crate::providers::canonical::Chunks;
 use crate::providers::{StreamEnd, StreamTranslator};
 use crate::util::sse::SseDecoder;
@@ -80,8 +80,16 @@ impl TryFrom<FlatEvent> for WireEvent {
 }
 
 enum WireDelta {
-    TextDelta { text: String },
-    InputJsonDelta { partial_json: String },
+    TextDelta {
+        text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
+    },
+    /// Extended thinking's text, counted and not kept: only a Messages client receives it.
+    ThinkingDelta {
+        chars: usize,
+    },
     Other,
 }
 
@@ -91,7 +99,27 @@ struct FlatDelta {
     kind: Option<String>,
     text: Option<String>,
     partial_json: Option<String>,
+    thinking: Option<Chars>,
     stop_reason: Option<String>,
+}
+
+/// A string's length in characters, read without keeping (or allocating) the string.
+struct Chars(usize);
+
+impl<'de> Deserialize<'de> for Chars {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl serde::de::Visitor<'_> for Count {
+            type Value = Chars;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Chars, E> {
+                Ok(Chars(text.chars().count()))
+            }
+        }
+        d.deserialize_str(Count)
+    }
 }
 
 impl TryFrom<FlatDelta> for WireDelta {
@@ -103,6 +131,7 @@ impl TryFrom<FlatDelta> for WireDelta {
             "input_json_delta" => WireDelta::InputJsonDelta {
                 partial_json: d.partial_json.ok_or("input_json_delta without partial_json")?,
             },
+            "thinking_delta" => WireDelta::ThinkingDelta { chars: d.thinking.map_or(0, |c| c.0) },
             _ => WireDelta::Other,
         })
     }
@@ -126,9 +155,11 @@ pub(super) struct Translator {
 }
 
 impl Translator {
-    /// A reader of a Messages stream that writes OpenAI chunks through `chunks`.
-    pub(super) fn new(chunks: Chunks, every_delta_is_content: bool) -> Self {
-        let state = StreamState { chunks, every_delta_is_content, ..StreamState::default() };
+    /// A reader of a Messages stream that writes OpenAI chunks through `chunks`, for a
+    /// prompt estimated at `estimated_input` tokens.
+    pub(super) fn new(chunks: Chunks, every_delta_is_content: bool, estimated_input: u64) -> Self {
+        let meter = Meter::new(estimated_input);
+        let state = StreamState { chunks, every_delta_is_content, meter, ..StreamState::default() };
         Translator { decoder: SseDecoder::new(), state }
     }
 }
@@ -140,6 +171,8 @@ struct StreamState {
     /// from text, Anthropic numbers every block.
     tool_blocks: Vec<u64>,
     usage: Option<WireUsage>,
+    /// What reached the client; its `reported` is `usage`, set when the stream is billed.
+    meter: Meter,
     started: bool,
     stopped: bool,
     /// An `error` event arrived: the answer is incomplete whatever follows.
@@ -168,8 +201,11 @@ impl StreamTranslator for Translator {
         StreamEnd::of(self.state.failed, self.state.stopped, self.decoder.has_partial())
     }
 
-    fn usage(&self) -> Option<Usage> {
-        self.state.usage.map(|u| u.total())
+    fn consumed(&self) -> Consumed {
+        let state = &self.state;
+        let complete = state.stopped && !state.failed && !self.decoder.has_partial();
+        let meter = Meter { reported: state.usage.map(|u| u.total()), ..state.meter.clone() };
+        meter.consumed(complete)
     }
 }
 
@@ -210,6 +246,7 @@ impl StreamState {
             WireBlock::Text { text } => self.text(text, out),
             WireBlock::ToolUse { id, name, .. } => {
                 self.started = true;
+                self.meter.relayed(&name);
                 self.chunks.tool_call_start(out, self.tool_blocks.len(), &id, &name);
                 self.tool_blocks.push(index);
             }
@@ -221,11 +258,19 @@ impl StreamState {
         match delta {
             WireDelta::TextDelta { text } => self.text(text, out),
             WireDelta::InputJsonDelta { partial_json } if !partial_json.is_empty() => {
-                let Some(tool) = self.tool_blocks.iter().position(|&b| b == index) else {
-                    return;
-                };
+                let tool = self.tool_blocks.iter().position(|&b| b == index);
+                // A server tool's input reaches a Messages client too.
+                if tool.is_some() || self.every_delta_is_content {
+                    self.meter.relayed(&partial_json);
+                }
+                let Some(tool) = tool else { return };
                 self.chunks.tool_call_arguments(out, tool, &partial_json);
             }
+            WireDelta::ThinkingDelta { chars } if self.every_delta_is_content => {
+                self.started = true;
+                self.meter.relayed_chars += chars;
+            }
+            WireDelta::ThinkingDelta { .. } => {}
             WireDelta::Other => self.started |= self.every_delta_is_content,
             _ => {}
         }
@@ -234,6 +279,7 @@ impl StreamState {
     fn text(&mut self, text: String, out: &mut Vec<u8>) {
         if !text.is_empty() {
             self.started = true;
+            self.meter.relayed(&text);
             self.chunks.text(out, &text);
         }
     }
@@ -256,7 +302,7 @@ fn stream_error(error: &WireError) -> GatewayError {
 
 #[cfg(test)]
 mod tests {
-    use crate::model::usage::Usage;
+    use crate::model::usage::{Consumed, Usage};
     use crate::providers::anthropic::test_support::{parse, user, RECORDED};
     use crate::providers::anthropic::Anthropic;
     use crate::providers::{Provider, StreamEnd};
@@ -265,7 +311,7 @@ mod tests {
     struct Run {
         out: String,
         end: StreamEnd,
-        usage: Option<Usage>,
+        consumed: Consumed,
         started_at_cut: bool,
     }
 
@@ -279,7 +325,7 @@ mod tests {
         t.push(&input[..cut], &mut out);
         let started_at_cut = t.started();
         t.push(&input[cut..], &mut out);
-        Run { out: String::from_utf8(out).unwrap(), end: t.end(), usage: t.usage(), started_at_cut }
+        Run { out: String::from_utf8(out).unwrap(), end: t.end(), consumed: t.consumed(), started_at_cut }
     }
 
     fn data(out: &str) -> Vec<Value> {
@@ -317,8 +363,14 @@ mod tests {
         );
         assert_eq!(run.end, StreamEnd::Complete);
         assert_eq!(
-            run.usage,
-            Some(Usage { input_tokens: 50, output_tokens: 42, cached_input_tokens: 30, cache_write_tokens: 0 })
+            run.consumed,
+            Consumed::reported(Usage {
+                input_tokens: 50,
+                output_tokens: 42,
+                cached_input_tokens: 30,
+                cache_write_tokens: 0
+            }),
+            "billed from the final usage"
         );
     }
 
@@ -330,7 +382,7 @@ mod tests {
             for cut in 1..=input.len() {
                 let split = run(input, wants_usage, cut);
                 assert_eq!(split.out, whole.out, "cut {cut}");
-                assert_eq!((split.end, split.usage), (whole.end, whole.usage), "cut {cut}");
+                assert_eq!((split.end, split.consumed), (whole.end, whole.consumed), "cut {cut}");
             }
         }
     }
@@ -365,24 +417,27 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_cut_before_message_stop_is_cut_with_partial_usage() {
+    fn a_stream_cut_before_message_stop_is_cut_and_billed_at_least_for_its_report() {
         let before_delta = RECORDED.find("event: message_delta").unwrap();
         let cut = run(&RECORDED.as_bytes()[..before_delta], true, 0);
         assert_eq!(cut.end, StreamEnd::Cut);
-        assert_eq!(
-            cut.usage,
-            Some(Usage { input_tokens: 50, output_tokens: 1, cached_input_tokens: 30, cache_write_tokens: 0 })
-        );
         assert!(!cut.out.contains("[DONE]") && !cut.out.contains("\"usage\":{"));
 
+        // message_delta's count (42) is above what was relayed: it stands.
         let before_stop = RECORDED.find("event: message_stop").unwrap();
         let cut = run(&RECORDED.as_bytes()[..before_stop], false, 0);
-        assert_eq!((cut.end, cut.usage.map(|u| u.output_tokens)), (StreamEnd::Cut, Some(42)));
+        assert_eq!((cut.end, cut.consumed.billed.output_tokens), (StreamEnd::Cut, 42));
+        assert!(!cut.consumed.is_estimated());
         assert!(cut.out.contains("\"finish_reason\":\"tool_calls\"") && !cut.out.contains("[DONE]"));
 
         let mid_event = &RECORDED.as_bytes()[..RECORDED.len() - 5];
         assert_eq!(run(mid_event, false, 0).end, StreamEnd::Cut);
-        assert_eq!(run(b"", false, 0).usage, None);
+        // Nothing at all after the 200: the prompt ("x": 1 token and 4 of framing), estimated.
+        let nothing = run(b"", false, 0).consumed;
+        assert_eq!(
+            (nothing.billed, nothing.reported),
+            (Usage { input_tokens: 5, ..Usage::default() }, Usage::default())
+        );
     }
 
     #[test]
@@ -399,5 +454,17 @@ mod tests {
         assert_eq!(error["code"], "upstream_overloaded");
         assert!(error["message"].as_str().unwrap().contains("Overloaded"));
         assert_eq!(events.len(), 4, "role, two texts, the error; nothing after it: {}", run.out);
+    }
+
+    #[test]
+    fn a_cut_stream_is_billed_for_what_reached_the_client_not_message_starts_count() {
+        // message_start said 1 output token; "Café weather:", the tool's name and
+        // `{"city": "Paris"}` reached the client: 41 characters, 11 tokens.
+        let before_delta = RECORDED.find("event: message_delta").unwrap();
+        let cut = run(&RECORDED.as_bytes()[..before_delta], false, 0);
+        assert_eq!(cut.end, StreamEnd::Cut);
+        let reported = Usage { input_tokens: 50, output_tokens: 1, cached_input_tokens: 30, cache_write_tokens: 0 };
+        assert_eq!(cut.consumed, Consumed { reported, billed: Usage { output_tokens: 11, ..reported } });
+        assert!(cut.consumed.is_estimated());
     }
 }

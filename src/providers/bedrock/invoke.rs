@@ -11,7 +11,7 @@ use crate::config::Deployment;
 use crate::model::chat::{ChatRequest, NativeMessages};
 use crate::model::error::GatewayError;
 use crate::model::error_class::ErrorClass;
-use crate::model::usage::Usage;
+use crate::model::usage::Consumed;
 use crate::providers::{anthropic, Auth, CountsTokens, SpeaksMessages, StreamEnd, StreamTranslator, UpstreamRequest};
 use crate::util::base64;
 use crate::wire::anthropic::write_error_event;
@@ -47,10 +47,10 @@ impl SpeaksMessages for Bedrock {
         authorized(d, model_url(d, operation), body, auth)
     }
 
-    fn native_stream(&self) -> Box<dyn StreamTranslator> {
+    fn native_stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator> {
         Box::new(NativeStream {
             frames: Decoder::new(),
-            events: anthropic::native_stream(),
+            events: anthropic::native_stream(req),
             sse: Vec::new(),
             corrupt: false,
         })
@@ -143,8 +143,10 @@ impl StreamTranslator for NativeStream {
         }
     }
 
-    fn usage(&self) -> Option<Usage> {
-        self.events.usage()
+    /// Anthropic's events decide: a frame left unfinished after `message_stop` does not
+    /// change what the complete answer consumed.
+    fn consumed(&self) -> Consumed {
+        self.events.consumed()
     }
 
     fn cut_event(&self, e: &GatewayError) -> Vec<u8> {
@@ -280,6 +282,11 @@ mod tests {
         events.iter().flat_map(chunk).collect()
     }
 
+    fn request() -> ChatRequest {
+        let body = json!({"model": "claude", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "x"}]});
+        crate::ingress::anthropic::parse(body.to_string().as_bytes()).unwrap()
+    }
+
     fn claude_events() -> Vec<Value> {
         vec![
             json!({"type": "message_start", "message": {"id": "msg_bdrk_01", "type": "message", "role": "assistant",
@@ -301,16 +308,21 @@ mod tests {
         let events = claude_events();
         let input = invoke_stream(&events);
         for cut in 0..=input.len() {
-            let mut t = Bedrock.native_stream();
+            let mut t = Bedrock.native_stream(&request());
             let mut out = Vec::new();
             t.push(&input[..cut], &mut out);
             t.push(&input[cut..], &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), as_sse(&events), "cut {cut}");
             assert_eq!(t.end(), StreamEnd::Complete, "cut {cut}");
-            assert_eq!(t.usage().map(|u| (u.input_tokens, u.output_tokens)), Some((9, 4)), "cut {cut}");
+            let billed = t.consumed().billed;
+            assert_eq!(
+                (billed.input_tokens, billed.output_tokens, t.consumed().is_estimated()),
+                (9, 4, false),
+                "cut {cut}"
+            );
         }
         // Cut inside a frame: what arrived is passed on, and the stream is cut.
-        let mut t = Bedrock.native_stream();
+        let mut t = Bedrock.native_stream(&request());
         let mut out = Vec::new();
         t.push(&input[..input.len() - 3], &mut out);
         assert_eq!(t.end(), StreamEnd::Cut);
@@ -327,7 +339,7 @@ mod tests {
             (":message-type", "exception"),
         ];
         input.extend(frame(&headers, br#"{"message":"Too many tokens"}"#));
-        let mut t = Bedrock.native_stream();
+        let mut t = Bedrock.native_stream(&request());
         let mut out = Vec::new();
         t.push(&input, &mut out);
         let out = String::from_utf8(out).unwrap();
@@ -336,12 +348,27 @@ mod tests {
         assert_eq!(out, format!("{}event: error\ndata: {expected_error}\n\n", as_sse(&events[..3])));
         assert_eq!(t.end(), StreamEnd::Failed);
         // A frame that breaks the framing ends it the same way, once.
-        let mut t = Bedrock.native_stream();
+        let mut t = Bedrock.native_stream(&request());
         let mut out = Vec::new();
         t.push(&[0, 0, 0, 5, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8], &mut out);
         t.push(b"more", &mut out);
         let out = String::from_utf8(out).unwrap();
         assert_eq!(out.matches("event: error").count(), 1, "{out}");
         assert_eq!(t.end(), StreamEnd::Failed);
+    }
+
+    #[test]
+    fn a_cut_invoke_stream_is_billed_for_what_reached_the_client() {
+        // message_start said 1 output token; "Hello é" (7 characters, 2 tokens) reached the client.
+        let events = claude_events();
+        let input = invoke_stream(&events[..3]);
+        let mut t = Bedrock.native_stream(&request());
+        t.push(&input, &mut Vec::new());
+        assert_eq!(t.end(), StreamEnd::Cut);
+        let consumed = t.consumed();
+        assert_eq!(
+            (consumed.billed.input_tokens, consumed.billed.output_tokens, consumed.reported.output_tokens),
+            (9, 2, 1)
+        );
     }
 }

@@ -8,7 +8,7 @@ use super::eventstream::{Decoder, Message};
 use super::{payload, WireError};
 use crate::model::chat::ChatRequest;
 use crate::model::error::GatewayError;
-use crate::model::usage::Usage;
+use crate::model::usage::{Consumed, Meter};
 use crate::providers::canonical::{Chunks, Identity};
 use crate::providers::{StreamEnd, StreamTranslator};
 use crate::wire::openai::stream_error_event;
@@ -81,7 +81,7 @@ impl Translator {
             identity: Identity { model: req.model.clone(), created: req.received_at, ..Identity::default() },
             wants_usage: req.client_wants_usage,
         };
-        let state = StreamState { chunks, estimated_input: req.facts.input_tokens, ..StreamState::default() };
+        let state = StreamState { chunks, meter: Meter::new(req.facts.input_tokens), ..StreamState::default() };
         Translator { decoder: Decoder::new(), state }
     }
 }
@@ -99,11 +99,9 @@ struct StreamState {
     /// Content-block index of each tool call, in order: OpenAI numbers tool calls apart
     /// from text, Converse numbers every block.
     tool_blocks: Vec<u64>,
-    usage: Option<Usage>,
-    /// For a stream cut before its usage: the prompt's estimated size, and the characters
-    /// of text and tool input relayed.
-    estimated_input: u64,
-    streamed_chars: usize,
+    /// The usage `metadata` reported, and what reached the client: text, tool names and
+    /// tool input.
+    meter: Meter,
     stopped: bool,
     done: bool,
     started: bool,
@@ -130,11 +128,9 @@ impl StreamTranslator for Translator {
         StreamEnd::of(self.state.failed, self.state.done, self.decoder.has_partial())
     }
 
-    /// The reported usage; for a stream cut before it, an estimate of what was consumed,
-    /// billed rather than a silent zero.
-    fn usage(&self) -> Option<Usage> {
+    fn consumed(&self) -> Consumed {
         let state = &self.state;
-        Usage::reported_or_estimated(state.usage, state.estimated_input, state.streamed_chars)
+        state.meter.consumed(state.done && !state.failed && !self.decoder.has_partial())
     }
 }
 impl StreamState {
@@ -167,6 +163,7 @@ impl StreamState {
                 let Some(BlockStart { content_block_index, start }) = payload(message) else { return };
                 if let Some(tool) = start.tool_use {
                     self.started = true;
+                    self.meter.relayed(&tool.name);
                     self.chunks.tool_call_start(out, self.tool_blocks.len(), &tool.tool_use_id, &tool.name);
                     self.tool_blocks.push(content_block_index);
                 }
@@ -175,13 +172,13 @@ impl StreamState {
                 let Some(BlockDelta { content_block_index, delta }) = payload(message) else { return };
                 if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
                     self.started = true;
-                    self.streamed_chars += text.chars().count();
+                    self.meter.relayed(&text);
                     self.chunks.text(out, &text);
                 }
                 let input = delta.tool_use.map(|t| t.input).filter(|i| !i.is_empty());
                 let tool = self.tool_blocks.iter().position(|&b| b == content_block_index);
                 if let (Some(input), Some(tool)) = (input, tool) {
-                    self.streamed_chars += input.chars().count();
+                    self.meter.relayed(&input);
                     self.chunks.tool_call_arguments(out, tool, &input);
                 }
             }
@@ -194,7 +191,7 @@ impl StreamState {
             }
             "metadata" => {
                 if let Some(metadata) = payload::<Metadata>(message) {
-                    self.usage = Some(metadata.usage.total());
+                    self.meter.reported = Some(metadata.usage.total());
                     self.finish_if_complete(out);
                 }
             }
@@ -204,7 +201,7 @@ impl StreamState {
     }
 
     fn finish_if_complete(&mut self, out: &mut Vec<u8>) {
-        if let (true, Some(usage)) = (self.stopped, self.usage) {
+        if let (true, Some(usage)) = (self.stopped, self.meter.reported) {
             self.done = true;
             self.chunks.done(out, usage);
         }
@@ -227,6 +224,7 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::usage::Usage;
     use crate::providers::bedrock::tests::{frame, parse, user};
     use crate::providers::bedrock::Bedrock;
     use crate::providers::Provider;
@@ -279,7 +277,7 @@ mod tests {
     struct Run {
         out: String,
         end: StreamEnd,
-        usage: Option<Usage>,
+        consumed: Consumed,
         started_at_cut: bool,
     }
 
@@ -293,7 +291,7 @@ mod tests {
         t.push(&input[..cut], &mut out);
         let started_at_cut = t.started();
         t.push(&input[cut..], &mut out);
-        Run { out: String::from_utf8(out).unwrap(), end: t.end(), usage: t.usage(), started_at_cut }
+        Run { out: String::from_utf8(out).unwrap(), end: t.end(), consumed: t.consumed(), started_at_cut }
     }
 
     fn data(out: &str) -> Vec<Value> {
@@ -346,8 +344,13 @@ mod tests {
         assert!(ids.iter().all(|id| *id == ids[0]), "one id for the whole stream");
         assert_eq!(run.end, StreamEnd::Complete);
         assert_eq!(
-            run.usage,
-            Some(Usage { input_tokens: 50, output_tokens: 42, cached_input_tokens: 30, cache_write_tokens: 0 })
+            run.consumed,
+            Consumed::reported(Usage {
+                input_tokens: 50,
+                output_tokens: 42,
+                cached_input_tokens: 30,
+                cache_write_tokens: 0
+            })
         );
     }
 
@@ -359,7 +362,7 @@ mod tests {
             for cut in 1..=input.len() {
                 let split = run(&input, wants_usage, cut);
                 assert_eq!(split.out, whole.out, "cut {cut}");
-                assert_eq!((split.end, split.usage), (whole.end, whole.usage), "cut {cut}");
+                assert_eq!((split.end, split.consumed), (whole.end, whole.consumed), "cut {cut}");
             }
         }
     }
@@ -393,19 +396,20 @@ mod tests {
     #[test]
     fn a_stream_without_its_terminal_events_is_cut() {
         let frames = recorded();
-        // "Café weather:" and `{"city": "Paris"}`: 30 characters relayed, about 8 tokens; the
-        // one-word prompt is estimated at 1 token and 4 of framing.
-        let estimate = Some(Usage { input_tokens: 5, output_tokens: 8, ..Usage::default() });
+        // "Café weather:", `get_weather` and `{"city": "Paris"}`: 41 characters relayed,
+        // about 11 tokens; the one-word prompt is estimated at 1 token and 4 of framing.
+        let estimate = Consumed::at_least(None, Usage { input_tokens: 5, output_tokens: 11, ..Usage::default() });
         // Before messageStop: no finish, no usage chunk, no [DONE]; billed for an estimate.
         let cut = run(&joined(&frames[..9]), true, 0);
-        assert_eq!((cut.end, cut.usage), (StreamEnd::Cut, estimate));
+        assert_eq!((cut.end, cut.consumed), (StreamEnd::Cut, estimate));
         assert!(!cut.out.contains("finish_reason\":\"tool_calls") && !cut.out.contains("[DONE]"));
         // After messageStop, before metadata: the answer is whole but its usage never came;
         // the finish chunk has gone out, `[DONE]` must not.
         let cut = run(&joined(&frames[..10]), true, 0);
-        assert_eq!((cut.end, cut.usage), (StreamEnd::Cut, estimate));
+        assert_eq!((cut.end, cut.consumed), (StreamEnd::Cut, estimate));
         assert!(cut.out.contains("\"finish_reason\":\"tool_calls\"") && !cut.out.contains("[DONE]"));
-        assert_eq!(run(&joined(&frames[..1]), false, 0).usage, None, "nothing relayed, nothing billed");
+        let prompt = Consumed::at_least(None, Usage { input_tokens: 5, ..Usage::default() });
+        assert_eq!(run(&joined(&frames[..1]), false, 0).consumed, prompt, "nothing relayed: the prompt");
         // Mid-frame.
         let whole = joined(&frames);
         assert_eq!(run(&whole[..whole.len() - 3], false, 0).end, StreamEnd::Cut);
@@ -464,5 +468,21 @@ mod tests {
         assert_eq!(events.len(), 2, "{}", run.out);
         assert_eq!(events[1]["error"]["code"], "upstream_failed");
         assert!(events[1]["error"]["message"].as_str().unwrap().contains("corrupt"));
+    }
+
+    #[test]
+    fn a_cut_stream_is_billed_at_least_for_what_reached_the_client() {
+        // Usage that arrives before the end (here `metadata` ahead of `messageStop`) is a
+        // lower bound: 40 characters reached the client, 10 tokens, whatever it said.
+        let input = joined(&[
+            event("messageStart", json!({"role": "assistant"})),
+            event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "0123456789abcdefghij"}})),
+            event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "0123456789abcdefghij"}})),
+            event("metadata", json!({"usage": {"inputTokens": 30, "outputTokens": 2, "totalTokens": 32}})),
+        ]);
+        let cut = run(&input, false, 0);
+        assert_eq!(cut.end, StreamEnd::Cut);
+        let reported = Usage { input_tokens: 30, output_tokens: 2, ..Usage::default() };
+        assert_eq!(cut.consumed, Consumed { reported, billed: Usage { output_tokens: 10, ..reported } });
     }
 }

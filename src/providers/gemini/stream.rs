@@ -7,7 +7,7 @@ use super::call_id::tool_call_id;
 use super::response::{finish_reason, identity, WireError, WireResponse};
 use crate::model::chat::ChatRequest;
 use crate::model::error::GatewayError;
-use crate::model::usage::Usage;
+use crate::model::usage::{Consumed, Meter};
 use crate::providers::canonical::{Chunks, Identity};
 use crate::providers::{StreamEnd, StreamTranslator};
 use crate::util::sse::SseDecoder;
@@ -19,7 +19,7 @@ pub(in crate::providers) fn stream(req: &ChatRequest) -> Box<dyn StreamTranslato
         identity: Identity { model: req.model.clone(), created: req.received_at, ..Identity::default() },
         wants_usage: req.client_wants_usage,
     };
-    let state = StreamState { chunks, estimated_input: req.facts.input_tokens, ..StreamState::default() };
+    let state = StreamState { chunks, meter: Meter::new(req.facts.input_tokens), ..StreamState::default() };
     Box::new(Translator { decoder: SseDecoder::new(), state })
 }
 
@@ -34,9 +34,9 @@ struct Translator {
 struct StreamState {
     chunks: Chunks,
     calls: usize,
-    usage: Option<Usage>,
-    estimated_input: u64,
-    streamed_chars: usize,
+    /// The latest `usageMetadata` (before the last chunk, the prompt's count only), and
+    /// what reached the client: text, function names and arguments.
+    meter: Meter,
     started: bool,
     done: bool,
     failed: bool,
@@ -60,11 +60,9 @@ impl StreamTranslator for Translator {
         StreamEnd::of(self.state.failed, self.state.done, self.decoder.has_partial())
     }
 
-    /// The latest reported usage; for a stream cut before any, an estimate of what was
-    /// consumed, billed rather than a silent zero.
-    fn usage(&self) -> Option<Usage> {
+    fn consumed(&self) -> Consumed {
         let state = &self.state;
-        Usage::reported_or_estimated(state.usage, state.estimated_input, state.streamed_chars)
+        state.meter.consumed(state.done && !state.failed && !self.decoder.has_partial())
     }
 }
 
@@ -84,7 +82,7 @@ impl StreamState {
             self.chunks.role(out);
         }
         if let Some(usage) = answer.usage_metadata {
-            self.usage = Some(usage.into());
+            self.meter.reported = Some(usage.into());
         }
         let blocked = answer.prompt_feedback.as_ref().and_then(|f| f.block_reason.as_ref()).is_some();
         let Some(candidate) = answer.candidates.into_iter().next() else {
@@ -96,14 +94,15 @@ impl StreamState {
         for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
             if let Some(text) = part.text.filter(|t| !t.is_empty() && !part.thought) {
                 self.started = true;
-                self.streamed_chars += text.chars().count();
+                self.meter.relayed(&text);
                 self.chunks.text(out, &text);
             }
             if let Some(call) = part.function_call {
                 self.started = true;
                 let id = tool_call_id(&self.chunks.identity.id, self.calls, part.thought_signature.as_deref());
                 let arguments = call.args.unwrap_or_else(|| json!({})).to_string();
-                self.streamed_chars += arguments.len();
+                self.meter.relayed(&call.name);
+                self.meter.relayed(&arguments);
                 self.chunks.tool_call_start(out, self.calls, &id, &call.name);
                 self.chunks.tool_call_arguments(out, self.calls, &arguments);
                 self.calls += 1;
@@ -118,7 +117,7 @@ impl StreamState {
         self.started = true;
         self.done = true;
         self.chunks.finish(out, reason);
-        self.chunks.done(out, self.usage.unwrap_or_default());
+        self.chunks.done(out, self.meter.reported.unwrap_or_default());
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, error: &WireError) {
@@ -136,8 +135,9 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::usage::Usage;
     use crate::providers::gemini::call_id::signature_of;
-    use crate::providers::gemini::test_support::{data, run_with, Run, RECORDED};
+    use crate::providers::gemini::test_support::{data, run_with, Run, PROMPT_ONLY_THEN_CUT, RECORDED};
     use serde_json::Value;
 
     fn run(input: &[u8], wants_usage: bool, cut: usize) -> Run {
@@ -176,8 +176,13 @@ mod tests {
         );
         assert_eq!(run.end, StreamEnd::Complete);
         assert_eq!(
-            run.usage,
-            Some(Usage { input_tokens: 50, output_tokens: 42, cached_input_tokens: 30, cache_write_tokens: 0 })
+            run.consumed,
+            Consumed::reported(Usage {
+                input_tokens: 50,
+                output_tokens: 42,
+                cached_input_tokens: 30,
+                cache_write_tokens: 0
+            })
         );
     }
 
@@ -189,7 +194,7 @@ mod tests {
             for cut in 1..=input.len() {
                 let split = run(input, wants_usage, cut);
                 assert_eq!(split.out, whole.out, "cut {cut}");
-                assert_eq!((split.end, split.usage), (whole.end, whole.usage), "cut {cut}");
+                assert_eq!((split.end, split.consumed), (whole.end, whole.consumed), "cut {cut}");
             }
         }
         let events = data(&run(input, true, 0).out);
@@ -213,13 +218,17 @@ mod tests {
         assert_eq!(cut.end, StreamEnd::Cut);
         assert!(!cut.out.contains("[DONE]") && !cut.out.contains("finish_reason\":\"stop"));
         assert_eq!(
-            cut.usage,
-            Some(Usage { input_tokens: 50, output_tokens: 4, ..Usage::default() }),
-            "the latest reported"
+            cut.consumed,
+            Consumed::reported(Usage { input_tokens: 50, output_tokens: 4, ..Usage::default() }),
+            "the latest reported, as much as what reached the client (13 characters)"
         );
         assert_eq!(run(&RECORDED.as_bytes()[..RECORDED.len() - 3], false, 0).end, StreamEnd::Cut);
         assert_eq!(run(b"", false, 0).end, StreamEnd::Cut);
-        assert_eq!(run(b"", false, 0).usage, None);
+        let nothing = run(b"", false, 0).consumed;
+        assert_eq!(
+            (nothing.billed, nothing.reported),
+            (Usage { input_tokens: 5, ..Usage::default() }, Usage::default())
+        );
     }
 
     #[test]
@@ -238,5 +247,13 @@ mod tests {
         let events = data(&failed.out);
         assert_eq!(events.len(), 3, "role, text, the error: {}", failed.out);
         assert_eq!(events[2]["error"]["code"], "upstream_overloaded");
+    }
+
+    #[test]
+    fn a_cut_stream_is_billed_for_what_reached_the_client_not_the_prompt_only_count() {
+        let cut = run(PROMPT_ONLY_THEN_CUT.as_bytes(), false, 0);
+        assert_eq!(cut.end, StreamEnd::Cut);
+        let reported = Usage { input_tokens: 30, ..Usage::default() };
+        assert_eq!(cut.consumed, Consumed { reported, billed: Usage { output_tokens: 10, ..reported } });
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::config::Deployment;
 use crate::model::chat::{self, ChatRequest};
-use crate::model::usage::Usage;
+use crate::model::usage::Consumed;
 use crate::providers::{Auth, StreamEnd, StreamTranslator};
 use crate::util::valueread::FromValue;
 use serde_json::{json, Value};
@@ -51,10 +51,17 @@ pub const RECORDED: &str = concat!(
     "data: {\"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"name\": \"get_weather\",\"args\": {\"city\": \"Paris\"}},\"thoughtSignature\": \"Cv8B+/x=\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 50,\"candidatesTokenCount\": 42,\"cachedContentTokenCount\": 30,\"totalTokenCount\": 92},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r2\"}\r\n\r\n",
 );
 
+/// As Gemini streams: every chunk before the last reports the prompt's tokens and no
+/// candidates; 40 characters of text reach the client, then the connection is cut.
+pub const PROMPT_ONLY_THEN_CUT: &str = concat!(
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"0123456789abcdefghij\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 30,\"totalTokenCount\": 30},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r3\"}\r\n\r\n",
+    "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"0123456789abcdefghij\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 30,\"totalTokenCount\": 30},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r3\"}\r\n\r\n",
+);
+
 pub struct Run {
     pub out: String,
     pub end: StreamEnd,
-    pub usage: Option<Usage>,
+    pub consumed: Consumed,
     pub started_at_cut: bool,
 }
 
@@ -73,7 +80,7 @@ pub fn run_with(
     t.push(&input[..cut], &mut out);
     let started_at_cut = t.started();
     t.push(&input[cut..], &mut out);
-    Run { out: String::from_utf8(out).unwrap(), end: t.end(), usage: t.usage(), started_at_cut }
+    Run { out: String::from_utf8(out).unwrap(), end: t.end(), consumed: t.consumed(), started_at_cut }
 }
 
 pub fn data(out: &str) -> Vec<Value> {

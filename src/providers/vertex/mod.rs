@@ -147,7 +147,7 @@ impl CountsTokens for VertexClaude {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::gemini::test_support::{answer, data, parse, run_with, user, RECORDED};
+    use crate::providers::gemini::test_support::{answer, data, parse, run_with, user, PROMPT_ONLY_THEN_CUT, RECORDED};
     use crate::providers::{for_deployment, StreamEnd};
     use crate::util::valueread::FromValue;
     use serde_json::{json, Value};
@@ -391,5 +391,29 @@ mod tests {
         config["deployments"][0]["gcp_project"] = json!("acme");
         let err = crate::config::parse(&config.to_string()).map(drop).unwrap_err();
         assert!(err.contains("deployment `eu-a` (openai): unknown field `gcp_project`"), "{err}");
+    }
+
+    #[test]
+    fn cut_streams_are_billed_for_what_reached_the_client_with_either_publisher() {
+        let gemini = run_with(|r| VertexGemini.stream(r), PROMPT_ONLY_THEN_CUT.as_bytes(), false, 0);
+        assert_eq!(gemini.end, StreamEnd::Cut);
+        assert_eq!((gemini.consumed.billed.input_tokens, gemini.consumed.billed.output_tokens), (30, 10));
+        // Claude: message_start says 1 output token; 40 characters reach the client.
+        let claude = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_v\",\"model\":\"claude-sonnet-4-6\",\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"0123456789abcdefghij0123456789abcdefghij\"}}\n\n",
+        );
+        let mut d = deployment("anthropic");
+        d.model = "claude-sonnet-4-6".into();
+        let req = parse(json!({"model": "fast", "stream": true, "messages": [user(json!("x"))]}));
+        let mut translated = for_deployment(&d).stream(&req);
+        let mut native = VertexClaude.native_stream(&req);
+        for t in [&mut translated, &mut native] {
+            t.push(claude.as_bytes(), &mut Vec::new());
+            assert_eq!(t.end(), StreamEnd::Cut);
+            let c = t.consumed();
+            assert_eq!((c.billed.input_tokens, c.billed.output_tokens, c.reported.output_tokens), (30, 10, 1));
+        }
     }
 }
