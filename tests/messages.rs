@@ -361,9 +361,9 @@ fn claude_on_bedrock_counts_tokens_with_count_tokens_on_the_invoke_body() {
 fn counting_falls_back_and_refuses_what_it_cannot_count() {
     // Whichever of the alias's two Anthropic deployments comes first, failing, the other
     // counts (before its Bedrock deployment).
-    let ask_count = |n: &str| json!({"model": "claude-eu-or-bedrock", "messages": [{"role": "user", "content": format!("{n} [mock:prompt_tokens=7]")}]});
+    let ask_count = |n: &str| json!({"model": "claude-us-or-bedrock", "messages": [{"role": "user", "content": format!("{n} [mock:prompt_tokens=7]")}]});
     let first = count(&ask_count(&nonce("count-first")), &[]).header("x-gateway-deployment").unwrap().to_string();
-    let other = if first == "claude-1" { "claude-eu" } else { "claude-1" };
+    let other = if first == "claude-1" { "claude-us" } else { "claude-1" };
     let n = nonce("count-fallback");
     mock().script(Script {
         tag: first.clone(),
@@ -564,7 +564,7 @@ fn a_hard_budget_refuses_with_a_billing_error() {
 fn server_tools_are_refused_where_residency_restricts_and_sent_where_it_does_not() {
     // Web search runs on Anthropic's servers wherever they choose: no jurisdiction holds it.
     let n = nonce("web-search");
-    let mut body = ask("claude-eu-or-bedrock", &n);
+    let mut body = ask("claude-us-or-bedrock", &n);
     body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]);
     let german = [("x-gateway-geo-country", "DE"), ("x-gateway-geo-continent", "EU")];
     let r = messages_as(KEY, &body, &german);

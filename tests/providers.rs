@@ -355,25 +355,97 @@ fn an_image_url_bedrock_cannot_fetch_is_a_400_naming_it() {
 }
 
 #[test]
-fn anthropic_529_falls_back_to_bedrock_within_the_eu() {
-    let n = nonce("claude-eu-529");
+fn anthropic_529_falls_back_to_bedrock_within_the_us() {
+    let n = nonce("claude-us-529");
     mock().script(Script {
-        tag: "claude-eu".into(),
+        tag: "claude-us".into(),
         needle: n.clone(),
         times: None,
         behaviour: Behaviour::parse("status=529").unwrap(),
     });
-    let body = json!({"model": "claude-eu-or-bedrock", "messages": [{"role": "user", "content": n}]});
-    let r = gateway().chat(&body, &GERMAN);
+    let body = json!({"model": "claude-us-or-bedrock", "messages": [{"role": "user", "content": n}]});
+    let r = gateway().chat(&body, &[("x-gateway-geo-country", "US"), ("x-gateway-compliance", "us-only")]);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-gateway-rule"), Some("eu-callers"));
-    assert_eq!(r.header("x-gateway-tried"), Some("claude-eu:529 overloaded, bedrock-eu:200 ok"));
+    assert_eq!(r.header("x-gateway-rule"), Some("default"));
+    assert_eq!(r.header("x-gateway-tried"), Some("claude-us:529 overloaded, bedrock-us-key:200 ok"));
     assert_eq!(r.header("x-gateway-provider"), Some("bedrock"));
-    assert_eq!(r.header("x-gateway-jurisdiction"), Some("eu"));
+    assert_eq!(r.header("x-gateway-jurisdiction"), Some("us"));
     assert!(r.json()["choices"][0]["message"]["content"].as_str().unwrap().contains(&n));
-    // The alias also lists `claude-1`, in the US: the German caller's request never went there.
+    // The alias also lists `claude-1`, which may process anywhere: the request tagged
+    // us-only never went there.
     let tags: Vec<String> = mock().requests_matching(&n).into_iter().map(|r| r.tag).collect();
-    assert_eq!(tags, ["claude-eu", "bedrock-eu"]);
+    assert_eq!(tags, ["claude-us", "bedrock-us-key"]);
+}
+
+#[test]
+fn a_us_anthropic_deployment_asks_for_us_inference_and_is_billed_its_uplift() {
+    let n = nonce("claude-us-geo");
+    let body = json!({"model": "claude-us-then-openai", "max_tokens": 50,
+        "messages": [{"role": "user", "content": format!("{n} [mock:prompt_tokens=1000,completion_tokens=100]")}]});
+    let r = gateway().chat(&body, &[("x-gateway-geo-country", "US")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((r.header("x-gateway-deployment"), r.header("x-gateway-jurisdiction")), (Some("claude-us"), Some("us")));
+    assert_eq!(sent(&n)["inference_geo"], "us");
+    // $3.30 / $16.50 per MTok at 1.1: (1,000 × 3.30 + 100 × 16.50) × 1.1 micro-dollars.
+    assert_eq!(r.header("x-gateway-cost-usd"), Some("0.005445"));
+}
+
+#[test]
+fn an_answer_reporting_processing_elsewhere_is_a_breach_on_the_ledger_and_not_used() {
+    for stream in [false, true] {
+        let n = nonce("claude-us-breach");
+        mock().script(Script {
+            tag: "claude-us".into(),
+            needle: n.clone(),
+            times: None,
+            behaviour: Behaviour::parse("inference_geo=global").unwrap(),
+        });
+        let team = nonce("team-breach");
+        let body = json!({"model": "claude-us-then-openai", "stream": stream, "max_tokens": 50,
+            "messages": [{"role": "user", "content": n}]});
+        let headers = [("x-gateway-geo-country", "US"), ("x-gateway-team", team.as_str())];
+        let (status, tried, id) = if stream {
+            let s = gateway().chat_stream(&body, &headers);
+            let tried = s.header("x-gateway-tried").map(str::to_string);
+            let id = s.header("x-gateway-request-id").unwrap().to_string();
+            let events = sse_data_lines(&String::from_utf8(s.collect().unwrap()).unwrap());
+            let text: String = events
+                .iter()
+                .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+                .collect();
+            assert!(
+                text.contains("(us-1)") && !text.contains("(claude-us)"),
+                "the breached answer never reaches the client: {text}"
+            );
+            (200, tried, id)
+        } else {
+            let r = gateway().chat(&body, &headers);
+            assert!(r.json()["choices"][0]["message"]["content"].as_str().unwrap().contains("(us-1)"), "{}", r.text());
+            (
+                r.status,
+                r.header("x-gateway-tried").map(str::to_string),
+                r.header("x-gateway-request-id").unwrap().to_string(),
+            )
+        };
+        assert_eq!(status, 200);
+        assert_eq!(tried.as_deref(), Some("claude-us:200 residency_breach, us-1:200 ok"), "stream: {stream}");
+        let started = std::time::Instant::now();
+        let row = loop {
+            let rows = gateway().d1(&format!(
+                "SELECT residency_breaches, attempts_detail, cost_micros FROM cost_events WHERE request_id = '{id}'"
+            ));
+            if let Some(row) = rows.into_iter().next() {
+                break row;
+            }
+            assert!(started.elapsed().as_secs() < 40, "the event reaches D1");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        };
+        assert_eq!(row["residency_breaches"], 1, "{row}");
+        assert!(row["attempts_detail"].as_str().unwrap().contains("\"failure\":\"residency_breach\""), "{row}");
+        let breached: Value = serde_json::from_str(row["attempts_detail"].as_str().unwrap()).unwrap();
+        assert!(breached[0]["cost_micros"].as_u64().unwrap() > 0, "Anthropic billed it: {breached}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ use crate::Call;
 /// The top-level fields of a Messages request; Anthropic refuses any other.
 const FIELDS: &[&str] = &[
     "model",
+    "inference_geo",
     "messages",
     "max_tokens",
     "system",
@@ -142,6 +143,17 @@ pub(crate) fn validate<'a>(body: &'a Value, host: &Host<'a>) -> Result<(&'a str,
     };
     if !body["max_tokens"].is_u64() {
         return Err("max_tokens: Field required".into());
+    }
+    // Anthropic's "Data residency": `us` or `global`, `us` only on Claude 4.6 and later.
+    match (host, body.get("inference_geo").map(|g| g.as_str())) {
+        (_, None) => {}
+        (Host::Anthropic, Some(Some("global"))) => {}
+        (Host::Anthropic, Some(Some("us"))) if is_claude_4_6_or_later(model) => {}
+        (Host::Anthropic, Some(Some("us"))) => {
+            return Err(format!("inference_geo: `us` is not supported for model {model}"));
+        }
+        (Host::Anthropic, _) => return Err("inference_geo: Input should be 'us' or 'global'".into()),
+        _ => return Err("inference_geo: Extra inputs are not permitted".into()),
     }
     if body["thinking"]["type"] == "enabled" && !body["thinking"]["budget_tokens"].is_u64() {
         return Err("thinking.enabled.budget_tokens: Field required".into());
@@ -266,11 +278,26 @@ pub(crate) fn messages(call: &Call, request: &Request, host: Host, out: &mut Res
         input,
         generated,
         usage: Usage::new(b, prompt_chars, generated, 1),
+        // Only Anthropic's own API reports it; a directive stands for Anthropic ignoring the
+        // request's geography.
+        inference_geo: matches!(host, Host::Anthropic).then(|| {
+            b.inference_geo.clone().unwrap_or_else(|| body["inference_geo"].as_str().unwrap_or("global").to_string())
+        }),
     };
     if streamed {
         stream(call, &answer, &id_header, framing, out)
     } else {
         out.json(200, &id_header, &answer.message())
+    }
+}
+
+/// `claude-<family>-<major>-<minor>…` of 4.6 or later, as this mock reads model ids.
+fn is_claude_4_6_or_later(model: &str) -> bool {
+    let parts: Vec<&str> = model.split('-').collect();
+    let number = |i: usize| parts.get(i).filter(|p| p.len() <= 2).and_then(|p| p.parse::<u32>().ok());
+    match (parts.first(), number(2), number(3)) {
+        (Some(&"claude"), Some(major), minor) => (major, minor.unwrap_or(0)) >= (4, 6),
+        _ => false,
     }
 }
 
@@ -287,18 +314,23 @@ struct Answer<'a> {
     /// The reply text, or the tool call's input as JSON text.
     generated: &'a str,
     usage: Usage,
+    inference_geo: Option<String>,
 }
 
 impl Answer<'_> {
     /// Anthropic's `input_tokens` leaves out the tokens read from the cache.
     fn usage(&self, output_tokens: u64) -> Value {
         let u = &self.usage;
-        json!({
+        let mut usage = json!({
             "input_tokens": u.prompt.saturating_sub(u.cached),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": u.cached,
             "output_tokens": output_tokens,
-        })
+        });
+        if let Some(geo) = &self.inference_geo {
+            usage["inference_geo"] = geo.as_str().into();
+        }
+        usage
     }
 
     fn stop_reason(&self) -> &'static str {

@@ -37,6 +37,8 @@ pub struct Behaviour {
     /// Answer 200 with a body that is not the format's (cut short JSON), as a provider or
     /// a proxy in front of it might.
     pub garbled: bool,
+    /// Anthropic: report inference ran here (`usage.inference_geo`), whatever was asked.
+    pub inference_geo: Option<String>,
 }
 
 impl Behaviour {
@@ -79,6 +81,7 @@ impl Behaviour {
             "tool_args" => self.tool_args = text(),
             "hang_up" => self.hang_up = flag()?,
             "garbled" => self.garbled = flag()?,
+            "inference_geo" => self.inference_geo = text(),
             _ => return Err(format!("unknown mock field `{key}`")),
         }
         Ok(())

@@ -74,10 +74,11 @@ fn a_normal_answer_is_a_message() {
     );
     assert_eq!(message["stop_reason"], "end_turn");
     assert_eq!(message["stop_sequence"], Value::Null);
-    // 9 + 17 characters of system and message text -> 7 input tokens; 11 words.
+    // 9 + 17 characters of system and message text -> 7 input tokens; 11 words. Asked for
+    // no inference_geo, Anthropic reports it ran anywhere.
     assert_eq!(
         message["usage"],
-        json!({"input_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 11})
+        json!({"input_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 11, "inference_geo": "global"})
     );
     let logged = &server.requests_matching("nonce-m1")[0];
     assert_eq!((logged.tag.as_str(), logged.path.as_str()), ("eu-claude", "/eu-claude/v1/messages"));

@@ -349,8 +349,13 @@ impl Gateway {
 
 pub fn parse(json: &str) -> Result<Gateway, String> {
     let doc = valueread::parse(json.as_bytes()).map_err(|e| format!("config is not valid: {e}"))?;
-    let config = Config::read(&doc).map_err(|e| format!("config is not valid: {e}"))?;
+    let mut config = Config::read(&doc).map_err(|e| format!("config is not valid: {e}"))?;
     validate(&config)?;
+    for d in &mut config.deployments {
+        if provider::anthropic::inference_geo(d).is_some() {
+            d.price.uplift_pct = provider::anthropic::US_UPLIFT_PCT;
+        }
+    }
     let deployment_index = config.deployments.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
     let alias_index = config.aliases.iter().enumerate().map(|(i, a)| (a.name.clone(), i)).collect();
     Ok(Gateway { config, deployment_index, alias_index })

@@ -51,6 +51,10 @@ pub struct Price {
     pub cached_input: Option<PerMtok>,
     /// Cache writes, where the provider bills them (Anthropic: 1.25× input); `input` when absent.
     pub cache_write: Option<PerMtok>,
+    /// What the provider charges on top of these list prices for the deployment's
+    /// processing geography, in percent (Anthropic's `inference_geo`: 110); not a config
+    /// field, but implied by the deployment.
+    pub uplift_pct: u32,
 }
 
 impl FromValue for Price {
@@ -61,6 +65,7 @@ impl FromValue for Price {
             output: f.req("output")?,
             cached_input: f.opt("cached_input")?,
             cache_write: f.opt("cache_write")?,
+            uplift_pct: 100,
         })
     }
 }

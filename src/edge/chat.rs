@@ -12,6 +12,7 @@ use super::state::now_ms;
 use super::streaming::{self, Committed, Opened, Outlet};
 use super::upstream::{self, Deadline};
 use crate::config::price::format_usd;
+use crate::config::provider::anthropic::inference_geo;
 use crate::config::{Alias, Deployment};
 use crate::ledger::Outcome;
 use crate::model::chat::ChatRequest;
@@ -202,6 +203,23 @@ enum Answer {
     Stream { status: u16, opened: Opened, outlet: Outlet },
 }
 
+/// Whether the provider's own report of where it processed the request matches the
+/// deployment's jurisdiction, for deployments whose provider is held to one
+/// (Anthropic's `inference_geo`). A report that differs, or none, is a residency breach:
+/// logged with the deployment, and the attempt fails.
+fn geo_checked(request_id: &str, d: &Deployment, reported: Option<&str>) -> Result<(), ErrorClass> {
+    let Some(expected) = inference_geo(d) else { return Ok(()) };
+    if reported == Some(expected) {
+        return Ok(());
+    }
+    worker::console_error!(
+        "residency breach: request {request_id}: deployment `{}` ({expected}) reported processing in {}",
+        d.id,
+        reported.unwrap_or("an unreported place")
+    );
+    Err(ErrorClass::ResidencyBreach)
+}
+
 /// Sends one attempt and waits for its answer: the whole body, or a stream's first
 /// content. `head` makes the headers of a stream that the attempt starts.
 async fn try_once(
@@ -233,7 +251,10 @@ async fn try_once(
             None => provider.stream(chat),
         };
         return match streaming::open(&response, translator, &mut deadline).await {
-            Ok(opened) => Ok(Answer::Stream { status, opened, outlet }),
+            Ok(opened) => match geo_checked(call.request_id, t.d, opened.reported_geo()) {
+                Ok(()) => Ok(Answer::Stream { status, opened, outlet }),
+                Err(class) => Err(Failure::unusable(status, class, opened.abandon())),
+            },
             Err((class, consumed)) => Err(Failure::unusable(status, class, consumed)),
         };
     }
@@ -243,6 +264,7 @@ async fn try_once(
     // A body that cannot be read as an answer is billed for its bytes as output: it holds
     // whatever the provider generated.
     let received = body.len();
+    let geo = inference_geo(t.d).map(|_| geo_checked(call.request_id, t.d, provider.reported_geo(&body)));
     let answer = match t.native {
         Some(_) => providers::anthropic::native_response(body),
         None => provider.response(chat, body).and_then(|(b, usage)| Ok((call.ingress.response(chat, b)?, usage))),
@@ -251,6 +273,9 @@ async fn try_once(
         Ok((body, usage)) => {
             // Without usage, estimated from the answer: never unpriced.
             let consumed = usage.map_or_else(|| taken(body.len()), Consumed::reported);
+            if let Some(Err(class)) = geo {
+                return Err(Failure::unusable(status, class, consumed));
+            }
             Ok(Answer::Whole { status, body, consumed, upstream_ttfb })
         }
         Err(class) => Err(Failure::unusable(status, class, taken(received))),

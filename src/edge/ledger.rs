@@ -186,7 +186,7 @@ async fn park(kv: &KvStore, events: &[Event]) -> Result<(), String> {
 const INSERT: &str = "INSERT OR IGNORE INTO cost_events (request_id, ts_ms, day, key_id, team, feature, env, \
 caller_country, caller_continent, caller_colo, residency_rule, jurisdiction, provider, region, deployment, \
 endpoint_host, alias, model, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_micros, priced, \
-cost_estimated_micros, status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail) \
+cost_estimated_micros, residency_breaches, status, outcome, latency_ms, ttfb_ms, attempts, attempts_detail) \
 SELECT json_extract(value, '$.request_id'), json_extract(value, '$.ts_ms'), json_extract(value, '$.day'), \
 json_extract(value, '$.key_id'), json_extract(value, '$.team'), json_extract(value, '$.feature'), \
 json_extract(value, '$.env'), json_extract(value, '$.caller_country'), json_extract(value, '$.caller_continent'), \
@@ -196,6 +196,7 @@ json_extract(value, '$.endpoint_host'), json_extract(value, '$.alias'), json_ext
 json_extract(value, '$.input_tokens'), json_extract(value, '$.output_tokens'), json_extract(value, '$.cached_tokens'), \
 json_extract(value, '$.cache_write_tokens'), json_extract(value, '$.cost_micros'), \
 json_extract(value, '$.cost_micros') IS NOT NULL, COALESCE(json_extract(value, '$.cost_estimated_micros'), 0), \
+COALESCE(json_extract(value, '$.residency_breaches'), 0), \
 json_extract(value, '$.status'), json_extract(value, '$.outcome'), \
 json_extract(value, '$.latency_ms'), json_extract(value, '$.ttfb_ms'), json_array_length(value, '$.attempts'), \
 json_extract(value, '$.attempts') FROM json_each(?1)";
@@ -204,17 +205,19 @@ json_extract(value, '$.attempts') FROM json_each(?1)";
 /// inserts, so a row is counted once however often its batch is delivered.
 const ROLLUP: &str = "INSERT INTO cost_daily (day, team, feature, env, caller_country, caller_continent, \
 jurisdiction, provider, region, deployment, model, requests, input_tokens, output_tokens, cached_tokens, \
-cost_micros, cost_estimated_micros, unpriced_requests) \
+cost_micros, cost_estimated_micros, residency_breaches, unpriced_requests) \
 SELECT day, team, feature, env, COALESCE(caller_country, '-'), COALESCE(caller_continent, '-'), \
 COALESCE(jurisdiction, '-'), COALESCE(provider, '-'), COALESCE(region, '-'), COALESCE(deployment, '-'), \
 COALESCE(model, '-'), COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), \
-SUM(COALESCE(cost_micros, 0)), SUM(cost_estimated_micros), SUM(priced = 0) \
+SUM(COALESCE(cost_micros, 0)), SUM(cost_estimated_micros), SUM(residency_breaches), SUM(priced = 0) \
 FROM cost_events WHERE rolled_up = 0 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 \
 ON CONFLICT (day, team, feature, env, caller_country, caller_continent, jurisdiction, provider, region, \
 deployment, model) DO UPDATE SET requests = requests + excluded.requests, \
 input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens, \
 cached_tokens = cached_tokens + excluded.cached_tokens, cost_micros = cost_micros + excluded.cost_micros, \
-cost_estimated_micros = cost_estimated_micros + excluded.cost_estimated_micros, unpriced_requests = unpriced_requests + excluded.unpriced_requests";
+cost_estimated_micros = cost_estimated_micros + excluded.cost_estimated_micros, \
+residency_breaches = residency_breaches + excluded.residency_breaches, \
+unpriced_requests = unpriced_requests + excluded.unpriced_requests";
 
 const MARK_ROLLED_UP: &str = "UPDATE cost_events SET rolled_up = 1 WHERE rolled_up = 0";
 

@@ -37,6 +37,24 @@ pub struct Opened {
     first: Vec<u8>,
 }
 
+impl Opened {
+    /// Where the provider says it processed the request, as far as the stream has said.
+    pub fn reported_geo(&self) -> Option<&'static str> {
+        self.translator.reported_geo()
+    }
+
+    /// Gives the stream up before anything of it reached the client: the upstream call is
+    /// cancelled, and what it had consumed is returned for the bill.
+    pub fn abandon(self) -> Consumed {
+        // Awaited, so that a cancellation the runtime rejects is never an uncaught error.
+        let cancelled = JsFuture::from(self.rest.cancel());
+        worker::wasm_bindgen_futures::spawn_local(async move {
+            let _ = cancelled.await;
+        });
+        self.translator.consumed()
+    }
+}
+
 /// Reads the upstream stream until its first content event or the deadline. A failure
 /// carries what the stream is billed for so far (Anthropic reports the input first).
 pub async fn open(

@@ -6,6 +6,7 @@ pub mod pricing;
 
 use crate::config::Deployment;
 use crate::ledger::pricing::cost_micros;
+use crate::model::error_class::ErrorClass;
 use crate::model::geo::Caller;
 use crate::model::usage::{Consumed, Usage};
 use crate::policy::attempts::{Attempt, AttemptLog, Charge};
@@ -89,6 +90,9 @@ pub struct CostEvent {
     /// reports.
     #[serde(default)]
     pub cost_estimated_micros: u64,
+    /// Attempts whose provider reported processing outside the deployment's jurisdiction.
+    #[serde(default)]
+    pub residency_breaches: u32,
     pub status: u16,
     pub outcome: Outcome,
     pub latency_ms: u64,
@@ -182,6 +186,7 @@ impl CostEvent {
             cache_write_tokens: usage.cache_write_tokens,
             cost_micros: attempts.iter().map(|a| a.cost_micros).sum(),
             cost_estimated_micros: attempts.iter().map(|a| a.cost_estimated_micros).sum(),
+            residency_breaches: tried.iter().filter(|a| a.failure == Some(ErrorClass::ResidencyBreach)).count() as u32,
             status: f.status,
             outcome: f.outcome,
             latency_ms: f.finished_ms.saturating_sub(f.started_ms),
@@ -312,6 +317,24 @@ mod tests {
             outcome,
             attempts: log,
         }
+    }
+
+    #[test]
+    fn an_attempt_whose_provider_reported_processing_elsewhere_is_counted_as_a_breach() {
+        let d = deployment();
+        let (tags, caller) = (Tags { team: "t".into(), feature: "f".into(), env: "e".into() }, Caller::default());
+        let mut log = AttemptLog::default();
+        log.failed("claude-us", Some(200), ErrorClass::ResidencyBreach);
+        log.succeeded("eu-1", 200);
+        let usage = Usage { input_tokens: 10, output_tokens: 1, ..Usage::default() };
+        let e = CostEvent::new(&facts(Some(&d), Some(Consumed::reported(usage)), Outcome::Ok, &log, &tags, &caller));
+        assert_eq!(e.residency_breaches, 1);
+        assert_eq!(e.attempts[0].failure.as_deref(), Some("residency_breach"));
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"residency_breaches\":1"), "{json}");
+        let clean = AttemptLog { attempts: log.attempts[1..].to_vec() };
+        let e = CostEvent::new(&facts(Some(&d), Some(Consumed::reported(usage)), Outcome::Ok, &clean, &tags, &caller));
+        assert_eq!(e.residency_breaches, 0);
     }
 
     #[test]
@@ -489,12 +512,19 @@ mod tests {
     #[test]
     fn an_events_cost_is_the_sum_of_its_priced_attempts() {
         let prices = [
-            Price { input: PerMtok(3_000_000), output: PerMtok(15_000_000), cached_input: None, cache_write: None },
+            Price {
+                input: PerMtok(3_000_000),
+                output: PerMtok(15_000_000),
+                cached_input: None,
+                cache_write: None,
+                uplift_pct: 100,
+            },
             Price {
                 input: PerMtok(330_000),
                 output: PerMtok(1_650_001),
                 cached_input: Some(PerMtok(33_333)),
                 cache_write: Some(PerMtok(412_500)),
+                uplift_pct: 110,
             },
         ];
         let mut d = deployment();

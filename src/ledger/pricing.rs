@@ -15,7 +15,9 @@ pub fn cost_micros(price: &Price, usage: &Usage) -> u64 {
         + cached * rate(price.cached_input)
         + written * rate(price.cache_write)
         + u128::from(usage.output_tokens) * u128::from(price.output.0);
-    let micros = (scaled + 500_000) / 1_000_000;
+    // An uplift in percent scales the exact product, so it too is rounded only once.
+    let scaled = scaled.saturating_mul(u128::from(price.uplift_pct));
+    let micros = (scaled + 50_000_000) / 100_000_000;
     u64::try_from(micros).unwrap_or(u64::MAX)
 }
 
@@ -30,6 +32,7 @@ mod tests {
             output: PerMtok(parse_usd(output).unwrap()),
             cached_input: None,
             cache_write: None,
+            uplift_pct: 100,
         }
     }
 
@@ -62,6 +65,7 @@ mod tests {
     #[test]
     fn cached_and_cache_written_tokens_have_their_own_prices() {
         let p = Price {
+            uplift_pct: 100,
             input: PerMtok(3_000_000),
             output: PerMtok(15_000_000),
             cached_input: Some(PerMtok(300_000)),
@@ -83,5 +87,15 @@ mod tests {
     fn huge_usage_does_not_overflow() {
         let p = price("1000000", "1000000");
         assert_eq!(cost_micros(&p, &usage(u64::MAX, u64::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn an_uplift_multiplies_the_whole_cost_before_the_one_rounding() {
+        let list = price("5", "25");
+        let us = Price { uplift_pct: 110, ..list };
+        assert_eq!(cost_micros(&list, &usage(1_000, 100)), 5_000 + 2_500);
+        assert_eq!(cost_micros(&us, &usage(1_000, 100)), 8_250, "1.1 × 7,500");
+        assert_eq!(cost_micros(&Price { uplift_pct: 110, ..price("0.5", "0") }, &usage(1, 0)), 1, "0.55 rounds up");
+        assert_eq!(cost_micros(&us, &usage(u64::MAX, u64::MAX)), u64::MAX);
     }
 }

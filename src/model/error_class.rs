@@ -16,6 +16,9 @@ pub enum ErrorClass {
     /// The gateway could not express the request in the deployment's format; nothing was
     /// sent.
     Unsupported,
+    /// The provider reported processing the request outside the deployment's jurisdiction:
+    /// its answer is not used, and the attempt is on the ledger as a breach.
+    ResidencyBreach,
 }
 
 impl ErrorClass {
@@ -37,7 +40,15 @@ impl ErrorClass {
     /// Whether another deployment may succeed where this one failed. A bad request, bad
     /// credentials or a content filter would fail (or be refused) the same way elsewhere.
     pub fn falls_back(self) -> bool {
-        matches!(self, Self::RateLimited | Self::Overloaded | Self::Server | Self::Timeout | Self::Unreachable)
+        matches!(
+            self,
+            Self::RateLimited
+                | Self::Overloaded
+                | Self::Server
+                | Self::Timeout
+                | Self::Unreachable
+                | Self::ResidencyBreach
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +64,7 @@ impl ErrorClass {
             Self::ContextLength => "context_length",
             Self::ContentFilter => "content_filter",
             Self::Unsupported => "unsupported",
+            Self::ResidencyBreach => "residency_breach",
         }
     }
 }
@@ -64,7 +76,7 @@ mod tests {
     #[test]
     fn only_transient_failures_fall_back() {
         use ErrorClass::*;
-        for c in [RateLimited, Overloaded, Server, Timeout, Unreachable] {
+        for c in [RateLimited, Overloaded, Server, Timeout, Unreachable, ResidencyBreach] {
             assert!(c.falls_back(), "{}", c.as_str());
         }
         for c in [BadRequest, Auth, NotFound, ContextLength, ContentFilter] {

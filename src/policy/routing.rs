@@ -197,6 +197,7 @@ mod tests {
         let g = gateway(|v| {
             v["deployments"][3]["provider"] = serde_json::json!("anthropic");
             v["deployments"][3]["api_key_secret"] = serde_json::json!("ANTHROPIC_KEY");
+            v["deployments"][3]["jurisdiction"] = serde_json::json!("global");
         });
         let mut c = cands(&g, "chat", &Caller::new(Some("US"), Some("NA"), None));
         let all = c.kept.len();

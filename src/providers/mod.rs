@@ -95,6 +95,11 @@ pub trait StreamTranslator {
     /// What the stream is billed for: the provider's final usage once it completed, else
     /// at least what it reported and what reached the client ([`Meter::consumed`]).
     fn consumed(&self) -> Consumed;
+    /// Where the provider says it processed the request, once it has said so.
+    fn reported_geo(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The event that tells the client the gateway ended its stream early, in the format
     /// this translator writes.
     fn cut_event(&self, e: &GatewayError) -> Vec<u8> {
@@ -115,6 +120,12 @@ pub trait Provider {
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass;
     /// Translates the success stream into OpenAI `chat.completion.chunk` SSE.
     fn stream(&self, req: &ChatRequest) -> Box<dyn StreamTranslator>;
+
+    /// Where a whole success body says the provider processed the request, for providers
+    /// that report it (Anthropic's `usage.inference_geo`).
+    fn reported_geo(&self, _body: &[u8]) -> Option<&'static str> {
+        None
+    }
 
     /// This provider as one that takes Anthropic's Messages requests for `d`'s model.
     fn messages(&self, _d: &Deployment) -> Option<&'static dyn SpeaksMessages> {

@@ -107,7 +107,7 @@ pub fn price(deployment: &str) -> Value {
     match deployment {
         "eu-1" | "eu-2" => json!({"input": "3.30", "output": "16.50", "cached_input": "0.33"}),
         "claude-1" => json!({"input": "3.00", "output": "15.00", "cached_input": "0.30", "cache_write": "3.75"}),
-        "claude-eu" | "bedrock-eu" | "bedrock-us-key" => {
+        "claude-us" | "bedrock-eu" | "bedrock-us-key" => {
             json!({"input": "3.30", "output": "16.50", "cached_input": "0.33", "cache_write": "4.125"})
         }
         _ => json!({"input": "3.00", "output": "15.00", "cached_input": "0.30"}),
@@ -120,7 +120,8 @@ pub fn test_config() -> Value {
     keyed["api_key_secret"] = json!("TEST_PROVIDER_KEY");
     let mut unset = deployment("unset-secret", "us", "us-east-1", [39.0, -77.5]);
     unset["api_key_secret"] = json!("NEVER_SET_PROVIDER_KEY");
-    let mut claude = deployment("claude-1", "us", "us-east-1", [39.0, -77.5]);
+    // Anthropic's API processes anywhere unless a request asks for US inference.
+    let mut claude = deployment("claude-1", "global", "global", [39.0, -77.5]);
     claude["provider"] = json!("anthropic");
     claude["api_key_secret"] = json!("TEST_PROVIDER_KEY");
     // Routing: a weighted pair, a flaky deployment with a quick circuit breaker, context
@@ -153,12 +154,14 @@ pub fn test_config() -> Value {
     // free when the config was written could be handed out again (once, wrangler dev
     // itself was given it, and the "dead" deployment answered 404).
     dead["base_url"] = json!("http://127.0.0.1:1/dead/v1");
-    let mut claude_unset = deployment("claude-unset", "us", "us-east-1", [39.0, -77.5]);
+    let mut claude_unset = deployment("claude-unset", "global", "global", [39.0, -77.5]);
     claude_unset["provider"] = json!("anthropic");
     claude_unset["api_key_secret"] = json!("NEVER_SET_PROVIDER_KEY");
-    let mut claude_eu = deployment("claude-eu", "eu", "eu-central-1", [50.1, 8.7]);
-    claude_eu["provider"] = json!("anthropic");
-    claude_eu["api_key_secret"] = json!("TEST_PROVIDER_KEY");
+    // Held to US inference (`inference_geo`), which only Claude 4.6 and later take.
+    let mut claude_us = deployment("claude-us", "us", "us-east-1", [39.0, -77.5]);
+    claude_us["provider"] = json!("anthropic");
+    claude_us["model"] = json!("claude-sonnet-4-6");
+    claude_us["api_key_secret"] = json!("TEST_PROVIDER_KEY");
     let mut bedrock_eu =
         bedrock("bedrock-eu", "eu", "eu-central-1", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0", [50.1, 8.7]);
     bedrock_eu["aws_access_key_id_secret"] = json!("TEST_AWS_ACCESS_KEY_ID");
@@ -179,7 +182,7 @@ pub fn test_config() -> Value {
             dead,
             claude,
             claude_unset,
-            claude_eu,
+            claude_us,
             bedrock_eu,
             bedrock_us_key
         ],
@@ -201,7 +204,8 @@ pub fn test_config() -> Value {
             {"name": "claude-then-openai", "deployments": ["claude-1", "us-1"]},
             {"name": "bedrock", "deployments": ["bedrock-eu"]},
             {"name": "bedrock-key", "deployments": ["bedrock-us-key"]},
-            {"name": "claude-eu-or-bedrock", "deployments": ["claude-eu", "claude-1", "bedrock-eu"]},
+            {"name": "claude-us-or-bedrock", "deployments": ["claude-us", "claude-1", "bedrock-us-key"]},
+            {"name": "claude-us-then-openai", "deployments": ["claude-us", "us-1"]},
             {"name": "mistral-then-openai", "deployments": ["mistral-eu", "eu-1"]}
         ],
         "keys": [

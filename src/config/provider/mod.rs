@@ -1,6 +1,7 @@
 //! Each provider's own part of a deployment: the settings only its deployments carry, read
 //! and checked here so that a deployment is complete and consistent before any request.
 
+pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
 pub mod vertex;
@@ -64,9 +65,8 @@ impl ProviderSettings {
     /// The provider's own rules for a deployment; the caller names the deployment.
     pub fn validate(&self, d: &Deployment) -> Result<(), String> {
         match self {
-            Self::Anthropic | Self::Mistral if d.api_key_secret.is_none() => {
-                Err(format!("{} needs api_key_secret", self.name()))
-            }
+            Self::Anthropic => anthropic::validate(d),
+            Self::Mistral if d.api_key_secret.is_none() => Err(format!("{} needs api_key_secret", self.name())),
             Self::Bedrock(b) => b.validate(d),
             Self::AzureOpenai(a) => a.validate(d),
             Self::Gemini => validate_gemini(d),

@@ -16,6 +16,7 @@ pub(super) use request::request_body;
 
 use super::canonical::{Chunks, Cx, Identity};
 use super::{Auth, CountsTokens, Provider, SpeaksMessages, StreamTranslator, UpstreamRequest};
+use crate::config::provider::anthropic::inference_geo;
 use crate::config::Deployment;
 use crate::model::chat::ChatRequest;
 use crate::model::error::GatewayError;
@@ -48,7 +49,10 @@ impl Provider for Anthropic {
     }
 
     fn build(&self, d: &Deployment, req: &ChatRequest, auth: &Auth) -> Result<UpstreamRequest, GatewayError> {
-        let body = request_body(&Cx { provider: "anthropic", deployment: &d.id }, &d.model, req)?;
+        let mut body = request_body(&Cx { provider: "anthropic", deployment: &d.id }, &d.model, req)?;
+        if let Some(geo) = inference_geo(d) {
+            body.insert("inference_geo".into(), geo.into());
+        }
         let body = serde_json::to_vec(&body).expect("a JSON map serialises");
         Ok(UpstreamRequest { url: format!("{}/messages", d.base_url), headers: headers(auth), body })
     }
@@ -58,6 +62,10 @@ impl Provider for Anthropic {
         let usage = message.usage.total();
         let completion = completion(&message, req.received_at, usage);
         Ok((completion.to_string().into_bytes(), Some(usage)))
+    }
+
+    fn reported_geo(&self, body: &[u8]) -> Option<&'static str> {
+        response::reported_geo(body)
     }
 
     fn classify(&self, status: u16, body: &[u8]) -> ErrorClass {
@@ -98,6 +106,43 @@ mod tests {
     use super::test_support::{deployment, parse, user};
     use super::*;
     use serde_json::json;
+
+    fn in_the_us() -> Deployment {
+        let mut d = deployment();
+        (d.jurisdiction, d.model) = ("us".into(), "claude-sonnet-4-6".into());
+        d
+    }
+
+    #[test]
+    fn a_us_deployment_asks_for_us_inference_and_its_answer_must_say_so() {
+        let req = parse(json!({"model": "fast", "messages": [user(json!("hi"))]}));
+        let sent = |d: &Deployment| -> Value {
+            serde_json::from_slice(&Anthropic.build(d, &req, &Auth::default()).unwrap().body).unwrap()
+        };
+        assert_eq!(sent(&in_the_us())["inference_geo"], "us");
+        assert!(sent(&deployment()).get("inference_geo").is_none(), "a global deployment leaves it to Anthropic");
+
+        let native = crate::ingress::anthropic::parse(
+            json!({"model": "fast", "max_tokens": 10, "inference_geo": "global", "messages": [user(json!("hi"))]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        let up = Anthropic.build_native(&in_the_us(), &native, native.native.as_ref().unwrap(), &Auth::default());
+        let body: Value = serde_json::from_slice(&up.unwrap().body).unwrap();
+        assert_eq!(body["inference_geo"], "us", "the deployment's jurisdiction wins over the client's");
+
+        let answer = |geo: &str| {
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+                "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+                "usage": {"input_tokens": 3, "output_tokens": 1, "inference_geo": geo}})
+            .to_string()
+        };
+        assert_eq!(Anthropic.reported_geo(answer("us").as_bytes()), Some("us"));
+        assert_eq!(Anthropic.reported_geo(answer("global").as_bytes()), Some("global"));
+        assert_eq!(Anthropic.reported_geo(answer("not_available").as_bytes()), Some("not_available"));
+        assert_eq!(Anthropic.reported_geo(b"{}"), None);
+    }
 
     #[test]
     fn request_targets_messages_with_anthropic_headers() {

@@ -5,6 +5,7 @@
 use super::response::WireMessage;
 use super::stream::Translator;
 use super::{headers, Anthropic};
+use crate::config::provider::anthropic::inference_geo;
 use crate::config::Deployment;
 use crate::model::chat::{ChatRequest, NativeMessages};
 use crate::model::error::GatewayError;
@@ -19,6 +20,10 @@ use serde_json::{Map, Value};
 fn as_sent(d: &Deployment, path: &str, body: &Map<String, Value>, beta: Option<&str>, auth: &Auth) -> UpstreamRequest {
     let mut body = body.clone();
     body.insert("model".into(), d.model.clone().into());
+    // The deployment's jurisdiction decides where a Messages request may run, not the client.
+    if let Some(geo) = inference_geo(d).filter(|_| path == "/messages") {
+        body.insert("inference_geo".into(), geo.into());
+    }
     let mut headers = headers(auth);
     headers.extend(beta.map(|beta| ("anthropic-beta", beta.to_string())));
     let body = serde_json::to_vec(&body).expect("a JSON map serialises");
@@ -93,6 +98,10 @@ impl StreamTranslator for Native {
 
     fn consumed(&self) -> Consumed {
         self.reader.consumed()
+    }
+
+    fn reported_geo(&self) -> Option<&'static str> {
+        self.reader.reported_geo()
     }
 
     fn cut_event(&self, e: &GatewayError) -> Vec<u8> {

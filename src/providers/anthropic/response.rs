@@ -61,10 +61,42 @@ impl TryFrom<FlatBlock> for WireBlock {
     }
 }
 
+/// The values of `usage.inference_geo` (Anthropic's Usage API: `us`, `global`, and
+/// `not_available` for models that take no `inference_geo`).
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum InferenceGeo {
+    Us,
+    Global,
+    NotAvailable,
+    #[serde(other)]
+    Other,
+}
+
+impl InferenceGeo {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Us => "us",
+            Self::Global => "global",
+            Self::NotAvailable => "not_available",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Where a whole answer says inference ran.
+pub(super) fn reported_geo(body: &[u8]) -> Option<&'static str> {
+    let message = serde_json::from_slice::<WireMessage>(body).ok()?;
+    message.usage.inference_geo.map(InferenceGeo::as_str)
+}
+
 /// Anthropic's counts: `input_tokens` excludes the cached ones, which are counted apart.
 /// Every field is optional because streamed `message_delta` events update only some.
 #[derive(Deserialize, Default, Clone, Copy)]
 pub(super) struct WireUsage {
+    /// Where inference ran (`usage.inference_geo`).
+    #[serde(default)]
+    pub(super) inference_geo: Option<InferenceGeo>,
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -77,6 +109,7 @@ pub(super) struct WireUsage {
 
 impl WireUsage {
     pub(super) fn update(&mut self, newer: WireUsage) {
+        self.inference_geo = newer.inference_geo.or(self.inference_geo);
         self.input_tokens = newer.input_tokens.or(self.input_tokens);
         self.output_tokens = newer.output_tokens.or(self.output_tokens);
         self.cache_read_input_tokens = newer.cache_read_input_tokens.or(self.cache_read_input_tokens);

@@ -5,7 +5,7 @@
 //! `message_delta` with cumulative usage, `message_stop`, `ping`, `error`; event types not
 //! listed there are to be ignored.
 
-use super::response::{finish_reason, WireBlock, WireMessage, WireUsage};
+use super::response::{finish_reason, InferenceGeo, WireBlock, WireMessage, WireUsage};
 use crate::model::error::GatewayError;
 use crate::model::usage::{Consumed, Meter};
 use crate::providers::canonical::Chunks;
@@ -199,6 +199,10 @@ impl StreamTranslator for Translator {
 
     fn end(&mut self) -> StreamEnd {
         StreamEnd::of(self.state.failed, self.state.stopped, self.decoder.has_partial())
+    }
+
+    fn reported_geo(&self) -> Option<&'static str> {
+        self.state.usage.and_then(|u| u.inference_geo).map(InferenceGeo::as_str)
     }
 
     fn consumed(&self) -> Consumed {
@@ -466,5 +470,22 @@ mod tests {
         let reported = Usage { input_tokens: 50, output_tokens: 1, cached_input_tokens: 30, cache_write_tokens: 0 };
         assert_eq!(cut.consumed, Consumed { reported, billed: Usage { output_tokens: 11, ..reported } });
         assert!(cut.consumed.is_estimated());
+    }
+
+    #[test]
+    fn a_stream_reports_where_inference_ran_from_its_message_start() {
+        let start = |geo: &str| {
+            format!(
+                "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-6\",\"content\":[],\"usage\":{{\"input_tokens\":3,\"output_tokens\":1,\"inference_geo\":\"{geo}\"}}}}}}\n\n"
+            )
+        };
+        let delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n";
+        for geo in ["us", "global"] {
+            let mut t =
+                Anthropic.stream(&parse(json!({"model": "fast", "stream": true, "messages": [user(json!("hi"))]})));
+            assert_eq!(t.reported_geo(), None);
+            t.push(format!("{}{delta}", start(geo)).as_bytes(), &mut Vec::new());
+            assert_eq!(t.reported_geo(), Some(geo), "kept after a message_delta that does not repeat it");
+        }
     }
 }
