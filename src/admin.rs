@@ -402,14 +402,14 @@ mod tests {
         serde_json::json!({
             "deployments": [
                 {"id": "oa", "provider": "openai", "model": "gpt", "base_url": "https://eu.api.openai.com/v1",
-                 "api_key_secret": "OPENAI_KEY", "jurisdiction": "eu", "region": "eu", "location": [50.1, 8.7],
+                 "api_key_secret": "OPENAI_KEY", "jurisdiction": "europe", "region": "eu", "location": [50.1, 8.7],
                  "first_byte_timeout_ms": 20000, "price": price,
                  "capabilities": {"vision": true, "tools": false, "json_mode": true, "context_window": 128000},
                  "health": {"failure_threshold": 4, "window_ms": 30000, "cooldown_ms": 10000}},
                 {"id": "br", "provider": "bedrock", "model": "eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
                  "base_url": "https://bedrock-runtime.eu-central-1.amazonaws.com", "aws_region": "eu-central-1",
                  "aws_access_key_id_secret": "AWS_ID", "aws_secret_access_key_secret": "AWS_KEY",
-                 "aws_session_token_secret": "AWS_TOKEN", "jurisdiction": "eu", "region": "eu-central-1", "price": price},
+                 "aws_session_token_secret": "AWS_TOKEN", "jurisdiction": "europe", "region": "eu-central-1", "price": price},
                 {"id": "az", "provider": "azure_openai", "model": "gpt-4o", "base_url": "https://r.openai.azure.com",
                  "api_key_secret": "AZURE_KEY", "api_version": "2024-10-21", "azure_deployment_type": "data_zone_eu",
                  "jurisdiction": "eu", "region": "swedencentral", "price": price},

@@ -41,6 +41,7 @@ fn default_base(provider: &str) -> Option<&'static str> {
 fn jurisdiction(provider: &str, params: &Map<String, Value>) -> &'static str {
     let region = params.get("aws_region_name").or(params.get("vertex_location")).and_then(Value::as_str).unwrap_or("");
     let model = params.get("model").and_then(Value::as_str).unwrap_or("");
+    let api_base = params.get("api_base").and_then(Value::as_str).unwrap_or("");
     match provider {
         "bedrock" if model.contains("/global.") => "global",
         "bedrock" if region.starts_with("eu-") || model.contains("/eu.") => "eu",
@@ -48,7 +49,8 @@ fn jurisdiction(provider: &str, params: &Map<String, Value>) -> &'static str {
         "bedrock" if region.starts_with("ap-") || model.contains("/apac.") => "apac",
         "vertex" if region == "eu" || region.starts_with("europe-") => "eu",
         "vertex" if region == "us" || region.starts_with("us-") => "us",
-        "mistral" => "eu",
+        "mistral" if api_base.contains("://api.eu.mistral.ai") => "eu",
+        "mistral" if api_base.contains("://api.us.mistral.ai") => "us",
         _ => "global",
     }
 }

@@ -22,7 +22,20 @@ pub use validate::{validate, validate_key};
 /// Jurisdictions a deployment may declare. `global` is for endpoints that may process
 /// anywhere (Bedrock `global.` profiles, Azure Global deployments, the Gemini API, Vertex's
 /// global host); it never satisfies a rule that restricts jurisdiction.
-pub const JURISDICTIONS: &[&str] = &["eu", "uk", "ch", "us", "ca", "apac", "jp", "au", "in", "br", "me", "global"];
+pub const JURISDICTIONS: &[&str] =
+    &["eu", "uk", "ch", "europe", "us", "ca", "apac", "jp", "au", "in", "br", "me", "global"];
+
+/// Jurisdictions that stand for "any one of these": a deployment declaring one may process
+/// in any of its parts, so a rule allows it only when it allows all of them. `europe`: the
+/// EU/EEA, the UK or Switzerland, as Bedrock's `eu.` inference profiles and OpenAI's
+/// European data residency may.
+pub const UNIONS: &[(&str, &[&str])] = &[("europe", &["eu", "uk", "ch"])];
+
+/// The jurisdictions `j` may mean: its parts, for a union; itself otherwise.
+pub fn parts(j: &str) -> impl Iterator<Item = &str> + '_ {
+    let union = UNIONS.iter().find(|(union, _)| *union == j).map(|(_, parts)| *parts);
+    union.into_iter().flatten().copied().chain(union.is_none().then_some(j))
+}
 
 /// The `allow` entry meaning "no restriction" (global endpoints included).
 pub const ANY: &str = "any";

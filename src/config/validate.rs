@@ -255,7 +255,8 @@ fn validate_residency(r: &Residency) -> Result<(), String> {
             // A rule that only ever sees requests carrying these tags must not point them at
             // a jurisdiction one of the tags forbids.
             if w.compliance.len() == 1 {
-                if let Some(bad) = rule.allow.iter().find(|j| *j == ANY || !tag_allows.contains(j)) {
+                let tag_permits = |j: &str| parts(j).all(|p| tag_allows.iter().any(|t| parts(t).any(|q| q == p)));
+                if let Some(bad) = rule.allow.iter().find(|j| *j == ANY || !tag_permits(j)) {
                     return Err(format!(
                         "{at}: requests tagged `{tag}` may not reach `{bad}` (the tag allows {})",
                         tag_allows.join(", ")

@@ -2,7 +2,7 @@
 //! deployments that leaves, nearest first. Fail closed: an empty answer is an error, never
 //! a reason to look elsewhere.
 
-use crate::config::{Alias, Deployment, Gateway, Residency, Rule, UnknownLocation, ANY};
+use crate::config::{parts, Alias, Deployment, Gateway, Residency, Rule, UnknownLocation, ANY};
 use crate::model::error::GatewayError;
 use crate::model::geo::{distance_km, Caller};
 
@@ -15,21 +15,24 @@ pub enum Allowed {
 }
 
 impl Allowed {
+    /// A rule's or tag's list, a union (`europe`) standing for its parts.
     fn from_list(list: &[String]) -> Allowed {
         if list.iter().any(|j| j == ANY) {
             Allowed::Any
         } else {
-            let mut v = list.to_vec();
+            let mut v: Vec<String> = list.iter().flat_map(|j| parts(j)).map(|j| j.to_string()).collect();
             v.sort();
             v.dedup();
             Allowed::Only(v)
         }
     }
 
+    /// Whether a deployment in `jurisdiction` may serve: for a union, every part must be
+    /// allowed, since it may process in any of them.
     pub fn permits(&self, jurisdiction: &str) -> bool {
         match self {
             Allowed::Any => true,
-            Allowed::Only(list) => list.iter().any(|j| j == jurisdiction),
+            Allowed::Only(list) => parts(jurisdiction).all(|p| list.iter().any(|j| j == p)),
         }
     }
 
@@ -565,5 +568,24 @@ mod tests {
         let unknown = ["gdpr".to_string(), "hipaa".to_string()];
         let e = decide(&g.config.residency, &Subject { compliance: &unknown, ..subject(&us, None) }).unwrap_err();
         assert_eq!(e.code, "unknown_compliance_tag");
+    }
+
+    #[test]
+    fn a_deployment_that_may_process_in_any_of_several_jurisdictions_needs_all_of_them() {
+        let list = |l: &[&str]| Allowed::from_list(&l.iter().map(|j| j.to_string()).collect::<Vec<_>>());
+        // `europe`: the EU/EEA, the UK or Switzerland (Bedrock's `eu.` profiles).
+        assert!(!list(&["eu"]).permits("europe"));
+        assert!(!list(&["eu", "uk"]).permits("europe"));
+        assert!(list(&["eu", "uk", "ch"]).permits("europe"));
+        assert!(list(&["any"]).permits("europe"));
+        let europe = list(&["europe"]);
+        for j in ["europe", "eu", "uk", "ch"] {
+            assert!(europe.permits(j), "a rule allowing europe allows {j}");
+        }
+        assert!(!europe.permits("us"));
+        // Narrowing keeps what every list allows, parts included.
+        let gdpr = ["eu".to_string(), "uk".to_string(), "ch".to_string()];
+        assert!(europe.clone().narrow(&gdpr).permits("europe"));
+        assert!(!europe.narrow(&["eu".to_string()]).permits("europe"));
     }
 }

@@ -163,7 +163,7 @@ pub fn test_config() -> Value {
     claude_us["model"] = json!("claude-sonnet-4-6");
     claude_us["api_key_secret"] = json!("TEST_PROVIDER_KEY");
     let mut bedrock_eu =
-        bedrock("bedrock-eu", "eu", "eu-central-1", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0", [50.1, 8.7]);
+        bedrock("bedrock-eu", "europe", "eu-central-1", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0", [50.1, 8.7]);
     bedrock_eu["aws_access_key_id_secret"] = json!("TEST_AWS_ACCESS_KEY_ID");
     bedrock_eu["aws_secret_access_key_secret"] = json!("TEST_AWS_SECRET_ACCESS_KEY");
     bedrock_eu["aws_session_token_secret"] = json!("TEST_AWS_SESSION_TOKEN");
@@ -220,7 +220,8 @@ pub fn test_config() -> Value {
             "compliance_tags": {"gdpr": ["eu", "uk", "ch"], "us-only": ["us"]},
             "rules": [
                 {"id": "gdpr-tag", "when": {"compliance": ["gdpr"]}, "allow": ["eu"]},
-                {"id": "eu-callers", "when": {"eu": true}, "allow": ["eu"]},
+                // The EU/EEA, the UK or Switzerland: what Bedrock's `eu.` profiles may reach.
+                {"id": "eu-callers", "when": {"eu": true}, "allow": ["europe"]},
                 {"id": "apac-callers", "when": {"continents": ["AS", "OC"]}, "allow": ["apac"]},
                 {"id": "default", "allow": ["any"]}
             ]

@@ -24,12 +24,14 @@ pub struct AwsSecrets {
 /// Cross-region inference profile prefixes, and the jurisdictions a deployment using one
 /// may declare. A profile may process in any region of its geography, so the deployment
 /// must declare that geography; `jp.` and `au.` stay within one country, which `apac`
-/// also covers. `global.` may process in any commercial region.
+/// also covers. `global.` may process in any commercial region. The EU geography's
+/// regions include London and Zurich for some models (Bedrock user guide, "Supported
+/// Regions and models for inference profiles"), so `eu.` is `europe`, not `eu`.
 pub const PROFILES: &[(&str, &[&str])] = &[
     ("global.", &["global"]),
     ("us-gov.", &["us"]),
     ("us.", &["us"]),
-    ("eu.", &["eu"]),
+    ("eu.", &["europe"]),
     ("apac.", &["apac"]),
     ("jp.", &["jp", "apac"]),
     ("au.", &["au", "apac"]),

@@ -66,14 +66,43 @@ impl ProviderSettings {
     pub fn validate(&self, d: &Deployment) -> Result<(), String> {
         match self {
             Self::Anthropic => anthropic::validate(d),
+            Self::Openai => endpoint(d, OPENAI_HOSTS, ".api.openai.com"),
             Self::Mistral if d.api_key_secret.is_none() => Err(format!("{} needs api_key_secret", self.name())),
+            Self::Mistral => endpoint(d, MISTRAL_HOSTS, ".mistral.ai"),
             Self::Bedrock(b) => b.validate(d),
             Self::AzureOpenai(a) => a.validate(d),
             Self::Gemini => validate_gemini(d),
             Self::Vertex(v) => v.validate(d),
-            _ => Ok(()),
         }
     }
+}
+
+/// Where OpenAI's hosts process ("Data residency" in OpenAI's platform documentation):
+/// in-region only in the US and in Europe (the EEA and Switzerland); its other regional
+/// hosts keep data at rest in their region, which says nothing of processing.
+const OPENAI_HOSTS: &[(&str, &str)] = &[("us.api.openai.com", "us"), ("eu.api.openai.com", "europe")];
+
+/// Mistral's regional endpoints (Mistral's "Regional inference"); `api.mistral.ai` is its
+/// global one, with no guarantee of where it processes.
+const MISTRAL_HOSTS: &[(&str, &str)] = &[("api.eu.mistral.ai", "eu"), ("api.us.mistral.ai", "us")];
+
+/// A provider's own hosts process where its documentation says: one of `hosts` in its
+/// region, any other of its domain (`provider_domain`) anywhere (`global`). A host of
+/// another domain (a proxy, a test server) is as declared.
+fn endpoint(d: &Deployment, hosts: &[(&str, &str)], provider_domain: &str) -> Result<(), String> {
+    let host = host(&d.base_url);
+    let required = match hosts.iter().find(|(h, _)| *h == host) {
+        Some((_, j)) => *j,
+        None if host.ends_with(provider_domain) || format!(".{host}").ends_with(provider_domain) => "global",
+        None => return Ok(()),
+    };
+    if d.jurisdiction == required {
+        return Ok(());
+    }
+    Err(format!(
+        "base_url host `{host}` may process in `{required}`, so the jurisdiction must be `{required}`, not `{}`",
+        d.jurisdiction
+    ))
 }
 
 fn validate_gemini(d: &Deployment) -> Result<(), String> {
@@ -121,5 +150,36 @@ mod tests {
         let f = Fields::any(&settings, At::Root).unwrap();
         let e = ProviderSettings::read("openia", &f, At::Root).unwrap_err();
         assert!(e.starts_with("provider: unknown variant `openia`, expected one of `openai`, "), "{e}");
+    }
+
+    fn deployment(provider: &str, base_url: &str, jurisdiction: &str) -> Deployment {
+        use crate::util::valueread::FromValue;
+        Deployment::read(&json!({
+            "id": "d", "provider": provider, "model": "m", "base_url": base_url, "api_key_secret": "KEY",
+            "jurisdiction": jurisdiction, "region": "r", "price": {"input": "1", "output": "1"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_providers_own_endpoints_decide_where_they_process() {
+        let check = |provider: &str, url: &str, j: &str| {
+            deployment(provider, url, j).provider.validate(&deployment(provider, url, j))
+        };
+        // OpenAI: in-region processing only in the US and the EU (EEA and Switzerland); its
+        // other regional hosts keep data at rest there, not processing.
+        assert_eq!(check("openai", "https://eu.api.openai.com/v1", "europe"), Ok(()));
+        assert!(check("openai", "https://eu.api.openai.com/v1", "eu")
+            .unwrap_err()
+            .contains("must be `europe`, not `eu`"));
+        assert_eq!(check("openai", "https://us.api.openai.com/v1", "us"), Ok(()));
+        assert!(check("openai", "https://api.openai.com/v1", "us").unwrap_err().contains("must be `global`"));
+        assert!(check("openai", "https://jp.api.openai.com/v1", "jp").unwrap_err().contains("must be `global`"));
+        assert_eq!(check("openai", "http://127.0.0.1:9/v1", "eu"), Ok(()), "a server of one's own: as declared");
+        // Mistral: the global endpoint guarantees nothing; its regional ones their region.
+        assert!(check("mistral", "https://api.mistral.ai/v1", "eu").unwrap_err().contains("must be `global`"));
+        assert_eq!(check("mistral", "https://api.eu.mistral.ai/v1", "eu"), Ok(()));
+        assert_eq!(check("mistral", "https://api.us.mistral.ai/v1", "us"), Ok(()));
+        assert_eq!(check("mistral", "http://127.0.0.1:9/v1", "eu"), Ok(()));
     }
 }

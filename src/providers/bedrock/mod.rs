@@ -152,7 +152,7 @@ mod tests {
             "id": "bedrock-eu", "provider": "bedrock", "model": MODEL,
             "base_url": "https://bedrock-runtime.eu-central-1.amazonaws.com", "aws_region": "eu-central-1",
             "aws_access_key_id_secret": "AWS_KEY_ID", "aws_secret_access_key_secret": "AWS_SECRET",
-            "jurisdiction": "eu", "region": "eu-central-1", "price": {"input": "1", "output": "1"}
+            "jurisdiction": "europe", "region": "eu-central-1", "price": {"input": "1", "output": "1"}
         })
     }
 
@@ -318,7 +318,7 @@ mod tests {
             .map(drop)
         };
         for (model, jurisdiction) in [
-            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "eu"),
+            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "europe"),
             ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "us"),
             ("us-gov.anthropic.claude-3-haiku-20240307-v1:0", "us"),
             ("apac.amazon.nova-pro-v1:0", "apac"),
@@ -331,7 +331,7 @@ mod tests {
             ("anthropic.claude-3-haiku-20240307-v1:0", "global"),
             (
                 "arn:aws:bedrock:eu-central-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0",
-                "eu",
+                "europe",
             ),
         ] {
             assert_eq!(profile(model, jurisdiction), Ok(()), "{model} in {jurisdiction}");
@@ -339,8 +339,10 @@ mod tests {
         for (model, jurisdiction, needle) in [
             ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "eu", "must be `global`, not `eu`"),
             ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "eu", "`us.` cross-region inference profile"),
-            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "us", "must be `eu`, not `us`"),
-            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "global", "must be `eu`, not `global`"),
+            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "us", "must be `europe`, not `us`"),
+            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "global", "must be `europe`, not `global`"),
+            // The EU geography's regions include London and Zurich: not the EU alone.
+            ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "eu", "must be `europe`, not `eu`"),
             ("us-gov.anthropic.claude-3-haiku-20240307-v1:0", "eu", "must be `us`"),
             ("apac.amazon.nova-pro-v1:0", "jp", "must be `apac`, not `jp`"),
             ("jp.anthropic.claude-sonnet-4-5-20250929-v1:0", "au", "must be `jp` or `apac`, not `au`"),
