@@ -122,4 +122,18 @@ fn every_request_lands_exactly_once_whatever_fails() {
         "SELECT COUNT(*) AS n, COUNT(DISTINCT request_id) AS ids FROM cost_events WHERE request_id IN ({list})"
     ));
     assert_eq!((moved[0]["n"].as_u64(), moved[0]["ids"].as_u64()), (Some(40), Some(40)));
+
+    // 4. The dead-letter consumer can store nowhere (KV refuses it, by a test fault on the
+    //    team; D1 is broken): the event is never dropped. Each failed try writes it whole
+    //    to the worker's log, and it is retried until D1 takes it.
+    let nowhere = nonce("fault-dlq-park");
+    break_d1();
+    let unkept = ask(&nowhere, None);
+    eventually("the event kept in the log", || {
+        g.log_text()
+            .lines()
+            .any(|l| l.contains("not stored yet") && l.contains(&format!("\"request_id\":\"{unkept}\"")))
+    });
+    restore_d1();
+    eventually("the dead letter to reach D1", || rows_for(&unkept) == 1);
 }

@@ -163,6 +163,29 @@ fn message_text(body: &JsValue) -> Option<String> {
     body.as_string().or_else(|| JSON::stringify(body).ok()?.as_string())
 }
 
+/// Where the dead-letter consumer keeps events: parked in KV for the cron, else straight in
+/// D1. `Err` says why neither took them.
+async fn keep(env: &Env, events: &[Event]) -> Result<(), String> {
+    let parked = match store::kv(env) {
+        Ok(_) if park_fault(env, events) => Err("KV refused them (injected test fault)".to_string()),
+        Ok(kv) => park(&kv, events).await,
+        Err(e) => Err(e.message),
+    };
+    let Err(kv_error) = parked else { return Ok(()) };
+    let written = match store::d1(env) {
+        Ok(db) => write_events(&db, events).await,
+        Err(e) => Err(e.message),
+    };
+    written.map_err(|d1_error| format!("KV: {kv_error}; D1: {d1_error}"))
+}
+
+/// In the test environment only, a team named `fault-dlq-park…` makes parking its events
+/// fail: the dead-letter consumer has no request whose headers could ask for it.
+fn park_fault(env: &Env, events: &[Event]) -> bool {
+    super::state::var(env, "ALLOW_TEST_FAULTS").as_deref() == Some("true")
+        && events.iter().any(|e| e.json.contains("\"team\":\"fault-dlq-park"))
+}
+
 /// Parks events in KV for the cron, as few values as one insert each takes (usually one):
 /// KV allows a Free plan 1,000 writes a day. A value is named after its first event, so a
 /// batch parked again (a redelivered dead letter) replaces its own copy.
@@ -288,9 +311,18 @@ pub async fn consume(batch: MessageBatch<CostEvent>, env: &Env) -> worker::Resul
         }
     }
     if batch.queue() == DEAD_LETTER_QUEUE {
-        let kv = store::kv(env).map_err(|e| worker::Error::RustError(e.message))?;
-        park(&kv, &events).await.map_err(worker::Error::RustError)?;
-        batch.ack_all();
+        match keep(env, &events).await {
+            Ok(()) => batch.ack_all(),
+            Err(why) => {
+                // Never dropped: until a retry stores them, each event stays whole in the
+                // worker's log (Workers Logs, `wrangler tail`), where a person can find it.
+                let why = why.replace(['\n', '\r'], " ");
+                for e in &events {
+                    worker::console_error!("cost event not stored yet, kept here until it is: {} ({why})", e.json);
+                }
+                batch.retry_all();
+            }
+        }
         return Ok(());
     }
     match store::d1(env).map_err(|e| e.message) {
