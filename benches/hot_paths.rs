@@ -225,7 +225,7 @@ fn decoding(c: &mut Criterion) {
 fn pricing_cost(c: &mut Criterion) {
     let g = bench_config();
     let price = &g.deployment("openai-fra").expect("deployment").price;
-    let usage = Usage { input_tokens: 1_834, output_tokens: 412, cached_input_tokens: 1_024, cache_write_tokens: 0 };
+    let usage = Usage { input_tokens: 1_834, output_tokens: 412, cached_input_tokens: 1_024, ..Usage::default() };
     c.bench_function("pricing/cost_micros", |b| b.iter(|| black_box(pricing::cost_micros(price, black_box(&usage)))));
 }
 

@@ -397,8 +397,8 @@ mod tests {
     /// A config with every field the reader knows, one deployment per provider with
     /// settings of its own; `every_field_is_in_the_full_config` keeps it complete.
     fn full() -> Value {
-        let price =
-            serde_json::json!({"input": "3.00", "output": "15.00", "cached_input": "0.30", "cache_write": "3.75"});
+        let price = serde_json::json!({"input": "3.00", "output": "15.00", "cached_input": "0.30", "cache_write": "3.75",
+            "web_search": "10.00"});
         serde_json::json!({
             "deployments": [
                 {"id": "oa", "provider": "openai", "model": "gpt", "base_url": "https://eu.api.openai.com/v1",

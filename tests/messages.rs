@@ -574,6 +574,12 @@ fn server_tools_are_refused_where_residency_restricts_and_sent_where_it_does_not
     let r = messages_as(KEY, &body, &[("x-gateway-geo-country", "US")]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(only_upstream(&n)["tools"][0]["type"], "web_search_20250305");
+    // Its search is billed at Anthropic's $10 per 1,000, beside the tokens.
+    let tokens = &r.json()["usage"];
+    let (input, output) = (tokens["input_tokens"].as_u64().unwrap(), tokens["output_tokens"].as_u64().unwrap());
+    let token_cost = ((input * 3_300_000 + output * 16_500_000) * 110 + 50_000_000) / 100_000_000;
+    let cost: u64 = r.header("x-gateway-cost-usd").unwrap().replace('.', "").parse().unwrap();
+    assert_eq!(cost, token_cost + 10_000, "one search at $0.01 on top of {token_cost} micro-dollars of tokens");
 }
 
 #[test]

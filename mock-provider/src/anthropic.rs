@@ -280,6 +280,9 @@ pub(crate) fn messages(call: &Call, request: &Request, host: Host, out: &mut Res
         usage: Usage::new(b, prompt_chars, generated, 1),
         // Only Anthropic's own API reports it; a directive stands for Anthropic ignoring the
         // request's geography.
+        web_searches: u64::from(body["tools"].as_array().is_some_and(|tools| {
+            tools.iter().any(|t| t["type"].as_str().is_some_and(|k| k.starts_with("web_search_")))
+        })),
         inference_geo: matches!(host, Host::Anthropic).then(|| {
             b.inference_geo.clone().unwrap_or_else(|| body["inference_geo"].as_str().unwrap_or("global").to_string())
         }),
@@ -315,6 +318,8 @@ struct Answer<'a> {
     generated: &'a str,
     usage: Usage,
     inference_geo: Option<String>,
+    /// Searches the web search server tool ran: one when the request offers it.
+    web_searches: u64,
 }
 
 impl Answer<'_> {
@@ -329,6 +334,18 @@ impl Answer<'_> {
         });
         if let Some(geo) = &self.inference_geo {
             usage["inference_geo"] = geo.as_str().into();
+        }
+        if self.web_searches > 0 {
+            usage["server_tool_use"] = json!({"web_search_requests": self.web_searches});
+        }
+        usage
+    }
+
+    /// A stream's `message_delta` usage: the output, and the server tools that ran.
+    fn final_delta_usage(&self) -> Value {
+        let mut usage = json!({"output_tokens": self.usage.completion});
+        if self.web_searches > 0 {
+            usage["server_tool_use"] = json!({"web_search_requests": self.web_searches});
         }
         usage
     }
@@ -455,9 +472,7 @@ fn stream(
     sleep(delay);
     events.send(&json!({"type": "content_block_stop", "index": index}))?;
     let change = json!({"stop_reason": answer.stop_reason(), "stop_sequence": null});
-    events.send(
-        &json!({"type": "message_delta", "delta": change, "usage": {"output_tokens": answer.usage.completion}}),
-    )?;
+    events.send(&json!({"type": "message_delta", "delta": change, "usage": answer.final_delta_usage()}))?;
     let mut stop = json!({"type": "message_stop"});
     if framing == Framing::EventStream {
         let u = &answer.usage;

@@ -368,6 +368,9 @@ pub fn parse(json: &str) -> Result<Gateway, String> {
         if provider::anthropic::inference_geo(d).is_some() {
             d.price.uplift_pct = provider::anthropic::US_UPLIFT_PCT;
         }
+        if matches!(d.provider, ProviderSettings::Anthropic) && d.price.web_search.is_none() {
+            d.price.web_search = Some(provider::anthropic::WEB_SEARCH_PRICE);
+        }
     }
     let deployment_index = config.deployments.iter().enumerate().map(|(i, d)| (d.id.clone(), i)).collect();
     let alias_index = config.aliases.iter().enumerate().map(|(i, a)| (a.name.clone(), i)).collect();

@@ -43,6 +43,19 @@ pub fn format_usd(micros: u64) -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
+/// USD per 1,000 of something billed by the unit (web searches), as micro-dollars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerThousand(pub u64);
+
+impl FromValue for PerThousand {
+    fn from_value(v: &Value, at: At<'_>) -> Result<Self, String> {
+        let text = v
+            .as_str()
+            .ok_or_else(|| invalid_type(v, at, "a price in USD per 1,000 as a decimal string like \"10.00\""))?;
+        parse_usd(text).map(PerThousand).map_err(|e| fail(at, e))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Price {
     pub input: PerMtok,
@@ -51,6 +64,9 @@ pub struct Price {
     pub cached_input: Option<PerMtok>,
     /// Cache writes, where the provider bills them (Anthropic: 1.25× input); `input` when absent.
     pub cache_write: Option<PerMtok>,
+    /// Web searches a server tool runs, per 1,000 (`"web_search": "10.00"`); Anthropic's
+    /// own $10 on an `anthropic` deployment that does not say.
+    pub web_search: Option<PerThousand>,
     /// What the provider charges on top of these list prices for the deployment's
     /// processing geography, in percent (Anthropic's `inference_geo`: 110); not a config
     /// field, but implied by the deployment.
@@ -65,6 +81,7 @@ impl FromValue for Price {
             output: f.req("output")?,
             cached_input: f.opt("cached_input")?,
             cache_write: f.opt("cache_write")?,
+            web_search: f.opt("web_search")?,
             uplift_pct: 100,
         })
     }

@@ -517,6 +517,7 @@ mod tests {
                 output: PerMtok(15_000_000),
                 cached_input: None,
                 cache_write: None,
+                web_search: None,
                 uplift_pct: 100,
             },
             Price {
@@ -524,6 +525,7 @@ mod tests {
                 output: PerMtok(1_650_001),
                 cached_input: Some(PerMtok(33_333)),
                 cache_write: Some(PerMtok(412_500)),
+                web_search: None,
                 uplift_pct: 110,
             },
         ];
@@ -539,6 +541,7 @@ mod tests {
                     output_tokens: rng.below(8_000),
                     cached_input_tokens: rng.below(input + 1) / 2,
                     cache_write_tokens: rng.below(input + 1) / 4,
+                    web_searches: 0,
                 }
             };
             let consumed = |rng: &mut Rng, reported: Usage, estimate: Usage| match rng.below(3) {

@@ -1,5 +1,7 @@
 //! What a request cost: usage at a deployment's price, in integer micro-dollars.
 
+#[cfg(test)]
+use crate::config::price::PerThousand;
 use crate::config::price::{PerMtok, Price};
 use crate::model::usage::Usage;
 
@@ -15,8 +17,10 @@ pub fn cost_micros(price: &Price, usage: &Usage) -> u64 {
         + cached * rate(price.cached_input)
         + written * rate(price.cache_write)
         + u128::from(usage.output_tokens) * u128::from(price.output.0);
-    // An uplift in percent scales the exact product, so it too is rounded only once.
-    let scaled = scaled.saturating_mul(u128::from(price.uplift_pct));
+    // An uplift in percent scales the exact product, so it too is rounded only once. Web
+    // searches are billed per search, not per token: no uplift (in the same hundred-millionths).
+    let searches = u128::from(usage.web_searches) * u128::from(price.web_search.map_or(0, |p| p.0)) * 100_000;
+    let scaled = scaled.saturating_mul(u128::from(price.uplift_pct)).saturating_add(searches);
     let micros = (scaled + 50_000_000) / 100_000_000;
     u64::try_from(micros).unwrap_or(u64::MAX)
 }
@@ -32,6 +36,7 @@ mod tests {
             output: PerMtok(parse_usd(output).unwrap()),
             cached_input: None,
             cache_write: None,
+            web_search: None,
             uplift_pct: 100,
         }
     }
@@ -66,13 +71,19 @@ mod tests {
     fn cached_and_cache_written_tokens_have_their_own_prices() {
         let p = Price {
             uplift_pct: 100,
+            web_search: None,
             input: PerMtok(3_000_000),
             output: PerMtok(15_000_000),
             cached_input: Some(PerMtok(300_000)),
             cache_write: Some(PerMtok(3_750_000)),
         };
-        let u =
-            Usage { input_tokens: 10_000, output_tokens: 1_000, cached_input_tokens: 6_000, cache_write_tokens: 2_000 };
+        let u = Usage {
+            input_tokens: 10_000,
+            output_tokens: 1_000,
+            cached_input_tokens: 6_000,
+            cache_write_tokens: 2_000,
+            web_searches: 0,
+        };
         // 2,000 plain × 3 + 6,000 × 0.3 + 2,000 × 3.75 + 1,000 × 15
         assert_eq!(cost_micros(&p, &u), 6_000 + 1_800 + 7_500 + 15_000);
         // Without a cached price, cached tokens cost the input price.
@@ -97,5 +108,14 @@ mod tests {
         assert_eq!(cost_micros(&us, &usage(1_000, 100)), 8_250, "1.1 × 7,500");
         assert_eq!(cost_micros(&Price { uplift_pct: 110, ..price("0.5", "0") }, &usage(1, 0)), 1, "0.55 rounds up");
         assert_eq!(cost_micros(&us, &usage(u64::MAX, u64::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn web_searches_cost_their_price_per_thousand_apart_from_tokens() {
+        let p = Price { web_search: Some(PerThousand(10_000_000)), uplift_pct: 110, ..price("3", "15") };
+        let u = Usage { input_tokens: 1_000, web_searches: 3, ..Usage::default() };
+        // 1,000 × $3/MTok × 1.1 = 3,300; 3 searches at $10 per 1,000 = 30,000.
+        assert_eq!(cost_micros(&p, &u), 3_300 + 30_000);
+        assert_eq!(cost_micros(&price("3", "15"), &u), 3_000, "no search price: tokens only");
     }
 }

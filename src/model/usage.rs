@@ -11,6 +11,9 @@ pub struct Usage {
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
     pub cache_write_tokens: u64,
+    /// Web searches a server tool ran (Anthropic's `usage.server_tool_use`), billed apart
+    /// from tokens.
+    pub web_searches: u64,
 }
 
 impl Usage {
@@ -27,6 +30,7 @@ impl Usage {
             output_tokens: self.output_tokens.max(other.output_tokens),
             cached_input_tokens: self.cached_input_tokens.max(other.cached_input_tokens),
             cache_write_tokens: self.cache_write_tokens.max(other.cache_write_tokens),
+            web_searches: self.web_searches.max(other.web_searches),
         }
     }
 
@@ -36,6 +40,7 @@ impl Usage {
             output_tokens: self.output_tokens.saturating_add(other.output_tokens),
             cached_input_tokens: self.cached_input_tokens.saturating_add(other.cached_input_tokens),
             cache_write_tokens: self.cache_write_tokens.saturating_add(other.cache_write_tokens),
+            web_searches: self.web_searches.saturating_add(other.web_searches),
         }
     }
 }
@@ -117,11 +122,23 @@ mod tests {
     fn an_incomplete_stream_takes_the_larger_of_report_and_estimate_per_field() {
         let mut m = Meter::new(20);
         m.relayed("0123456789abcdefghij0123456789abcdefghi\u{e9}"); // 40 characters
-        m.reported = Some(Usage { input_tokens: 50, output_tokens: 1, cached_input_tokens: 30, cache_write_tokens: 0 });
+        m.reported = Some(Usage {
+            input_tokens: 50,
+            output_tokens: 1,
+            cached_input_tokens: 30,
+            cache_write_tokens: 0,
+            web_searches: 0,
+        });
         let c = m.consumed(false);
         assert_eq!(
             c.billed,
-            Usage { input_tokens: 50, output_tokens: 10, cached_input_tokens: 30, cache_write_tokens: 0 }
+            Usage {
+                input_tokens: 50,
+                output_tokens: 10,
+                cached_input_tokens: 30,
+                cache_write_tokens: 0,
+                web_searches: 0
+            }
         );
         assert_eq!(c.reported, m.reported.unwrap());
         assert!(c.is_estimated());

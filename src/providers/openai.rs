@@ -312,7 +312,13 @@ mod tests {
         assert_eq!(out, body);
         assert_eq!(
             usage,
-            Some(Usage { input_tokens: 12, output_tokens: 5, cached_input_tokens: 4, cache_write_tokens: 0 })
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 5,
+                cached_input_tokens: 4,
+                cache_write_tokens: 0,
+                web_searches: 0
+            })
         );
         assert_eq!(OpenAi.response(&req, b"{}".to_vec()).unwrap().1, None);
         assert_eq!(OpenAi.response(&req, b"garbage".to_vec()).unwrap_err(), ErrorClass::Server);

@@ -29,7 +29,7 @@ impl From<WireUsage> for Usage {
             input_tokens: u.prompt_tokens,
             output_tokens: u.completion_tokens,
             cached_input_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
-            cache_write_tokens: 0,
+            ..Usage::default()
         }
     }
 }
@@ -54,7 +54,7 @@ pub fn usage_of(u: &Value) -> Option<Usage> {
         input_tokens: count(u.get("prompt_tokens"))?,
         output_tokens: count(u.get("completion_tokens"))?,
         cached_input_tokens: cached.unwrap_or(0),
-        cache_write_tokens: 0,
+        ..Usage::default()
     })
 }
 

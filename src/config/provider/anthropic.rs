@@ -6,12 +6,17 @@
 //! jurisdiction implies the parameter, and the gateway checks the report against it.
 
 use super::{Deployment, ProviderSettings};
+use crate::config::price::PerThousand;
 
 /// The one processing geography Anthropic's API can be held to.
 pub const US: &str = "us";
 
 /// Anthropic's price for `inference_geo: "us"`: 1.1×, in percent.
 pub const US_UPLIFT_PCT: u32 = 110;
+
+/// Anthropic's list price for its web search server tool: $10 per 1,000 searches
+/// (Anthropic's pricing documentation, "Web search tool").
+pub const WEB_SEARCH_PRICE: PerThousand = PerThousand(10_000_000);
 
 /// The `inference_geo` a deployment's requests carry, and its answers must report.
 pub fn inference_geo(d: &Deployment) -> Option<&'static str> {

@@ -145,6 +145,15 @@ mod tests {
     }
 
     #[test]
+    fn web_searches_a_server_tool_ran_are_read_with_the_usage() {
+        let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+            "content": [{"type": "text", "text": "found"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 3, "output_tokens": 1, "server_tool_use": {"web_search_requests": 2}}});
+        let (_, usage) = native_response(body.to_string().into_bytes()).unwrap();
+        assert_eq!(usage.unwrap().web_searches, 2);
+    }
+
+    #[test]
     fn request_targets_messages_with_anthropic_headers() {
         let req = parse(json!({"model": "fast", "messages": [user(json!("hi"))]}));
         let up = Anthropic

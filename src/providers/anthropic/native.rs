@@ -171,7 +171,8 @@ mod tests {
                 input_tokens: 52,
                 output_tokens: 30,
                 cached_input_tokens: 0,
-                cache_write_tokens: 40
+                cache_write_tokens: 40,
+                web_searches: 0,
             })
         );
     }
@@ -218,7 +219,13 @@ mod tests {
         assert_eq!(body, bytes);
         assert_eq!(
             usage,
-            Some(Usage { input_tokens: 12, output_tokens: 3, cached_input_tokens: 7, cache_write_tokens: 0 })
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 3,
+                cached_input_tokens: 7,
+                cache_write_tokens: 0,
+                web_searches: 0
+            })
         );
         assert_eq!(native_response(b"{\"type\":\"error\"}".to_vec()), Err(ErrorClass::Server));
     }

@@ -84,6 +84,14 @@ impl InferenceGeo {
     }
 }
 
+/// Anthropic's `usage.server_tool_use`: web searches are billed per search (web fetches
+/// and code execution cost tokens only, or container time Anthropic bills apart).
+#[derive(Deserialize, Default, Clone, Copy)]
+struct ServerToolUse {
+    #[serde(default)]
+    web_search_requests: Option<u64>,
+}
+
 /// Where a whole answer says inference ran.
 pub(super) fn reported_geo(body: &[u8]) -> Option<&'static str> {
     let message = serde_json::from_slice::<WireMessage>(body).ok()?;
@@ -97,6 +105,9 @@ pub(super) struct WireUsage {
     /// Where inference ran (`usage.inference_geo`).
     #[serde(default)]
     pub(super) inference_geo: Option<InferenceGeo>,
+    /// What server tools ran; a stream reports it in `message_delta`.
+    #[serde(default)]
+    server_tool_use: Option<ServerToolUse>,
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -110,6 +121,7 @@ pub(super) struct WireUsage {
 impl WireUsage {
     pub(super) fn update(&mut self, newer: WireUsage) {
         self.inference_geo = newer.inference_geo.or(self.inference_geo);
+        self.server_tool_use = newer.server_tool_use.or(self.server_tool_use);
         self.input_tokens = newer.input_tokens.or(self.input_tokens);
         self.output_tokens = newer.output_tokens.or(self.output_tokens);
         self.cache_read_input_tokens = newer.cache_read_input_tokens.or(self.cache_read_input_tokens);
@@ -124,6 +136,7 @@ impl WireUsage {
             output_tokens: self.output_tokens.unwrap_or(0),
             cached_input_tokens: cached,
             cache_write_tokens: written,
+            web_searches: self.server_tool_use.and_then(|s| s.web_search_requests).unwrap_or(0),
         }
     }
 }
@@ -195,7 +208,13 @@ mod tests {
         );
         assert_eq!(
             usage,
-            Some(Usage { input_tokens: 115, output_tokens: 7, cached_input_tokens: 100, cache_write_tokens: 5 })
+            Some(Usage {
+                input_tokens: 115,
+                output_tokens: 7,
+                cached_input_tokens: 100,
+                cache_write_tokens: 5,
+                web_searches: 0
+            })
         );
     }
 

@@ -372,7 +372,8 @@ mod tests {
                 input_tokens: 50,
                 output_tokens: 42,
                 cached_input_tokens: 30,
-                cache_write_tokens: 0
+                cache_write_tokens: 0,
+                web_searches: 0,
             }),
             "billed from the final usage"
         );
@@ -467,7 +468,13 @@ mod tests {
         let before_delta = RECORDED.find("event: message_delta").unwrap();
         let cut = run(&RECORDED.as_bytes()[..before_delta], false, 0);
         assert_eq!(cut.end, StreamEnd::Cut);
-        let reported = Usage { input_tokens: 50, output_tokens: 1, cached_input_tokens: 30, cache_write_tokens: 0 };
+        let reported = Usage {
+            input_tokens: 50,
+            output_tokens: 1,
+            cached_input_tokens: 30,
+            cache_write_tokens: 0,
+            web_searches: 0,
+        };
         assert_eq!(cut.consumed, Consumed { reported, billed: Usage { output_tokens: 11, ..reported } });
         assert!(cut.consumed.is_estimated());
     }

@@ -310,6 +310,7 @@ impl WireUsage {
             output_tokens: self.output_tokens,
             cached_input_tokens: self.cache_read_input_tokens,
             cache_write_tokens: self.cache_write_input_tokens,
+            ..Usage::default()
         }
     }
 }
@@ -676,7 +677,13 @@ mod tests {
         );
         assert_eq!(
             usage,
-            Some(Usage { input_tokens: 115, output_tokens: 7, cached_input_tokens: 100, cache_write_tokens: 5 })
+            Some(Usage {
+                input_tokens: 115,
+                output_tokens: 7,
+                cached_input_tokens: 100,
+                cache_write_tokens: 5,
+                web_searches: 0
+            })
         );
     }
 

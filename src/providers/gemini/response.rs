@@ -96,7 +96,7 @@ impl From<WireUsage> for Usage {
             input_tokens: u.prompt_token_count,
             output_tokens: u.candidates_token_count + u.thoughts_token_count,
             cached_input_tokens: u.cached_content_token_count,
-            cache_write_tokens: 0,
+            ..Usage::default()
         }
     }
 }
@@ -219,7 +219,13 @@ mod tests {
         );
         assert_eq!(
             usage,
-            Some(Usage { input_tokens: 120, output_tokens: 12, cached_input_tokens: 100, cache_write_tokens: 0 })
+            Some(Usage {
+                input_tokens: 120,
+                output_tokens: 12,
+                cached_input_tokens: 100,
+                cache_write_tokens: 0,
+                web_searches: 0
+            })
         );
     }
 

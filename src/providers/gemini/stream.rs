@@ -181,7 +181,8 @@ mod tests {
                 input_tokens: 50,
                 output_tokens: 42,
                 cached_input_tokens: 30,
-                cache_write_tokens: 0
+                cache_write_tokens: 0,
+                web_searches: 0,
             })
         );
     }
