@@ -96,6 +96,21 @@ fn several_compliance_tags_get_what_all_of_them_allow() {
 }
 
 #[test]
+fn a_tag_never_takes_a_request_beyond_its_callers_own_rule() {
+    // The gdpr tag's rule allows the EU, the Japanese caller's rule only APAC: the tag
+    // narrows that to nothing rather than moving the request to Europe.
+    let jp = [("x-gateway-geo-country", "JP"), ("x-gateway-compliance", "gdpr")];
+    let r = chat_as(support::gateway::KEY, "chat", &nonce("tag-escape"), &jp);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "residency_unsatisfiable");
+    assert_eq!(r.header("x-gateway-rule"), Some("gdpr-tag+apac-callers"));
+    // Where the caller's rule allows what the tag asks, the tag decides alone.
+    let us = [("x-gateway-geo-country", "US"), ("x-gateway-compliance", "gdpr")];
+    let r = chat_as(support::gateway::KEY, "chat", &nonce("tag-narrows"), &us);
+    assert_eq!((r.status, r.header("x-gateway-rule")), (200, Some("gdpr-tag")));
+}
+
+#[test]
 fn the_admin_api_needs_a_labelled_admin_token() {
     let g = gateway();
     let r = support::http::send("GET", &g.url("/admin/residency"), &[], None).unwrap();

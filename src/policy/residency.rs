@@ -102,29 +102,36 @@ fn matches_location(rule: &Rule, c: &Caller) -> bool {
 }
 
 /// The rule that applies and what it allows after narrowing by the compliance tags and the
-/// key's policy. A request with several tags is decided once per tag and gets the
-/// intersection, named after every rule that took part (`gdpr-tag+hipaa-tag`).
+/// key's policy. A tag is asserted by the client, so it only takes away: the request is
+/// decided without tags and once per tag, and gets the intersection, named after every rule
+/// that narrowed it (`gdpr-tag+apac-callers`).
 pub fn decide(r: &Residency, s: &Subject) -> Result<Decision, GatewayError> {
-    let mut tags = s.compliance.iter().map(|t| Some(t.as_str())).peekable();
-    if tags.peek().is_none() {
-        return decide_for(r, s, None);
-    }
-    let mut decision: Option<Decision> = None;
-    for tag in tags {
-        let one = decide_for(r, s, tag)?;
-        decision = Some(match decision {
+    let own = decide_for(r, s, None)?;
+    let mut tagged: Option<Decision> = None;
+    for tag in s.compliance {
+        let one = decide_for(r, s, Some(tag))?;
+        tagged = Some(match tagged {
             None => one,
-            Some(d) => Decision {
-                rule: if d.rule.split('+').any(|id| id == one.rule) {
-                    d.rule
-                } else {
-                    format!("{}+{}", d.rule, one.rule)
-                },
-                allowed: d.allowed.intersect(one.allowed),
-            },
+            Some(d) => d.and(one),
         });
     }
-    Ok(decision.expect("at least one tag"))
+    Ok(match tagged {
+        None => own,
+        // The caller's own rule is named only when it took something away.
+        Some(t) if own.allowed.clone().intersect(t.allowed.clone()) == t.allowed => t,
+        Some(t) => t.and(own),
+    })
+}
+
+impl Decision {
+    fn and(self, other: Decision) -> Decision {
+        let rule = if self.rule.split('+').any(|id| id == other.rule) {
+            self.rule
+        } else {
+            format!("{}+{}", self.rule, other.rule)
+        };
+        Decision { rule, allowed: self.allowed.intersect(other.allowed) }
+    }
 }
 
 fn decide_for(r: &Residency, s: &Subject, tag: Option<&str>) -> Result<Decision, GatewayError> {
@@ -316,6 +323,18 @@ mod tests {
     }
 
     #[test]
+    fn a_tag_narrows_what_the_callers_own_rule_allows() {
+        let g = gw();
+        // The gdpr tag's rule allows the EU; the Japanese caller's own rule, APAC only.
+        let tokyo = at("JP", "AS", Some([35.68, 139.69]));
+        let d = decide(&g.config.residency, &subject(&tokyo, Some("gdpr"))).unwrap();
+        assert_eq!((d.rule.as_str(), &d.allowed), ("gdpr-tag+apac-callers", &Allowed::Only(vec![])));
+        // An EU caller's rule allows the EU already: the tag's rule is the whole answer.
+        let paris = at("FR", "EU", None);
+        assert_eq!(order(&g, &paris, Some("gdpr")), ("gdpr-tag".into(), vec!["eu-a".into(), "eu-b".into()]));
+    }
+
+    #[test]
     fn unknown_tag_is_a_400() {
         let g = gw();
         let c = at("US", "NA", None);
@@ -482,17 +501,20 @@ mod tests {
                 let tags: Vec<String> = tag.map(str::to_string).into_iter().collect();
                 let s = Subject { caller: &caller, compliance: &tags, team, key_id: None, key_policy };
                 let d = decide(&g.config.residency, &s).unwrap();
-                let rule = g.config.residency.rules.iter().find(|r| r.id == d.rule).unwrap();
-                let rule_allows = Allowed::from_list(&rule.allow);
+                let untagged = Subject { compliance: &[], key_policy: None, ..s };
+                let own = decide(&g.config.residency, &untagged).unwrap().allowed;
                 let c = candidates(&g, g.alias("chat").unwrap(), &d, &caller);
                 for dep in &c.kept {
                     checked += 1;
-                    assert!(
-                        rule_allows.permits(&dep.jurisdiction),
-                        "narrowing: the rule `{}` never allowed {}",
-                        d.rule,
-                        dep.id
-                    );
+                    for id in d.rule.split('+') {
+                        let rule = g.config.residency.rules.iter().find(|r| r.id == id).unwrap();
+                        assert!(
+                            Allowed::from_list(&rule.allow).permits(&dep.jurisdiction),
+                            "{id} never allowed {}",
+                            dep.id
+                        );
+                    }
+                    assert!(own.permits(&dep.jurisdiction), "a tag or key policy widened {:?} to {}", own, dep.id);
                     if let Some(t) = tag {
                         assert!(g.config.residency.compliance_tags[t].contains(&dep.jurisdiction), "tag {t} widened");
                     }
