@@ -9,3 +9,6 @@ pub mod keys;
 pub mod residency;
 pub mod routing;
 pub mod tags;
+
+#[cfg(test)]
+mod properties;
