@@ -192,3 +192,111 @@ fn a_write_that_fails_halfway_leaves_the_api_usable_and_the_audit_truthful() {
     let mine = listed["entries"].as_array().unwrap().iter().find(|e| e["new_version"] == claimed[0]).cloned();
     assert_eq!(mine.unwrap()["status"], "failed");
 }
+
+/// Every leaf and object of `v`, as JSON pointers.
+fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+    out.push(at.clone());
+    match v {
+        Value::Object(m) => {
+            m.iter().for_each(|(k, x)| pointers(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out))
+        }
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| pointers(x, format!("{at}/{i}"), out)),
+        _ => {}
+    }
+}
+
+/// Random documents, each the current config with one thing changed (a value replaced by
+/// a hostile or mistyped one, a field removed, an unknown one added, an entry doubled):
+/// each is refused whole with the active version untouched, or stored (in KV) and read
+/// back exactly as sent. The seed is in every failure's message.
+#[test]
+fn a_document_is_refused_whole_or_stored_exactly_as_sent() {
+    let _guard = one_at_a_time();
+    let (start, original) = current_config();
+    let hostile = [
+        r#""'; DROP TABLE cost_events; --""#,
+        r#""=HYPERLINK(\"http://127.0.0.1/x\",\"y\")""#,
+        r#""<img src=x onerror=alert(1)>""#,
+        r#""\u0000\u202e\ud83d\ude00""#,
+        r#""""#,
+        r#""Legal""#,
+        "-1",
+        "0",
+        "1e308",
+        "18446744073709551616",
+        "0.1",
+        "true",
+        "null",
+        "[]",
+        "{}",
+        r#"["eu", "eu"]"#,
+        r#"{"surprise": 1}"#,
+    ];
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut rng = seed;
+    let mut below = |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let (mut stored, mut refused) = (0, 0);
+    for round in 0..40 {
+        let (before, current) = current_config();
+        let mut doc = current.clone();
+        let mut all = Vec::new();
+        pointers(&doc, String::new(), &mut all);
+        let at = all[1 + below(all.len() - 1)].clone();
+        let (parent, last) = at.rsplit_once('/').unwrap();
+        let what = match below(4) {
+            0 | 1 => {
+                *doc.pointer_mut(&at).unwrap() = serde_json::from_str(hostile[below(hostile.len())]).unwrap();
+                format!("{at} replaced")
+            }
+            2 => match doc.pointer_mut(parent).unwrap() {
+                Value::Object(m) => {
+                    m.remove(last);
+                    format!("{at} removed")
+                }
+                Value::Array(a) => {
+                    let copy = a[last.parse::<usize>().unwrap()].clone();
+                    a.push(copy);
+                    format!("{at} doubled")
+                }
+                _ => unreachable!(),
+            },
+            _ => match doc.pointer_mut(parent).unwrap() {
+                Value::Object(m) => {
+                    m.insert(format!("unknown_{round}"), json!(1));
+                    format!("{parent}/unknown_{round} added")
+                }
+                _ => continue,
+            },
+        };
+        let context = format!("seed {seed}, round {round}: {what}");
+        let r = put_config(&doc, &[]);
+        match r.status {
+            200 => {
+                stored += 1;
+                let (version, back) = current_config();
+                assert_eq!(back, doc, "{context}: read back changed");
+                let (active, kv) = kv_active();
+                assert_eq!(active, version, "{context}");
+                if version != before {
+                    assert_eq!(kv.as_ref(), Some(&doc), "{context}: KV holds another document");
+                }
+            }
+            400 => {
+                refused += 1;
+                assert_eq!(r.json()["error"]["code"], "invalid_config", "{context}: {}", r.text());
+                assert_eq!(current_config(), (before, current), "{context}: a refused document changed the config");
+            }
+            s => panic!("{context}: status {s}: {}", r.text()),
+        }
+    }
+    assert!(refused > 5 && stored > 2, "seed {seed}: {refused} refused, {stored} stored");
+    let r = put_config(&original, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(current_config().1, original);
+    assert!(current_config().0 >= start);
+}
