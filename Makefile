@@ -15,6 +15,9 @@ MOCK_PORT      := 8788
 DEV_INSPECTOR_PORT := 9229
 # Seconds between the cron's runs under `make dev` (wrangler dev never runs crons itself).
 DEV_CRON_S     := 300
+# The admin token under `make dev` only (label:token); a deployment has none until the
+# ADMIN_TOKEN secret is set.
+DEV_ADMIN_TOKEN := dev:adm-demo-local-only
 
 export WRANGLER_SEND_METRICS := false
 export WASM_BINDGEN_BIN := $(CARGO_BIN)/wasm-bindgen
@@ -26,7 +29,7 @@ WORKER_SOURCES := $(shell find src config -type f) Cargo.toml Cargo.lock
 .PHONY: help tools dev test worker size lint fmt clean
 
 help:
-	@echo "make dev    build and serve the gateway on 127.0.0.1:$(DEV_PORT) with the mock provider (demo key: gw-demo-local-only)"
+	@echo "make dev    build and serve the gateway on 127.0.0.1:$(DEV_PORT) with the mock provider (demo key: gw-demo-local-only, admin token: $(lastword $(subst :, ,$(DEV_ADMIN_TOKEN))))"
 	@echo "make test   unit and end-to-end tests"
 	@echo "make size   release wasm size, raw and gzipped"
 	@echo "make lint   rustfmt, clippy (native and wasm32), and the one-way layers check"
@@ -95,7 +98,8 @@ dev: tools worker
 	@set -m; target/debug/mock-provider --port $(MOCK_PORT) & mock=$$!; \
 	config=$$(sed 's#127.0.0.1:8788#127.0.0.1:$(MOCK_PORT)#g' config/demo.json); \
 	$(WRANGLER) dev --env dev --ip 127.0.0.1 --port $(DEV_PORT) --inspector-port $(DEV_INSPECTOR_PORT) \
-		--persist-to $(STATE) --show-interactive-dev-session=false --var "GATEWAY_CONFIG:$$config" </dev/null & dev=$$!; \
+		--persist-to $(STATE) --show-interactive-dev-session=false --var "GATEWAY_CONFIG:$$config" \
+		--var "ADMIN_TOKEN:$(DEV_ADMIN_TOKEN)" </dev/null & dev=$$!; \
 	while sleep $(DEV_CRON_S); do curl -s -o /dev/null http://127.0.0.1:$(DEV_PORT)/cdn-cgi/handler/scheduled; done & cron=$$!; \
 	trap 'kill -TERM -$$dev -$$mock -$$cron 2>/dev/null' EXIT INT TERM; wait $$dev
 

@@ -1,5 +1,6 @@
 //! `make dev` as a newcomer runs it: the demo config served, the cron run on a timer (as
-//! wrangler dev never runs crons), and a country header alone standing in for `request.cf`.
+//! wrangler dev never runs crons), a country header alone standing in for `request.cf`, and
+//! the dev-only admin token.
 //! On free ports and a fresh state directory, like every end-to-end test.
 
 mod support;
@@ -63,6 +64,12 @@ fn make_dev_serves_the_demo_runs_the_cron_and_stands_in_for_request_cf() {
         (r.header("x-gateway-rule"), r.header("x-gateway-deployment")),
         (Some("apac-callers"), Some("mock-apac"))
     );
+
+    // The dev-only admin token the README names opens the admin API.
+    let admin = [("authorization", "Bearer adm-demo-local-only")];
+    let r = http::send("GET", &format!("{base}/admin/residency"), &admin, None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["residency"]["rules"].is_array(), "{}", r.text());
 
     // The cron's spend snapshot reaches the dev KV without anyone triggering it: the key's
     // own spend then says when it was taken.
